@@ -1,0 +1,161 @@
+"""Decode policy and preprocessing: the Python half of the contract that native/core implements in C++.
+
+Both halves use the same libtorch operations in the same order, so the same pixels give the same tensor
+to the bit. The decode policy matches what sharp does with ``rotate().keepIccProfile()`` (js/decode.js).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ExportError
+
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP")
+MAX_ASPECT_RATIO = 100
+"""Longer side over shorter side. Beyond it the resized image alone would take hundreds of megabytes."""
+
+
+@dataclass(frozen=True)
+class DecodePolicy:
+    """How encoded bytes become RGB pixels, identically in Python (PIL) and Node (sharp)."""
+
+    formats: tuple[str, ...] = SUPPORTED_FORMATS
+    exif_orientation: str = "apply"  # rotate/flip as the EXIF Orientation tag says
+    icc_profile: str = "ignore"  # pixel values as stored, no colour conversion (as PIL and training did)
+    alpha: str = "composite"  # over `background`; the alpha channel is then dropped
+    background: tuple[int, int, int] = (255, 255, 255)
+    grayscale: str = "replicate"  # one grey channel copied to R, G and B
+    high_bit_depth: str = "high_byte"  # 16-bit samples keep their most significant byte
+    palette: str = "expand"  # to RGB, or RGBA when the palette has transparency
+    cmyk: str = "reject"  # PIL and libvips convert CMYK differently: refused rather than answered twice
+    animation: str = "first_frame"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Resize the shorter side, centre-crop, scale to [0, 1], normalise per channel."""
+
+    resize: int = 256
+    crop: int = 224
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: str = "bilinear"
+    antialias: bool = True
+    resize_rounding: str = "floor"  # longer side = floor(resize * long / short), as torchvision
+    crop_offset: str = "round_half_even"  # top = round((height - crop) / 2), as torchvision's CenterCrop
+    decode: DecodePolicy = field(default_factory=DecodePolicy)
+
+    def __post_init__(self):
+        if self.crop < 1 or self.resize < self.crop:
+            raise ExportError(f"preprocessing needs 1 <= crop <= resize, got resize={self.resize} crop={self.crop}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ExportError("preprocessing needs three means and three positive standard deviations")
+
+    def to_json(self) -> dict:
+        doc = asdict(self)
+        doc["mean"], doc["std"] = list(self.mean), list(self.std)
+        doc["decode"] = self.decode.to_json()
+        doc["decode"]["background"] = list(self.decode.background)
+        doc["decode"]["formats"] = list(self.decode.formats)
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: dict) -> Preprocessing:
+        decode = dict(doc.get("decode", {}))
+        if "background" in decode:
+            decode["background"] = tuple(decode["background"])
+        if "formats" in decode:
+            decode["formats"] = tuple(decode["formats"])
+        fields = {k: v for k, v in doc.items() if k != "decode"}
+        fields["mean"], fields["std"] = tuple(fields["mean"]), tuple(fields["std"])
+        return cls(**fields, decode=DecodePolicy(**decode))
+
+
+TF_STYLE = {"mean": (127 / 255,) * 3, "std": (128 / 255,) * 3}
+"""(x·255 − 127) / 128 written as (x − mean) / std: what TensorFlow-trained EfficientNet-Lite weights expect."""
+
+
+def decode(source: bytes | str | Path, policy: DecodePolicy | None = None) -> np.ndarray:
+    """Encoded image → uint8 array of shape (height, width, 3 or 4), following `policy`."""
+    policy = policy or DecodePolicy()
+    name = str(source) if isinstance(source, (str, Path)) else "image"
+    try:
+        data = Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
+    except OSError as error:
+        raise ExportError(f"cannot read {name}: {error.strerror}") from error
+    if not data:
+        raise ExportError(f"{name} is empty")
+    try:
+        image = Image.open(io.BytesIO(data))
+        if image.format not in policy.formats:
+            raise ExportError(f"{name} is {image.format}; supported formats are {', '.join(policy.formats)}")
+        if image.mode == "CMYK":
+            raise ExportError(f"{name} is a CMYK image; convert it to RGB first")
+        image.load()
+        if policy.exif_orientation == "apply":
+            image = ImageOps.exif_transpose(image)
+        return _to_rgb_or_rgba(image)
+    except ExportError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ExportError(f"{name} does not decode as an image: {error}") from error
+
+
+def _to_rgb_or_rgba(image: Image.Image) -> np.ndarray:
+    mode = image.mode
+    if mode.startswith("I;16") or mode == "I":
+        grey = (np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif mode in ("LA", "PA", "RGBa", "La"):
+        image = image.convert("RGBA")
+    elif mode not in ("RGB", "RGBA"):
+        image = image.convert("RGB")
+    return np.ascontiguousarray(np.asarray(image))
+
+
+def preprocess(pixels: np.ndarray | torch.Tensor, spec: Preprocessing) -> torch.Tensor:
+    """uint8 (height, width, channels) → float32 (3, crop, crop). Mirrors native/core/preprocess.cc."""
+    x = torch.from_numpy(np.array(pixels, copy=True)) if isinstance(pixels, np.ndarray) else pixels
+    if x.dtype != torch.uint8 or x.dim() != 3 or x.shape[2] not in (1, 2, 3, 4):
+        raise ExportError(f"expected uint8 pixels of shape (height, width, 1-4), got {tuple(x.shape)} {x.dtype}")
+    height, width, channels = x.shape
+    if height == 0 or width == 0:
+        raise ExportError("the image has no pixels")
+    if channels in (1, 2):
+        x = torch.cat([x[..., :1].expand(height, width, 3), x[..., 1:]], dim=2)
+    if x.shape[2] == 4:
+        rgb = x[..., :3].to(torch.int32)
+        alpha = x[..., 3:].to(torch.int32)
+        background = torch.tensor(spec.decode.background, dtype=torch.int32)
+        x = (rgb * alpha + background * (255 - alpha) + 127).div(255, rounding_mode="floor").to(torch.uint8)
+    x = x.contiguous().permute(2, 0, 1).unsqueeze(0)
+
+    short, long = min(height, width), max(height, width)
+    if long > MAX_ASPECT_RATIO * short:
+        raise ExportError(f"the image is {width}x{height}: aspect ratios beyond {MAX_ASPECT_RATIO}:1 are refused")
+    new_long = int(spec.resize * long / short)
+    size = (spec.resize, new_long) if height <= width else (new_long, spec.resize)
+    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    top, left = round((size[0] - spec.crop) / 2), round((size[1] - spec.crop) / 2)
+    x = x[0, :, top : top + spec.crop, left : left + spec.crop]
+
+    mean = torch.tensor(spec.mean, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32).view(3, 1, 1)
+    return x.to(torch.float32).div(255).sub(mean).div(std).contiguous()
+
+
+def load_batch(paths: list[Path], spec: Preprocessing) -> torch.Tensor:
+    """Decode and preprocess files into one float32 NCHW batch."""
+    return torch.stack([preprocess(decode(path, spec.decode), spec) for path in paths])

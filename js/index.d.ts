@@ -1,0 +1,114 @@
+// Public types of the choripan package. The raw binding's types live apart in binding.d.ts.
+
+/** A stable error code; the same vocabulary in C++, Python and JS. */
+export type ErrorCode =
+  | 'E_INVALID_ARGUMENT'
+  | 'E_DECODE'
+  | 'E_UNSUPPORTED_FORMAT'
+  | 'E_TOO_LARGE'
+  | 'E_QUEUE_FULL'
+  | 'E_TIMEOUT'
+  | 'E_ABORTED'
+  | 'E_DISPOSED'
+  | 'E_MODEL_LOAD'
+  | 'E_DEVICE'
+  | 'E_INTERNAL'
+  | 'E_URL_NOT_ALLOWED'
+  | 'E_FETCH'
+  | 'E_NOT_FOUND';
+
+export class ChoripanError extends Error {
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown });
+  readonly code: ErrorCode;
+}
+
+/** Each code and what it means. */
+export const codes: Readonly<Record<ErrorCode, string>>;
+
+export interface LoadOptions {
+  /** Most requests merged into one forward pass. Default 8. */
+  maxBatch?: number;
+  /** Longest wait for a batch to fill, after its first request arrived. Default 2. */
+  maxDelayMs?: number;
+  /** Requests waiting beyond this reject at once with E_QUEUE_FULL. Default 256. */
+  maxQueue?: number;
+  /** Inference threads. Default 1. */
+  workers?: number;
+  /** libtorch threads per worker; 0 = cores / workers. Default 0. */
+  intraOpThreads?: number;
+  /** 'cuda' rejects with E_DEVICE where CUDA is not available. Default 'cpu'. */
+  device?: 'cpu' | 'cuda';
+  /** Run a forward pass on each worker at load so that the first request is not the slow one. Default true. */
+  warmup?: boolean;
+}
+
+export interface PredictOptions {
+  /** How many labels `top` holds, most probable first. Default 5. */
+  topk?: number;
+  /** Deadline for the whole call (decode, queue, forward); rejects with E_TIMEOUT. */
+  timeoutMs?: number;
+  /** Aborting rejects with E_ABORTED and withdraws the request if it is still queued. */
+  signal?: AbortSignal;
+}
+
+export interface Prediction {
+  label: string;
+  probability: number;
+  top: Array<{ label: string; probability: number }>;
+}
+
+export interface ModelStats {
+  requests: number;
+  completed: number;
+  failed: number;
+  rejected: number;
+  batches: number;
+  queued: number;
+  inflight: number;
+  meanBatchSize: number;
+  meanForwardMs: number;
+  latencyP50Ms: number;
+  latencyP99Ms: number;
+  latencyMaxMs: number;
+  workers: number;
+  intraOpThreads: number;
+}
+
+/** The artifact's metadata document (format choripan.artifact). */
+export interface ArtifactMetadata {
+  format: 'choripan.artifact';
+  format_version: number;
+  name: string;
+  labels: string[];
+  input: { shape: Array<number | null>; dtype: string; layout: string; colors: string };
+  output: { kind: 'probabilities'; activation: string; shape: Array<number | null> };
+  preprocessing: Record<string, unknown>;
+  source: Record<string, unknown>;
+  versions: Record<string, string>;
+  exported_at: string;
+  checksum: { algorithm: string; scope: string; value: string };
+  [key: string]: unknown;
+}
+
+export class Model {
+  private constructor();
+  readonly name: string;
+  readonly path: string;
+  readonly labels: readonly string[];
+  readonly metadata: Readonly<ArtifactMetadata>;
+  readonly disposed: boolean;
+  predict(image: Uint8Array, options?: PredictOptions): Promise<Prediction>;
+  stats(): ModelStats;
+  /** Queued requests reject with E_DISPOSED; running ones answer. Resolves once the workers have exited. */
+  dispose(): Promise<void>;
+}
+
+/** Load an artifact written by `python -m export`. */
+export function load(path: string, options?: LoadOptions): Promise<Model>;
+
+/** Classify with the default model, loaded once on first use. */
+export function predict(image: Uint8Array, options?: PredictOptions): Promise<Prediction>;
+
+export function getDefaultModel(): Promise<Model>;
+
+export const DEFAULT_MODEL_PATH: string;

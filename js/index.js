@@ -1,0 +1,41 @@
+'use strict';
+// choripan: classify images in Node with a PyTorch model exported by `python -m export`.
+
+const path = require('node:path');
+const { CODES, ChoripanError } = require('./errors');
+const { Model, load } = require('./model');
+
+const DEFAULT_MODEL_PATH = process.env.CHORIPAN_MODEL
+  ? path.resolve(process.env.CHORIPAN_MODEL)
+  : path.resolve(__dirname, '..', 'models', 'default.pt');
+
+let defaultModel = null;
+
+/** The default model (EfficientNet-Lite0, ImageNet-1k), loaded once on first use. */
+function getDefaultModel() {
+  defaultModel ??= load(DEFAULT_MODEL_PATH).catch((error) => {
+    defaultModel = null; // let a later call try again
+    throw error;
+  });
+  return defaultModel;
+}
+
+/**
+ * Classify an image with the default model.
+ * @param {Uint8Array} image JPEG, PNG or WebP bytes
+ * @param {import('./index').PredictOptions} [options]
+ */
+async function predict(image, options) {
+  const model = await getDefaultModel();
+  return model.predict(image, options);
+}
+
+module.exports = {
+  predict,
+  load,
+  getDefaultModel,
+  Model,
+  ChoripanError,
+  codes: CODES,
+  DEFAULT_MODEL_PATH,
+};

@@ -1,0 +1,143 @@
+'use strict';
+// The HTTP service: POST /predict (raw image/* body or multipart field `image`), GET /predict?url=…
+// for allow-listed hosts, GET /healthz. Every failure answers JSON { error: { code, message } }.
+
+const express = require('express');
+const multer = require('multer');
+const pino = require('pino');
+const typeis = require('type-is');
+const { ChoripanError } = require('../errors');
+const { fetchImage, parseAllowlist } = require('./fetch-image');
+
+const MAX_BODY_BYTES = 10 * 1024 * 1024;
+
+const STATUS = {
+  E_INVALID_ARGUMENT: 400,
+  E_DECODE: 400,
+  E_UNSUPPORTED_FORMAT: 415,
+  E_TOO_LARGE: 413,
+  E_QUEUE_FULL: 503,
+  E_TIMEOUT: 504,
+  E_ABORTED: 499,
+  E_DISPOSED: 503,
+  E_MODEL_LOAD: 500,
+  E_DEVICE: 500,
+  E_INTERNAL: 500,
+  E_URL_NOT_ALLOWED: 403,
+  E_FETCH: 502,
+  E_NOT_FOUND: 404,
+};
+
+/** body-parser's and multer's own errors, in choripan's vocabulary. */
+function translate(error, maxBodyBytes) {
+  if (error instanceof ChoripanError) return error;
+  if (error?.type === 'entity.too.large' || error?.code === 'LIMIT_FILE_SIZE') {
+    return new ChoripanError('E_TOO_LARGE', `The body is over the ${maxBodyBytes}-byte limit`);
+  }
+  if (error instanceof multer.MulterError || error?.type === 'request.aborted' || error?.status === 400) {
+    return new ChoripanError('E_INVALID_ARGUMENT', `The request body is malformed: ${error.message}`);
+  }
+  return new ChoripanError('E_INTERNAL', 'Unexpected server error', { cause: error });
+}
+
+/**
+ * @param {object} options
+ * @param {import('../model').Model} options.model
+ * @param {string} [options.urlAllowlist] comma list of host[:port] that GET /predict?url= may fetch
+ * @param {import('pino').Logger} [options.logger]
+ * @param {number} [options.maxBodyBytes]
+ * @param {number} [options.fetchTimeoutMs]
+ * @param {number} [options.predictTimeoutMs]
+ */
+function createApp({
+  model,
+  urlAllowlist = process.env.CHORIPAN_URL_ALLOWLIST,
+  logger = pino(),
+  maxBodyBytes = MAX_BODY_BYTES,
+  fetchTimeoutMs = 10_000,
+  predictTimeoutMs = 30_000,
+}) {
+  const allowed = parseAllowlist(urlAllowlist);
+  const upload = multer({ storage: multer.memoryStorage(), limits: { fileSize: maxBodyBytes, files: 1, fields: 20 } });
+  const rawImage = express.raw({ type: 'image/*', limit: maxBodyBytes });
+  const app = express();
+  app.disable('x-powered-by');
+
+  // One log line per request: method, path, status, label (when there is one) and time.
+  app.use((req, res, next) => {
+    const started = performance.now();
+    res.on('finish', () => {
+      const ms = Math.round((performance.now() - started) * 10) / 10;
+      const { label, probability, errorCode } = res.locals;
+      logger.info({ method: req.method, path: req.path, status: res.statusCode, label, probability, errorCode, ms },
+        label ? `${label} (${probability.toFixed(3)}) in ${ms} ms` : `${req.method} ${req.path} ${res.statusCode} in ${ms} ms`);
+    });
+    next();
+  });
+
+  async function answer(req, res, image) {
+    const started = performance.now();
+    const abort = new AbortController();
+    res.on('close', () => {
+      if (!res.writableEnded) abort.abort();
+    });
+    const result = await model.predict(image, { signal: abort.signal, timeoutMs: predictTimeoutMs });
+    res.locals.label = result.label;
+    res.locals.probability = result.probability;
+    res.json({ ...result, model: model.name, elapsedMs: Math.round((performance.now() - started) * 100) / 100 });
+  }
+
+  // By the header alone: req.is() answers null for an empty body, which must get 400, not 415.
+  const contentType = (req) => req.get('content-type') ?? '';
+  app.post('/predict', (req, res, next) => {
+    if (typeis.is(contentType(req), ['multipart/form-data'])) return upload.single('image')(req, res, next);
+    if (typeis.is(contentType(req), ['image/*'])) return rawImage(req, res, next);
+    next(new ChoripanError('E_UNSUPPORTED_FORMAT',
+      `Content-Type ${req.get('content-type') ?? '(none)'} is not accepted: send image bytes with Content-Type image/*, ` +
+      "or multipart/form-data with the image in a field named 'image'"));
+  }, async (req, res) => {
+    const image = req.file ? req.file.buffer : req.body;
+    if (typeis.is(contentType(req), ['multipart/form-data']) && !req.file) {
+      throw new ChoripanError('E_INVALID_ARGUMENT', "The multipart body has no file in a field named 'image'");
+    }
+    if (!Buffer.isBuffer(image) || image.length === 0) {
+      throw new ChoripanError('E_INVALID_ARGUMENT', 'The request body is empty: send the image bytes');
+    }
+    await answer(req, res, image);
+  });
+
+  app.get('/predict', async (req, res) => {
+    const { url } = req.query;
+    if (typeof url !== 'string' || url === '') {
+      throw new ChoripanError('E_INVALID_ARGUMENT', 'GET /predict needs ?url=<image URL>; or POST the image bytes');
+    }
+    const abort = new AbortController();
+    res.on('close', () => {
+      if (!res.writableEnded) abort.abort();
+    });
+    const image = await fetchImage(url, { allowed, maxBytes: maxBodyBytes, timeoutMs: fetchTimeoutMs, signal: abort.signal });
+    await answer(req, res, image);
+  });
+
+  app.get('/healthz', (req, res) => {
+    res.json({ status: model.disposed ? 'stopping' : 'ok', model: model.name, stats: model.stats() });
+  });
+
+  app.use((req, res, next) => {
+    next(new ChoripanError('E_NOT_FOUND', `No route for ${req.method} ${req.path}`));
+  });
+
+  // eslint-disable-next-line no-unused-vars -- Express tells error handlers by their four parameters
+  app.use((error, req, res, next) => {
+    const failure = translate(error, maxBodyBytes);
+    if (failure.code === 'E_INTERNAL') logger.error({ err: error }, 'unexpected error');
+    res.locals.errorCode = failure.code;
+    if (res.headersSent || req.socket.destroyed) return;
+    if (failure.code === 'E_QUEUE_FULL') res.set('Retry-After', '1');
+    res.status(STATUS[failure.code] ?? 500).json({ error: { code: failure.code, message: failure.message } });
+  });
+
+  return app;
+}
+
+module.exports = { createApp, STATUS, MAX_BODY_BYTES };

@@ -1,0 +1,40 @@
+// The error vocabulary shared by every layer: each failure carries a stable code that the bindings
+// expose unchanged (JS `error.code`, Python `choripan_core.Error.code`).
+#pragma once
+
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace choripan {
+
+enum class ErrorCode {
+  kInvalidArgument,
+  kDecode,
+  kUnsupportedFormat,
+  kTooLarge,
+  kQueueFull,
+  kTimeout,
+  kAborted,
+  kDisposed,
+  kModelLoad,
+  kDevice,
+  kInternal,
+};
+
+// "E_INVALID_ARGUMENT", "E_QUEUE_FULL", …
+std::string_view CodeName(ErrorCode code);
+
+class Error : public std::runtime_error {
+ public:
+  Error(ErrorCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
+  ErrorCode code() const { return code_; }
+
+ private:
+  ErrorCode code_;
+};
+
+// The first line of a libtorch message: the rest is a C++ backtrace that means nothing to a user.
+std::string FirstLine(std::string_view message);
+
+}  // namespace choripan

@@ -1,0 +1,33 @@
+// The artifact's metadata document (export/artifact.py writes it into the archive as
+// extra/choripan.json): the fields the runtime needs, parsed once at load.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace choripan {
+
+inline constexpr const char* kMetadataFile = "choripan.json";
+inline constexpr int kFormatVersion = 1;
+
+struct Preprocessing {
+  int64_t resize = 256;
+  int64_t crop = 224;
+  std::array<float, 3> mean{};
+  std::array<float, 3> std{};
+  std::array<int32_t, 3> background{255, 255, 255};
+};
+
+struct Metadata {
+  std::string document;  // the JSON text as stored, handed to the bindings unchanged
+  std::string name;
+  std::vector<std::string> labels;
+  Preprocessing preprocessing;
+
+  // Throws Error(kModelLoad) naming what is missing or malformed.
+  static Metadata Parse(const std::string& document);
+};
+
+}  // namespace choripan

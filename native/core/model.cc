@@ -1,0 +1,382 @@
+#include "model.h"
+
+#include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
+#include <dlfcn.h>
+#include <torch/cuda.h>
+#include <torch/script.h>
+
+#include <algorithm>
+#include <filesystem>
+
+namespace choripan {
+
+namespace {
+
+std::string Describe(const std::exception& error) {
+  if (const auto* c10 = dynamic_cast<const c10::Error*>(&error)) {
+    return FirstLine(c10->what_without_backtrace());
+  }
+  return FirstLine(error.what());
+}
+
+void RequireCuda() {
+  if (torch::cuda::is_available()) return;
+  // This library links only libtorch's CPU half; the CUDA half registers itself when loaded.
+  std::string reason = "no CUDA device is visible";
+  if (dlopen("libtorch_cuda.so", RTLD_NOW | RTLD_GLOBAL) == nullptr) {
+    const char* why = dlerror();
+    reason = std::string("libtorch_cuda.so does not load (") + (why ? why : "unknown reason") + ")";
+  } else if (torch::cuda::is_available()) {
+    return;
+  }
+  throw Error(ErrorCode::kDevice, "device 'cuda' was requested but CUDA is not available: " + reason);
+}
+
+void Validate(const Options& options) {
+  auto require = [](bool ok, const std::string& what) {
+    if (!ok) throw Error(ErrorCode::kInvalidArgument, what);
+  };
+  require(options.max_batch >= 1 && options.max_batch <= 1024, "max_batch must be between 1 and 1024");
+  require(options.max_delay_ms >= 0 && options.max_delay_ms <= 10'000,
+          "max_delay_ms must be between 0 and 10000");
+  require(options.max_queue >= 1, "max_queue must be at least 1");
+  require(options.workers >= 1 && options.workers <= 64, "workers must be between 1 and 64");
+  require(options.intra_op_threads >= 0 && options.intra_op_threads <= 256,
+          "intra_op_threads must be between 0 (automatic) and 256");
+}
+
+int64_t IntraOpThreads(const Options& options) {
+  if (options.intra_op_threads > 0) return options.intra_op_threads;
+  const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  return std::max<int64_t>(1, cores / options.workers);
+}
+
+double Milliseconds(Clock::duration duration) {
+  return std::chrono::duration<double, std::milli>(duration).count();
+}
+
+}  // namespace
+
+std::shared_ptr<Model> Model::Load(const std::string& path, const Options& options) {
+  Validate(options);
+  if (options.device == Device::kCuda) RequireCuda();
+
+  std::error_code error;
+  if (!std::filesystem::is_regular_file(path, error)) {
+    throw Error(ErrorCode::kModelLoad, "cannot load model " + path + ": no such file");
+  }
+  torch::jit::ExtraFilesMap extra{{kMetadataFile, ""}};
+  auto module = std::make_shared<torch::jit::Module>();
+  try {
+    *module = torch::jit::load(path, options.device == Device::kCuda ? at::kCUDA : at::kCPU, extra);
+  } catch (const std::exception& failure) {
+    throw Error(ErrorCode::kModelLoad, "cannot load model " + path + ": " + Describe(failure));
+  }
+  if (extra[kMetadataFile].empty()) {
+    throw Error(ErrorCode::kModelLoad, "cannot load model " + path +
+                                           ": it has no choripan metadata (extra/choripan.json); "
+                                           "export it with `python -m export`");
+  }
+  Metadata metadata;
+  try {
+    metadata = Metadata::Parse(extra[kMetadataFile]);
+  } catch (const Error& failure) {
+    throw Error(ErrorCode::kModelLoad, "cannot load model " + path + ": " + failure.what());
+  }
+  module->eval();
+
+  std::shared_ptr<Model> model(new Model(path, options, std::move(module), std::move(metadata)));
+  model->StartWorkers();
+  return model;
+}
+
+Model::Model(std::string path, Options options, std::shared_ptr<torch::jit::Module> module,
+             Metadata metadata)
+    : path_(std::move(path)),
+      options_(options),
+      metadata_(std::move(metadata)),
+      classes_(static_cast<int64_t>(metadata_.labels.size())),
+      module_(std::move(module)) {
+  latencies_ms_.reserve(kLatencyWindow);
+  counters_.workers = options_.workers;
+  counters_.intra_op_threads = IntraOpThreads(options_);
+}
+
+Model::~Model() {
+  Dispose();
+  Join();
+}
+
+void Model::StartWorkers() {
+  std::unique_lock lock(mutex_);
+  for (int64_t i = 0; i < options_.workers; ++i) {
+    workers_.emplace_back(&Model::WorkerMain, this);
+  }
+  ready_.wait(lock, [&] { return workers_ready_ == options_.workers; });
+  if (startup_error_) {
+    auto failure = *startup_error_;
+    lock.unlock();
+    Dispose();
+    Join();
+    throw failure;
+  }
+}
+
+std::shared_ptr<torch::jit::Module> Model::module() const {
+  std::lock_guard lock(mutex_);
+  return module_;
+}
+
+void Model::WorkerMain() {
+  // Sets this thread's OpenMP team size; libtorch also records the value process-wide.
+  at::set_num_threads(static_cast<int>(counters_.intra_op_threads));
+  c10::InferenceMode inference_mode;  // thread-local: it must be created on the thread that runs forward
+  auto module = this->module();
+
+  std::optional<Error> failure;
+  if (options_.warmup) {
+    try {
+      const auto crop = metadata_.preprocessing.crop;
+      RunModule(module, at::zeros({1, 3, crop, crop}));
+      if (options_.max_batch > 1) RunModule(module, at::zeros({options_.max_batch, 3, crop, crop}));
+    } catch (const Error& error) {
+      failure = Error(ErrorCode::kModelLoad, "cannot load model " + path_ + ": " + error.what());
+    } catch (const std::exception& error) {
+      failure = Error(ErrorCode::kModelLoad,
+                      "cannot load model " + path_ + ": the warm-up forward pass failed: " + Describe(error));
+    }
+  }
+  {
+    std::lock_guard lock(mutex_);
+    if (failure && !startup_error_) startup_error_ = failure;
+    ++workers_ready_;
+  }
+  ready_.notify_all();
+
+  while (auto batch = NextBatch()) {
+    RunBatch(*batch, module);
+  }
+  // Dispose dropped the model's own reference: the module's memory goes with the last worker's.
+}
+
+std::optional<std::vector<Model::Request>> Model::NextBatch() {
+  const auto max_batch = static_cast<size_t>(options_.max_batch);
+  const auto delay = std::chrono::duration_cast<Clock::duration>(
+      std::chrono::duration<double, std::milli>(options_.max_delay_ms));
+  std::vector<Request> batch;
+  std::vector<Request> expired;
+  {
+    std::unique_lock lock(mutex_);
+    while (batch.empty() && expired.empty()) {
+      wake_.wait(lock, [&] { return disposed_ || !queue_.empty(); });
+      if (disposed_) return std::nullopt;
+      // Gather company for the oldest request, at most `max_delay_ms` after it arrived.
+      const auto gather_until = queue_.front().submitted + delay;
+      wake_.wait_until(lock, gather_until, [&] { return disposed_ || queue_.size() >= max_batch; });
+      if (disposed_) return std::nullopt;
+      const auto now = Clock::now();
+      while (!queue_.empty() && batch.size() < max_batch) {
+        auto& request = queue_.front();
+        (request.deadline && *request.deadline <= now ? expired : batch).push_back(std::move(request));
+        queue_.pop_front();
+      }
+      counters_.inflight += batch.size() + expired.size();
+      counters_.queued = queue_.size();
+    }
+  }
+  for (auto& request : expired) {
+    Finish(request, Outcome{Error(ErrorCode::kTimeout, "the deadline passed while the request was queued"), {}},
+           /*was_running=*/true);
+  }
+  return batch;
+}
+
+void Model::RunBatch(std::vector<Request>& batch, const std::shared_ptr<torch::jit::Module>& module) {
+  std::vector<at::Tensor> rows;
+  std::vector<Request*> admitted;
+  for (auto& request : batch) {
+    try {
+      if (const auto* image = std::get_if<ImageView>(&request.input)) {
+        rows.push_back(Preprocess(*image, metadata_.preprocessing));
+      } else {
+        rows.push_back(std::get<at::Tensor>(request.input));
+      }
+      admitted.push_back(&request);
+    } catch (const Error& error) {
+      Finish(request, Outcome{error, {}}, true);
+    } catch (const std::exception& error) {
+      Finish(request, Outcome{Error(ErrorCode::kInternal, "preprocessing failed: " + Describe(error)), {}}, true);
+    }
+  }
+  if (admitted.empty()) return;
+
+  at::Tensor probabilities;
+  try {
+    const auto started = Clock::now();
+    probabilities = RunModule(module, at::stack(rows));
+    const double elapsed = Milliseconds(Clock::now() - started);
+    std::lock_guard lock(mutex_);
+    ++counters_.batches;
+    counters_.batched_requests += admitted.size();
+    forward_ms_total_ += elapsed;
+  } catch (const std::exception& error) {
+    const auto message = std::string("the forward pass failed: ") + Describe(error);
+    for (auto* request : admitted) Finish(*request, Outcome{Error(ErrorCode::kInternal, message), {}}, true);
+    return;
+  }
+  const auto* data = probabilities.data_ptr<float>();
+  for (size_t row = 0; row < admitted.size(); ++row) {
+    const auto* begin = data + row * classes_;
+    Finish(*admitted[row], Outcome{std::nullopt, std::vector<float>(begin, begin + classes_)}, true);
+  }
+}
+
+at::Tensor Model::RunModule(const std::shared_ptr<torch::jit::Module>& module, const at::Tensor& batch) {
+  auto input = options_.device == Device::kCuda ? batch.to(at::kCUDA) : batch;
+  auto output = module->forward({input}).toTensor();
+  if (output.dim() != 2 || output.size(0) != batch.size(0) || output.size(1) != classes_) {
+    throw Error(ErrorCode::kInternal, "the artifact returned shape " + c10::str(output.sizes()) +
+                                          " for a batch of " + std::to_string(batch.size(0)) + "; expected [" +
+                                          std::to_string(batch.size(0)) + ", " + std::to_string(classes_) +
+                                          "] (one probability per label)");
+  }
+  return output.to(at::kCPU, at::kFloat).contiguous();
+}
+
+at::Tensor Model::Forward(const at::Tensor& batch) {
+  auto module = this->module();
+  if (!module) throw Error(ErrorCode::kDisposed, "the model was disposed");
+  if (batch.dim() != 4 || batch.scalar_type() != at::kFloat) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "expected a float32 NCHW batch, got " + std::string(c10::toString(batch.scalar_type())) + " " +
+                    c10::str(batch.sizes()));
+  }
+  at::Tensor output;
+  {
+    c10::InferenceMode inference_mode;
+    try {
+      output = RunModule(module, batch.contiguous());
+    } catch (const Error&) {
+      throw;
+    } catch (const std::exception& error) {
+      throw Error(ErrorCode::kInvalidArgument, "the artifact rejected the input: " + Describe(error));
+    }
+  }
+  return output.clone();  // an ordinary tensor, usable outside inference mode
+}
+
+RequestId Model::Submit(Input input, Completion done, std::optional<Clock::time_point> deadline) {
+  const auto crop = metadata_.preprocessing.crop;
+  if (const auto* tensor = std::get_if<at::Tensor>(&input)) {
+    if (tensor->scalar_type() != at::kFloat || tensor->dim() != 3 || tensor->size(0) != 3 ||
+        tensor->size(1) != crop || tensor->size(2) != crop) {
+      throw Error(ErrorCode::kInvalidArgument, "expected a preprocessed float32 tensor of shape [3, " +
+                                                   std::to_string(crop) + ", " + std::to_string(crop) +
+                                                   "], got " + c10::str(tensor->sizes()));
+    }
+  }
+  RequestId id;
+  {
+    std::lock_guard lock(mutex_);
+    if (disposed_) throw Error(ErrorCode::kDisposed, "the model was disposed");
+    if (queue_.size() >= static_cast<size_t>(options_.max_queue)) {
+      ++counters_.rejected;
+      throw Error(ErrorCode::kQueueFull, "the queue is full (" + std::to_string(options_.max_queue) +
+                                             " requests waiting; see maxQueue)");
+    }
+    id = next_id_++;
+    queue_.push_back(Request{id, std::move(input), std::move(done), Clock::now(), deadline});
+    ++counters_.requests;
+    counters_.queued = queue_.size();
+  }
+  wake_.notify_all();
+  return id;
+}
+
+bool Model::Cancel(RequestId id) {
+  std::optional<Request> withdrawn;
+  {
+    std::lock_guard lock(mutex_);
+    auto found = std::find_if(queue_.begin(), queue_.end(), [&](const Request& r) { return r.id == id; });
+    if (found == queue_.end()) return false;
+    withdrawn = std::move(*found);
+    queue_.erase(found);
+    counters_.queued = queue_.size();
+  }
+  Finish(*withdrawn, Outcome{Error(ErrorCode::kAborted, "the request was withdrawn before it ran"), {}}, false);
+  return true;
+}
+
+void Model::Dispose() {
+  std::deque<Request> dropped;
+  {
+    std::lock_guard lock(mutex_);
+    if (disposed_) return;
+    disposed_ = true;
+    dropped.swap(queue_);
+    counters_.queued = 0;
+    module_.reset();  // workers keep their own reference until their batch ends
+  }
+  wake_.notify_all();
+  for (auto& request : dropped) {
+    Finish(request, Outcome{Error(ErrorCode::kDisposed, "the model was disposed before this request ran"), {}},
+           false);
+  }
+}
+
+bool Model::disposed() const {
+  std::lock_guard lock(mutex_);
+  return disposed_;
+}
+
+void Model::Join() {
+  std::lock_guard lock(join_mutex_);
+  for (auto& worker : workers_) {
+    if (worker.joinable() && worker.get_id() != std::this_thread::get_id()) worker.join();
+  }
+}
+
+void Model::Finish(Request& request, Outcome outcome, bool was_running) {
+  {
+    std::lock_guard lock(mutex_);
+    if (was_running) --counters_.inflight;
+    if (outcome.error) {
+      ++counters_.failed;
+    } else {
+      ++counters_.completed;
+      const double latency = Milliseconds(Clock::now() - request.submitted);
+      if (latencies_ms_.size() < kLatencyWindow) {
+        latencies_ms_.push_back(latency);
+      } else {
+        latencies_ms_[latency_next_] = latency;
+      }
+      latency_next_ = (latency_next_ + 1) % kLatencyWindow;
+    }
+  }
+  try {
+    request.done(std::move(outcome));
+  } catch (...) {
+    // A completion must not throw; if one does, the other requests still get theirs.
+  }
+}
+
+Stats Model::GetStats() const {
+  std::lock_guard lock(mutex_);
+  Stats stats = counters_;
+  if (stats.batches > 0) {
+    stats.mean_batch_size = static_cast<double>(stats.batched_requests) / static_cast<double>(stats.batches);
+    stats.mean_forward_ms = forward_ms_total_ / static_cast<double>(stats.batches);
+  }
+  if (!latencies_ms_.empty()) {
+    auto sorted = latencies_ms_;
+    std::sort(sorted.begin(), sorted.end());
+    auto at = [&](double q) { return sorted[static_cast<size_t>(q * static_cast<double>(sorted.size() - 1))]; };
+    stats.latency_p50_ms = at(0.50);
+    stats.latency_p99_ms = at(0.99);
+    stats.latency_max_ms = sorted.back();
+  }
+  return stats;
+}
+
+}  // namespace choripan

@@ -1,0 +1,161 @@
+// A loaded artifact and its scheduler: one queue, `workers` inference threads that merge queued
+// requests into batches of up to `max_batch`, waiting at most `max_delay_ms` for company.
+#pragma once
+
+#include <ATen/Tensor.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <variant>
+#include <vector>
+
+#include "errors.h"
+#include "metadata.h"
+#include "preprocess.h"
+
+namespace torch::jit {
+struct Module;
+}
+
+namespace choripan {
+
+using Clock = std::chrono::steady_clock;
+using RequestId = uint64_t;
+
+enum class Device { kCpu, kCuda };
+
+struct Options {
+  int64_t max_batch = 8;
+  double max_delay_ms = 2.0;
+  int64_t max_queue = 256;
+  int64_t workers = 1;
+  // libtorch threads per worker; 0 picks cores / workers. See README "Threads" for what sharing a
+  // process with other models means.
+  int64_t intra_op_threads = 0;
+  Device device = Device::kCpu;
+  bool warmup = true;
+};
+
+// What a request is: decoded pixels (preprocessed on a worker thread) or an already preprocessed
+// float [3, crop, crop] tensor.
+using Input = std::variant<ImageView, at::Tensor>;
+
+// Exactly one of the two is set.
+struct Outcome {
+  std::optional<Error> error;
+  std::vector<float> probabilities;
+};
+
+// Called exactly once per submitted request, from a worker thread, or from the thread that calls
+// Cancel or Dispose. It must not throw and must not call back into the model.
+using Completion = std::function<void(Outcome)>;
+
+struct Stats {
+  uint64_t requests = 0;   // accepted by Submit
+  uint64_t completed = 0;  // answered with probabilities
+  uint64_t failed = 0;     // answered with an error after acceptance (timeouts, aborts, disposal, …)
+  uint64_t rejected = 0;   // refused by Submit (queue full)
+  uint64_t batches = 0;
+  uint64_t batched_requests = 0;  // requests that reached a forward pass
+  uint64_t queued = 0;
+  uint64_t inflight = 0;
+  double mean_batch_size = 0;
+  // Submit → completion, over the last kLatencyWindow answered requests.
+  double latency_p50_ms = 0;
+  double latency_p99_ms = 0;
+  double latency_max_ms = 0;
+  double mean_forward_ms = 0;
+  int64_t workers = 0;
+  int64_t intra_op_threads = 0;
+};
+
+class Model {
+ public:
+  static constexpr size_t kLatencyWindow = 2048;
+
+  // Loads the artifact, reads its metadata, starts the workers and, with `warmup`, runs a forward
+  // pass on each so the first request is not the slow one. Throws Error(kModelLoad | kDevice |
+  // kInvalidArgument).
+  static std::shared_ptr<Model> Load(const std::string& path, const Options& options);
+
+  ~Model();  // Dispose() and Join().
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  const Metadata& metadata() const { return metadata_; }
+  const Options& options() const { return options_; }
+  const std::string& path() const { return path_; }
+
+  // Runs the artifact on the calling thread: float [N, 3, crop, crop] → probabilities [N, classes].
+  // Throws Error(kDisposed | kInvalidArgument | kInternal).
+  at::Tensor Forward(const at::Tensor& batch);
+
+  // Queues a request. An ImageView's memory must stay valid until `done` runs. Throws
+  // Error(kQueueFull | kDisposed | kInvalidArgument) instead of queueing; `done` is then never called.
+  RequestId Submit(Input input, Completion done, std::optional<Clock::time_point> deadline = {});
+
+  // Withdraws a request that has not reached a worker yet; its completion runs with kAborted on this
+  // thread. False when it already runs or has finished.
+  bool Cancel(RequestId id);
+
+  Stats GetStats() const;
+
+  // Refuses new work, answers queued requests with kDisposed, lets running batches finish, and frees
+  // the module when the last one ends. Never blocks; idempotent.
+  void Dispose();
+  bool disposed() const;
+
+  // Waits until every worker has exited. Call after Dispose, from a thread that may block.
+  void Join();
+
+ private:
+  struct Request {
+    RequestId id;
+    Input input;
+    Completion done;
+    Clock::time_point submitted;
+    std::optional<Clock::time_point> deadline;
+  };
+
+  Model(std::string path, Options options, std::shared_ptr<torch::jit::Module> module, Metadata metadata);
+  void StartWorkers();
+  void WorkerMain();
+  std::optional<std::vector<Request>> NextBatch();  // nullopt once disposed
+  void RunBatch(std::vector<Request>& batch, const std::shared_ptr<torch::jit::Module>& module);
+  at::Tensor RunModule(const std::shared_ptr<torch::jit::Module>& module, const at::Tensor& batch);
+  std::shared_ptr<torch::jit::Module> module() const;
+  void Finish(Request& request, Outcome outcome, bool was_running);
+
+  const std::string path_;
+  const Options options_;
+  const Metadata metadata_;
+  const int64_t classes_;
+
+  std::mutex join_mutex_;
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::condition_variable ready_;
+  std::shared_ptr<torch::jit::Module> module_;  // reset when the last worker ends after Dispose
+  std::deque<Request> queue_;
+  std::vector<std::thread> workers_;
+  int64_t workers_ready_ = 0;
+  std::optional<Error> startup_error_;
+  bool disposed_ = false;
+  RequestId next_id_ = 1;
+
+  // Statistics, under mutex_.
+  Stats counters_;
+  std::vector<double> latencies_ms_;  // ring buffer of kLatencyWindow
+  size_t latency_next_ = 0;
+  double forward_ms_total_ = 0;
+};
+
+}  // namespace choripan

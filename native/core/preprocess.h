@@ -1,0 +1,28 @@
+// Pixels → model input, mirroring export/imaging.py:preprocess operation for operation so that Python
+// and every binding of this core give the same tensor to the bit.
+#pragma once
+
+#include <ATen/Tensor.h>
+
+#include <cstdint>
+
+#include "metadata.h"
+
+namespace choripan {
+
+// Longer side over shorter side; beyond it the resized image alone would take hundreds of megabytes.
+inline constexpr int64_t kMaxAspectRatio = 100;
+
+// Decoded pixels, row-major height × width × channels (1 grey, 2 grey+alpha, 3 RGB, 4 RGBA).
+// Only read, never kept: the caller keeps the memory alive until Preprocess returns.
+struct ImageView {
+  const uint8_t* data = nullptr;
+  int64_t height = 0;
+  int64_t width = 0;
+  int64_t channels = 0;
+};
+
+// float32 [3, crop, crop]. Throws Error(kInvalidArgument) for an empty or out-of-proportion image.
+at::Tensor Preprocess(const ImageView& image, const Preprocessing& spec);
+
+}  // namespace choripan

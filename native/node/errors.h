@@ -1,0 +1,13 @@
+// choripan::Error → a JS Error carrying the same stable `code`.
+#pragma once
+
+#include <napi.h>
+
+#include "../core/errors.h"
+
+namespace choripan::node {
+
+Napi::Error ToJsError(Napi::Env env, const Error& error);
+Napi::Error ToJsError(Napi::Env env, ErrorCode code, const std::string& message);
+
+}  // namespace choripan::node

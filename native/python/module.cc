@@ -1,0 +1,169 @@
+// choripan_core: the same core as the Node addon, for pytest and Python callers.
+#include <pybind11/eval.h>
+#include <torch/extension.h>
+
+#include <future>
+
+#include "../core/model.h"
+
+namespace py = pybind11;
+using choripan::Error;
+using choripan::Model;
+
+namespace {
+
+choripan::Outcome Wait(Model& model, choripan::Input input, std::optional<double> timeout_ms) {
+  auto promise = std::make_shared<std::promise<choripan::Outcome>>();
+  auto future = promise->get_future();
+  std::optional<choripan::Clock::time_point> deadline;
+  if (timeout_ms) {
+    deadline = choripan::Clock::now() + std::chrono::duration_cast<choripan::Clock::duration>(
+                                            std::chrono::duration<double, std::milli>(*timeout_ms));
+  }
+  model.Submit(std::move(input), [promise](choripan::Outcome outcome) { promise->set_value(std::move(outcome)); },
+               deadline);
+  return future.get();
+}
+
+at::Tensor ToTensor(const choripan::Outcome& outcome) {
+  if (outcome.error) throw *outcome.error;
+  return torch::tensor(outcome.probabilities, torch::kFloat);
+}
+
+at::Tensor RequirePixels(const at::Tensor& pixels) {
+  if (pixels.scalar_type() != at::kByte || pixels.dim() != 3) {
+    throw Error(choripan::ErrorCode::kInvalidArgument,
+                "expected uint8 pixels of shape (height, width, channels), got " +
+                    std::string(c10::toString(pixels.scalar_type())) + " " + c10::str(pixels.sizes()));
+  }
+  return pixels.contiguous();
+}
+
+choripan::ImageView View(const at::Tensor& pixels) {
+  return {pixels.data_ptr<uint8_t>(), pixels.size(0), pixels.size(1), pixels.size(2)};
+}
+
+py::dict StatsDict(const choripan::Stats& s) {
+  py::dict d;
+  d["requests"] = s.requests;
+  d["completed"] = s.completed;
+  d["failed"] = s.failed;
+  d["rejected"] = s.rejected;
+  d["batches"] = s.batches;
+  d["queued"] = s.queued;
+  d["inflight"] = s.inflight;
+  d["mean_batch_size"] = s.mean_batch_size;
+  d["mean_forward_ms"] = s.mean_forward_ms;
+  d["latency_p50_ms"] = s.latency_p50_ms;
+  d["latency_p99_ms"] = s.latency_p99_ms;
+  d["latency_max_ms"] = s.latency_max_ms;
+  d["workers"] = s.workers;
+  d["intra_op_threads"] = s.intra_op_threads;
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(choripan_core, m) {
+  m.doc() = "choripan's native core: load an artifact, preprocess, batch and run it through libtorch.";
+
+  py::exec(R"(
+class Error(RuntimeError):
+    """A choripan failure with a stable code (E_MODEL_LOAD, E_QUEUE_FULL, …), as in the Node package."""
+
+    def __init__(self, code, message):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+)", m.attr("__dict__"));
+  static py::object error_type = m.attr("Error");
+  py::register_exception_translator([](std::exception_ptr pointer) {
+    try {
+      if (pointer) std::rethrow_exception(pointer);
+    } catch (const Error& error) {
+      PyErr_SetObject(error_type.ptr(),
+                      py::make_tuple(std::string(choripan::CodeName(error.code())), error.what()).ptr());
+    }
+  });
+
+  py::class_<Model, std::shared_ptr<Model>>(m, "Model")
+      .def(py::init([](const std::string& path, int64_t max_batch, double max_delay_ms, int64_t max_queue,
+                       int64_t workers, int64_t intra_op_threads, const std::string& device, bool warmup) {
+             if (device != "cpu" && device != "cuda") {
+               throw Error(choripan::ErrorCode::kInvalidArgument,
+                           "device must be 'cpu' or 'cuda', got '" + device + "'");
+             }
+             choripan::Options options{max_batch, max_delay_ms, max_queue, workers, intra_op_threads,
+                                       device == "cuda" ? choripan::Device::kCuda : choripan::Device::kCpu,
+                                       warmup};
+             py::gil_scoped_release release;
+             return Model::Load(path, options);
+           }),
+           py::arg("path"), py::kw_only(), py::arg("max_batch") = 8, py::arg("max_delay_ms") = 2.0,
+           py::arg("max_queue") = 256, py::arg("workers") = 1, py::arg("intra_op_threads") = 0,
+           py::arg("device") = "cpu", py::arg("warmup") = true)
+      .def_property_readonly("metadata",
+                             [](const Model& model) {
+                               return py::module_::import("json").attr("loads")(model.metadata().document);
+                             })
+      .def_property_readonly("labels", [](const Model& model) { return model.metadata().labels; })
+      .def_property_readonly("path", &Model::path)
+      .def(
+          "forward",
+          [](Model& model, const at::Tensor& batch) {
+            py::gil_scoped_release release;
+            return model.Forward(batch);
+          },
+          py::arg("batch"), "Preprocessed float32 [N, 3, H, W] → probabilities [N, classes], on this thread.")
+      .def(
+          "preprocess",
+          [](Model& model, const at::Tensor& pixels) {
+            auto contiguous = RequirePixels(pixels);
+            py::gil_scoped_release release;
+            return choripan::Preprocess(View(contiguous), model.metadata().preprocessing);
+          },
+          py::arg("pixels"), "uint8 (height, width, channels) → float32 [3, crop, crop].")
+      .def(
+          "predict",
+          [](Model& model, const at::Tensor& pixels, std::optional<double> timeout_ms) {
+            auto contiguous = RequirePixels(pixels);
+            py::gil_scoped_release release;
+            return ToTensor(Wait(model, View(contiguous), timeout_ms));
+          },
+          py::arg("pixels"), py::kw_only(), py::arg("timeout_ms") = py::none(),
+          "Decoded uint8 pixels → probabilities [classes], through the queue and the batcher.")
+      .def(
+          "predict_preprocessed",
+          [](Model& model, const at::Tensor& input, std::optional<double> timeout_ms) {
+            py::gil_scoped_release release;
+            return ToTensor(Wait(model, input.contiguous(), timeout_ms));
+          },
+          py::arg("input"), py::kw_only(), py::arg("timeout_ms") = py::none(),
+          "A preprocessed float32 [3, crop, crop] tensor → probabilities, through the batcher.")
+      .def(
+          "predict_many",
+          [](Model& model, const std::vector<at::Tensor>& inputs) {
+            // Submits everything before waiting, so that the scheduler can batch it.
+            std::vector<std::future<choripan::Outcome>> futures;
+            std::vector<at::Tensor> owned;
+            for (const auto& input : inputs) owned.push_back(input.contiguous());
+            py::gil_scoped_release release;
+            for (const auto& input : owned) {
+              auto promise = std::make_shared<std::promise<choripan::Outcome>>();
+              futures.push_back(promise->get_future());
+              model.Submit(input, [promise](choripan::Outcome o) { promise->set_value(std::move(o)); });
+            }
+            std::vector<at::Tensor> results;
+            for (auto& future : futures) results.push_back(ToTensor(future.get()));
+            return results;
+          },
+          py::arg("inputs"), "Preprocessed tensors submitted together; returns their probabilities in order.")
+      .def("stats", [](const Model& model) { return StatsDict(model.GetStats()); })
+      .def("dispose", [](Model& model) {
+        model.Dispose();
+        py::gil_scoped_release release;
+        model.Join();
+      });
+
+  m.def("cuda_available", [] { return torch::cuda::is_available(); });
+}

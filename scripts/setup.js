@@ -1,0 +1,174 @@
+'use strict';
+// `npm install`'s own step: Python environment → native addon → default model. Each step skips
+// what is already up to date, so running it again takes seconds.
+//
+//   CHORIPAN_PYTHON=/path/to/python  use that interpreter (it must already have torch) instead of .venv
+//   LIBTORCH=/path/to/libtorch       build the Node addon against that C++ distribution
+
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { spawnSync } = require('node:child_process');
+const { root, venv, envFile, pythonPath, probe, libtorchRoot } = require('./python-env');
+
+const TORCH = ['torch==2.14.1', 'torchvision==0.29.1'];
+const DEFAULT_MODEL = path.join(root, 'models', 'default.pt');
+const ADDON = path.join(root, 'build', 'Release', 'choripan.node');
+const developing = fs.existsSync(path.join(root, 'tests'));
+
+class StepError extends Error {
+  constructor(message, hint) {
+    super(message);
+    this.hint = hint;
+  }
+}
+
+function log(message) {
+  console.log(`[choripan setup] ${message}`);
+}
+
+function run(command, args, { hint, ...options } = {}) {
+  const shown = [command, ...args].map((a) => (/\s/.test(a) ? JSON.stringify(a) : a)).join(' ');
+  log(`$ ${shown}`);
+  const result = spawnSync(command, args, { stdio: 'inherit', cwd: root, ...options });
+  if (result.error) throw new StepError(`cannot run ${command}: ${result.error.message}`, hint);
+  if (result.status !== 0) throw new StepError(`\`${shown}\` exited with status ${result.status}`, hint);
+}
+
+function digest(...parts) {
+  return crypto.createHash('sha256').update(parts.join('\0')).digest('hex');
+}
+
+function readStamp(file) {
+  try {
+    return fs.readFileSync(file, 'utf8').trim();
+  } catch {
+    return null;
+  }
+}
+
+function pythonEnvironment() {
+  const extras = developing ? '.[native,test]' : '.[native]';
+  const pyproject = fs.readFileSync(path.join(root, 'pyproject.toml'), 'utf8');
+  let python;
+  let packages;
+  if (process.env.CHORIPAN_PYTHON) {
+    python = process.env.CHORIPAN_PYTHON;
+    try {
+      probe(python);
+    } catch (error) {
+      throw new StepError(`CHORIPAN_PYTHON=${python}: ${error.message}`,
+        'point CHORIPAN_PYTHON at an interpreter that has torch installed, or unset it to let setup create .venv');
+    }
+    packages = ['-e', extras];
+  } else {
+    python = pythonPath();
+    if (!fs.existsSync(python)) {
+      const base = process.env.PYTHON || 'python3';
+      run(base, ['-m', 'venv', venv], {
+        hint: `install Python 3.10+ with its venv module (Debian: apt-get install python3-venv), or set PYTHON=/path/to/python3`,
+      });
+    }
+    packages = [...TORCH, '-e', extras];
+  }
+  const stampFile = path.join(process.env.CHORIPAN_PYTHON ? path.join(root, 'build') : venv, '.choripan-python');
+  const stamp = digest(python, pyproject, packages.join(' '));
+  if (readStamp(stampFile) === stamp) {
+    log(`python environment is up to date (${python})`);
+  } else {
+    run(python, ['-m', 'pip', 'install', '--disable-pip-version-check', '--quiet', ...packages], {
+      hint: 'pip could not install the Python packages: check that PyPI is reachable and the messages above',
+    });
+    fs.mkdirSync(path.dirname(stampFile), { recursive: true });
+    fs.writeFileSync(stampFile, `${stamp}\n`);
+  }
+  const info = probe(python);
+  // The choripan_core module that the native build writes to build/python, importable from this environment.
+  fs.writeFileSync(path.join(info.sitePackages, 'choripan_core.pth'), `${path.join(root, 'build', 'python')}\n`);
+  return info;
+}
+
+function nodeHeadersDir() {
+  // Node's own headers (present in Debian's nodejs, nvm's and the official tarballs): with them
+  // cmake-js and node-gyp build offline instead of downloading headers from nodejs.org.
+  const prefix = path.resolve(path.dirname(process.execPath), '..');
+  return fs.existsSync(path.join(prefix, 'include', 'node', 'node_api.h')) ? prefix : null;
+}
+
+function nativeAddon(info) {
+  const torch = libtorchRoot(info);
+  for (const required of ['include/torch/script.h', 'lib/libtorch_cpu.so', 'lib/libc10.so']) {
+    if (!fs.existsSync(path.join(torch, required))) {
+      throw new StepError(`${torch} is not a libtorch distribution: ${required} is missing`,
+        process.env.LIBTORCH ? 'point LIBTORCH at an unpacked libtorch (cxx11 ABI) folder, or unset it'
+          : 'reinstall torch in the Python environment');
+    }
+  }
+  if (!info.jsonInclude) {
+    throw new StepError('the nlohmann-json headers are missing from the Python environment',
+      `${info.python} -m pip install nlohmann-json==3.12.0`);
+  }
+  const defines = {
+    TORCH_ROOT: torch,
+    JSON_INCLUDE_DIR: info.jsonInclude,
+    NODE_ADDON_API_DIR: path.resolve(root, require('node-addon-api').include_dir),
+    PYTHON_INCLUDE_DIR: info.pythonInclude,
+    PYTHON_TORCH_ROOT: info.torchRoot,
+    PYTHON_EXT_SUFFIX: info.extSuffix,
+  };
+  const cmakeJs = path.join(path.dirname(require.resolve('cmake-js/package.json')), 'bin', 'cmake-js');
+  const common = ['-d', 'native', '-O', 'build'];
+  const env = { ...process.env };
+  const headers = nodeHeadersDir();
+  if (!env.npm_config_nodedir && headers) env.npm_config_nodedir = headers;
+  const hint = 'a C++20 compiler (g++ 10+) and cmake 3.18+ are needed; the compiler messages above say what failed';
+
+  const configuration = digest(JSON.stringify(defines));
+  const configStamp = path.join(root, 'build', '.choripan-configure');
+  if (readStamp(configStamp) !== configuration || !fs.existsSync(path.join(root, 'build', 'CMakeCache.txt'))) {
+    const flags = Object.entries(defines).map(([key, value]) => `--CD${key}=${value}`);
+    run(process.execPath, [cmakeJs, 'configure', ...common, ...flags], { env, hint });
+    fs.writeFileSync(configStamp, `${configuration}\n`);
+  }
+  run(process.execPath, [cmakeJs, 'build', ...common, '--parallel', String(os.availableParallelism())], { env, hint });
+
+  const check = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(ADDON)})`], { encoding: 'utf8' });
+  if (check.status !== 0) {
+    throw new StepError(`the built addon does not load: ${check.stderr.trim().split('\n').slice(0, 3).join(' ')}`,
+      'run `npm run build` after fixing the error above; `ldd build/Release/choripan.node` shows missing libraries');
+  }
+  fs.writeFileSync(envFile, `${JSON.stringify({ ...info, libtorch: torch }, null, 2)}\n`);
+}
+
+function defaultModel(info) {
+  if (fs.existsSync(DEFAULT_MODEL)) {
+    log(`default model is present (${path.relative(root, DEFAULT_MODEL)})`);
+    return;
+  }
+  run(info.python, ['-m', 'export', 'default', '--out', DEFAULT_MODEL], {
+    hint: 'the export step failed; its message above says why',
+  });
+}
+
+function main() {
+  const steps = [
+    ['python environment', pythonEnvironment],
+    ['native addon', nativeAddon],
+    ['default model', defaultModel],
+  ];
+  let value;
+  for (const [index, [name, step]] of steps.entries()) {
+    log(`step ${index + 1}/${steps.length}: ${name}`);
+    try {
+      value = step(value) ?? value;
+    } catch (error) {
+      console.error(`\nchoripan setup failed at step ${index + 1}/${steps.length} (${name}): ${error.message}`);
+      if (error.hint) console.error(`What to do: ${error.hint}`);
+      process.exit(1);
+    }
+  }
+  log('ready: `npm start` serves the default model, `npm test` runs the tests');
+}
+
+main();

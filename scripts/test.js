@@ -1,0 +1,38 @@
+'use strict';
+// `npm test`: lint, then the Python tests, then the Node tests. Stops at the first failing stage.
+
+const fs = require('node:fs');
+const path = require('node:path');
+const { spawnSync } = require('node:child_process');
+const { root, recorded, probe } = require('./python-env');
+
+function python() {
+  try {
+    return (recorded() ?? probe()).python;
+  } catch (error) {
+    console.error(`npm test: no usable Python environment (${error.message}); run \`npm install\` first`);
+    process.exit(1);
+  }
+}
+
+const interpreter = python();
+const jsTests = fs.readdirSync(path.join(root, 'tests', 'js'))
+  .filter((name) => name.endsWith('.test.js'))
+  .map((name) => path.join('tests', 'js', name));
+
+const stages = [
+  ['ruff check (Python lint)', interpreter, ['-m', 'ruff', 'check', 'export', 'tests/python']],
+  ['ruff format --check', interpreter, ['-m', 'ruff', 'format', '--check', 'export', 'tests/python']],
+  ['pytest', interpreter, ['-m', 'pytest', '-q', 'tests/python']],
+  // One file at a time: the machine may have two cores, and the timing assertions must not compete.
+  ['node --test', process.execPath, ['--test', '--test-concurrency=1', ...jsTests]],
+];
+
+for (const [name, command, args] of stages) {
+  console.log(`\n== ${name}`);
+  const result = spawnSync(command, args, { stdio: 'inherit', cwd: root });
+  if (result.status !== 0) {
+    console.error(`\nnpm test: ${name} failed`);
+    process.exit(result.status ?? 1);
+  }
+}

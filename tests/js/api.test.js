@@ -1,0 +1,163 @@
+'use strict';
+// The public JS API: predict(), load(), Model, errors.
+
+const assert = require('node:assert/strict');
+const { test, describe, after } = require('node:test');
+const crypto = require('node:crypto');
+const sharp = require('sharp');
+const choripan = require('choripan');
+const { photo, defaultModelPath, CAT_LABELS, rejection } = require('./helpers');
+
+describe('predict() with the default model', () => {
+  test('labels a real cat photo as a cat, with the top 5', async () => {
+    const result = await choripan.predict(photo('chelsea.png'));
+    assert.ok(CAT_LABELS.includes(result.label), `got ${result.label}`);
+    assert.equal(result.top.length, 5);
+    assert.equal(result.top[0].label, result.label);
+    assert.equal(result.top[0].probability, result.probability);
+    for (let i = 1; i < 5; i++) assert.ok(result.top[i - 1].probability >= result.top[i].probability);
+    assert.ok(result.top.every((entry) => entry.probability > 0 && entry.probability < 1));
+  });
+
+  test('labels an espresso and a missile', async () => {
+    assert.equal((await choripan.predict(photo('coffee.png'))).label, 'espresso');
+    assert.equal((await choripan.predict(photo('rocket.jpg'))).label, 'missile');
+  });
+
+  test('honours topk', async () => {
+    const result = await choripan.predict(photo('coffee.png'), { topk: 2 });
+    assert.equal(result.top.length, 2);
+  });
+
+  test('takes WebP and JPEG encodings of the same photo', async () => {
+    const webp = await sharp(photo('chelsea.png')).webp({ quality: 95 }).toBuffer();
+    const jpeg = await sharp(photo('chelsea.png')).jpeg({ quality: 95 }).toBuffer();
+    for (const bytes of [webp, jpeg]) {
+      assert.ok(CAT_LABELS.includes((await choripan.predict(bytes)).label));
+    }
+  });
+
+  test('applies EXIF orientation: a rotated JPEG tagged to display upright answers like the upright one', async () => {
+    const upright = await sharp(photo('chelsea.png')).jpeg({ quality: 100 }).toBuffer();
+    // Stored rotated 90° clockwise; Orientation 8 tells viewers to rotate it back.
+    const rotated = await sharp(photo('chelsea.png')).rotate(90).jpeg({ quality: 100 }).withMetadata({ orientation: 8 }).toBuffer();
+    const [a, b] = await Promise.all([choripan.predict(upright), choripan.predict(rotated)]);
+    assert.equal(a.label, b.label);
+    assert.ok(Math.abs(a.probability - b.probability) < 0.05);
+  });
+});
+
+describe('bad calls are rejected with E_INVALID_ARGUMENT', () => {
+  const cases = [
+    ['a string instead of bytes', () => choripan.predict('chelsea.png'), /Expected a Buffer or Uint8Array .* for image but received "chelsea.png" of type string/],
+    ['an empty buffer', () => choripan.predict(Buffer.alloc(0)), /empty buffer/],
+    ['topk 0', () => choripan.predict(photo('coffee.png'), { topk: 0 }), /Expected an integer between 1 and 1000 for options.topk but received 0/],
+    ['a misspelled option', () => choripan.predict(photo('coffee.png'), { topK: 3 }), /Unknown option 'topK' for predict\(\)\. Did you mean 'topk'\?/],
+    ['a signal that is not an AbortSignal', () => choripan.predict(photo('coffee.png'), { signal: {} }), /AbortSignal/],
+    ['a misspelled load option', () => choripan.load(defaultModelPath, { maxbatch: 4 }), /Did you mean 'maxBatch'\?/],
+    ['maxBatch 0', () => choripan.load(defaultModelPath, { maxBatch: 0 }), /options.maxBatch but received 0/],
+    ['an unknown device', () => choripan.load(defaultModelPath, { device: 'tpu' }), /'cpu' or 'cuda' for options.device/],
+    ['a path that is not a string', () => choripan.load(42), /for path but received 42 of type number/],
+  ];
+  for (const [name, call, message] of cases) {
+    test(name, async () => {
+      const error = await rejection(call());
+      assert.ok(error instanceof choripan.ChoripanError);
+      assert.equal(error.code, 'E_INVALID_ARGUMENT');
+      assert.match(error.message, message);
+    });
+  }
+});
+
+describe('expected failures carry a code', () => {
+  test('random bytes → E_DECODE', async () => {
+    const error = await rejection(choripan.predict(crypto.randomBytes(4096)));
+    assert.equal(error.code, 'E_DECODE');
+  });
+
+  test('a truncated JPEG → E_DECODE', async () => {
+    const jpeg = await sharp(photo('chelsea.png')).jpeg().toBuffer();
+    const error = await rejection(choripan.predict(jpeg.subarray(0, jpeg.length / 2)));
+    assert.equal(error.code, 'E_DECODE');
+  });
+
+  test('GIF, TIFF and SVG → E_UNSUPPORTED_FORMAT', async () => {
+    const gif = await sharp(photo('chelsea.png')).gif().toBuffer();
+    const tiff = await sharp(photo('chelsea.png')).tiff().toBuffer();
+    const svg = Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>');
+    for (const bytes of [gif, tiff, svg]) {
+      const error = await rejection(choripan.predict(bytes));
+      assert.equal(error.code, 'E_UNSUPPORTED_FORMAT');
+    }
+  });
+
+  test('a CMYK JPEG → E_UNSUPPORTED_FORMAT, as in Python', async () => {
+    const cmyk = await sharp(photo('chelsea.png')).toColourspace('cmyk').jpeg().toBuffer();
+    const error = await rejection(choripan.predict(cmyk));
+    assert.equal(error.code, 'E_UNSUPPORTED_FORMAT');
+    assert.match(error.message, /CMYK/);
+  });
+
+  test('an image 200 times wider than high → E_INVALID_ARGUMENT from the core', async () => {
+    const strip = await sharp({ create: { width: 2000, height: 10, channels: 3, background: '#808080' } }).png().toBuffer();
+    const error = await rejection(choripan.predict(strip));
+    assert.equal(error.code, 'E_INVALID_ARGUMENT');
+    assert.match(error.message, /aspect ratio/);
+  });
+
+  test('a missing model file → E_MODEL_LOAD naming the path', async () => {
+    const error = await rejection(choripan.load('/nonexistent/model.pt'));
+    assert.equal(error.code, 'E_MODEL_LOAD');
+    assert.match(error.message, /\/nonexistent\/model\.pt/);
+    assert.match(error.stack, /api\.test\.js/, 'the stack points at the caller');
+  });
+});
+
+describe('load() and Model', () => {
+  let model;
+  after(() => model?.dispose());
+
+  test('loads an artifact with its metadata', async () => {
+    model = await choripan.load(defaultModelPath, { maxBatch: 4, workers: 1 });
+    assert.equal(model.name, 'efficientnet-lite0');
+    assert.equal(model.labels.length, 1000);
+    assert.equal(model.metadata.format, 'choripan.artifact');
+    assert.equal(model.metadata.preprocessing.crop, 224);
+    assert.equal(model.metadata.output.kind, 'probabilities');
+  });
+
+  test('predict on a loaded model matches the default predict()', async () => {
+    const [a, b] = await Promise.all([model.predict(photo('coffee.png')), choripan.predict(photo('coffee.png'))]);
+    assert.deepEqual(a, b);
+  });
+
+  test('an aborted signal rejects with E_ABORTED', async () => {
+    const error = await rejection(model.predict(photo('coffee.png'), { signal: AbortSignal.abort() }));
+    assert.equal(error.code, 'E_ABORTED');
+  });
+
+  test('stats() counts requests', async () => {
+    const before = model.stats().requests;
+    await model.predict(photo('coffee.png'));
+    const stats = model.stats();
+    assert.equal(stats.requests, before + 1);
+    assert.ok(stats.batches >= 1);
+    assert.equal(stats.queued, 0);
+  });
+
+  test('after dispose(), predict rejects with E_DISPOSED', async () => {
+    await model.dispose();
+    assert.equal(model.disposed, true);
+    const error = await rejection(model.predict(photo('coffee.png')));
+    assert.equal(error.code, 'E_DISPOSED');
+    await model.dispose(); // idempotent
+  });
+});
+
+describe('module resolution', () => {
+  test("import('choripan') resolves to the same API", async () => {
+    const imported = await import('choripan');
+    assert.equal(imported.default.predict, choripan.predict);
+    assert.equal(typeof imported.load, 'function');
+  });
+});

@@ -1,0 +1,38 @@
+'use strict';
+// Shared test fixtures: real photos from scikit-image (installed in the project's Python environment),
+// the default artifact and its golden file.
+
+const fs = require('node:fs');
+const path = require('node:path');
+const { recorded, probe } = require('../../scripts/python-env');
+
+const root = path.resolve(__dirname, '..', '..');
+const env = recorded() ?? probe();
+const photosDir = path.join(env.sitePackages, 'skimage', 'data');
+const defaultModelPath = path.join(root, 'models', 'default.pt');
+
+const CAT_LABELS = ['tiger cat', 'Egyptian cat', 'tabby'];
+
+function photoPath(name) {
+  return path.join(photosDir, name);
+}
+
+function photo(name) {
+  return fs.readFileSync(photoPath(name));
+}
+
+function golden() {
+  return JSON.parse(fs.readFileSync(defaultModelPath.replace(/\.pt$/, '.golden.json'), 'utf8'));
+}
+
+/** Resolves to the rejection's error; fails if the promise resolves. */
+async function rejection(promise) {
+  try {
+    await promise;
+  } catch (error) {
+    return error;
+  }
+  throw new Error('expected a rejection, but the promise resolved');
+}
+
+module.exports = { root, env, photosDir, photoPath, photo, golden, defaultModelPath, CAT_LABELS, rejection };

@@ -1,0 +1,158 @@
+'use strict';
+// The Express service over real HTTP on ephemeral loopback ports.
+
+const assert = require('node:assert/strict');
+const { test, describe, before, after } = require('node:test');
+const http = require('node:http');
+const crypto = require('node:crypto');
+const pino = require('pino');
+const choripan = require('choripan');
+const { createApp } = require('choripan/server');
+const { photo, defaultModelPath, CAT_LABELS } = require('./helpers');
+
+function listen(server) {
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server.address().port)));
+}
+
+describe('POST /predict and GET /predict', () => {
+  let model;
+  let server;
+  let base;
+  let images;
+  let imagesPort;
+  const lines = [];
+
+  before(async () => {
+    // A second local server plays the remote host that GET /predict?url= fetches from.
+    images = http.createServer((req, res) => {
+      if (req.url === '/cat.png') return res.end(photo('chelsea.png'));
+      if (req.url === '/redirect') return res.writeHead(302, { location: '/cat.png' }).end();
+      if (req.url === '/elsewhere') return res.writeHead(302, { location: 'http://127.0.0.2:1/x.png' }).end();
+      if (req.url === '/huge') return res.end(Buffer.alloc(11 * 1024 * 1024));
+      res.writeHead(404).end();
+    });
+    imagesPort = await listen(images);
+    model = await choripan.load(defaultModelPath);
+    const logger = pino({ level: 'info' }, { write: (line) => lines.push(JSON.parse(line)) });
+    server = http.createServer(createApp({ model, logger, urlAllowlist: `127.0.0.1:${imagesPort}` }));
+    base = `http://127.0.0.1:${await listen(server)}`;
+  });
+
+  after(async () => {
+    server.close();
+    images.close();
+    await model.dispose();
+  });
+
+  async function post(body, contentType) {
+    const headers = contentType ? { 'content-type': contentType } : {};
+    const response = await fetch(`${base}/predict`, { method: 'POST', body, headers });
+    return { status: response.status, body: await response.json() };
+  }
+
+  test('a raw image/png body → the cat, with model and elapsedMs', async () => {
+    const { status, body } = await post(photo('chelsea.png'), 'image/png');
+    assert.equal(status, 200);
+    assert.ok(CAT_LABELS.includes(body.label));
+    assert.equal(body.top.length, 5);
+    assert.equal(body.model, 'efficientnet-lite0');
+    assert.ok(body.elapsedMs > 0);
+    const line = lines.find((l) => l.label === body.label);
+    assert.ok(line, 'one log line with the label');
+    assert.equal(line.status, 200);
+    assert.ok(line.ms > 0);
+  });
+
+  test('a multipart field named image → the espresso', async () => {
+    const form = new FormData();
+    form.append('image', new Blob([photo('coffee.png')], { type: 'image/png' }), 'coffee.png');
+    const response = await fetch(`${base}/predict`, { method: 'POST', body: form });
+    assert.equal(response.status, 200);
+    assert.equal((await response.json()).label, 'espresso');
+  });
+
+  const failures = [
+    ['an empty image body', () => post(Buffer.alloc(0), 'image/png'), 400, 'E_INVALID_ARGUMENT'],
+    ['random bytes as image/jpeg', () => post(crypto.randomBytes(2048), 'image/jpeg'), 400, 'E_DECODE'],
+    ['text as image/png', () => post('hello', 'image/png'), 400, 'E_DECODE'],
+    ['application/json', () => post('{"a":1}', 'application/json'), 415, 'E_UNSUPPORTED_FORMAT'],
+    ['no content type', () => post(photo('coffee.png')), 415, 'E_UNSUPPORTED_FORMAT'],
+    ['a body over 10 MB', () => post(crypto.randomBytes(10 * 1024 * 1024 + 1), 'image/jpeg'), 413, 'E_TOO_LARGE'],
+    ['multipart without an image field', async () => {
+      const form = new FormData();
+      form.append('photo', new Blob([photo('coffee.png')]), 'coffee.png');
+      const response = await fetch(`${base}/predict`, { method: 'POST', body: form });
+      return { status: response.status, body: await response.json() };
+    }, 400, 'E_INVALID_ARGUMENT'],
+    ['multipart over 10 MB', async () => {
+      const form = new FormData();
+      form.append('image', new Blob([crypto.randomBytes(10 * 1024 * 1024 + 1)]), 'big.jpg');
+      const response = await fetch(`${base}/predict`, { method: 'POST', body: form });
+      return { status: response.status, body: await response.json() };
+    }, 413, 'E_TOO_LARGE'],
+  ];
+  for (const [name, send, status, code] of failures) {
+    test(`${name} → ${status} ${code}, and the server keeps serving`, async () => {
+      const answer = await send();
+      assert.equal(answer.status, status);
+      assert.equal(answer.body.error.code, code);
+      assert.equal(typeof answer.body.error.message, 'string');
+      const next = await post(photo('coffee.png'), 'image/png');
+      assert.equal(next.status, 200);
+    });
+  }
+
+  async function get(url) {
+    const response = await fetch(`${base}/predict?url=${encodeURIComponent(url)}`);
+    return { status: response.status, body: await response.json() };
+  }
+
+  test('GET ?url= on an allow-listed host fetches and classifies, following a redirect', async () => {
+    for (const path of ['/cat.png', '/redirect']) {
+      const { status, body } = await get(`http://127.0.0.1:${imagesPort}${path}`);
+      assert.equal(status, 200);
+      assert.ok(CAT_LABELS.includes(body.label));
+    }
+  });
+
+  test('GET ?url= elsewhere → 403 E_URL_NOT_ALLOWED, redirects included', async () => {
+    for (const url of ['http://example.com/cat.png', `http://localhost:${imagesPort}/cat.png`, `http://127.0.0.1:${imagesPort}/elsewhere`]) {
+      const { status, body } = await get(url);
+      assert.equal(status, 403, url);
+      assert.equal(body.error.code, 'E_URL_NOT_ALLOWED');
+    }
+  });
+
+  test('GET ?url= failures: missing url 400, not http 400, 404 upstream 502, huge 413', async () => {
+    const missing = await fetch(`${base}/predict`);
+    assert.equal(missing.status, 400);
+    assert.equal((await get('file:///etc/passwd')).status, 400);
+    const notFound = await get(`http://127.0.0.1:${imagesPort}/missing.png`);
+    assert.equal(notFound.status, 502);
+    assert.equal(notFound.body.error.code, 'E_FETCH');
+    const huge = await get(`http://127.0.0.1:${imagesPort}/huge`);
+    assert.equal(huge.status, 413);
+  });
+
+  test('unknown routes → 404 JSON', async () => {
+    const response = await fetch(`${base}/nothing`);
+    assert.equal(response.status, 404);
+    assert.equal((await response.json()).error.code, 'E_NOT_FOUND');
+  });
+});
+
+describe('without CHORIPAN_URL_ALLOWLIST', () => {
+  test('GET ?url= → 403', async () => {
+    const model = await choripan.load(defaultModelPath, { warmup: false });
+    const server = http.createServer(createApp({ model, logger: pino({ level: 'silent' }), urlAllowlist: undefined }));
+    const port = await listen(server);
+    try {
+      const response = await fetch(`http://127.0.0.1:${port}/predict?url=${encodeURIComponent(`http://127.0.0.1:${port}/x.png`)}`);
+      assert.equal(response.status, 403);
+      assert.equal((await response.json()).error.code, 'E_URL_NOT_ALLOWED');
+    } finally {
+      server.close();
+      await model.dispose();
+    }
+  });
+});

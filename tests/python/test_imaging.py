@@ -1,0 +1,129 @@
+"""The decode policy and preprocessing that native/core mirrors."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from export.errors import ExportError
+from export.imaging import DecodePolicy, Preprocessing, decode, preprocess
+
+SPEC = Preprocessing(resize=256, crop=224)
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def cat(photos) -> Image.Image:
+    return Image.open(photos / "chelsea.png").convert("RGB")
+
+
+def test_rgb_png_decodes_to_its_pixels(photos, cat):
+    pixels = decode(photos / "chelsea.png")
+    assert pixels.shape == (300, 451, 3) and pixels.dtype == np.uint8
+    assert np.array_equal(pixels, np.asarray(cat))
+
+
+def test_greyscale_is_replicated_into_three_channels(photos):
+    pixels = decode(photos / "camera.png")
+    assert pixels.shape == (512, 512, 3)
+    assert np.array_equal(pixels[..., 0], pixels[..., 2])
+
+
+def test_rgba_keeps_alpha_until_preprocessing(photos):
+    assert decode(photos / "horse.png").shape[2] == 4
+
+
+def test_palette_with_transparency_becomes_rgba(cat):
+    palette = cat.quantize(32)
+    assert decode(encode(palette, "PNG")).shape[2] == 3
+    assert decode(encode(palette, "PNG", transparency=0)).shape[2] == 4
+
+
+def test_16_bit_greyscale_keeps_the_high_byte(cat):
+    grey = np.asarray(cat.convert("L")).astype(np.uint16) * 257 + 3
+    pixels = decode(encode(Image.fromarray(grey), "PNG"))
+    assert np.array_equal(pixels[..., 0], (grey >> 8).astype(np.uint8))
+
+
+def test_exif_orientation_is_applied(cat):
+    stored = cat.transpose(Image.Transpose.ROTATE_270)  # rotated 90° clockwise
+    exif = Image.Exif()
+    exif[0x0112] = 8  # display rotated 90° counter-clockwise
+    pixels = decode(encode(stored, "PNG", exif=exif.tobytes()))
+    assert pixels.shape == (300, 451, 3)
+    assert np.array_equal(pixels, np.asarray(cat))
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda cat: b"", "empty"),
+        (lambda cat: b"not an image at all", "does not decode"),
+        (lambda cat: encode(cat, "JPEG")[:2000], "does not decode"),
+        (lambda cat: encode(cat, "GIF"), "GIF"),
+        (lambda cat: encode(cat, "TIFF"), "TIFF"),
+        (lambda cat: encode(cat.convert("CMYK"), "JPEG"), "CMYK"),
+    ],
+    ids=["empty", "garbage", "truncated-jpeg", "gif", "tiff", "cmyk"],
+)
+def test_bad_images_are_refused(cat, make, message):
+    with pytest.raises(ExportError, match=message):
+        decode(make(cat))
+
+
+def test_preprocess_shape_and_normalisation(photos):
+    x = preprocess(decode(photos / "coffee.png"), SPEC)
+    assert x.shape == (3, 224, 224) and x.dtype == torch.float32
+    assert x.min() > -2.5 and x.max() < 2.7
+
+
+@pytest.mark.parametrize("name", ["motorcycle_left.png", "rocket.jpg", "chelsea.png"])
+def test_preprocess_equals_torchvision_resize_and_centre_crop(photos, name):
+    """Exactly torchvision's Resize(256, antialias=True) + CenterCrop(224) on uint8 tensors."""
+    from torchvision.transforms.v2 import functional as TF
+
+    pixels = decode(photos / name)
+    chw = torch.from_numpy(pixels.copy()).permute(2, 0, 1)
+    reference = TF.center_crop(TF.resize(chw, [256], antialias=True), [224])
+    ours = preprocess(pixels, Preprocessing(resize=256, crop=224, mean=(0, 0, 0), std=(1 / 255,) * 3))
+    assert torch.equal(ours.round(), reference.float())
+
+
+def test_alpha_is_composited_over_white(cat):
+    rgba = np.asarray(cat.convert("RGBA")).copy()
+    rgba[:, :200] = 0  # left part: transparent black
+    x = preprocess(rgba, Preprocessing(resize=300, crop=300, mean=(0, 0, 0), std=(1 / 255,) * 3))
+    assert torch.all(x[:, :, :100].round() == 255)  # source columns 76-175 after the centre crop
+    opaque = preprocess(
+        np.asarray(cat)[:, 200:].copy(), Preprocessing(resize=250, crop=250, mean=(0, 0, 0), std=(1 / 255,) * 3)
+    )
+    assert opaque.mean() < 200  # the photo itself is not white
+
+
+def test_extreme_aspect_ratio_is_refused():
+    with pytest.raises(ExportError, match="aspect ratio"):
+        preprocess(np.zeros((2, 500, 3), np.uint8), SPEC)
+
+
+def test_policy_round_trips_through_json():
+    spec = Preprocessing(resize=300, crop=260, mean=(0.5, 0.4, 0.3), std=(0.2, 0.2, 0.2))
+    assert Preprocessing.from_json(spec.to_json()) == spec
+    assert spec.to_json()["decode"] == {
+        **DecodePolicy().to_json(),
+        "background": [255, 255, 255],
+        "formats": ["JPEG", "PNG", "WEBP"],
+    }
+
+
+def test_crop_larger_than_resize_is_refused():
+    with pytest.raises(ExportError, match="crop"):
+        Preprocessing(resize=200, crop=224)
