@@ -114,7 +114,7 @@ def decode(source: bytes | str | Path, policy: DecodePolicy | None = None) -> np
 def _to_rgb_or_rgba(image: Image.Image) -> np.ndarray:
     mode = image.mode
     if mode.startswith("I;16") or mode == "I":
-        grey = (np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8)
+        grey = (np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8)  # a fresh, writable array
         return np.repeat(grey[..., None], 3, axis=2)
     if mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
@@ -122,12 +122,15 @@ def _to_rgb_or_rgba(image: Image.Image) -> np.ndarray:
         image = image.convert("RGBA")
     elif mode not in ("RGB", "RGBA"):
         image = image.convert("RGB")
-    return np.ascontiguousarray(np.asarray(image))
+    return np.array(image)  # a writable copy: torch.from_numpy shares it
 
 
 def preprocess(pixels: np.ndarray | torch.Tensor, spec: Preprocessing) -> torch.Tensor:
     """uint8 (height, width, channels) → float32 (3, crop, crop). Mirrors native/core/preprocess.cc."""
-    x = torch.from_numpy(np.array(pixels, copy=True)) if isinstance(pixels, np.ndarray) else pixels
+    if isinstance(pixels, np.ndarray):
+        x = torch.from_numpy(pixels if pixels.flags.writeable else pixels.copy())
+    else:
+        x = pixels
     if x.dtype != torch.uint8 or x.dim() != 3 or x.shape[2] not in (1, 2, 3, 4):
         raise ExportError(f"expected uint8 pixels of shape (height, width, 1-4), got {tuple(x.shape)} {x.dtype}")
     height, width, channels = x.shape

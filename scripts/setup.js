@@ -10,7 +10,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
-const { root, venv, envFile, pythonPath, probe, libtorchRoot } = require('./python-env');
+const { root, venv, envFile, pythonPath, probe, libtorchRoot, nodeHeadersDir } = require('./environment');
 
 const TORCH = ['torch==2.14.1', 'torchvision==0.29.1'];
 const DEFAULT_MODEL = path.join(root, 'models', 'default.pt');
@@ -87,13 +87,6 @@ function pythonEnvironment() {
   // The choripan_core module that the native build writes to build/python, importable from this environment.
   fs.writeFileSync(path.join(info.sitePackages, 'choripan_core.pth'), `${path.join(root, 'build', 'python')}\n`);
   return info;
-}
-
-function nodeHeadersDir() {
-  // Node's own headers (present in Debian's nodejs, nvm's and the official tarballs): with them
-  // cmake-js and node-gyp build offline instead of downloading headers from nodejs.org.
-  const prefix = path.resolve(path.dirname(process.execPath), '..');
-  return fs.existsSync(path.join(prefix, 'include', 'node', 'node_api.h')) ? prefix : null;
 }
 
 function nativeAddon(info) {

@@ -4,7 +4,7 @@
 const fs = require('node:fs');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
-const { root, recorded, probe } = require('./python-env');
+const { root, recorded, probe } = require('./environment');
 
 function python() {
   try {
@@ -21,8 +21,8 @@ const jsTests = fs.readdirSync(path.join(root, 'tests', 'js'))
   .map((name) => path.join('tests', 'js', name));
 
 const stages = [
-  ['ruff check (Python lint)', interpreter, ['-m', 'ruff', 'check', 'export', 'tests/python']],
-  ['ruff format --check', interpreter, ['-m', 'ruff', 'format', '--check', 'export', 'tests/python']],
+  ['ruff check (Python lint)', interpreter, ['-m', 'ruff', 'check', 'export', 'tests/python', 'bench']],
+  ['ruff format --check', interpreter, ['-m', 'ruff', 'format', '--check', 'export', 'tests/python', 'bench']],
   ['pytest', interpreter, ['-m', 'pytest', '-q', 'tests/python']],
   // One file at a time: the machine may have two cores, and the timing assertions must not compete.
   ['node --test', process.execPath, ['--test', '--test-concurrency=1', ...jsTests]],

@@ -2,7 +2,7 @@
 // Prints one path for binding.gyp: `node scripts/torch-paths.js include|api-include|lib|json-include`.
 
 const path = require('node:path');
-const { probe, libtorchRoot, recorded } = require('./python-env');
+const { probe, libtorchRoot, recorded } = require('./environment');
 
 const info = recorded() || probe();
 const torch = libtorchRoot(info);

@@ -68,11 +68,20 @@ std::shared_ptr<Model> Model::Load(const std::string& path, const Options& optio
   }
   torch::jit::ExtraFilesMap extra{{kMetadataFile, ""}};
   auto module = std::make_shared<torch::jit::Module>();
-  try {
-    *module = torch::jit::load(path, options.device == Device::kCuda ? at::kCUDA : at::kCPU, extra);
-  } catch (const std::exception& failure) {
-    throw Error(ErrorCode::kModelLoad, "cannot load model " + path + ": " + Describe(failure));
-  }
+  // Loading runs libtorch's parallel copies. GNU OpenMP keeps a thread pool for every thread that
+  // opens a parallel region and, once it manages more threads than there are cores, stops spinning
+  // between regions, which makes every forward pass slower. A short-lived loader thread takes its
+  // pool with it, so the only pools left are the workers'.
+  std::string failure;
+  std::thread loader([&] {
+    try {
+      *module = torch::jit::load(path, options.device == Device::kCuda ? at::kCUDA : at::kCPU, extra);
+    } catch (const std::exception& error) {
+      failure = Describe(error);
+    }
+  });
+  loader.join();
+  if (!failure.empty()) throw Error(ErrorCode::kModelLoad, "cannot load model " + path + ": " + failure);
   if (extra[kMetadataFile].empty()) {
     throw Error(ErrorCode::kModelLoad, "cannot load model " + path +
                                            ": it has no choripan metadata (extra/choripan.json); "
@@ -233,7 +242,10 @@ void Model::RunBatch(std::vector<Request>& batch, const std::shared_ptr<torch::j
 }
 
 at::Tensor Model::RunModule(const std::shared_ptr<torch::jit::Module>& module, const at::Tensor& batch) {
-  auto input = options_.device == Device::kCuda ? batch.to(at::kCUDA) : batch;
+  // On the CPU, oneDNN's convolutions run a channels-last batch markedly faster (bench/native.js),
+  // with results within 1e-6 of NCHW.
+  auto input = options_.device == Device::kCuda ? batch.to(at::kCUDA)
+                                                : batch.contiguous(at::MemoryFormat::ChannelsLast);
   auto output = module->forward({input}).toTensor();
   if (output.dim() != 2 || output.size(0) != batch.size(0) || output.size(1) != classes_) {
     throw Error(ErrorCode::kInternal, "the artifact returned shape " + c10::str(output.sizes()) +
@@ -256,7 +268,7 @@ at::Tensor Model::Forward(const at::Tensor& batch) {
   {
     c10::InferenceMode inference_mode;
     try {
-      output = RunModule(module, batch.contiguous());
+      output = RunModule(module, batch);
     } catch (const Error&) {
       throw;
     } catch (const std::exception& error) {

@@ -3,6 +3,8 @@
 #include <torch/extension.h>
 
 #include <future>
+#include <mutex>
+#include <vector>
 
 #include "../core/model.h"
 
@@ -62,6 +64,33 @@ py::dict StatsDict(const choripan::Stats& s) {
   return d;
 }
 
+// Models alive in this interpreter, disposed by an atexit hook: worker threads must be joined before
+// the interpreter and libtorch's statics are torn down.
+std::mutex live_mutex;
+std::vector<std::weak_ptr<Model>> live_models;
+
+std::shared_ptr<Model> Track(std::shared_ptr<Model> model) {
+  std::lock_guard lock(live_mutex);
+  std::erase_if(live_models, [](const auto& weak) { return weak.expired(); });
+  live_models.push_back(model);
+  return model;
+}
+
+void DisposeAll() {
+  std::vector<std::shared_ptr<Model>> models;
+  {
+    std::lock_guard lock(live_mutex);
+    for (const auto& weak : live_models) {
+      if (auto model = weak.lock()) models.push_back(std::move(model));
+    }
+    live_models.clear();
+  }
+  for (auto& model : models) {
+    model->Dispose();
+    model->Join();
+  }
+}
+
 }  // namespace
 
 PYBIND11_MODULE(choripan_core, m) {
@@ -97,7 +126,7 @@ class Error(RuntimeError):
                                        device == "cuda" ? choripan::Device::kCuda : choripan::Device::kCpu,
                                        warmup};
              py::gil_scoped_release release;
-             return Model::Load(path, options);
+             return Track(Model::Load(path, options));
            }),
            py::arg("path"), py::kw_only(), py::arg("max_batch") = 8, py::arg("max_delay_ms") = 2.0,
            py::arg("max_queue") = 256, py::arg("workers") = 1, py::arg("intra_op_threads") = 0,
@@ -166,4 +195,9 @@ class Error(RuntimeError):
       });
 
   m.def("cuda_available", [] { return torch::cuda::is_available(); });
+  m.def("_dispose_all", [] {
+    py::gil_scoped_release release;
+    DisposeAll();
+  });
+  py::module_::import("atexit").attr("register")(m.attr("_dispose_all"));
 }

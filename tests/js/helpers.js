@@ -4,7 +4,7 @@
 
 const fs = require('node:fs');
 const path = require('node:path');
-const { recorded, probe } = require('../../scripts/python-env');
+const { recorded, probe } = require('../../scripts/environment');
 
 const root = path.resolve(__dirname, '..', '..');
 const env = recorded() ?? probe();

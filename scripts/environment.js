@@ -1,6 +1,7 @@
 'use strict';
-// Where the project's Python environment and libtorch are: shared by scripts/setup.js, binding.gyp
-// (through scripts/torch-paths.js) and the test runner, so every tool builds against the same torch.
+// Where the project's Python environment, libtorch and Node's headers are: shared by scripts/setup.js,
+// binding.gyp (through scripts/torch-paths.js), the tests and the benchmarks, so that every tool builds
+// against the same torch.
 
 const fs = require('node:fs');
 const path = require('node:path');
@@ -61,4 +62,13 @@ function recorded() {
   }
 }
 
-module.exports = { root, venv, envFile, pythonPath, probe, libtorchRoot, recorded };
+/**
+ * The prefix holding the running Node's own headers (Debian's nodejs, nvm and the official tarballs
+ * ship them), or null. With it, cmake-js and node-gyp build offline instead of downloading headers.
+ */
+function nodeHeadersDir() {
+  const prefix = path.resolve(path.dirname(process.execPath), '..');
+  return fs.existsSync(path.join(prefix, 'include', 'node', 'node_api.h')) ? prefix : null;
+}
+
+module.exports = { root, venv, envFile, pythonPath, probe, libtorchRoot, recorded, nodeHeadersDir };

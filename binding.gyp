@@ -1,0 +1,41 @@
+# node-gyp builds the same addon as native/CMakeLists.txt (`npx node-gyp rebuild`), against the same
+# libtorch: scripts/torch-paths.js asks the project's Python environment (or LIBTORCH) where it is.
+{
+  "targets": [
+    {
+      "target_name": "choripan",
+      "sources": [
+        "native/core/errors.cc",
+        "native/core/metadata.cc",
+        "native/core/model.cc",
+        "native/core/preprocess.cc",
+        "native/node/addon.cc",
+        "native/node/errors.cc",
+        "native/node/load_worker.cc",
+        "native/node/model_wrap.cc"
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "<!(node scripts/torch-paths.js include)",
+        "<!(node scripts/torch-paths.js api-include)",
+        "<!(node scripts/torch-paths.js json-include)"
+      ],
+      "defines": [
+        "NAPI_VERSION=8",
+        "NAPI_CPP_EXCEPTIONS",
+        "NODE_ADDON_API_DISABLE_DEPRECATED",
+        "_GLIBCXX_USE_CXX11_ABI=1"
+      ],
+      # libtorch's headers need C++20, exceptions and RTTI; node's common.gypi turns all three off.
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17"],
+      "cflags_cc": ["-std=c++20", "-fexceptions", "-frtti", "-Wno-unused-parameter"],
+      "libraries": [
+        "-L<!(node scripts/torch-paths.js lib)",
+        "-ltorch_cpu",
+        "-lc10",
+        "-Wl,-rpath,<!(node scripts/torch-paths.js lib)"
+      ]
+    }
+  ]
+}

@@ -1,0 +1,165 @@
+"""choripan_core: the native core (native/core) driven from Python through pybind11."""
+
+from __future__ import annotations
+
+import threading
+
+import choripan_core
+import pytest
+import torch
+
+from export import artifact
+from export.imaging import decode, load_batch, preprocess
+from export.photos import reference_photos
+from export.predictor import Predictor
+
+from .conftest import CAT_LABELS
+
+
+@pytest.fixture(scope="module")
+def core(default_artifact):
+    model = choripan_core.Model(str(default_artifact))
+    yield model
+    model.dispose()
+
+
+@pytest.fixture(scope="module")
+def spec(default_artifact):
+    return Predictor(default_artifact).preprocessing
+
+
+def test_forward_equals_torch_jit_load(core, default_artifact, spec):
+    reference = torch.jit.load(str(default_artifact)).eval()
+    batch = load_batch(reference_photos()[:4], spec)
+    with torch.inference_mode():
+        expected = reference(batch)
+    torch.testing.assert_close(core.forward(batch), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(core.forward(batch[:1]), expected[:1], atol=1e-5, rtol=0)
+
+
+def test_preprocess_is_bit_identical_to_python(core, spec):
+    for photo in reference_photos():
+        pixels = decode(photo)
+        assert torch.equal(core.preprocess(torch.from_numpy(pixels)), preprocess(pixels, spec)), photo.name
+
+
+def test_preprocess_handles_one_and_two_channel_pixels(core, spec):
+    grey = torch.from_numpy(decode(reference_photos()[0]))[..., :1].contiguous()
+    grey_alpha = torch.cat([grey, torch.full_like(grey, 200)], dim=2)
+    for pixels in (grey, grey_alpha):
+        assert torch.equal(core.preprocess(pixels), preprocess(pixels, spec))
+
+
+def test_predict_labels_real_photos_like_the_python_predictor(core, default_artifact):
+    predictor = Predictor(default_artifact)
+    labels = core.labels
+    for photo in reference_photos()[:3]:
+        probabilities = core.predict(torch.from_numpy(decode(photo)))
+        torch.testing.assert_close(probabilities, predictor.probabilities(photo), atol=1e-6, rtol=0)
+    cat = core.predict(torch.from_numpy(decode(reference_photos()[0])))
+    assert labels[int(cat.argmax())] in CAT_LABELS
+
+
+def test_concurrent_requests_are_batched(default_artifact, spec):
+    model = choripan_core.Model(str(default_artifact), max_batch=4, max_delay_ms=50)
+    inputs = list(load_batch(reference_photos()[:4], spec)) * 3
+    results = model.predict_many(inputs)
+    stats = model.stats()
+    model.dispose()
+    assert len(results) == 12 and stats["requests"] == 12 and stats["completed"] == 12
+    assert stats["mean_batch_size"] > 1.5, stats
+    expected = torch.jit.load(str(default_artifact))(torch.stack(inputs[:4]))
+    torch.testing.assert_close(torch.stack(results[:4]), expected, atol=1e-5, rtol=0)
+
+
+def test_threads_calling_predict_at_once(core, spec):
+    x = load_batch(reference_photos()[1:2], spec)[0]
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(core.predict_preprocessed(x))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(answers) == 8 and all(core.labels[int(a.argmax())] == "espresso" for a in answers)
+
+
+def test_queue_full(default_artifact, spec):
+    model = choripan_core.Model(str(default_artifact), max_batch=1, max_queue=2, max_delay_ms=0)
+    x = load_batch(reference_photos()[:1], spec)[0]
+    with pytest.raises(choripan_core.Error) as caught:
+        model.predict_many([x] * 50)
+    assert caught.value.code == "E_QUEUE_FULL"
+    assert model.stats()["rejected"] >= 1
+    model.dispose()
+
+
+def test_dispose_then_calls_fail_with_e_disposed(default_artifact, spec):
+    model = choripan_core.Model(str(default_artifact), warmup=False)
+    model.dispose()
+    model.dispose()
+    x = load_batch(reference_photos()[:1], spec)
+    for call in (lambda: model.forward(x), lambda: model.predict_preprocessed(x[0])):
+        with pytest.raises(choripan_core.Error) as caught:
+            call()
+        assert caught.value.code == "E_DISPOSED"
+
+
+def test_metadata_is_the_artifact_document(core, default_artifact):
+    assert core.metadata == artifact.read_metadata(default_artifact)
+    assert len(core.labels) == 1000
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda d, a: d / "missing.pt", "no such file"),
+        (lambda d, a: _write(d / "random.pt", bytes(range(256)) * 64), "PytorchStreamReader"),
+        (lambda d, a: _write(d / "truncated.pt", a.read_bytes()[: a.stat().st_size // 2]), "truncated.pt"),
+        (lambda d, a: _plain_torchscript(d / "plain.pt"), "no choripan metadata"),
+    ],
+    ids=["missing", "random-bytes", "truncated", "no-metadata"],
+)
+def test_bad_model_files_raise_e_model_load(tmp_path, default_artifact, make, reason):
+    path = make(tmp_path, default_artifact)
+    with pytest.raises(choripan_core.Error) as caught:
+        choripan_core.Model(str(path))
+    assert caught.value.code == "E_MODEL_LOAD"
+    assert str(path) in str(caught.value) and reason in str(caught.value)
+
+
+def test_bad_inputs_raise_e_invalid_argument(core):
+    for call in (
+        lambda: core.forward(torch.zeros(3, 224, 224)),
+        lambda: core.predict(torch.zeros(10, 10, 3)),  # float pixels
+        lambda: core.predict_preprocessed(torch.zeros(3, 100, 100)),
+        lambda: core.preprocess(torch.zeros(2, 500, 3, dtype=torch.uint8)),  # 250:1
+    ):
+        with pytest.raises(choripan_core.Error) as caught:
+            call()
+        assert caught.value.code == "E_INVALID_ARGUMENT"
+
+
+def test_options_are_checked(default_artifact):
+    with pytest.raises(choripan_core.Error) as caught:
+        choripan_core.Model(str(default_artifact), max_batch=0)
+    assert caught.value.code == "E_INVALID_ARGUMENT"
+    with pytest.raises(choripan_core.Error) as caught:
+        choripan_core.Model(str(default_artifact), device="tpu")
+    assert caught.value.code == "E_INVALID_ARGUMENT"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: test_gpu.py covers it")
+def test_cuda_without_a_gpu_raises_e_device(default_artifact):
+    with pytest.raises(choripan_core.Error) as caught:
+        choripan_core.Model(str(default_artifact), device="cuda")
+    assert caught.value.code == "E_DEVICE"
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+def _plain_torchscript(path):
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
+    return path
