@@ -19,6 +19,64 @@ def _default(args: argparse.Namespace) -> None:
     print(f"wrote {path} ({metadata.name}, {len(metadata.labels)} classes)")
 
 
+def _preprocessing(args: argparse.Namespace, base):
+    """`base` with the --resize/--crop/--mean/--std/--interpolation the user gave."""
+    import dataclasses
+
+    overrides = {
+        key: getattr(args, key)
+        for key in ("resize", "crop", "mean", "std", "interpolation")
+        if getattr(args, key) is not None
+    }
+    return dataclasses.replace(base, **overrides) if overrides else base
+
+
+def _torchvision(args: argparse.Namespace) -> None:
+    from .labels import parse_labels
+    from .sources import torchvision as source
+    from .tracing import export_classifier
+
+    labels = parse_labels(args.labels, args.labels_file)
+    source.check_architecture(args.arch)
+    preprocessing = _preprocessing(args, source.preprocessing_for(args.arch))
+    model, metadata = source.build(
+        args.arch, args.weights, labels, trust_pickle=args.trust_pickle, preprocessing=preprocessing
+    )
+    path = export_classifier(model, metadata, args.out, script=args.script)
+    print(f"wrote {path} ({args.arch}, {len(labels)} classes)")
+
+
+def _fastai(args: argparse.Namespace) -> None:
+    from .imaging import Preprocessing
+    from .labels import parse_labels
+    from .sources import fastai as source
+    from .tracing import export_classifier
+
+    labels = parse_labels(args.labels, args.labels_file)
+    preprocessing = _preprocessing(args, Preprocessing())
+    model, metadata = source.build(
+        args.arch, args.checkpoint, labels, trust_pickle=args.trust_pickle, preprocessing=preprocessing
+    )
+    path = export_classifier(model, metadata, args.out, script=args.script)
+    print(f"wrote {path} (fastai {args.arch}, {len(labels)} classes)")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from .train import TrainConfig, train
+
+    config = TrainConfig(
+        data=args.data,
+        out=args.out,
+        epochs=args.epochs,
+        fine_tune_epochs=args.fine_tune_epochs,
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        batch_size=args.batch_size,
+    )
+    report = train(config)
+    print(f"wrote {report.artifact} ({len(report.labels)} classes: {', '.join(report.labels)})")
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from .artifact import read_metadata, verify_checksum
 
@@ -67,6 +125,48 @@ def _positive(text: str) -> int:
     return value
 
 
+def _triple(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers (R,G,B), got {text}")
+    return values
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
+    return value
+
+
+def _add_model_arguments(command: argparse.ArgumentParser, weights_flag: str, weights_help: str) -> None:
+    command.add_argument("--arch", required=True, help="a torchvision classification architecture, e.g. resnet34")
+    command.add_argument(weights_flag, type=Path, required=True, help=weights_help)
+    labels = command.add_mutually_exclusive_group(required=True)
+    labels.add_argument("--labels", help="class names in class-index order, comma-separated")
+    labels.add_argument("--labels-file", type=Path, help="a file with one class name per line")
+    command.add_argument("--out", type=Path, required=True, help="artifact path, e.g. models/choripan.pt")
+    command.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow a checkpoint that is a pickled Python object (torch.save(model)); unpickling runs its code",
+    )
+    command.add_argument(
+        "--script",
+        action="store_true",
+        help="script the model instead of tracing it: for forwards with Python control flow (vit_*, swin_*)",
+    )
+    tuning = command.add_argument_group("preprocessing (defaults: what the architecture's weights use)")
+    tuning.add_argument("--resize", type=_positive, help="shorter side before the centre crop")
+    tuning.add_argument("--crop", type=_positive, help="centre crop size")
+    tuning.add_argument("--mean", type=_triple, help="per-channel mean on [0, 1] pixels, R,G,B")
+    tuning.add_argument("--std", type=_triple, help="per-channel standard deviation, R,G,B")
+    tuning.add_argument("--interpolation", choices=["bilinear", "bicubic"])
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m export", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -74,6 +174,30 @@ def parser() -> argparse.ArgumentParser:
     default = commands.add_parser("default", help="export the default model (EfficientNet-Lite0, ImageNet-1k)")
     default.add_argument("--out", type=Path, required=True, help="artifact path, e.g. models/default.pt")
     default.set_defaults(run=_default)
+
+    torchvision = commands.add_parser(
+        "torchvision", help="export a torchvision architecture with weights from a checkpoint"
+    )
+    _add_model_arguments(torchvision, "--weights", "a state_dict, or a dict holding one under 'state_dict' or 'model'")
+    torchvision.set_defaults(run=_torchvision)
+
+    fastai = commands.add_parser("fastai", help="export a fastai vision_learner model saved with Learner.save")
+    _add_model_arguments(fastai, "--checkpoint", "the file Learner.save wrote (models/<name>.pth)")
+    fastai.set_defaults(run=_fastai)
+
+    train = commands.add_parser(
+        "train", help="train a new head on the default pretrained body from an image folder, then export"
+    )
+    train.add_argument("--data", type=Path, required=True, help="an image folder: DIR/<label>/*.jpg")
+    train.add_argument("--out", type=Path, required=True)
+    train.add_argument("--epochs", type=_positive, default=6, help="epochs of head training (default 6)")
+    train.add_argument(
+        "--fine-tune-epochs", type=int, default=0, help="epochs of whole-network fine-tuning after (default 0)"
+    )
+    train.add_argument("--seed", type=int, default=0, help="the same seed gives the same model (default 0)")
+    train.add_argument("--val-fraction", type=_fraction, default=0.2, help="held out per label (default 0.2)")
+    train.add_argument("--batch-size", type=_positive, default=16)
+    train.set_defaults(run=_train)
 
     inspect = commands.add_parser("inspect", help="print an artifact's metadata and check its checksum")
     inspect.add_argument("artifact", type=Path)

@@ -18,6 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import ExportError
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP")
+INTERPOLATIONS = ("bilinear", "bicubic")  # both antialiased, as torchvision's Resize(antialias=True)
 MAX_ASPECT_RATIO = 100
 """Longer side over shorter side. Beyond it the resized image alone would take hundreds of megabytes."""
 
@@ -49,7 +50,7 @@ class Preprocessing:
     crop: int = 224
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    interpolation: str = "bilinear"
+    interpolation: str = "bilinear"  # or "bicubic"
     antialias: bool = True
     resize_rounding: str = "floor"  # longer side = floor(resize * long / short), as torchvision
     crop_offset: str = "round_half_even"  # top = round((height - crop) / 2), as torchvision's CenterCrop
@@ -58,6 +59,8 @@ class Preprocessing:
     def __post_init__(self):
         if self.crop < 1 or self.resize < self.crop:
             raise ExportError(f"preprocessing needs 1 <= crop <= resize, got resize={self.resize} crop={self.crop}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ExportError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ExportError("preprocessing needs three means and three positive standard deviations")
 
@@ -150,7 +153,7 @@ def preprocess(pixels: np.ndarray | torch.Tensor, spec: Preprocessing) -> torch.
         raise ExportError(f"the image is {width}x{height}: aspect ratios beyond {MAX_ASPECT_RATIO}:1 are refused")
     new_long = int(spec.resize * long / short)
     size = (spec.resize, new_long) if height <= width else (new_long, spec.resize)
-    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    x = F.interpolate(x, size=size, mode=spec.interpolation, align_corners=False, antialias=True)
     top, left = round((size[0] - spec.crop) / 2), round((size[1] - spec.crop) / 2)
     x = x[0, :, top : top + spec.crop, left : left + spec.crop]
 

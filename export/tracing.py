@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -30,29 +31,56 @@ class Probabilities(nn.Module):
         return torch.softmax(self.classifier(x), dim=1)
 
 
-def trace_classifier(model: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
+_SCRIPT_IT = (
+    "script it instead of tracing it, which keeps its control flow: pass --script on the command line, "
+    "or script=True to export.tracing.export_classifier"
+)
+
+
+def trace_classifier(
+    model: nn.Module, example: torch.Tensor, check_inputs: Sequence[torch.Tensor] = ()
+) -> torch.jit.ScriptModule:
     """Trace and freeze `model` (already returning probabilities) on `example`.
 
-    A TracerWarning means the trace depends on the example's values or takes a Python branch that
-    another input might not take: the artifact could silently be wrong, so it is an error.
+    Python control flow on a tensor's value (a TracerWarning about a Python boolean) freezes one branch
+    into the trace: the artifact could silently be wrong for other inputs, so it is an error. The trace
+    is also repeated on `check_inputs` (other photos, another batch size): a graph that differs means a
+    value or a batch size was baked in, which is an error too. Other TracerWarnings (a tensor read as a
+    Python number, typically an input-size check) pass once both checks hold.
     """
     model = model.eval()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with torch.no_grad():
-            traced = torch.jit.trace(model, example, check_trace=False)
+        try:
+            with torch.no_grad():
+                traced = torch.jit.trace(
+                    model,
+                    example,
+                    check_trace=bool(check_inputs),
+                    check_inputs=[(x,) for x in check_inputs] or None,
+                    check_tolerance=TOLERANCE,
+                )
+        except torch.jit.TracingCheckError as error:
+            raise ExportError(
+                f"the trace is not the same for other inputs ({_first_line(error)}): the model's forward "
+                f"depends on values or on the batch size in Python; {_SCRIPT_IT}"
+            ) from error
     tracer_warnings = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
     for other in caught:
         if not issubclass(other.category, (torch.jit.TracerWarning, FutureWarning, DeprecationWarning)):
             warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
-    if tracer_warnings:
-        first = tracer_warnings[0]
+    branches = [w for w in tracer_warnings if "Python boolean" in str(w.message)]
+    if branches:
+        first = branches[0]
         raise ExportError(
             f"tracing is unsafe for this model ({Path(first.filename).name}:{first.lineno}: "
-            f"{str(first.message).splitlines()[0]}); its forward has data-dependent control flow, "
-            "so script it with torch.jit.script instead of tracing"
+            f"{str(first.message).splitlines()[0]}): its forward has data-dependent control flow; {_SCRIPT_IT}"
         )
     return torch.jit.freeze(traced)
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def verify(eager: nn.Module, candidates: dict[str, torch.jit.ScriptModule], batches: list[torch.Tensor]) -> None:
@@ -76,12 +104,21 @@ def golden_path(artifact_path: Path) -> Path:
     return Path(artifact_path).with_suffix(".golden.json")
 
 
-def export_classifier(model: nn.Module, metadata: Metadata, out: Path) -> Path:
+def script_classifier(model: nn.Module) -> torch.jit.ScriptModule:
+    """`model` compiled by TorchScript's scripting, for forwards with Python control flow."""
+    try:
+        return torch.jit.script(model.eval())
+    except Exception as error:  # the scripting compiler raises many kinds, all meaning "cannot script"
+        raise ExportError(f"the model cannot be scripted either: {_first_line(error)}") from error
+
+
+def export_classifier(model: nn.Module, metadata: Metadata, out: Path, *, script: bool = False) -> Path:
     """Trace `model` (returning logits), verify it on real photos, write `out` and its golden file.
 
-    Nothing is written unless every check passes; a failure leaves no file behind.
+    With `script`, the classifier is scripted first (the softmax around it is still traced, which keeps
+    the scripted part whole). Nothing is written unless every check passes; a failure leaves no file.
     """
-    eager = Probabilities(model).eval()
+    eager = Probabilities(script_classifier(model) if script else model).eval()
     photos = reference_photos()
     batch = load_batch(photos[:4], metadata.preprocessing)
     with torch.no_grad():
@@ -90,7 +127,7 @@ def export_classifier(model: nn.Module, metadata: Metadata, out: Path) -> Path:
         raise ExportError(
             f"the model has {tuple(probabilities.shape[1:])} outputs but {len(metadata.labels)} labels were given"
         )
-    traced = trace_classifier(eager, batch[:1])
+    traced = trace_classifier(eager, batch[:1], check_inputs=[batch[1:2], batch])
     out = Path(out)
     with artifact.atomic_path(out) as partial:
         artifact.save(traced, metadata, partial)

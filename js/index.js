@@ -1,6 +1,7 @@
 'use strict';
 // choripan: classify images in Node with a PyTorch model exported by `python -m export`.
 
+const fs = require('node:fs');
 const path = require('node:path');
 const { CODES, ChoripanError } = require('./errors');
 const { Model, load } = require('./model');
@@ -13,6 +14,10 @@ let defaultModel = null;
 
 /** The default model (EfficientNet-Lite0, ImageNet-1k), loaded once on first use. */
 function getDefaultModel() {
+  if (!defaultModel && !fs.existsSync(DEFAULT_MODEL_PATH)) {
+    return Promise.reject(new ChoripanError('E_MODEL_LOAD', `The default model ${DEFAULT_MODEL_PATH} is missing: ` +
+      '`npm install` exports it (or run `.venv/bin/python -m export default --out models/default.pt`)'));
+  }
   defaultModel ??= load(DEFAULT_MODEL_PATH).catch((error) => {
     defaultModel = null; // let a later call try again
     throw error;

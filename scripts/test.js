@@ -20,7 +20,11 @@ const jsTests = fs.readdirSync(path.join(root, 'tests', 'js'))
   .filter((name) => name.endsWith('.test.js'))
   .map((name) => path.join('tests', 'js', name));
 
+const bin = (name) => path.join(root, 'node_modules', '.bin', name);
+
 const stages = [
+  ['eslint (JS lint)', bin('eslint'), ['.']],
+  ['tsc (public types)', bin('tsc'), ['-p', 'tests/types']],
   ['ruff check (Python lint)', interpreter, ['-m', 'ruff', 'check', 'export', 'tests/python', 'bench']],
   ['ruff format --check', interpreter, ['-m', 'ruff', 'format', '--check', 'export', 'tests/python', 'bench']],
   ['pytest', interpreter, ['-m', 'pytest', '-q', 'tests/python']],

@@ -60,6 +60,13 @@ Metadata Metadata::Parse(const std::string& document) {
     p.mean[i] = static_cast<float>(mean[i]);
     p.std[i] = static_cast<float>(std[i]);
   }
+  const auto interpolation = pre.value("interpolation", std::string("bilinear"));
+  if (interpolation == "bicubic") {
+    p.interpolation = Interpolation::kBicubic;
+  } else if (interpolation != "bilinear") {
+    throw Error(ErrorCode::kModelLoad, "preprocessing.interpolation '" + interpolation +
+                                           "' is not one this choripan knows (bilinear, bicubic)");
+  }
   if (p.crop < 1 || p.resize < p.crop) {
     throw Error(ErrorCode::kModelLoad, "preprocessing needs 1 <= crop <= resize");
   }

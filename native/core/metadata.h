@@ -12,8 +12,11 @@ namespace choripan {
 inline constexpr const char* kMetadataFile = "choripan.json";
 inline constexpr int kFormatVersion = 1;
 
+enum class Interpolation { kBilinear, kBicubic };
+
 struct Preprocessing {
   int64_t resize = 256;
+  Interpolation interpolation = Interpolation::kBilinear;  // antialiased either way
   int64_t crop = 224;
   std::array<float, 3> mean{};
   std::array<float, 3> std{};

@@ -45,7 +45,9 @@ at::Tensor Preprocess(const ImageView& image, const Preprocessing& spec) {
                            static_cast<double>(shorter));
   const int64_t new_height = height <= width ? spec.resize : new_longer;
   const int64_t new_width = height <= width ? new_longer : spec.resize;
-  x = at::_upsample_bilinear2d_aa(x, {new_height, new_width}, /*align_corners=*/false);
+  x = spec.interpolation == Interpolation::kBicubic
+          ? at::_upsample_bicubic2d_aa(x, {new_height, new_width}, /*align_corners=*/false)
+          : at::_upsample_bilinear2d_aa(x, {new_height, new_width}, /*align_corners=*/false);
   // Python's round() (halves to even, as torchvision's CenterCrop): nearbyint in the default mode.
   const auto top = static_cast<int64_t>(std::nearbyint(static_cast<double>(new_height - spec.crop) / 2.0));
   const auto left = static_cast<int64_t>(std::nearbyint(static_cast<double>(new_width - spec.crop) / 2.0));

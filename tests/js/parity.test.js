@@ -31,3 +31,39 @@ describe('parity with Python on the golden photos', () => {
     });
   }
 });
+
+describe('parity on an exported torchvision model with other preprocessing', () => {
+  const fs = require('node:fs');
+  const os = require('node:os');
+  const path = require('node:path');
+  const { spawnSync } = require('node:child_process');
+  const { env, root } = require('./helpers');
+  let model;
+  let expected;
+
+  before(async () => {
+    // squeezenet1_1 with three classes, bicubic 320 → 300, ImageNet statistics: every knob off the default.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'choripan-parity-'));
+    const weights = path.join(dir, 'squeezenet.pth');
+    const artifact = path.join(dir, 'squeezenet.pt');
+    const python = (args) => {
+      const run = spawnSync(env.python, args, { cwd: root, encoding: 'utf8' });
+      assert.equal(run.status, 0, run.stderr);
+    };
+    python(['-c', `import torch, torchvision; torch.manual_seed(1); torch.save(torchvision.models.squeezenet1_1(num_classes=3).state_dict(), ${JSON.stringify(weights)})`]);
+    python(['-m', 'export', 'torchvision', '--arch', 'squeezenet1_1', '--weights', weights, '--labels', 'a,b,c',
+      '--out', artifact, '--resize', '320', '--crop', '300', '--interpolation', 'bicubic']);
+    expected = JSON.parse(fs.readFileSync(artifact.replace(/\.pt$/, '.golden.json'), 'utf8'));
+    model = await choripan.load(artifact);
+  });
+  after(() => model?.dispose());
+
+  test('every golden photo: same ranking, probabilities within 1e-5', async () => {
+    assert.equal(model.metadata.preprocessing.interpolation, 'bicubic');
+    for (const entry of expected.photos) {
+      const result = await model.predict(photo(entry.file), { topk: 3 });
+      assert.deepEqual(result.top.map((t) => t.label), entry.top.map((t) => t.label), entry.file);
+      for (const [i, t] of result.top.entries()) assert.ok(Math.abs(t.probability - entry.top[i].probability) < 1e-5);
+    }
+  });
+});

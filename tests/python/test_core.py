@@ -163,3 +163,28 @@ def _write(path, data: bytes):
 def _plain_torchscript(path):
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
     return path
+
+
+def test_bicubic_preprocessing_matches_python(tmp_path):
+    """An artifact that asks for bicubic resizing gets it in the core too, to the bit."""
+    import torchvision
+
+    from export.sources import torchvision as source
+    from export.tracing import export_classifier
+
+    torch.manual_seed(0)
+    weights = tmp_path / "squeezenet.pth"
+    torch.save(torchvision.models.squeezenet1_1(num_classes=2).state_dict(), weights)
+    model, metadata = source.build("squeezenet1_1", weights, ["a", "b"])
+    metadata.preprocessing = source.preprocessing_for("efficientnet_b3")  # 320 → 300, bicubic
+    assert metadata.preprocessing.interpolation == "bicubic"
+    out = export_classifier(model, metadata, tmp_path / "bicubic.pt")
+    core = choripan_core.Model(str(out), max_batch=1)
+    predictor = Predictor(out)
+    for photo in reference_photos()[:3]:
+        pixels = decode(photo)
+        assert torch.equal(core.preprocess(torch.from_numpy(pixels)), preprocess(pixels, predictor.preprocessing))
+        torch.testing.assert_close(
+            core.predict(torch.from_numpy(pixels)), predictor.probabilities(photo), atol=1e-5, rtol=0
+        )
+    core.dispose()

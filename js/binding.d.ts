@@ -1,0 +1,43 @@
+// The raw native binding (build/Release/choripan.node), typed apart from the public API. js/ validates
+// every argument before it gets here; the binding trusts them.
+
+export interface NativeOptions {
+  maxBatch: number;
+  maxDelayMs: number;
+  maxQueue: number;
+  workers: number;
+  intraOpThreads: number;
+  device: 'cpu' | 'cuda';
+  warmup: boolean;
+}
+
+export interface NativeModel {
+  /** The artifact's metadata document, as stored (JSON text). */
+  readonly metadata: string;
+  readonly disposed: boolean;
+  /**
+   * Queues decoded pixels (height × width × channels bytes, row-major). `id` is null when the call was
+   * refused at once (the promise is then already rejected). `timeoutMs` 0 means no deadline.
+   */
+  predict(
+    pixels: Uint8Array,
+    width: number,
+    height: number,
+    channels: number,
+    timeoutMs: number,
+  ): { id: number | null; promise: Promise<Float32Array> };
+  /** Withdraws a queued request (its promise rejects with E_ABORTED); false once it runs or ran. */
+  cancel(id: number): boolean;
+  stats(): import('./index').ModelStats;
+  /** Queued requests reject with E_DISPOSED; resolves once the worker threads have exited. */
+  dispose(): Promise<void>;
+}
+
+export interface NativeBinding {
+  load(path: string, options: NativeOptions): Promise<NativeModel>;
+  cudaAvailable(): boolean;
+  readonly versions: { libtorch: string };
+}
+
+export function native(): NativeBinding;
+export const ADDON: string;

@@ -1,0 +1,27 @@
+// Compiled by `npm test` (tsc --noEmit): the public types describe how the package is used.
+import * as fs from 'node:fs';
+import choripan, { ChoripanError, load, predict, type Model, type Prediction } from 'choripan';
+
+async function main(): Promise<void> {
+  const bytes = fs.readFileSync('cat.jpg');
+  const first: Prediction = await predict(bytes, { topk: 3, timeoutMs: 1000, signal: AbortSignal.timeout(5000) });
+  const label: string = first.top[0].label;
+  const model: Model = await load('models/default.pt', { maxBatch: 8, maxDelayMs: 2, device: 'cpu' });
+  const stats = model.stats();
+  const batch: number = stats.meanBatchSize;
+  const labels: readonly string[] = model.labels;
+  const crop = model.metadata.input.shape[2];
+  await model.dispose();
+  try {
+    await choripan.predict(new Uint8Array(0));
+  } catch (error) {
+    if (error instanceof ChoripanError && error.code === 'E_INVALID_ARGUMENT') console.log(error.message);
+  }
+  console.log(label, batch, labels.length, crop, choripan.codes.E_QUEUE_FULL);
+  // @ts-expect-error: misspelled options are type errors too
+  await predict(bytes, { topK: 3 });
+  // @ts-expect-error: devices are 'cpu' or 'cuda'
+  await load('m.pt', { device: 'tpu' });
+}
+
+void main;
