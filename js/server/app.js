@@ -75,13 +75,18 @@ function createApp({
     next();
   });
 
-  async function answer(req, res, image) {
-    const started = performance.now();
-    const abort = new AbortController();
+  // Aborts when the client goes away before the answer is written, so that no work is done for nobody.
+  function clientGone(res) {
+    const controller = new AbortController();
     res.on('close', () => {
-      if (!res.writableEnded) abort.abort();
+      if (!res.writableEnded) controller.abort();
     });
-    const result = await model.predict(image, { signal: abort.signal, timeoutMs: predictTimeoutMs });
+    return controller.signal;
+  }
+
+  async function answer(res, image, signal) {
+    const started = performance.now();
+    const result = await model.predict(image, { signal, timeoutMs: predictTimeoutMs });
     res.locals.label = result.label;
     res.locals.probability = result.probability;
     res.json({ ...result, model: model.name, elapsedMs: Math.round((performance.now() - started) * 100) / 100 });
@@ -103,7 +108,7 @@ function createApp({
     if (!Buffer.isBuffer(image) || image.length === 0) {
       throw new ChoripanError('E_INVALID_ARGUMENT', 'The request body is empty: send the image bytes');
     }
-    await answer(req, res, image);
+    await answer(res, image, clientGone(res));
   });
 
   app.get('/predict', async (req, res) => {
@@ -111,12 +116,9 @@ function createApp({
     if (typeof url !== 'string' || url === '') {
       throw new ChoripanError('E_INVALID_ARGUMENT', 'GET /predict needs ?url=<image URL>; or POST the image bytes');
     }
-    const abort = new AbortController();
-    res.on('close', () => {
-      if (!res.writableEnded) abort.abort();
-    });
-    const image = await fetchImage(url, { allowed, maxBytes: maxBodyBytes, timeoutMs: fetchTimeoutMs, signal: abort.signal });
-    await answer(req, res, image);
+    const signal = clientGone(res);
+    const image = await fetchImage(url, { allowed, maxBytes: maxBodyBytes, timeoutMs: fetchTimeoutMs, signal });
+    await answer(res, image, signal);
   });
 
   app.get('/healthz', (req, res) => {

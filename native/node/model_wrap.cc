@@ -124,19 +124,28 @@ void ModelWrap::Deliver(Napi::Env env, Napi::Function, ModelWrap* self, Delivery
 }
 
 void ModelWrap::Settle(Napi::Env env, Job* job, Outcome outcome) {
-  Napi::HandleScope scope(env);
   std::unique_ptr<Job> owned(job);
-  if (outcome.error) {
-    owned->deferred.Reject(ToJsError(env, *outcome.error).Value());
-  } else {
-    auto probabilities = Napi::Float32Array::New(env, outcome.probabilities.size());
-    std::copy(outcome.probabilities.begin(), outcome.probabilities.end(), probabilities.Data());
-    owned->deferred.Resolve(probabilities);
+  try {
+    Napi::HandleScope scope(env);
+    if (outcome.error) {
+      owned->deferred.Reject(ToJsError(env, *outcome.error).Value());
+    } else {
+      auto probabilities = Napi::Float32Array::New(env, outcome.probabilities.size());
+      std::copy(outcome.probabilities.begin(), outcome.probabilities.end(), probabilities.Data());
+      owned->deferred.Resolve(probabilities);
+    }
+  } catch (const Napi::Error&) {
+    // A worker_thread being terminated can still drain its completions while it can no longer run
+    // JavaScript: nobody is left to see this promise, and the exception has nowhere to go.
   }
   owned.reset();
   if (--pending_ == 0) {
-    completions_.Unref(env);
-    Unref();
+    try {
+      completions_.Unref(env);
+      Unref();
+    } catch (const Napi::Error&) {
+      // Likewise: the environment is going away, and its handles with it.
+    }
     ReleaseIfDone();
   }
 }

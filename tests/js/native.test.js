@@ -238,17 +238,39 @@ describe('worker threads', () => {
     assert.deepEqual(labels, ['espresso', 'espresso', 'espresso']);
   });
 
-  test('terminating a Worker with a live model and requests in flight does not crash', async () => {
+  test('terminating Workers with live models and requests in flight does not crash', async () => {
+    // Completions can reach a Worker that can no longer run JavaScript; whether they do depends on
+    // timing, so three processes terminate Workers at staggered moments while competing for the CPU.
     const script = `
-      const { parentPort, workerData } = require('node:worker_threads');
-      require('choripan').load(workerData.model).then((model) => {
-        const bytes = require('fs').readFileSync(workerData.photo);
-        for (let i = 0; i < 30; i++) model.predict(bytes).catch(() => {});
-        setTimeout(() => parentPort.postMessage('busy'), 50);
-      });`;
-    const worker = new Worker(script, { eval: true, workerData: { model: defaultModelPath, photo: require('./helpers').photoPath('chelsea.png') } });
-    await new Promise((resolve) => worker.once('message', resolve));
-    await worker.terminate();
-    assert.ok(CAT_LABELS.includes((await choripan.predict(cat)).label), 'the process still serves');
+      const { Worker } = require('node:worker_threads');
+      const code = \`
+        const { parentPort, workerData } = require('node:worker_threads');
+        require('choripan').load(workerData.model).then((model) => {
+          const bytes = require('fs').readFileSync(workerData.photo);
+          for (let i = 0; i < 30; i++) model.predict(bytes).catch(() => {});
+          setTimeout(() => parentPort.postMessage('busy'), workerData.delay);
+        });\`;
+      (async () => {
+        for (let i = 0; i < 6; i++) {
+          const worker = new Worker(code, { eval: true, workerData: { ...${JSON.stringify({ model: defaultModelPath, photo: require('./helpers').photoPath('chelsea.png') })}, delay: 5 + 20 * i } });
+          await new Promise((resolve) => worker.once('message', resolve));
+          await worker.terminate();
+        }
+        console.log('survived');
+      })();`;
+    const { spawn } = require('node:child_process');
+    const runs = [0, 1, 2].map(() => new Promise((resolve) => {
+      const child = spawn(process.execPath, ['-e', script], { cwd: root });
+      let output = '';
+      child.stdout.on('data', (chunk) => { output += chunk; });
+      child.stderr.on('data', (chunk) => { output += chunk; });
+      child.on('close', (status, signal) => resolve({ status, signal, output }));
+    }));
+    for (const { status, signal, output } of await Promise.all(runs)) {
+      assert.equal(signal, null, output);
+      assert.equal(status, 0, output);
+      assert.match(output, /survived/);
+    }
+    assert.ok(CAT_LABELS.includes((await choripan.predict(cat)).label), 'this process still serves');
   });
 });
