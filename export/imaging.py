@@ -20,6 +20,7 @@ from .errors import ExportError
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP")
 INTERPOLATIONS = ("bilinear", "bicubic")  # both antialiased, as torchvision's Resize(antialias=True)
 MAX_ASPECT_RATIO = 100
+COMPOSITE_BAND_PIXELS = 1 << 18
 """Longer side over shorter side. Beyond it the resized image alone would take hundreds of megabytes."""
 
 
@@ -139,18 +140,24 @@ def preprocess(pixels: np.ndarray | torch.Tensor, spec: Preprocessing) -> torch.
     height, width, channels = x.shape
     if height == 0 or width == 0:
         raise ExportError("the image has no pixels")
-    if channels in (1, 2):
-        x = torch.cat([x[..., :1].expand(height, width, 3), x[..., 1:]], dim=2)
-    if x.shape[2] == 4:
-        rgb = x[..., :3].to(torch.int32)
-        alpha = x[..., 3:].to(torch.int32)
-        background = torch.tensor(spec.decode.background, dtype=torch.int32)
-        x = (rgb * alpha + background * (255 - alpha) + 127).div(255, rounding_mode="floor").to(torch.uint8)
-    x = x.contiguous().permute(2, 0, 1).unsqueeze(0)
-
     short, long = min(height, width), max(height, width)
     if long > MAX_ASPECT_RATIO * short:
         raise ExportError(f"the image is {width}x{height}: aspect ratios beyond {MAX_ASPECT_RATIO}:1 are refused")
+    colours = 1 if channels <= 2 else 3
+    if channels in (1, 3):
+        x = x.expand(height, width, 3)
+    else:
+        # Over the background, a band of rows at a time, as native/core does (memory, not numbers).
+        pixels, x = x, torch.empty(height, width, 3, dtype=torch.uint8)
+        background = torch.tensor(spec.decode.background, dtype=torch.int32)
+        band = max(1, COMPOSITE_BAND_PIXELS // width)
+        for row in range(0, height, band):
+            chunk = pixels[row : row + band]
+            colour = chunk[..., :colours].expand(len(chunk), width, 3).to(torch.int32)
+            alpha = chunk[..., colours:].to(torch.int32)
+            x[row : row + band] = (colour * alpha + background * (255 - alpha) + 127).div(255, rounding_mode="floor")
+    x = x.contiguous().permute(2, 0, 1).unsqueeze(0)
+
     new_long = int(spec.resize * long / short)
     size = (spec.resize, new_long) if height <= width else (new_long, spec.resize)
     x = F.interpolate(x, size=size, mode=spec.interpolation, align_corners=False, antialias=True)

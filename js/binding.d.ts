@@ -31,6 +31,8 @@ export interface NativeModel {
   stats(): import('./index').ModelStats;
   /** Queued requests reject with E_DISPOSED; resolves once the worker threads have exited. */
   dispose(): Promise<void>;
+  /** The same, blocking until a running batch ends: for process exit only. */
+  disposeSync(): void;
 }
 
 export interface NativeBinding {

@@ -40,6 +40,11 @@ export interface LoadOptions {
   device?: 'cpu' | 'cuda';
   /** Run a forward pass on each worker at load so that the first request is not the slow one. Default true. */
   warmup?: boolean;
+  /**
+   * Decoded pixels waiting for a worker are bounded by this many bytes; past it, calls reject with
+   * E_QUEUE_FULL before decoding. Default 1 GiB.
+   */
+  maxPendingBytes?: number;
 }
 
 export interface PredictOptions {

@@ -2,7 +2,7 @@
 
 const { debuglog } = require('node:util');
 const { native } = require('./binding');
-const { decode } = require('./decode');
+const { inspect, decode } = require('./decode');
 const { ChoripanError, fromNative } = require('./errors');
 const validate = require('./validate');
 
@@ -24,14 +24,83 @@ function topK(probabilities, labels, k) {
   return best.map(([index, probability]) => ({ label: labels[index], probability }));
 }
 
+function aborted(signal) {
+  return new ChoripanError('E_ABORTED', 'The prediction was aborted', { cause: signal.reason });
+}
+
+/** The caller's signal and timeoutMs for one call: every await in it races against them. */
+class Deadline {
+  #timer;
+  #signal;
+  #onAbort;
+  #lost;
+  #reject;
+
+  constructor(signal, timeoutMs) {
+    this.timeoutMs = timeoutMs;
+    this.started = performance.now();
+    this.#signal = signal;
+    if (!signal && timeoutMs === undefined) return;
+    this.#lost = new Promise((_, reject) => { this.#reject = reject; });
+    this.#lost.catch(() => {}); // observed through race()
+    if (signal) {
+      this.#onAbort = () => this.#reject(aborted(signal));
+      signal.addEventListener('abort', this.#onAbort, { once: true });
+    }
+    if (timeoutMs !== undefined) {
+      this.#timer = setTimeout(() => this.#reject(new ChoripanError('E_TIMEOUT', `No answer within timeoutMs (${timeoutMs} ms)`)), timeoutMs);
+    }
+  }
+
+  /** `promise`, unless the signal aborts or the time runs out first. */
+  race(promise) {
+    if (this.#signal?.aborted) return Promise.reject(aborted(this.#signal));
+    return this.#lost ? Promise.race([promise, this.#lost]) : promise;
+  }
+
+  /** What is left of timeoutMs, for the native deadline (0: none). */
+  remainingMs() {
+    return this.timeoutMs === undefined ? 0 : Math.max(1, this.timeoutMs - (performance.now() - this.started));
+  }
+
+  release() {
+    clearTimeout(this.#timer);
+    this.#signal?.removeEventListener('abort', this.#onAbort);
+  }
+}
+
+// Native models alive in this thread. C's exit() (process.exit, an uncaught exception) tears libtorch
+// down under any worker still inside a forward pass, so they are stopped first.
+const live = new Set();
+const forget = new FinalizationRegistry((ref) => live.delete(ref));
+let exitHookInstalled = false;
+
+function track(nativeModel) {
+  const ref = new WeakRef(nativeModel);
+  live.add(ref);
+  forget.register(nativeModel, ref);
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.once('exit', () => {
+      for (const entry of live) entry.deref()?.disposeSync();
+    });
+  }
+  return ref;
+}
+
 /** A loaded artifact. Create with `load()`; reuse it for every request; `dispose()` when done. */
 class Model {
   #native;
-  #disposed = false;
+  #ref;
+  #disposing = null;
+  #maxPendingBytes;
+  #pendingBytes = 0;
 
-  /** @param {object} nativeModel @param {string} path */
-  constructor(nativeModel, path) {
+  /** @param {object} nativeModel @param {string} path @param {number} maxPendingBytes */
+  constructor(nativeModel, path, maxPendingBytes) {
     this.#native = nativeModel;
+    this.#ref = track(nativeModel);
+    this.#maxPendingBytes = maxPendingBytes;
     /** The artifact's metadata document (export/artifact.py). */
     this.metadata = Object.freeze(JSON.parse(nativeModel.metadata));
     this.path = path;
@@ -47,54 +116,51 @@ class Model {
   async predict(image, options) {
     const callSite = {};
     Error.captureStackTrace(callSite, this.predict);
-    const started = performance.now();
     const { topk, signal, timeoutMs } = validate.predictOptions(options, this.labels.length);
     validate.imageBytes(image);
-    if (this.#disposed) throw new ChoripanError('E_DISPOSED', 'The model was disposed');
-    if (signal?.aborted) throw aborted(signal);
-
-    const decoded = await decode(image);
-    if (signal?.aborted) throw aborted(signal);
-    const remaining = timeoutMs === undefined ? 0 : Math.max(1, timeoutMs - (performance.now() - started));
-    if (timeoutMs !== undefined && performance.now() - started >= timeoutMs) {
-      throw new ChoripanError('E_TIMEOUT', `No answer within timeoutMs (${timeoutMs} ms)`);
-    }
-    if (this.#disposed) throw new ChoripanError('E_DISPOSED', 'The model was disposed');
-
-    const { id, promise } = this.#native.predict(decoded.pixels, decoded.width, decoded.height, decoded.channels, remaining);
-    let probabilities;
+    if (this.#disposing) throw new ChoripanError('E_DISPOSED', 'The model was disposed');
+    const deadline = new Deadline(signal, timeoutMs);
+    let reserved = 0;
     try {
-      probabilities = await this.#settle(id, promise, signal, timeoutMs, remaining);
-    } catch (error) {
-      throw fromNative(error, callSite);
+      const shape = await deadline.race(inspect(image));
+      reserved = this.#reserve(shape.width * shape.height * shape.channels);
+      const decoded = await deadline.race(decode(image));
+      if (this.#disposing) throw new ChoripanError('E_DISPOSED', 'The model was disposed');
+
+      const { id, promise } = this.#native.predict(decoded.pixels, decoded.width, decoded.height, decoded.channels,
+        deadline.remainingMs());
+      const bytes = reserved; // from here on, the native answer releases them: the pixels stay pinned until then
+      reserved = 0;
+      promise.then(() => this.#release(bytes), () => this.#release(bytes));
+      let probabilities;
+      try {
+        probabilities = await deadline.race(promise);
+      } catch (error) {
+        if (id !== null) this.#native.cancel(id); // withdraws it if the deadline won and it is still queued
+        throw fromNative(error, callSite);
+      }
+      const top = topK(probabilities, this.labels, topk);
+      debug('%s: %s %d ms', this.name, top[0].label, Math.round(performance.now() - deadline.started));
+      return { label: top[0].label, probability: top[0].probability, top };
+    } finally {
+      deadline.release();
+      this.#release(reserved);
     }
-    const top = topK(probabilities, this.labels, topk);
-    debug('%s: %s %d ms', this.name, top[0].label, Math.round(performance.now() - started));
-    return { label: top[0].label, probability: top[0].probability, top };
   }
 
-  // The native promise, raced against the caller's signal and deadline. Losing the race withdraws
-  // the request if it is still queued; a running one finishes and its answer is dropped.
-  #settle(id, promise, signal, timeoutMs, remaining) {
-    if (!signal && timeoutMs === undefined) return promise;
-    return new Promise((resolve, reject) => {
-      let timer;
-      const finish = (settle, value) => {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-        settle(value);
-      };
-      const withdraw = (error) => {
-        if (id !== null) this.#native.cancel(id);
-        finish(reject, error);
-      };
-      const onAbort = () => withdraw(aborted(signal));
-      signal?.addEventListener('abort', onAbort, { once: true });
-      if (timeoutMs !== undefined) {
-        timer = setTimeout(() => withdraw(new ChoripanError('E_TIMEOUT', `No answer within timeoutMs (${timeoutMs} ms)`)), remaining);
-      }
-      promise.then((value) => finish(resolve, value), (error) => finish(reject, error));
-    });
+  // Decoded pixels wait in the queue until a worker reads them; their total is bounded so that a burst
+  // of large images is refused rather than exhausting memory.
+  #reserve(bytes) {
+    if (this.#pendingBytes > 0 && this.#pendingBytes + bytes > this.#maxPendingBytes) {
+      throw new ChoripanError('E_QUEUE_FULL',
+        `${Math.round(this.#pendingBytes / 2 ** 20)} MiB of decoded images are already waiting (maxPendingBytes); retry later`);
+    }
+    this.#pendingBytes += bytes;
+    return bytes;
+  }
+
+  #release(bytes) {
+    this.#pendingBytes -= bytes;
   }
 
   /** Counters and latency figures of this model's queue and workers. */
@@ -103,22 +169,17 @@ class Model {
   }
 
   get disposed() {
-    return this.#disposed;
+    return this.#disposing !== null;
   }
 
   /**
    * Stops accepting requests: queued ones reject with E_DISPOSED, running ones still answer.
    * Resolves once the worker threads have exited and the model's memory is freed.
    */
-  async dispose() {
-    if (this.#disposed) return;
-    this.#disposed = true;
-    await this.#native.dispose();
+  dispose() {
+    this.#disposing ??= this.#native.dispose().finally(() => live.delete(this.#ref));
+    return this.#disposing;
   }
-}
-
-function aborted(signal) {
-  return new ChoripanError('E_ABORTED', 'The prediction was aborted', { cause: signal.reason });
 }
 
 /**
@@ -131,10 +192,10 @@ async function load(path, options) {
   const callSite = {};
   Error.captureStackTrace(callSite, load);
   validate.modelPath(path);
-  const nativeOptions = validate.loadOptions(options);
+  const { maxPendingBytes, ...nativeOptions } = validate.loadOptions(options);
   try {
     const nativeModel = await native().load(path, nativeOptions);
-    return new Model(nativeModel, path);
+    return new Model(nativeModel, path, maxPendingBytes);
   } catch (error) {
     throw fromNative(error, callSite);
   }

@@ -72,6 +72,7 @@ const LOAD_DEFAULTS = Object.freeze({
   intraOpThreads: 0,
   device: 'cpu',
   warmup: true,
+  maxPendingBytes: 2 ** 30,
 });
 
 /** load()'s options, complete and checked. */
@@ -86,6 +87,7 @@ function loadOptions(options) {
   integer(o.intraOpThreads, 'options.intraOpThreads', 0, 256);
   if (o.device !== 'cpu' && o.device !== 'cuda') throw invalid("'cpu' or 'cuda'", 'options.device', o.device);
   if (typeof o.warmup !== 'boolean') throw invalid('a boolean', 'options.warmup', o.warmup);
+  integer(o.maxPendingBytes, 'options.maxPendingBytes', 2 ** 20, Number.MAX_SAFE_INTEGER);
   return o;
 }
 

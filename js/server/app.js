@@ -34,7 +34,8 @@ function translate(error, maxBodyBytes) {
   if (error?.type === 'entity.too.large' || error?.code === 'LIMIT_FILE_SIZE') {
     return new ChoripanError('E_TOO_LARGE', `The body is over the ${maxBodyBytes}-byte limit`);
   }
-  if (error instanceof multer.MulterError || error?.type === 'request.aborted' || error?.status === 400) {
+  if (error?.status === 415) return new ChoripanError('E_UNSUPPORTED_FORMAT', error.message);
+  if (error instanceof multer.MulterError || error?.multipart || (error?.status >= 400 && error?.status < 500)) {
     return new ChoripanError('E_INVALID_ARGUMENT', `The request body is malformed: ${error.message}`);
   }
   return new ChoripanError('E_INTERNAL', 'Unexpected server error', { cause: error });
@@ -58,7 +59,17 @@ function createApp({
   predictTimeoutMs = 30_000,
 }) {
   const allowed = parseAllowlist(urlAllowlist);
-  const upload = multer({ storage: multer.memoryStorage(), limits: { fileSize: maxBodyBytes, files: 1, fields: 20 } });
+  // Small text fields only: the image is the one file, so the whole body stays near maxBodyBytes.
+  const upload = multer({
+    storage: multer.memoryStorage(),
+    limits: { fileSize: maxBodyBytes, files: 1, fields: 20, fieldSize: 1024, parts: 21 },
+  });
+  // multer passes the multipart parser's own errors (no boundary, truncated body) through as plain
+  // Errors: mark them as the client's.
+  const parseMultipart = (req, res, next) => upload.single('image')(req, res, (error) => {
+    if (error && !(error instanceof multer.MulterError)) error.multipart = true;
+    next(error);
+  });
   const rawImage = express.raw({ type: 'image/*', limit: maxBodyBytes });
   const app = express();
   app.disable('x-powered-by');
@@ -95,7 +106,7 @@ function createApp({
   // By the header alone: req.is() answers null for an empty body, which must get 400, not 415.
   const contentType = (req) => req.get('content-type') ?? '';
   app.post('/predict', (req, res, next) => {
-    if (typeis.is(contentType(req), ['multipart/form-data'])) return upload.single('image')(req, res, next);
+    if (typeis.is(contentType(req), ['multipart/form-data'])) return parseMultipart(req, res, next);
     if (typeis.is(contentType(req), ['image/*'])) return rawImage(req, res, next);
     next(new ChoripanError('E_UNSUPPORTED_FORMAT',
       `Content-Type ${req.get('content-type') ?? '(none)'} is not accepted: send image bytes with Content-Type image/*, ` +

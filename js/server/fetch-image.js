@@ -51,7 +51,11 @@ async function fetchImage(text, { allowed, maxBytes, timeoutMs, signal }) {
       if (response.status >= 300 && response.status < 400 && response.headers.has('location')) {
         await response.body?.cancel();
         if (hop === MAX_REDIRECTS) throw new ChoripanError('E_FETCH', `More than ${MAX_REDIRECTS} redirects from ${text}`);
-        url = checkUrl(new URL(response.headers.get('location'), url).href, allowed);
+        const next = new URL(response.headers.get('location'), url);
+        if (next.protocol !== 'http:' && next.protocol !== 'https:') {
+          throw new ChoripanError('E_FETCH', `${url.href} redirected to a ${next.protocol} URL`);
+        }
+        url = checkUrl(next.href, allowed);
         continue;
       }
       if (!response.ok) {

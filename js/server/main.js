@@ -24,15 +24,26 @@ async function main() {
     process.exit(1);
   });
 
+  // Graceful: stop accepting connections, let the requests in hand finish and their answers flush,
+  // then free the model. A second signal, or ten seconds, cut it short.
   let stopping = false;
-  const stop = async (signal) => {
-    if (stopping) return;
+  const stop = (signal) => {
+    if (stopping) {
+      logger.warn({ signal }, 'stopping now');
+      process.exit(1);
+    }
     stopping = true;
-    logger.info({ signal }, 'stopping');
-    server.close();
+    logger.info({ signal }, 'stopping: finishing the requests in hand');
+    setTimeout(() => {
+      logger.warn('requests still running after 10 s; stopping anyway');
+      process.exit(1);
+    }, 10_000).unref();
+    server.close(async () => {
+      await model.dispose();
+      logger.info('stopped');
+      process.exit(0);
+    });
     server.closeIdleConnections();
-    await model.dispose();
-    process.exit(0);
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);

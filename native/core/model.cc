@@ -179,10 +179,13 @@ std::optional<std::vector<Model::Request>> Model::NextBatch() {
     std::unique_lock lock(mutex_);
     while (batch.empty() && expired.empty()) {
       wake_.wait(lock, [&] { return disposed_ || !queue_.empty(); });
-      if (disposed_) return std::nullopt;
-      // Gather company for the oldest request, at most `max_delay_ms` after it arrived.
-      const auto gather_until = queue_.front().submitted + delay;
-      wake_.wait_until(lock, gather_until, [&] { return disposed_ || queue_.size() >= max_batch; });
+      // Gather company for the oldest request, at most `max_delay_ms` after it arrived. The oldest can
+      // change while waiting (another worker took a batch, a request was withdrawn): look again.
+      while (!disposed_ && !queue_.empty() && queue_.size() < max_batch) {
+        const auto gather_until = queue_.front().submitted + delay;
+        if (Clock::now() >= gather_until) break;
+        wake_.wait_until(lock, gather_until);
+      }
       if (disposed_) return std::nullopt;
       const auto now = Clock::now();
       while (!queue_.empty() && batch.size() < max_batch) {
@@ -223,7 +226,9 @@ void Model::RunBatch(std::vector<Request>& batch, const std::shared_ptr<torch::j
   at::Tensor probabilities;
   try {
     const auto started = Clock::now();
-    probabilities = RunModule(module, at::stack(rows));
+    auto batch_input = at::stack(rows);
+    rows.clear();
+    probabilities = RunModule(module, batch_input);
     const double elapsed = Milliseconds(Clock::now() - started);
     std::lock_guard lock(mutex_);
     ++counters_.batches;
@@ -245,7 +250,7 @@ at::Tensor Model::RunModule(const std::shared_ptr<torch::jit::Module>& module, c
   // On the CPU, oneDNN's convolutions run a channels-last batch markedly faster (bench/native.js),
   // with results within 1e-6 of NCHW.
   auto input = options_.device == Device::kCuda ? batch.to(at::kCUDA)
-                                                : batch.contiguous(at::MemoryFormat::ChannelsLast);
+                                                : batch.to(at::kCPU).contiguous(at::MemoryFormat::ChannelsLast);
   auto output = module->forward({input}).toTensor();
   if (output.dim() != 2 || output.size(0) != batch.size(0) || output.size(1) != classes_) {
     throw Error(ErrorCode::kInternal, "the artifact returned shape " + c10::str(output.sizes()) +
@@ -259,10 +264,13 @@ at::Tensor Model::RunModule(const std::shared_ptr<torch::jit::Module>& module, c
 at::Tensor Model::Forward(const at::Tensor& batch) {
   auto module = this->module();
   if (!module) throw Error(ErrorCode::kDisposed, "the model was disposed");
-  if (batch.dim() != 4 || batch.scalar_type() != at::kFloat) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "expected a float32 NCHW batch, got " + std::string(c10::toString(batch.scalar_type())) + " " +
-                    c10::str(batch.sizes()));
+  const auto crop = metadata_.preprocessing.crop;
+  if (batch.dim() != 4 || batch.scalar_type() != at::kFloat || batch.size(0) < 1 || batch.size(1) != 3 ||
+      batch.size(2) != crop || batch.size(3) != crop) {
+    throw Error(ErrorCode::kInvalidArgument, "expected a float32 batch of shape [N, 3, " + std::to_string(crop) +
+                                                 ", " + std::to_string(crop) + "], got " +
+                                                 std::string(c10::toString(batch.scalar_type())) + " " +
+                                                 c10::str(batch.sizes()));
   }
   at::Tensor output;
   {
@@ -272,7 +280,7 @@ at::Tensor Model::Forward(const at::Tensor& batch) {
     } catch (const Error&) {
       throw;
     } catch (const std::exception& error) {
-      throw Error(ErrorCode::kInvalidArgument, "the artifact rejected the input: " + Describe(error));
+      throw Error(ErrorCode::kInternal, "the forward pass failed: " + Describe(error));
     }
   }
   return output.clone();  // an ordinary tensor, usable outside inference mode
@@ -281,9 +289,9 @@ at::Tensor Model::Forward(const at::Tensor& batch) {
 RequestId Model::Submit(Input input, Completion done, std::optional<Clock::time_point> deadline) {
   const auto crop = metadata_.preprocessing.crop;
   if (const auto* tensor = std::get_if<at::Tensor>(&input)) {
-    if (tensor->scalar_type() != at::kFloat || tensor->dim() != 3 || tensor->size(0) != 3 ||
+    if (!tensor->is_cpu() || tensor->scalar_type() != at::kFloat || tensor->dim() != 3 || tensor->size(0) != 3 ||
         tensor->size(1) != crop || tensor->size(2) != crop) {
-      throw Error(ErrorCode::kInvalidArgument, "expected a preprocessed float32 tensor of shape [3, " +
+      throw Error(ErrorCode::kInvalidArgument, "expected a preprocessed float32 CPU tensor of shape [3, " +
                                                    std::to_string(crop) + ", " + std::to_string(crop) +
                                                    "], got " + c10::str(tensor->sizes()));
     }
@@ -366,8 +374,12 @@ void Model::Finish(Request& request, Outcome outcome, bool was_running) {
       latency_next_ = (latency_next_ + 1) % kLatencyWindow;
     }
   }
+  // The caller may free what the input refers to as soon as it hears back (a Python tensor whose last
+  // reference then lives here would need the GIL to go): let go of it first.
+  auto done = std::move(request.done);
+  request.input = ImageView{};
   try {
-    request.done(std::move(outcome));
+    done(std::move(outcome));
   } catch (...) {
     // A completion must not throw; if one does, the other requests still get theirs.
   }

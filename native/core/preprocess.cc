@@ -10,6 +10,10 @@
 
 namespace choripan {
 
+namespace {
+constexpr int64_t kCompositeBandPixels = 1 << 18;
+}  // namespace
+
 at::Tensor Preprocess(const ImageView& image, const Preprocessing& spec) {
   const auto [height, width, channels] = std::tuple(image.height, image.width, image.channels);
   if (image.data == nullptr || height < 1 || width < 1 || channels < 1 || channels > 4) {
@@ -26,16 +30,25 @@ at::Tensor Preprocess(const ImageView& image, const Preprocessing& spec) {
   }
 
   // A view of the caller's memory: every step below writes a new tensor, so nothing outlives it.
-  auto x = at::from_blob(const_cast<uint8_t*>(image.data), {height, width, channels}, at::kByte);
-  if (channels <= 2) {
-    x = at::cat({x.narrow(2, 0, 1).expand({height, width, 3}), x.narrow(2, 1, channels - 1)}, 2);
-  }
-  if (x.size(2) == 4) {
-    auto rgb = x.narrow(2, 0, 3).to(at::kInt);
-    auto alpha = x.narrow(2, 3, 1).to(at::kInt);
-    auto background = at::tensor(std::vector<int32_t>(spec.background.begin(), spec.background.end()),
-                                 at::kInt);
-    x = (rgb * alpha + background * (255 - alpha) + 127).div(255, "floor").to(at::kByte);
+  const auto pixels = at::from_blob(const_cast<uint8_t*>(image.data), {height, width, channels}, at::kByte);
+  const int64_t colours = channels <= 2 ? 1 : 3;
+  at::Tensor x;
+  if (channels == 1 || channels == 3) {
+    x = pixels.expand({height, width, 3});
+  } else {
+    // Over the background, a band of rows at a time: the int32 arithmetic on a whole photo would take
+    // some 40 bytes per pixel at once.
+    x = at::empty({height, width, 3}, at::kByte);
+    const auto background = at::tensor(std::vector<int32_t>(spec.background.begin(), spec.background.end()),
+                                       at::kInt);
+    const int64_t band = std::max<int64_t>(1, kCompositeBandPixels / width);
+    for (int64_t row = 0; row < height; row += band) {
+      const int64_t rows = std::min(band, height - row);
+      const auto chunk = pixels.narrow(0, row, rows);
+      const auto colour = chunk.narrow(2, 0, colours).expand({rows, width, 3}).to(at::kInt);
+      const auto alpha = chunk.narrow(2, colours, 1).to(at::kInt);
+      x.narrow(0, row, rows).copy_((colour * alpha + background * (255 - alpha) + 127).div(255, "floor"));
+    }
   }
   x = x.contiguous().permute({2, 0, 1}).unsqueeze(0);
 

@@ -15,6 +15,7 @@ Napi::Function ModelWrap::Define(Napi::Env env) {
                          InstanceMethod("cancel", &ModelWrap::Cancel),
                          InstanceMethod("stats", &ModelWrap::Stats),
                          InstanceMethod("dispose", &ModelWrap::Dispose),
+                         InstanceMethod("disposeSync", &ModelWrap::DisposeSync),
                          InstanceAccessor("metadata", &ModelWrap::Metadata, nullptr),
                          InstanceAccessor("disposed", &ModelWrap::Disposed, nullptr),
                      });
@@ -196,6 +197,16 @@ Napi::Value ModelWrap::Dispose(const Napi::CallbackInfo& info) {
   auto promise = worker->Promise();
   worker->Queue();
   return promise;
+}
+
+// disposeSync(): dispose() that blocks until a running batch ends. For process exit only, where C's
+// exit() would otherwise tear libtorch down under a worker that is still inside a forward pass.
+Napi::Value ModelWrap::DisposeSync(const Napi::CallbackInfo& info) {
+  disposed_ = true;
+  model_->Dispose();
+  model_->Join();
+  ReleaseIfDone();
+  return info.Env().Undefined();
 }
 
 Napi::Value ModelWrap::Metadata(const Napi::CallbackInfo& info) {

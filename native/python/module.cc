@@ -14,11 +14,17 @@ using choripan::Model;
 
 namespace {
 
+// About 10 years; a longer timeout would overflow the clock.
+constexpr double kLongestTimeoutMs = 3.2e11;
+
 choripan::Outcome Wait(Model& model, choripan::Input input, std::optional<double> timeout_ms) {
   auto promise = std::make_shared<std::promise<choripan::Outcome>>();
   auto future = promise->get_future();
   std::optional<choripan::Clock::time_point> deadline;
-  if (timeout_ms) {
+  if (timeout_ms && !(*timeout_ms > 0)) {
+    throw Error(choripan::ErrorCode::kInvalidArgument, "timeout_ms must be positive");
+  }
+  if (timeout_ms && *timeout_ms < kLongestTimeoutMs) {  // beyond it (inf included): no deadline
     deadline = choripan::Clock::now() + std::chrono::duration_cast<choripan::Clock::duration>(
                                             std::chrono::duration<double, std::milli>(*timeout_ms));
   }
@@ -33,9 +39,9 @@ at::Tensor ToTensor(const choripan::Outcome& outcome) {
 }
 
 at::Tensor RequirePixels(const at::Tensor& pixels) {
-  if (pixels.scalar_type() != at::kByte || pixels.dim() != 3) {
+  if (!pixels.is_cpu() || pixels.scalar_type() != at::kByte || pixels.dim() != 3) {
     throw Error(choripan::ErrorCode::kInvalidArgument,
-                "expected uint8 pixels of shape (height, width, channels), got " +
+                "expected uint8 CPU pixels of shape (height, width, channels), got " +
                     std::string(c10::toString(pixels.scalar_type())) + " " + c10::str(pixels.sizes()));
   }
   return pixels.contiguous();
@@ -70,10 +76,21 @@ std::mutex live_mutex;
 std::vector<std::weak_ptr<Model>> live_models;
 
 std::shared_ptr<Model> Track(std::shared_ptr<Model> model) {
-  std::lock_guard lock(live_mutex);
-  std::erase_if(live_models, [](const auto& weak) { return weak.expired(); });
-  live_models.push_back(model);
-  return model;
+  {
+    std::lock_guard lock(live_mutex);
+    std::erase_if(live_models, [](const auto& weak) { return weak.expired(); });
+    live_models.push_back(model);
+  }
+  // Python drops its last reference with the GIL held, and ~Model joins the workers, which may need
+  // the GIL to release the tensors they hold: release it for the join.
+  return std::shared_ptr<Model>(model.get(), [owner = model](Model*) mutable {
+    if (PyGILState_Check()) {
+      py::gil_scoped_release release;
+      owner.reset();
+    } else {
+      owner.reset();
+    }
+  });
 }
 
 void DisposeAll() {

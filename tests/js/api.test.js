@@ -136,6 +136,16 @@ describe('load() and Model', () => {
     assert.equal(error.code, 'E_ABORTED');
   });
 
+  test('a signal that aborts during decoding rejects at once, and nothing is queued', async () => {
+    const sharp = require('sharp');
+    const large = await sharp(photo('chelsea.png')).resize(6000, 4000).jpeg().toBuffer();
+    const before = model.stats().requests;
+    const error = await rejection(model.predict(large, { signal: AbortSignal.timeout(30) }));
+    assert.equal(error.code, 'E_ABORTED');
+    await new Promise((resolve) => setTimeout(resolve, 1500)); // the decode finishes in the background
+    assert.equal(model.stats().requests, before);
+  });
+
   test('stats() counts requests', async () => {
     const before = model.stats().requests;
     await model.predict(photo('coffee.png'));
@@ -146,7 +156,9 @@ describe('load() and Model', () => {
   });
 
   test('after dispose(), predict rejects with E_DISPOSED', async () => {
-    await model.dispose();
+    const disposing = model.dispose();
+    assert.equal(model.dispose(), disposing, 'a second call waits for the same disposal');
+    await disposing;
     assert.equal(model.disposed, true);
     const error = await rejection(model.predict(photo('coffee.png')));
     assert.equal(error.code, 'E_DISPOSED');

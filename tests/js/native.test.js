@@ -67,6 +67,29 @@ describe('concurrency', () => {
   });
 });
 
+describe('memory', () => {
+  test('decoded pixels waiting past maxPendingBytes are refused with E_QUEUE_FULL before decoding', async () => {
+    // chelsea.png decodes to 451 × 300 × 3 = 406 KB: three of them fit in the minimum budget of 1 MiB.
+    const model = await choripan.load(defaultModelPath, { maxPendingBytes: 2 ** 20, maxBatch: 1 });
+    try {
+      const codes = await Promise.all(Array.from({ length: 12 }, () => codeOf(model.predict(cat))));
+      assert.deepEqual(new Set(codes), new Set(['ok', 'E_QUEUE_FULL']), codes.join());
+      assert.ok(model.stats().requests < 12, 'refused calls never reached the queue');
+      assert.equal((await model.predict(cat)).label.length > 0, true, 'the budget is given back');
+    } finally {
+      await model.dispose();
+    }
+  });
+
+  test('a large transparent PNG is composited in bands and answers', async () => {
+    const sharp = require('sharp');
+    // 4000 × 3000 RGBA from the cat photo, half transparent: 48 MB decoded, a 200 MB int32 blend at once before.
+    const rgba = await sharp(cat).resize(4000, 3000).ensureAlpha(0.5).png({ compressionLevel: 1 }).toBuffer();
+    const result = await choripan.predict(rgba);
+    assert.ok(CAT_LABELS.includes(result.label), result.label);
+  });
+});
+
 describe('cancellation', () => {
   test('an aborted queued request is withdrawn and never reaches the forward pass', async () => {
     const model = await choripan.load(defaultModelPath, { maxBatch: 1, maxDelayMs: 0 });
@@ -154,6 +177,37 @@ describe('lifecycle', () => {
     const child = spawnSync(process.execPath, ['-e', script], { cwd: root, encoding: 'utf8', timeout: 60_000 });
     assert.equal(child.status, 0, child.stderr);
     assert.equal(child.stdout.trim(), 'espresso');
+  });
+
+  test('process.exit() while batches run exits cleanly', async () => {
+    // C's exit() must not tear libtorch down under a worker inside a forward pass.
+    const script = (delay) => `
+      const choripan = require('choripan');
+      const bytes = require('fs').readFileSync(${JSON.stringify(require('./helpers').photoPath('chelsea.png'))});
+      choripan.load(${JSON.stringify(defaultModelPath)}).then((model) => {
+        for (let i = 0; i < 16; i++) model.predict(bytes).catch(() => {});
+        setTimeout(() => process.exit(0), ${delay});
+      });`;
+    const { spawn } = require('node:child_process');
+    const exits = await Promise.all([60, 110, 160, 210].map((delay) => new Promise((resolve) => {
+      const child = spawn(process.execPath, ['-e', script(delay)], { cwd: root, stdio: 'ignore' });
+      child.on('close', (status, signal) => resolve({ status, signal }));
+    })));
+    assert.deepEqual(exits, exits.map(() => ({ status: 0, signal: null })));
+  });
+
+  test('an uncaught exception while batches run exits with 1, not a crash', () => {
+    const script = `
+      const choripan = require('choripan');
+      const bytes = require('fs').readFileSync(${JSON.stringify(require('./helpers').photoPath('chelsea.png'))});
+      choripan.load(${JSON.stringify(defaultModelPath)}).then((model) => {
+        for (let i = 0; i < 16; i++) model.predict(bytes).catch(() => {});
+        setTimeout(() => { throw new Error('boom'); }, 120);
+      });`;
+    const child = spawnSync(process.execPath, ['-e', script], { cwd: root, encoding: 'utf8', timeout: 60_000 });
+    assert.equal(child.signal, null);
+    assert.equal(child.status, 1);
+    assert.match(child.stderr, /boom/);
   });
 
   test('a model dropped without dispose() is collected without harm', () => {

@@ -28,6 +28,7 @@ describe('POST /predict and GET /predict', () => {
       if (req.url === '/cat.png') return res.end(photo('chelsea.png'));
       if (req.url === '/redirect') return res.writeHead(302, { location: '/cat.png' }).end();
       if (req.url === '/elsewhere') return res.writeHead(302, { location: 'http://127.0.0.2:1/x.png' }).end();
+      if (req.url === '/to-file') return res.writeHead(302, { location: 'file:///etc/passwd' }).end();
       if (req.url === '/huge') return res.end(Buffer.alloc(11 * 1024 * 1024));
       res.writeHead(404).end();
     });
@@ -84,6 +85,14 @@ describe('POST /predict and GET /predict', () => {
       const response = await fetch(`${base}/predict`, { method: 'POST', body: form });
       return { status: response.status, body: await response.json() };
     }, 400, 'E_INVALID_ARGUMENT'],
+    ['multipart without a boundary', () => post('--x\r\n', 'multipart/form-data'), 400, 'E_INVALID_ARGUMENT'],
+    ['a truncated multipart body', () => post('--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\nabc',
+      'multipart/form-data; boundary=b'), 400, 'E_INVALID_ARGUMENT'],
+    ['an unknown Content-Encoding', async () => {
+      const response = await fetch(`${base}/predict`, { method: 'POST', body: photo('coffee.png'),
+        headers: { 'content-type': 'image/png', 'content-encoding': 'foo' } });
+      return { status: response.status, body: await response.json() };
+    }, 415, 'E_UNSUPPORTED_FORMAT'],
     ['multipart over 10 MB', async () => {
       const form = new FormData();
       form.append('image', new Blob([crypto.randomBytes(10 * 1024 * 1024 + 1)]), 'big.jpg');
@@ -123,7 +132,7 @@ describe('POST /predict and GET /predict', () => {
     }
   });
 
-  test('GET ?url= failures: missing url 400, not http 400, 404 upstream 502, huge 413', async () => {
+  test('GET ?url= failures: missing url 400, not http 400, 404 upstream 502, huge 413, redirect to file: 502', async () => {
     const missing = await fetch(`${base}/predict`);
     assert.equal(missing.status, 400);
     assert.equal((await get('file:///etc/passwd')).status, 400);
@@ -132,6 +141,9 @@ describe('POST /predict and GET /predict', () => {
     assert.equal(notFound.body.error.code, 'E_FETCH');
     const huge = await get(`http://127.0.0.1:${imagesPort}/huge`);
     assert.equal(huge.status, 413);
+    const toFile = await get(`http://127.0.0.1:${imagesPort}/to-file`);
+    assert.equal(toFile.status, 502);
+    assert.equal(toFile.body.error.code, 'E_FETCH');
   });
 
   test('unknown routes → 404 JSON', async () => {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import threading
 
 import choripan_core
@@ -188,3 +189,47 @@ def test_bicubic_preprocessing_matches_python(tmp_path):
             core.predict(torch.from_numpy(pixels)), predictor.probabilities(photo), atol=1e-5, rtol=0
         )
     core.dispose()
+
+
+def test_transparent_images_larger_than_one_band_match_python(core, spec):
+    """Compositing runs a band of rows at a time on both sides; the answer does not depend on it."""
+    cat = torch.from_numpy(decode(reference_photos()[0]))
+    big = torch.nn.functional.interpolate(cat.permute(2, 0, 1)[None].float(), size=(900, 1353)).round()
+    big = big[0].permute(1, 2, 0).to(torch.uint8)
+    alpha = torch.linspace(0, 255, 1353).round().to(torch.uint8).expand(900, 1353)[..., None]
+    for pixels in (torch.cat([big, alpha], 2), torch.cat([big[..., :1], alpha], 2)):  # RGBA, grey + alpha
+        assert pixels.shape[0] * pixels.shape[1] > 4 * 2**18
+        assert torch.equal(core.preprocess(pixels.contiguous()), preprocess(pixels.contiguous(), spec))
+
+
+def test_inputs_must_live_on_the_cpu(core):
+    for call in (
+        lambda: core.predict(torch.empty(10, 10, 3, dtype=torch.uint8, device="meta")),
+        lambda: core.preprocess(torch.empty(10, 10, 3, dtype=torch.uint8, device="meta")),
+        lambda: core.predict_preprocessed(torch.empty(3, 224, 224, device="meta")),
+    ):
+        with pytest.raises(choripan_core.Error) as caught:
+            call()
+        assert caught.value.code == "E_INVALID_ARGUMENT"
+
+
+def test_timeouts_too_long_to_matter_mean_no_deadline(core, spec):
+    x = load_batch(reference_photos()[1:2], spec)[0]
+    for timeout in (float("inf"), 1e300, 60_000.0):
+        assert core.labels[int(core.predict_preprocessed(x, timeout_ms=timeout).argmax())] == "espresso"
+    with pytest.raises(choripan_core.Error) as caught:
+        core.predict_preprocessed(x, timeout_ms=0)
+    assert caught.value.code == "E_INVALID_ARGUMENT"
+
+
+def test_dropping_a_model_right_after_predicting_does_not_hang(default_artifact):
+    """The last reference goes with the GIL held while a worker may still hold the input tensor."""
+    faulthandler.dump_traceback_later(120, exit=True)  # a deadlock fails the run instead of stalling it
+    try:
+        for _ in range(15):
+            model = choripan_core.Model(str(default_artifact), warmup=False, max_batch=1, max_delay_ms=0)
+            for _ in range(3):
+                model.predict_preprocessed(torch.zeros(3, 224, 224))
+            del model
+    finally:
+        faulthandler.cancel_dump_traceback_later()
