@@ -17,7 +17,19 @@ std::string Describe(const std::exception& error) {
   if (const auto* c10 = dynamic_cast<const c10::Error*>(&error)) {
     return FirstLine(c10->what_without_backtrace());
   }
-  return FirstLine(error.what());
+  // The TorchScript interpreter puts a TorchScript traceback first and the reason last.
+  const std::string_view message = error.what();
+  if (message.starts_with("The following operation failed in the TorchScript interpreter")) {
+    auto end = message.find_last_not_of("\n ");
+    auto start = message.rfind('\n', end);
+    return std::string(message.substr(start == std::string_view::npos ? 0 : start + 1, end - start));
+  }
+  return FirstLine(message);
+}
+
+bool OutOfMemory(const std::exception& error) {
+  return dynamic_cast<const c10::OutOfMemoryError*>(&error) != nullptr ||
+         std::string_view(error.what()).find("out of memory") != std::string_view::npos;
 }
 
 void RequireCuda() {
@@ -264,13 +276,10 @@ at::Tensor Model::RunModule(const std::shared_ptr<torch::jit::Module>& module, c
 at::Tensor Model::Forward(const at::Tensor& batch) {
   auto module = this->module();
   if (!module) throw Error(ErrorCode::kDisposed, "the model was disposed");
-  const auto crop = metadata_.preprocessing.crop;
-  if (batch.dim() != 4 || batch.scalar_type() != at::kFloat || batch.size(0) < 1 || batch.size(1) != 3 ||
-      batch.size(2) != crop || batch.size(3) != crop) {
-    throw Error(ErrorCode::kInvalidArgument, "expected a float32 batch of shape [N, 3, " + std::to_string(crop) +
-                                                 ", " + std::to_string(crop) + "], got " +
-                                                 std::string(c10::toString(batch.scalar_type())) + " " +
-                                                 c10::str(batch.sizes()));
+  if (batch.dim() != 4 || batch.scalar_type() != at::kFloat || batch.size(0) < 1 || batch.size(1) != 3) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "expected a float32 NCHW batch of RGB images, got " +
+                    std::string(c10::toString(batch.scalar_type())) + " " + c10::str(batch.sizes()));
   }
   at::Tensor output;
   {
@@ -280,7 +289,9 @@ at::Tensor Model::Forward(const at::Tensor& batch) {
     } catch (const Error&) {
       throw;
     } catch (const std::exception& error) {
-      throw Error(ErrorCode::kInternal, "the forward pass failed: " + Describe(error));
+      // The batch is the caller's (any size, not only the crop): the artifact decides what it accepts.
+      if (OutOfMemory(error)) throw Error(ErrorCode::kInternal, "the forward pass failed: " + Describe(error));
+      throw Error(ErrorCode::kInvalidArgument, "the artifact rejected the input: " + Describe(error));
     }
   }
   return output.clone();  // an ordinary tensor, usable outside inference mode

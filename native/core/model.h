@@ -94,8 +94,8 @@ class Model {
   const Options& options() const { return options_; }
   const std::string& path() const { return path_; }
 
-  // Runs the artifact on the calling thread: float [N, 3, crop, crop] → probabilities [N, classes].
-  // Throws Error(kDisposed | kInvalidArgument | kInternal).
+  // Runs the artifact on the calling thread: float [N, 3, H, W] (the metadata's crop, normally) →
+  // probabilities [N, classes]. Throws Error(kDisposed | kInvalidArgument | kInternal).
   at::Tensor Forward(const at::Tensor& batch);
 
   // Queues a request. An ImageView's memory must stay valid until `done` runs. Throws

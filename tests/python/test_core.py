@@ -36,6 +36,9 @@ def test_forward_equals_torch_jit_load(core, default_artifact, spec):
         expected = reference(batch)
     torch.testing.assert_close(core.forward(batch), expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(core.forward(batch[:1]), expected[:1], atol=1e-5, rtol=0)
+    other_size = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        torch.testing.assert_close(core.forward(other_size), reference(other_size), atol=1e-5, rtol=0)
 
 
 def test_preprocess_is_bit_identical_to_python(core, spec):
@@ -131,6 +134,7 @@ def test_bad_model_files_raise_e_model_load(tmp_path, default_artifact, make, re
 def test_bad_inputs_raise_e_invalid_argument(core):
     for call in (
         lambda: core.forward(torch.zeros(3, 224, 224)),
+        lambda: core.forward(torch.zeros(1, 3, 4, 4)),  # too small for the artifact's convolutions
         lambda: core.predict(torch.zeros(10, 10, 3)),  # float pixels
         lambda: core.predict_preprocessed(torch.zeros(3, 100, 100)),
         lambda: core.preprocess(torch.zeros(2, 500, 3, dtype=torch.uint8)),  # 250:1
