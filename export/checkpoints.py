@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ExportError
+from .errors import ExportError, first_line
 
 
 def load_checkpoint(path: Path, *, trust_pickle: bool = False) -> object:
@@ -29,12 +29,12 @@ def load_checkpoint(path: Path, *, trust_pickle: bool = False) -> object:
                 "unpickling runs code from the file; pass --trust-pickle only if you trust where it came from, "
                 "or save model.state_dict() instead"
             ) from error
-        raise ExportError(f"{path} is not a readable PyTorch checkpoint: {_first_line(error)}") from error
+        raise ExportError(f"{path} is not a readable PyTorch checkpoint: {first_line(error)}") from error
     except ImportError as error:  # a trusted pickle names classes from modules that are not installed
         raise ExportError(f"{path} pickles objects of {error.name}, which is not installed here") from error
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
         raise ExportError(
-            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {_first_line(error)}"
+            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {first_line(error)}"
         ) from error
 
 
@@ -93,7 +93,3 @@ def _keys_hint(value: object) -> str:
     if isinstance(value, dict):
         return f" with keys {', '.join(map(str, list(value)[:6]))}"
     return ""
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -12,7 +12,7 @@ from torch import nn
 
 from . import artifact
 from .artifact import Metadata
-from .errors import ExportError
+from .errors import ExportError, first_line
 from .imaging import load_batch
 from .photos import reference_photos
 from .predictor import Predictor
@@ -62,7 +62,7 @@ def trace_classifier(
                 )
         except torch.jit.TracingCheckError as error:
             raise ExportError(
-                f"the trace is not the same for other inputs ({_first_line(error)}): the model's forward "
+                f"the trace is not the same for other inputs ({first_line(error)}): the model's forward "
                 f"depends on values or on the batch size in Python; {_SCRIPT_IT}"
             ) from error
     tracer_warnings = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
@@ -77,10 +77,6 @@ def trace_classifier(
             f"{str(first.message).splitlines()[0]}): its forward has data-dependent control flow; {_SCRIPT_IT}"
         )
     return torch.jit.freeze(traced)
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def verify(eager: nn.Module, candidates: dict[str, torch.jit.ScriptModule], batches: list[torch.Tensor]) -> None:
@@ -109,7 +105,7 @@ def script_classifier(model: nn.Module) -> torch.jit.ScriptModule:
     try:
         return torch.jit.script(model.eval())
     except Exception as error:  # the scripting compiler raises many kinds, all meaning "cannot script"
-        raise ExportError(f"the model cannot be scripted either: {_first_line(error)}") from error
+        raise ExportError(f"the model cannot be scripted either: {first_line(error)}") from error
 
 
 def export_classifier(model: nn.Module, metadata: Metadata, out: Path, *, script: bool = False) -> Path:

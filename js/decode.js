@@ -73,4 +73,4 @@ async function decode(bytes) {
   }
 }
 
-module.exports = { inspect, decode, MAX_PIXELS };
+module.exports = { inspect, decode };

@@ -201,4 +201,4 @@ async function load(path, options) {
   }
 }
 
-module.exports = { Model, load, topK };
+module.exports = { Model, load };

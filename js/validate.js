@@ -114,4 +114,4 @@ function modelPath(value) {
   return value;
 }
 
-module.exports = { invalid, loadOptions, predictOptions, imageBytes, modelPath, LOAD_DEFAULTS };
+module.exports = { invalid, loadOptions, predictOptions, imageBytes, modelPath };

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..artifact import Metadata, Source, sha256_file
 from ..checkpoints import load_checkpoint, load_strict, state_dict_of
-from ..errors import ExportError
+from ..errors import ExportError, first_line
 from ..imaging import Preprocessing
 from ..labels import check_count
 from .torchvision import architecture, check_architecture
@@ -183,5 +183,4 @@ def _features(arch: str, cut: nn.Module, size: int) -> int:
         with torch.no_grad():
             return cut.eval()(torch.zeros(1, 3, size, size)).shape[1]
     except (RuntimeError, ValueError, TypeError) as error:
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ExportError(f"{arch} cut as fastai cuts it does not run as a body: {first_line}") from error
+        raise ExportError(f"{arch} cut as fastai cuts it does not run as a body: {first_line(error)}") from error

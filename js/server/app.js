@@ -153,4 +153,4 @@ function createApp({
   return app;
 }
 
-module.exports = { createApp, STATUS, MAX_BODY_BYTES };
+module.exports = { createApp };
