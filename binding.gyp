@@ -9,6 +9,7 @@
         "native/core/metadata.cc",
         "native/core/model.cc",
         "native/core/preprocess.cc",
+        "native/core/runner.cc",
         "native/node/addon.cc",
         "native/node/errors.cc",
         "native/node/load_worker.cc",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from . import __version__, aoti
 from .errors import ExportError
 from .imaging import Preprocessing
 
@@ -55,6 +55,7 @@ class Metadata:
     versions: dict = field(default_factory=dict)
     exported_at: str = ""
     checksum: str | None = None
+    runtime: dict = field(default_factory=lambda: {"format": "torchscript"})
 
     def to_json(self) -> dict:
         size = self.preprocessing.crop
@@ -68,6 +69,7 @@ class Metadata:
             "output": {"kind": "probabilities", "activation": "softmax", "shape": [None, len(self.labels)]},
             "preprocessing": self.preprocessing.to_json(),
             "source": self.source.to_json(),
+            "runtime": self.runtime,
             "versions": self.versions,
             "exported_at": self.exported_at,
             "checksum": {
@@ -121,7 +123,7 @@ def read_metadata(path: Path) -> dict:
                 if name == f"extra/{METADATA_FILE}":
                     return json.loads(archive.read(info))
     except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise ExportError(f"{path} is not a TorchScript archive: {error}") from error
+        raise ExportError(f"{path} is not a choripan artifact (a TorchScript or .pt2 archive): {error}") from error
     except json.JSONDecodeError as error:
         raise ExportError(f"{path} has unreadable metadata: {error}") from error
     raise ExportError(f"{path} has no choripan metadata: export it with `python -m export`")
@@ -137,9 +139,11 @@ def verify_checksum(path: Path) -> tuple[bool, str]:
     return stored == actual, actual
 
 
-def load(path: Path) -> tuple[torch.jit.ScriptModule, dict]:
-    """The module and its metadata."""
+def load(path: Path) -> tuple[torch.jit.ScriptModule | aoti.Package, dict]:
+    """The module (or compiled package, called the same way) and its metadata."""
     metadata = read_metadata(path)
+    if aoti.is_package(path):
+        return aoti.Package(path), metadata
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except RuntimeError as error:
@@ -180,3 +184,18 @@ def save(module: torch.jit.ScriptModule, metadata: Metadata, path: Path) -> None
     torch.jit.save(module, str(path), _extra_files={METADATA_FILE: json.dumps(metadata.to_json(), indent=1)})
     if checksum(Path(path)) != metadata.checksum:
         raise ExportError("saving the module is not deterministic here; the checksum cannot be trusted")
+
+
+def save_package(model: torch.nn.Module, metadata: Metadata, path: Path, example: torch.Tensor) -> torch.nn.Module:
+    """Compile `model` into an AOTInductor package at `path` with the metadata inside (see export/aoti.py)."""
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    metadata.exported_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    metadata.versions = versions()
+    metadata.runtime = {
+        "format": "aoti",
+        "models": {aoti.SINGLE: {"batch": [1, 1]}, aoti.BATCHED: {"batch": [1, aoti.MAX_BATCH]}},
+        "device": "cpu",
+        "cpu_isa": str(pick_vec_isa()).upper(),
+    }
+    return aoti.compile_package(model, example, path, metadata.to_json())

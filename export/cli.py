@@ -15,7 +15,7 @@ def _default(args: argparse.Namespace) -> None:
     from .tracing import export_classifier
 
     model, metadata = default.build()
-    path = export_classifier(model, metadata, args.out)
+    path = export_classifier(model, metadata, args.out, format=args.format)
     print(f"wrote {path} ({metadata.name}, {len(metadata.labels)} classes)")
 
 
@@ -42,7 +42,7 @@ def _torchvision(args: argparse.Namespace) -> None:
     model, metadata = source.build(
         args.arch, args.weights, labels, trust_pickle=args.trust_pickle, preprocessing=preprocessing
     )
-    path = export_classifier(model, metadata, args.out, script=args.script)
+    path = export_classifier(model, metadata, args.out, script=args.script, format=args.format)
     print(f"wrote {path} ({args.arch}, {len(labels)} classes)")
 
 
@@ -57,7 +57,7 @@ def _fastai(args: argparse.Namespace) -> None:
     model, metadata = source.build(
         args.arch, args.checkpoint, labels, trust_pickle=args.trust_pickle, preprocessing=preprocessing
     )
-    path = export_classifier(model, metadata, args.out, script=args.script)
+    path = export_classifier(model, metadata, args.out, script=args.script, format=args.format)
     print(f"wrote {path} (fastai {args.arch}, {len(labels)} classes)")
 
 
@@ -72,6 +72,7 @@ def _train(args: argparse.Namespace) -> None:
         seed=args.seed,
         val_fraction=args.val_fraction,
         batch_size=args.batch_size,
+        format=args.format,
     )
     report = train(config)
     print(f"wrote {report.artifact} ({len(report.labels)} classes: {', '.join(report.labels)})")
@@ -95,6 +96,9 @@ def _inspect(args: argparse.Namespace) -> int:
         print(f"  input         {metadata['input']['shape']} {metadata['input']['dtype']}")
         print(f"  output        {metadata['output']['kind']} {metadata['output']['shape']}")
         print(f"  preprocessing resize {pre['resize']}, crop {pre['crop']}, mean {pre['mean']}, std {pre['std']}")
+        runtime = metadata.get("runtime", {"format": "torchscript"})
+        isa = f" compiled for {runtime['cpu_isa']}" if "cpu_isa" in runtime else ""
+        print(f"  runtime       {runtime['format']}{isa}")
         print(f"  versions      {', '.join(f'{k} {v}' for k, v in metadata['versions'].items())}")
         print(f"  exported      {metadata['exported_at']}")
         print(f"  checksum      {'ok' if matches else 'MISMATCH'} ({actual})")
@@ -142,6 +146,15 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _add_format_argument(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--format",
+        choices=["torchscript", "aoti"],
+        help="torchscript (a frozen trace, *.pt) or aoti (an AOTInductor package compiled for this CPU, *.pt2; "
+        "the fastest on the CPU); by default the --out suffix decides",
+    )
+
+
 def _add_model_arguments(command: argparse.ArgumentParser, weights_flag: str, weights_help: str) -> None:
     command.add_argument("--arch", required=True, help="a torchvision classification architecture, e.g. resnet34")
     command.add_argument(weights_flag, type=Path, required=True, help=weights_help)
@@ -149,6 +162,7 @@ def _add_model_arguments(command: argparse.ArgumentParser, weights_flag: str, we
     labels.add_argument("--labels", help="class names in class-index order, comma-separated")
     labels.add_argument("--labels-file", type=Path, help="a file with one class name per line")
     command.add_argument("--out", type=Path, required=True, help="artifact path, e.g. models/choripan.pt")
+    _add_format_argument(command)
     command.add_argument(
         "--trust-pickle",
         action="store_true",
@@ -173,6 +187,7 @@ def parser() -> argparse.ArgumentParser:
 
     default = commands.add_parser("default", help="export the default model (EfficientNet-Lite0, ImageNet-1k)")
     default.add_argument("--out", type=Path, required=True, help="artifact path, e.g. models/default.pt")
+    _add_format_argument(default)
     default.set_defaults(run=_default)
 
     torchvision = commands.add_parser(
@@ -190,6 +205,7 @@ def parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--data", type=Path, required=True, help="an image folder: DIR/<label>/*.jpg")
     train.add_argument("--out", type=Path, required=True)
+    _add_format_argument(train)
     train.add_argument("--epochs", type=_positive, default=6, help="epochs of head training (default 6)")
     train.add_argument(
         "--fine-tune-epochs", type=int, default=0, help="epochs of whole-network fine-tuning after (default 0)"

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import artifact
+from . import aoti, artifact
 from .artifact import Metadata
 from .errors import ExportError, first_line
 from .imaging import load_batch
@@ -97,7 +97,9 @@ def verify(eager: nn.Module, candidates: dict[str, torch.jit.ScriptModule], batc
 
 
 def golden_path(artifact_path: Path) -> Path:
-    return Path(artifact_path).with_suffix(".golden.json")
+    """`<artifact file name>.golden.json` beside it: models/default.pt.golden.json, models/default.pt2.golden.json."""
+    path = Path(artifact_path)
+    return path.with_name(path.name + ".golden.json")
 
 
 def script_classifier(model: nn.Module) -> torch.jit.ScriptModule:
@@ -108,12 +110,35 @@ def script_classifier(model: nn.Module) -> torch.jit.ScriptModule:
         raise ExportError(f"the model cannot be scripted either: {first_line(error)}") from error
 
 
-def export_classifier(model: nn.Module, metadata: Metadata, out: Path, *, script: bool = False) -> Path:
+FORMATS = ("torchscript", "aoti")
+
+
+def format_for(out: Path, format: str | None = None) -> str:
+    """The artifact format: as given, or by the file name (`.pt2`: an AOTInductor package)."""
+    suffix = Path(out).suffix
+    if format is None:
+        return "aoti" if suffix == aoti.SUFFIX else "torchscript"
+    if format not in FORMATS:
+        raise ExportError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    if (format == "aoti") != (suffix == aoti.SUFFIX):
+        raise ExportError(f"{out}: AOTInductor packages are named *.pt2 and TorchScript artifacts are not")
+    return format
+
+
+def export_classifier(
+    model: nn.Module, metadata: Metadata, out: Path, *, script: bool = False, format: str | None = None
+) -> Path:
     """Trace `model` (returning logits), verify it on real photos, write `out` and its golden file.
 
-    With `script`, the classifier is scripted first (the softmax around it is still traced, which keeps
-    the scripted part whole). Nothing is written unless every check passes; a failure leaves no file.
+    `format` is "torchscript" (a frozen trace) or "aoti" (an AOTInductor package, compiled here for this
+    machine's CPU); by default `out`'s suffix decides (`.pt2`: aoti). With `script`, the classifier is
+    scripted first (TorchScript only; the softmax around it is still traced, which keeps the scripted part
+    whole). Nothing is written unless every check passes; a failure leaves no file.
     """
+    out = Path(out)
+    format = format_for(out, format)
+    if script and format == "aoti":
+        raise ExportError("--script is for TorchScript artifacts; an AOTInductor package is captured by torch.export")
     eager = Probabilities(script_classifier(model) if script else model).eval()
     photos = reference_photos()
     batch = load_batch(photos[:4], metadata.preprocessing)
@@ -123,12 +148,16 @@ def export_classifier(model: nn.Module, metadata: Metadata, out: Path, *, script
         raise ExportError(
             f"the model has {tuple(probabilities.shape[1:])} outputs but {len(metadata.labels)} labels were given"
         )
-    traced = trace_classifier(eager, batch[:1], check_inputs=[batch[1:2], batch])
-    out = Path(out)
     with artifact.atomic_path(out) as partial:
-        artifact.save(traced, metadata, partial)
-        reloaded = torch.jit.load(str(partial), map_location="cpu").eval()
-        verify(eager, {"traced": traced, "saved and reloaded": reloaded}, [batch[:1], batch])
+        if format == "aoti":
+            exported = artifact.save_package(eager, metadata, partial, batch)
+            # The exported graph (padding folded) run eagerly, then the compiled models loaded back.
+            verify(eager, {"exported": exported, "compiled and reloaded": aoti.Package(partial)}, [batch[:1], batch])
+        else:
+            traced = trace_classifier(eager, batch[:1], check_inputs=[batch[1:2], batch])
+            artifact.save(traced, metadata, partial)
+            reloaded = torch.jit.load(str(partial), map_location="cpu").eval()
+            verify(eager, {"traced": traced, "saved and reloaded": reloaded}, [batch[:1], batch])
         golden = Predictor(partial).golden(photos)
         with artifact.atomic_path(golden_path(out)) as golden_partial:
             golden_partial.write_text(json.dumps(golden, indent=1) + "\n")

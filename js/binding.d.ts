@@ -18,6 +18,7 @@ export interface NativeModel {
   /**
    * Queues decoded pixels (height × width × channels bytes, row-major). `id` is null when the call was
    * refused at once (the promise is then already rejected). `timeoutMs` 0 means no deadline.
+   * `announced`: this call was counted by announce(), and this ends that announcement.
    */
   predict(
     pixels: Uint8Array,
@@ -25,7 +26,12 @@ export interface NativeModel {
     height: number,
     channels: number,
     timeoutMs: number,
+    announced: boolean,
   ): { id: number | null; promise: Promise<Float32Array> };
+  /** One more call is on its way (decoding): a worker holding a batch open waits for it. */
+  announce(): void;
+  /** An announced call will not come after all. */
+  retract(): void;
   /** Withdraws a queued request (its promise rejects with E_ABORTED); false once it runs or ran. */
   cancel(id: number): boolean;
   stats(): import('./index').ModelStats;
@@ -39,6 +45,8 @@ export interface NativeBinding {
   load(path: string, options: NativeOptions): Promise<NativeModel>;
   cudaAvailable(): boolean;
   readonly versions: { libtorch: string };
+  /** Limits the native core enforces, for js/ to check before decoding. */
+  readonly limits: { maxAspectRatio: number };
 }
 
 export function native(): NativeBinding;

@@ -6,9 +6,12 @@ const path = require('node:path');
 const { CODES, ChoripanError } = require('./errors');
 const { Model, load } = require('./model');
 
+// The AOTInductor package when setup compiled one (the fastest on the CPU: bench/), else TorchScript.
+const MODELS = path.resolve(__dirname, '..', 'models');
 const DEFAULT_MODEL_PATH = process.env.CHORIPAN_MODEL
   ? path.resolve(process.env.CHORIPAN_MODEL)
-  : path.resolve(__dirname, '..', 'models', 'default.pt');
+  : ['default.pt2', 'default.pt'].map((name) => path.join(MODELS, name)).find((file) => fs.existsSync(file))
+    ?? path.join(MODELS, 'default.pt');
 
 let defaultModel = null;
 

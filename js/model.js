@@ -119,16 +119,21 @@ class Model {
     const { topk, signal, timeoutMs } = validate.predictOptions(options, this.labels.length);
     validate.imageBytes(image);
     if (this.#disposing) throw new ChoripanError('E_DISPOSED', 'The model was disposed');
+    const { maxAspectRatio } = native().limits;
     const deadline = new Deadline(signal, timeoutMs);
     let reserved = 0;
+    // Announced while it decodes, so that a worker holding a batch open waits for it; a lone call is
+    // never kept waiting for company that is not coming.
+    this.#native.announce();
+    let announced = true;
     try {
-      const shape = await deadline.race(inspect(image));
-      reserved = this.#reserve(shape.width * shape.height * shape.channels);
+      reserved = this.#reserve(inspect(image, maxAspectRatio).bytes);
       const decoded = await deadline.race(decode(image));
       if (this.#disposing) throw new ChoripanError('E_DISPOSED', 'The model was disposed');
 
+      announced = false; // predict() ends the announcement, whatever it answers
       const { id, promise } = this.#native.predict(decoded.pixels, decoded.width, decoded.height, decoded.channels,
-        deadline.remainingMs());
+        deadline.remainingMs(), true);
       const bytes = reserved; // from here on, the native answer releases them: the pixels stay pinned until then
       reserved = 0;
       promise.then(() => this.#release(bytes), () => this.#release(bytes));
@@ -143,6 +148,7 @@ class Model {
       debug('%s: %s %d ms', this.name, top[0].label, Math.round(performance.now() - deadline.started));
       return { label: top[0].label, probability: top[0].probability, top };
     } finally {
+      if (announced) this.#native.retract();
       deadline.release();
       this.#release(reserved);
     }

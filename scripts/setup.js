@@ -13,7 +13,7 @@ const { spawnSync } = require('node:child_process');
 const { root, venv, envFile, pythonPath, probe, libtorchRoot, nodeHeadersDir } = require('./environment');
 
 const TORCH = ['torch==2.14.1', 'torchvision==0.29.1'];
-const DEFAULT_MODEL = path.join(root, 'models', 'default.pt');
+const DEFAULT_MODELS = ['default.pt', 'default.pt2'].map((name) => path.join(root, 'models', name));
 const ADDON = path.join(root, 'build', 'Release', 'choripan.node');
 const developing = fs.existsSync(path.join(root, 'tests'));
 
@@ -134,14 +134,18 @@ function nativeAddon(info) {
   fs.writeFileSync(envFile, `${JSON.stringify({ ...info, libtorch: torch }, null, 2)}\n`);
 }
 
+// The default model in both formats: the TorchScript artifact (portable, the reference) and the
+// AOTInductor package compiled for this machine's CPU, which the default model prefers (js/index.js).
 function defaultModel(info) {
-  if (fs.existsSync(DEFAULT_MODEL)) {
-    log(`default model is present (${path.relative(root, DEFAULT_MODEL)})`);
-    return;
+  for (const file of DEFAULT_MODELS) {
+    if (fs.existsSync(file)) {
+      log(`default model is present (${path.relative(root, file)})`);
+      continue;
+    }
+    run(info.python, ['-m', 'export', 'default', '--out', file], {
+      hint: 'the export step failed; its message above says why',
+    });
   }
-  run(info.python, ['-m', 'export', 'default', '--out', DEFAULT_MODEL], {
-    hint: 'the export step failed; its message above says why',
-  });
 }
 
 function main() {

@@ -1,5 +1,7 @@
 #include "errors.h"
 
+#include <c10/util/Exception.h>
+
 namespace choripan {
 
 std::string_view CodeName(ErrorCode code) {
@@ -22,6 +24,20 @@ std::string_view CodeName(ErrorCode code) {
 std::string FirstLine(std::string_view message) {
   auto end = message.find('\n');
   return std::string(message.substr(0, end));
+}
+
+std::string Describe(const std::exception& error) {
+  if (const auto* c10 = dynamic_cast<const c10::Error*>(&error)) {
+    return FirstLine(c10->what_without_backtrace());
+  }
+  // The TorchScript interpreter puts a TorchScript traceback first and the reason last.
+  const std::string_view message = error.what();
+  if (message.starts_with("The following operation failed in the TorchScript interpreter")) {
+    auto end = message.find_last_not_of("\n ");
+    auto start = message.rfind('\n', end);
+    return std::string(message.substr(start == std::string_view::npos ? 0 : start + 1, end - start));
+  }
+  return FirstLine(message);
 }
 
 }  // namespace choripan

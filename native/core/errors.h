@@ -37,4 +37,7 @@ class Error : public std::runtime_error {
 // The first line of a libtorch message: the rest is a C++ backtrace that means nothing to a user.
 std::string FirstLine(std::string_view message);
 
+// What went wrong, in one line, for any exception libtorch throws.
+std::string Describe(const std::exception& error);
+
 }  // namespace choripan

@@ -77,6 +77,15 @@ Metadata Metadata::Parse(const std::string& document) {
     }
     for (size_t i = 0; i < 3; ++i) p.background[i] = background[i];
   }
+  if (root.contains("runtime") && root["runtime"].value("format", "") == "aoti") {
+    const auto& models = root["runtime"].contains("models") ? root["runtime"]["models"] : nlohmann::json::object();
+    const auto batch = models.contains("model") ? Field<std::vector<int64_t>>(models["model"], "batch", "runtime.models.model")
+                                                : std::vector<int64_t>{};
+    if (batch.size() != 2 || batch[1] < 1) {
+      throw Error(ErrorCode::kModelLoad, "metadata lacks runtime.models.model.batch, the batch sizes the package runs");
+    }
+    metadata.max_batch = batch[1];
+  }
   return metadata;
 }
 

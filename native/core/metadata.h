@@ -28,6 +28,9 @@ struct Metadata {
   std::string name;
   std::vector<std::string> labels;
   Preprocessing preprocessing;
+  // A compiled package (runtime.format "aoti") takes exactly [N, 3, crop, crop] with N up to
+  // max_batch, and reads any other shape wrongly rather than refusing it. 0: any shape (TorchScript).
+  int64_t max_batch = 0;
 
   // Throws Error(kModelLoad) naming what is missing or malformed.
   static Metadata Parse(const std::string& document);

@@ -1,10 +1,10 @@
 #include "model.h"
 
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 #include <dlfcn.h>
 #include <torch/cuda.h>
-#include <torch/script.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -12,20 +12,6 @@
 namespace choripan {
 
 namespace {
-
-std::string Describe(const std::exception& error) {
-  if (const auto* c10 = dynamic_cast<const c10::Error*>(&error)) {
-    return FirstLine(c10->what_without_backtrace());
-  }
-  // The TorchScript interpreter puts a TorchScript traceback first and the reason last.
-  const std::string_view message = error.what();
-  if (message.starts_with("The following operation failed in the TorchScript interpreter")) {
-    auto end = message.find_last_not_of("\n ");
-    auto start = message.rfind('\n', end);
-    return std::string(message.substr(start == std::string_view::npos ? 0 : start + 1, end - start));
-  }
-  return FirstLine(message);
-}
 
 bool OutOfMemory(const std::exception& error) {
   return dynamic_cast<const c10::OutOfMemoryError*>(&error) != nullptr ||
@@ -78,47 +64,51 @@ std::shared_ptr<Model> Model::Load(const std::string& path, const Options& optio
   if (!std::filesystem::is_regular_file(path, error)) {
     throw Error(ErrorCode::kModelLoad, "cannot load model " + path + ": no such file");
   }
-  torch::jit::ExtraFilesMap extra{{kMetadataFile, ""}};
-  auto module = std::make_shared<torch::jit::Module>();
   // Loading runs libtorch's parallel copies. GNU OpenMP keeps a thread pool for every thread that
   // opens a parallel region and, once it manages more threads than there are cores, stops spinning
   // between regions, which makes every forward pass slower. A short-lived loader thread takes its
   // pool with it, so the only pools left are the workers'.
-  std::string failure;
+  Artifact artifact;
+  std::optional<Error> failure;
   std::thread loader([&] {
     try {
-      *module = torch::jit::load(path, options.device == Device::kCuda ? at::kCUDA : at::kCPU, extra);
+      // One runner for each worker, and one for Forward on a caller's thread.
+      artifact = LoadArtifact(path, options.device, options.workers + 1);
+    } catch (const Error& error) {
+      failure = error;
     } catch (const std::exception& error) {
-      failure = Describe(error);
+      failure = Error(ErrorCode::kModelLoad, "cannot load model " + path + ": " + Describe(error));
     }
   });
   loader.join();
-  if (!failure.empty()) throw Error(ErrorCode::kModelLoad, "cannot load model " + path + ": " + failure);
-  if (extra[kMetadataFile].empty()) {
+  if (failure) throw *failure;
+  if (artifact.metadata.empty()) {
     throw Error(ErrorCode::kModelLoad, "cannot load model " + path +
                                            ": it has no choripan metadata (extra/choripan.json); "
                                            "export it with `python -m export`");
   }
   Metadata metadata;
   try {
-    metadata = Metadata::Parse(extra[kMetadataFile]);
+    metadata = Metadata::Parse(artifact.metadata);
   } catch (const Error& failure) {
     throw Error(ErrorCode::kModelLoad, "cannot load model " + path + ": " + failure.what());
   }
-  module->eval();
 
-  std::shared_ptr<Model> model(new Model(path, options, std::move(module), std::move(metadata)));
+  if (metadata.max_batch > 0 && options.max_batch > metadata.max_batch) {
+    throw Error(ErrorCode::kInvalidArgument, "max_batch is " + std::to_string(options.max_batch) + " but " + path +
+                                                 " runs batches of at most " + std::to_string(metadata.max_batch));
+  }
+  std::shared_ptr<Model> model(new Model(path, options, std::move(artifact.runner), std::move(metadata)));
   model->StartWorkers();
   return model;
 }
 
-Model::Model(std::string path, Options options, std::shared_ptr<torch::jit::Module> module,
-             Metadata metadata)
+Model::Model(std::string path, Options options, std::shared_ptr<Runner> runner, Metadata metadata)
     : path_(std::move(path)),
       options_(options),
       metadata_(std::move(metadata)),
       classes_(static_cast<int64_t>(metadata_.labels.size())),
-      module_(std::move(module)) {
+      runner_(std::move(runner)) {
   latencies_ms_.reserve(kLatencyWindow);
   counters_.workers = options_.workers;
   counters_.intra_op_threads = IntraOpThreads(options_);
@@ -144,23 +134,23 @@ void Model::StartWorkers() {
   }
 }
 
-std::shared_ptr<torch::jit::Module> Model::module() const {
+std::shared_ptr<Runner> Model::runner() const {
   std::lock_guard lock(mutex_);
-  return module_;
+  return runner_;
 }
 
 void Model::WorkerMain() {
   // Sets this thread's OpenMP team size; libtorch also records the value process-wide.
   at::set_num_threads(static_cast<int>(counters_.intra_op_threads));
   c10::InferenceMode inference_mode;  // thread-local: it must be created on the thread that runs forward
-  auto module = this->module();
+  auto runner = this->runner();
 
   std::optional<Error> failure;
   if (options_.warmup) {
     try {
       const auto crop = metadata_.preprocessing.crop;
-      RunModule(module, at::zeros({1, 3, crop, crop}));
-      if (options_.max_batch > 1) RunModule(module, at::zeros({options_.max_batch, 3, crop, crop}));
+      Run(*runner, at::zeros({1, 3, crop, crop}));
+      if (options_.max_batch > 1) Run(*runner, at::zeros({options_.max_batch, 3, crop, crop}));
     } catch (const Error& error) {
       failure = Error(ErrorCode::kModelLoad, "cannot load model " + path_ + ": " + error.what());
     } catch (const std::exception& error) {
@@ -176,9 +166,9 @@ void Model::WorkerMain() {
   ready_.notify_all();
 
   while (auto batch = NextBatch()) {
-    RunBatch(*batch, module);
+    RunBatch(*batch, *runner);
   }
-  // Dispose dropped the model's own reference: the module's memory goes with the last worker's.
+  // Dispose dropped the model's own reference: the artifact's memory goes with the last worker's.
 }
 
 std::optional<std::vector<Model::Request>> Model::NextBatch() {
@@ -191,9 +181,10 @@ std::optional<std::vector<Model::Request>> Model::NextBatch() {
     std::unique_lock lock(mutex_);
     while (batch.empty() && expired.empty()) {
       wake_.wait(lock, [&] { return disposed_ || !queue_.empty(); });
-      // Gather company for the oldest request, at most `max_delay_ms` after it arrived. The oldest can
-      // change while waiting (another worker took a batch, a request was withdrawn): look again.
-      while (!disposed_ && !queue_.empty() && queue_.size() < max_batch) {
+      // Gather company for the oldest request, at most `max_delay_ms` after it arrived, while there is
+      // company to gather: other requests queued or announced. The oldest can change while waiting
+      // (another worker took a batch, a request was withdrawn): look again.
+      while (!disposed_ && !queue_.empty() && queue_.size() < max_batch && (queue_.size() > 1 || announced_ > 0)) {
         const auto gather_until = queue_.front().submitted + delay;
         if (Clock::now() >= gather_until) break;
         wake_.wait_until(lock, gather_until);
@@ -216,15 +207,18 @@ std::optional<std::vector<Model::Request>> Model::NextBatch() {
   return batch;
 }
 
-void Model::RunBatch(std::vector<Request>& batch, const std::shared_ptr<torch::jit::Module>& module) {
-  std::vector<at::Tensor> rows;
+void Model::RunBatch(std::vector<Request>& batch, Runner& runner) {
+  const auto crop = metadata_.preprocessing.crop;
+  // Each request is preprocessed straight into its row of the batch.
+  auto input = at::empty({static_cast<int64_t>(batch.size()), 3, crop, crop}, at::kFloat);
   std::vector<Request*> admitted;
   for (auto& request : batch) {
+    auto row = input[static_cast<int64_t>(admitted.size())];
     try {
       if (const auto* image = std::get_if<ImageView>(&request.input)) {
-        rows.push_back(Preprocess(*image, metadata_.preprocessing));
+        PreprocessInto(*image, metadata_.preprocessing, row);
       } else {
-        rows.push_back(std::get<at::Tensor>(request.input));
+        row.copy_(std::get<at::Tensor>(request.input));
       }
       admitted.push_back(&request);
     } catch (const Error& error) {
@@ -238,9 +232,7 @@ void Model::RunBatch(std::vector<Request>& batch, const std::shared_ptr<torch::j
   at::Tensor probabilities;
   try {
     const auto started = Clock::now();
-    auto batch_input = at::stack(rows);
-    rows.clear();
-    probabilities = RunModule(module, batch_input);
+    probabilities = Run(runner, input.narrow(0, 0, static_cast<int64_t>(admitted.size())));
     const double elapsed = Milliseconds(Clock::now() - started);
     std::lock_guard lock(mutex_);
     ++counters_.batches;
@@ -258,34 +250,36 @@ void Model::RunBatch(std::vector<Request>& batch, const std::shared_ptr<torch::j
   }
 }
 
-at::Tensor Model::RunModule(const std::shared_ptr<torch::jit::Module>& module, const at::Tensor& batch) {
-  // On the CPU, oneDNN's convolutions run a channels-last batch markedly faster (bench/native.js),
-  // with results within 1e-6 of NCHW.
-  auto input = options_.device == Device::kCuda ? batch.to(at::kCUDA)
-                                                : batch.to(at::kCPU).contiguous(at::MemoryFormat::ChannelsLast);
-  auto output = module->forward({input}).toTensor();
+at::Tensor Model::Run(Runner& runner, const at::Tensor& batch) {
+  auto output = runner.Run(batch);
   if (output.dim() != 2 || output.size(0) != batch.size(0) || output.size(1) != classes_) {
     throw Error(ErrorCode::kInternal, "the artifact returned shape " + c10::str(output.sizes()) +
                                           " for a batch of " + std::to_string(batch.size(0)) + "; expected [" +
                                           std::to_string(batch.size(0)) + ", " + std::to_string(classes_) +
                                           "] (one probability per label)");
   }
-  return output.to(at::kCPU, at::kFloat).contiguous();
+  return output.to(at::kFloat).contiguous();
 }
 
 at::Tensor Model::Forward(const at::Tensor& batch) {
-  auto module = this->module();
-  if (!module) throw Error(ErrorCode::kDisposed, "the model was disposed");
+  auto runner = this->runner();
+  if (!runner) throw Error(ErrorCode::kDisposed, "the model was disposed");
   if (batch.dim() != 4 || batch.scalar_type() != at::kFloat || batch.size(0) < 1 || batch.size(1) != 3) {
     throw Error(ErrorCode::kInvalidArgument,
                 "expected a float32 NCHW batch of RGB images, got " +
                     std::string(c10::toString(batch.scalar_type())) + " " + c10::str(batch.sizes()));
   }
+  const auto crop = metadata_.preprocessing.crop;
+  if (metadata_.max_batch > 0 && (batch.size(0) > metadata_.max_batch || batch.size(2) != crop || batch.size(3) != crop)) {
+    throw Error(ErrorCode::kInvalidArgument, "this compiled package takes [N, 3, " + std::to_string(crop) + ", " +
+                                                 std::to_string(crop) + "] with N from 1 to " +
+                                                 std::to_string(metadata_.max_batch) + ", got " + c10::str(batch.sizes()));
+  }
   at::Tensor output;
   {
     c10::InferenceMode inference_mode;
     try {
-      output = RunModule(module, batch);
+      output = Run(*runner, batch);
     } catch (const Error&) {
       throw;
     } catch (const std::exception& error) {
@@ -297,7 +291,8 @@ at::Tensor Model::Forward(const at::Tensor& batch) {
   return output.clone();  // an ordinary tensor, usable outside inference mode
 }
 
-RequestId Model::Submit(Input input, Completion done, std::optional<Clock::time_point> deadline) {
+RequestId Model::Submit(Input input, Completion done, std::optional<Clock::time_point> deadline, bool announced) {
+  if (announced) Retract();
   const auto crop = metadata_.preprocessing.crop;
   if (const auto* tensor = std::get_if<at::Tensor>(&input)) {
     if (!tensor->is_cpu() || tensor->scalar_type() != at::kFloat || tensor->dim() != 3 || tensor->size(0) != 3 ||
@@ -325,6 +320,20 @@ RequestId Model::Submit(Input input, Completion done, std::optional<Clock::time_
   return id;
 }
 
+void Model::Announce(int64_t count) {
+  std::lock_guard lock(mutex_);
+  announced_ += count;
+}
+
+void Model::Retract(int64_t count) {
+  {
+    std::lock_guard lock(mutex_);
+    announced_ = std::max<int64_t>(0, announced_ - count);
+    if (announced_ > 0) return;
+  }
+  wake_.notify_all();  // a worker waiting for this company need not wait any longer
+}
+
 bool Model::Cancel(RequestId id) {
   std::optional<Request> withdrawn;
   {
@@ -347,7 +356,7 @@ void Model::Dispose() {
     disposed_ = true;
     dropped.swap(queue_);
     counters_.queued = 0;
-    module_.reset();  // workers keep their own reference until their batch ends
+    runner_.reset();  // workers keep their own reference until their batch ends
   }
   wake_.notify_all();
   for (auto& request : dropped) {

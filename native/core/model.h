@@ -20,17 +20,12 @@
 #include "errors.h"
 #include "metadata.h"
 #include "preprocess.h"
-
-namespace torch::jit {
-struct Module;
-}
+#include "runner.h"
 
 namespace choripan {
 
 using Clock = std::chrono::steady_clock;
 using RequestId = uint64_t;
-
-enum class Device { kCpu, kCuda };
 
 struct Options {
   int64_t max_batch = 8;
@@ -100,7 +95,15 @@ class Model {
 
   // Queues a request. An ImageView's memory must stay valid until `done` runs. Throws
   // Error(kQueueFull | kDisposed | kInvalidArgument) instead of queueing; `done` is then never called.
-  RequestId Submit(Input input, Completion done, std::optional<Clock::time_point> deadline = {});
+  // `announced`: the request was counted by Announce, and this submission ends that (queued or not).
+  RequestId Submit(Input input, Completion done, std::optional<Clock::time_point> deadline = {},
+                   bool announced = false);
+
+  // `count` requests are on their way (being decoded by the caller). A worker waits up to max_delay_ms
+  // for company only while other requests are queued or announced: a lone request runs at once. Each
+  // announcement ends with a Submit(…, announced = true) or a Retract.
+  void Announce(int64_t count = 1);
+  void Retract(int64_t count = 1);
 
   // Withdraws a request that has not reached a worker yet; its completion runs with kAborted on this
   // thread. False when it already runs or has finished.
@@ -125,13 +128,13 @@ class Model {
     std::optional<Clock::time_point> deadline;
   };
 
-  Model(std::string path, Options options, std::shared_ptr<torch::jit::Module> module, Metadata metadata);
+  Model(std::string path, Options options, std::shared_ptr<Runner> runner, Metadata metadata);
   void StartWorkers();
   void WorkerMain();
   std::optional<std::vector<Request>> NextBatch();  // nullopt once disposed
-  void RunBatch(std::vector<Request>& batch, const std::shared_ptr<torch::jit::Module>& module);
-  at::Tensor RunModule(const std::shared_ptr<torch::jit::Module>& module, const at::Tensor& batch);
-  std::shared_ptr<torch::jit::Module> module() const;
+  void RunBatch(std::vector<Request>& batch, Runner& runner);
+  at::Tensor Run(Runner& runner, const at::Tensor& batch);
+  std::shared_ptr<Runner> runner() const;
   void Finish(Request& request, Outcome outcome, bool was_running);
 
   const std::string path_;
@@ -143,8 +146,9 @@ class Model {
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::condition_variable ready_;
-  std::shared_ptr<torch::jit::Module> module_;  // reset when the last worker ends after Dispose
+  std::shared_ptr<Runner> runner_;  // reset by Dispose; workers keep their own reference until they exit
   std::deque<Request> queue_;
+  int64_t announced_ = 0;
   std::vector<std::thread> workers_;
   int64_t workers_ready_ = 0;
   std::optional<Error> startup_error_;

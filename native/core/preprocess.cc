@@ -15,6 +15,12 @@ constexpr int64_t kCompositeBandPixels = 1 << 18;
 }  // namespace
 
 at::Tensor Preprocess(const ImageView& image, const Preprocessing& spec) {
+  auto out = at::empty({3, spec.crop, spec.crop}, at::kFloat);
+  PreprocessInto(image, spec, out);
+  return out;
+}
+
+void PreprocessInto(const ImageView& image, const Preprocessing& spec, at::Tensor out) {
   const auto [height, width, channels] = std::tuple(image.height, image.width, image.channels);
   if (image.data == nullptr || height < 1 || width < 1 || channels < 1 || channels > 4) {
     throw Error(ErrorCode::kInvalidArgument, "expected pixels of shape (height, width, 1-4), got (" +
@@ -68,7 +74,7 @@ at::Tensor Preprocess(const ImageView& image, const Preprocessing& spec) {
 
   auto mean = at::tensor(std::vector<float>(spec.mean.begin(), spec.mean.end())).view({3, 1, 1});
   auto std = at::tensor(std::vector<float>(spec.std.begin(), spec.std.end())).view({3, 1, 1});
-  return x.to(at::kFloat).div(255).sub(mean).div(std).contiguous();
+  at::div_out(out, x.to(at::kFloat).div(255).sub(mean), std);
 }
 
 }  // namespace choripan

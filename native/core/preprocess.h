@@ -25,4 +25,7 @@ struct ImageView {
 // float32 [3, crop, crop]. Throws Error(kInvalidArgument) for an empty or out-of-proportion image.
 at::Tensor Preprocess(const ImageView& image, const Preprocessing& spec);
 
+// The same, written into `out` (a contiguous float32 [3, crop, crop], typically one row of a batch).
+void PreprocessInto(const ImageView& image, const Preprocessing& spec, at::Tensor out);
+
 }  // namespace choripan

@@ -13,10 +13,13 @@ Addon::Addon(Napi::Env env, Napi::Object exports) {
   model_constructor = Napi::Persistent(ModelWrap::Define(env));
   auto versions = Napi::Object::New(env);
   versions.Set("libtorch", Napi::String::New(env, TORCH_VERSION));
+  auto limits = Napi::Object::New(env);
+  limits.Set("maxAspectRatio", Napi::Number::New(env, static_cast<double>(kMaxAspectRatio)));
   DefineAddon(exports, {
                            InstanceMethod("load", &Addon::Load),
                            InstanceMethod("cudaAvailable", &Addon::CudaAvailable),
                            InstanceValue("versions", versions),
+                           InstanceValue("limits", limits),
                        });
 }
 

@@ -12,6 +12,8 @@ Napi::Function ModelWrap::Define(Napi::Env env) {
   return DefineClass(env, "NativeModel",
                      {
                          InstanceMethod("predict", &ModelWrap::Predict),
+                         InstanceMethod("announce", &ModelWrap::Announce),
+                         InstanceMethod("retract", &ModelWrap::Retract),
                          InstanceMethod("cancel", &ModelWrap::Cancel),
                          InstanceMethod("stats", &ModelWrap::Stats),
                          InstanceMethod("dispose", &ModelWrap::Dispose),
@@ -63,7 +65,7 @@ void ModelWrap::OnEnvironmentTeardown(void* data) {
   }
 }
 
-// predict(pixels: Uint8Array, width, height, channels, timeoutMs): { id, promise }.
+// predict(pixels: Uint8Array, width, height, channels, timeoutMs, announced): { id, promise }.
 // js/ has validated the arguments; the bounds check below is what keeps memory safe regardless.
 Napi::Value ModelWrap::Predict(const Napi::CallbackInfo& info) {
   auto env = info.Env();
@@ -71,16 +73,18 @@ Napi::Value ModelWrap::Predict(const Napi::CallbackInfo& info) {
   auto result = Napi::Object::New(env);
   result.Set("promise", deferred.Promise());
 
-  if (info.Length() < 5 || !info[0].IsTypedArray() || !info[1].IsNumber() || !info[2].IsNumber() ||
-      !info[3].IsNumber() || !info[4].IsNumber()) {
+  if (info.Length() < 6 || !info[0].IsTypedArray() || !info[1].IsNumber() || !info[2].IsNumber() ||
+      !info[3].IsNumber() || !info[4].IsNumber() || !info[5].IsBoolean()) {
     throw ToJsError(env, ErrorCode::kInvalidArgument,
-                    "predict(pixels, width, height, channels, timeoutMs) received malformed arguments");
+                    "predict(pixels, width, height, channels, timeoutMs, announced) received malformed arguments");
   }
+  const bool announced = info[5].As<Napi::Boolean>().Value();
   auto pixels = info[0].As<Napi::Uint8Array>();
   ImageView image{pixels.Data(), info[2].As<Napi::Number>().Int64Value(), info[1].As<Napi::Number>().Int64Value(),
                   info[3].As<Napi::Number>().Int64Value()};
   if (image.width < 1 || image.height < 1 || image.channels < 1 || image.channels > 4 ||
       static_cast<size_t>(image.width) * image.height * image.channels > pixels.ByteLength()) {
+    if (announced) model_->Retract();
     throw ToJsError(env, ErrorCode::kInvalidArgument, "pixels hold fewer bytes than width × height × channels");
   }
   const double timeout_ms = info[4].As<Napi::Number>().DoubleValue();
@@ -99,7 +103,7 @@ Napi::Value ModelWrap::Predict(const Napi::CallbackInfo& info) {
           auto* delivery = new Delivery{job, std::move(outcome)};
           if (completions.NonBlockingCall(delivery) != napi_ok) delete delivery;  // environment gone
         },
-        deadline);
+        deadline, announced);
     result.Set("id", Napi::Number::New(env, static_cast<double>(id)));
   } catch (const Error& error) {
     delete job;
@@ -112,6 +116,17 @@ Napi::Value ModelWrap::Predict(const Napi::CallbackInfo& info) {
     Ref();  // a model with pending requests is never collected
   }
   return result;
+}
+
+// announce(): one more call is decoding and will reach predict(…, announced = true) or retract().
+Napi::Value ModelWrap::Announce(const Napi::CallbackInfo& info) {
+  model_->Announce();
+  return info.Env().Undefined();
+}
+
+Napi::Value ModelWrap::Retract(const Napi::CallbackInfo& info) {
+  model_->Retract();
+  return info.Env().Undefined();
 }
 
 void ModelWrap::Deliver(Napi::Env env, Napi::Function, ModelWrap* self, Delivery* delivery) {

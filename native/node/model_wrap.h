@@ -32,6 +32,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   using Completions = Napi::TypedThreadSafeFunction<ModelWrap, Delivery, &ModelWrap::Deliver>;
 
   Napi::Value Predict(const Napi::CallbackInfo& info);
+  Napi::Value Announce(const Napi::CallbackInfo& info);
+  Napi::Value Retract(const Napi::CallbackInfo& info);
   Napi::Value Cancel(const Napi::CallbackInfo& info);
   Napi::Value Stats(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);

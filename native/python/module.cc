@@ -194,10 +194,20 @@ class Error(RuntimeError):
             std::vector<at::Tensor> owned;
             for (const auto& input : inputs) owned.push_back(input.contiguous());
             py::gil_scoped_release release;
-            for (const auto& input : owned) {
+            // Announced first: the worker that takes the first one waits for the rest.
+            const auto count = static_cast<int64_t>(owned.size());
+            model.Announce(count);
+            for (int64_t i = 0; i < count; ++i) {
               auto promise = std::make_shared<std::promise<choripan::Outcome>>();
               futures.push_back(promise->get_future());
-              model.Submit(input, [promise](choripan::Outcome o) { promise->set_value(std::move(o)); });
+              try {
+                model.Submit(
+                    owned[i], [promise](choripan::Outcome o) { promise->set_value(std::move(o)); }, {},
+                    /*announced=*/true);
+              } catch (...) {
+                model.Retract(count - i - 1);
+                throw;
+              }
             }
             std::vector<at::Tensor> results;
             for (auto& future : futures) results.push_back(ToTensor(future.get()));

@@ -6,7 +6,7 @@ const { test, describe, after } = require('node:test');
 const crypto = require('node:crypto');
 const sharp = require('sharp');
 const choripan = require('choripan');
-const { photo, defaultModelPath, CAT_LABELS, rejection } = require('./helpers');
+const { photo, defaultModelPath, defaultPackagePath, CAT_LABELS, rejection } = require('./helpers');
 
 describe('predict() with the default model', () => {
   test('labels a real cat photo as a cat, with the top 5', async () => {
@@ -127,8 +127,17 @@ describe('load() and Model', () => {
   });
 
   test('predict on a loaded model matches the default predict()', async () => {
-    const [a, b] = await Promise.all([model.predict(photo('coffee.png')), choripan.predict(photo('coffee.png'))]);
+    const same = await choripan.load(choripan.DEFAULT_MODEL_PATH);
+    const [a, b] = await Promise.all([same.predict(photo('coffee.png')), choripan.predict(photo('coffee.png'))]);
+    await same.dispose();
     assert.deepEqual(a, b);
+  });
+
+  test('the default model is the AOTInductor package that setup compiled, the TorchScript one its twin', async () => {
+    assert.equal(choripan.DEFAULT_MODEL_PATH, defaultPackagePath);
+    const [a, b] = await Promise.all([model.predict(photo('coffee.png')), choripan.predict(photo('coffee.png'))]);
+    assert.deepEqual(a.top.map((t) => t.label), b.top.map((t) => t.label));
+    for (const [i, t] of a.top.entries()) assert.ok(Math.abs(t.probability - b.top[i].probability) < 1e-5);
   });
 
   test('an aborted signal rejects with E_ABORTED', async () => {

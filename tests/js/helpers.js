@@ -10,6 +10,7 @@ const root = path.resolve(__dirname, '..', '..');
 const env = recorded() ?? probe();
 const photosDir = path.join(env.sitePackages, 'skimage', 'data');
 const defaultModelPath = path.join(root, 'models', 'default.pt');
+const defaultPackagePath = path.join(root, 'models', 'default.pt2'); // the AOTInductor twin setup compiles
 
 const CAT_LABELS = ['tiger cat', 'Egyptian cat', 'tabby'];
 
@@ -21,8 +22,8 @@ function photo(name) {
   return fs.readFileSync(photoPath(name));
 }
 
-function golden() {
-  return JSON.parse(fs.readFileSync(defaultModelPath.replace(/\.pt$/, '.golden.json'), 'utf8'));
+function golden(artifact = defaultModelPath) {
+  return JSON.parse(fs.readFileSync(`${artifact}.golden.json`, 'utf8'));
 }
 
 /** Resolves to the rejection's error; fails if the promise resolves. */
@@ -35,4 +36,4 @@ async function rejection(promise) {
   throw new Error('expected a rejection, but the promise resolved');
 }
 
-module.exports = { root, env, photosDir, photoPath, photo, golden, defaultModelPath, CAT_LABELS, rejection };
+module.exports = { root, env, photosDir, photoPath, photo, golden, defaultModelPath, defaultPackagePath, CAT_LABELS, rejection };

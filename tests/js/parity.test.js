@@ -5,32 +5,35 @@
 const assert = require('node:assert/strict');
 const { test, describe, before, after } = require('node:test');
 const choripan = require('choripan');
-const { photo, golden, defaultModelPath } = require('./helpers');
+const path = require('node:path');
+const { photo, golden, defaultModelPath, defaultPackagePath } = require('./helpers');
 
-describe('parity with Python on the golden photos', () => {
-  const expected = golden();
-  let model;
-  before(async () => {
-    model = await choripan.load(defaultModelPath, { maxBatch: 1 });
-  });
-  after(() => model.dispose());
-
-  test('the golden file belongs to this artifact', () => {
-    assert.equal(expected.artifact_checksum, model.metadata.checksum.value);
-    assert.ok(expected.photos.length >= 8);
-  });
-
-  for (const entry of golden().photos) {
-    test(`${entry.file}: same top-5 labels, probabilities within 1e-5`, async () => {
-      const result = await model.predict(photo(entry.file), { topk: 5 });
-      assert.deepEqual(result.top.map((t) => t.label), entry.top.map((t) => t.label));
-      for (const [i, t] of result.top.entries()) {
-        assert.ok(Math.abs(t.probability - entry.top[i].probability) < 1e-5,
-          `${t.label}: node ${t.probability} vs python ${entry.top[i].probability}`);
-      }
+for (const artifact of [defaultModelPath, defaultPackagePath]) {
+  describe(`parity with Python on the golden photos: ${path.basename(artifact)}`, () => {
+    const expected = golden(artifact);
+    let model;
+    before(async () => {
+      model = await choripan.load(artifact, { maxBatch: 1 });
     });
-  }
-});
+    after(() => model.dispose());
+
+    test('the golden file belongs to this artifact', () => {
+      assert.equal(expected.artifact_checksum, model.metadata.checksum.value);
+      assert.ok(expected.photos.length >= 8);
+    });
+
+    for (const entry of expected.photos) {
+      test(`${entry.file}: same top-5 labels, probabilities within 1e-5`, async () => {
+        const result = await model.predict(photo(entry.file), { topk: 5 });
+        assert.deepEqual(result.top.map((t) => t.label), entry.top.map((t) => t.label));
+        for (const [i, t] of result.top.entries()) {
+          assert.ok(Math.abs(t.probability - entry.top[i].probability) < 1e-5,
+            `${t.label}: node ${t.probability} vs python ${entry.top[i].probability}`);
+        }
+      });
+    }
+  });
+}
 
 describe('parity on an exported torchvision model with other preprocessing', () => {
   const fs = require('node:fs');
@@ -53,7 +56,7 @@ describe('parity on an exported torchvision model with other preprocessing', () 
     python(['-c', `import torch, torchvision; torch.manual_seed(1); torch.save(torchvision.models.squeezenet1_1(num_classes=3).state_dict(), ${JSON.stringify(weights)})`]);
     python(['-m', 'export', 'torchvision', '--arch', 'squeezenet1_1', '--weights', weights, '--labels', 'a,b,c',
       '--out', artifact, '--resize', '320', '--crop', '300', '--interpolation', 'bicubic']);
-    expected = JSON.parse(fs.readFileSync(artifact.replace(/\.pt$/, '.golden.json'), 'utf8'));
+    expected = golden(artifact);
     model = await choripan.load(artifact);
   });
   after(() => model?.dispose());

@@ -32,3 +32,11 @@ def artifact_copy(default_artifact, tmp_path) -> Path:
     copy = tmp_path / "model.pt"
     shutil.copy(default_artifact, copy)
     return copy
+
+
+@pytest.fixture(scope="session")
+def default_package(tmp_path_factory) -> Path:
+    """The default model compiled into an AOTInductor package by this test session."""
+    out = tmp_path_factory.mktemp("package") / "default.pt2"
+    model, metadata = default.build()
+    return export_classifier(model, metadata, out)

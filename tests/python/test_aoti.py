@@ -1,0 +1,186 @@
+"""AOTInductor packages: padding folded at export, compiled, verified, and run by the native core."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import choripan_core
+import pytest
+import torch
+from torch import nn
+
+from export import aoti, artifact
+from export.imaging import decode, load_batch
+from export.photos import reference_photos
+from export.predictor import Predictor
+from export.tracing import golden_path
+
+from .conftest import CAT_LABELS, ROOT
+
+
+class SamePadded(nn.Module):
+    """TensorFlow-style "same" convolutions: explicit pads before each, some one wider on one side."""
+
+    def __init__(self):
+        super().__init__()
+        self.convs = nn.ModuleList(
+            [
+                nn.Conv2d(3, 8, 3, stride=2),  # pad (0, 1, 0, 1)
+                nn.Conv2d(8, 8, 3, groups=8),  # pad (1, 1, 1, 1)
+                nn.Conv2d(8, 8, 5, stride=2, groups=8),  # pad (1, 2, 1, 2)
+                nn.Conv2d(8, 4, 3, stride=2),  # pad (1, 0, 0, 1): wider left, wider bottom
+            ]
+        )
+        self.pads = [(0, 1, 0, 1), (1, 1, 1, 1), (1, 2, 1, 2), (1, 0, 0, 1)]
+
+    def forward(self, x):
+        for conv, pad in zip(self.convs, self.pads, strict=True):
+            x = torch.relu(conv(nn.functional.pad(x, pad)))
+        return x
+
+
+def test_fold_padding_removes_every_pad_and_keeps_the_answers():
+    torch.manual_seed(0)
+    model = SamePadded().eval()
+    x = torch.randn(2, 3, 37, 30)
+    program = torch.export.export(model, (x,))
+    assert aoti.fold_padding(program.graph_module) == 4
+    targets = [node.target for node in program.graph.nodes]
+    assert torch.ops.aten.pad.default not in targets
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), model(x), atol=1e-6, rtol=0)
+        other = torch.randn(2, 3, 37, 30)
+        torch.testing.assert_close(program.module()(other), model(other), atol=1e-6, rtol=0)
+
+
+def test_fold_padding_leaves_pads_it_cannot_fold():
+    class Reflect(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3)
+
+        def forward(self, x):
+            return self.conv(nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")) + self.conv(
+                nn.functional.pad(x, (0, 2, 0, 2))  # two wider on one side
+            )
+
+    program = torch.export.export(Reflect().eval(), (torch.randn(1, 3, 8, 8),))
+    assert aoti.fold_padding(program.graph_module) == 0
+
+
+def test_package_metadata_checksum_and_golden(default_package):
+    metadata = artifact.read_metadata(default_package)
+    assert metadata["runtime"]["format"] == "aoti"
+    assert metadata["runtime"]["models"]["model"]["batch"] == [1, aoti.MAX_BATCH]
+    assert artifact.verify_checksum(default_package)[0]
+    golden = json.loads(golden_path(default_package).read_text())
+    assert golden["artifact_checksum"] == metadata["checksum"]["value"]
+    assert golden["photos"][0]["label"] in CAT_LABELS and golden["photos"][1]["label"] == "espresso"
+
+
+def test_package_answers_like_the_torchscript_artifact(default_package, default_artifact):
+    spec = Predictor(default_artifact).preprocessing
+    batch = load_batch(reference_photos()[:4], spec)
+    reference = torch.jit.load(str(default_artifact)).eval()
+    package = Predictor(default_package).module
+    with torch.inference_mode():
+        torch.testing.assert_close(package(batch), reference(batch), atol=1e-5, rtol=0)
+        torch.testing.assert_close(package(batch[:1]), reference(batch[:1]), atol=1e-5, rtol=0)
+
+
+def test_package_links_libtorch_cpu_not_the_cuda_stub(default_package, tmp_path):
+    import zipfile
+
+    with zipfile.ZipFile(default_package) as archive:
+        libraries = [name for name in archive.namelist() if name.endswith(".so")]
+        assert len(libraries) == 2  # the batch-1 model and the dynamic one
+        for name in libraries:
+            (tmp_path / "lib.so").write_bytes(archive.read(name))
+            needed = subprocess.run(["readelf", "-d", str(tmp_path / "lib.so")], capture_output=True, text=True).stdout
+            assert "libtorch_cpu.so" in needed and "[libtorch.so]" not in needed, name
+
+
+@pytest.fixture(scope="module")
+def core_package(default_package):
+    model = choripan_core.Model(str(default_package), max_batch=4)
+    yield model
+    model.dispose()
+
+
+def test_core_runs_the_package_like_python(core_package, default_package, default_artifact):
+    spec = Predictor(default_artifact).preprocessing
+    batch = load_batch(reference_photos()[:4], spec)
+    with torch.inference_mode():
+        expected = torch.jit.load(str(default_artifact)).eval()(batch)
+    torch.testing.assert_close(core_package.forward(batch), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(core_package.forward(batch[:1]), expected[:1], atol=1e-5, rtol=0)
+    predictor = Predictor(default_package)
+    for photo in reference_photos()[:3]:
+        probabilities = core_package.predict(torch.from_numpy(decode(photo)))
+        torch.testing.assert_close(probabilities, predictor.probabilities(photo), atol=1e-6, rtol=0)
+    assert core_package.metadata == artifact.read_metadata(default_package)
+
+
+def test_core_refuses_shapes_the_package_was_not_compiled_for(core_package):
+    """A compiled package would read another shape wrongly instead of failing: the core checks first."""
+    for batch in (torch.zeros(1, 3, 256, 256), torch.zeros(2, 3, 200, 224)):
+        with pytest.raises(choripan_core.Error) as caught:
+            core_package.forward(batch)
+        assert caught.value.code == "E_INVALID_ARGUMENT" and "[N, 3, 224, 224]" in caught.value.message
+
+
+def test_a_lone_request_does_not_wait_for_company(default_artifact, default_package):
+    """max_delay_ms holds a batch open only while other requests are queued or announced."""
+    for path in (default_artifact, default_package):
+        model = choripan_core.Model(str(path), max_batch=8, max_delay_ms=5000)
+        x = torch.zeros(3, 224, 224)
+        started = time.perf_counter()
+        for _ in range(3):
+            model.predict_preprocessed(x)
+        elapsed = time.perf_counter() - started
+        model.dispose()
+        assert elapsed < 5, f"{path.name}: three lone requests took {elapsed:.1f} s: they waited for company"
+
+
+def test_announced_requests_are_waited_for(default_package, default_artifact):
+    spec = Predictor(default_artifact).preprocessing
+    model = choripan_core.Model(str(default_package), max_batch=4, max_delay_ms=200)
+    results = model.predict_many(list(load_batch(reference_photos()[:4], spec)))
+    stats = model.stats()
+    model.dispose()
+    assert len(results) == 4 and stats["batches"] == 1 and stats["mean_batch_size"] == 4, stats
+
+
+def test_a_training_checkpoint_is_named_as_such(tmp_path):
+    checkpoint = tmp_path / "best.pth"
+    torch.save(nn.Linear(2, 2).state_dict(), checkpoint)
+    with pytest.raises(choripan_core.Error) as caught:
+        choripan_core.Model(str(checkpoint))
+    assert caught.value.code == "E_MODEL_LOAD"
+    assert "checkpoint" in caught.value.message and "python -m export" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--format", "aoti", "--out", "model.pt"], "AOTInductor packages are named *.pt2"),
+        (["--format", "torchscript", "--out", "model.pt2"], "AOTInductor packages are named *.pt2"),
+    ],
+)
+def test_cli_format_and_suffix_must_agree(tmp_path, arguments, message):
+    arguments = [a if not a.startswith("model.") else str(tmp_path / a) for a in arguments]
+    run = subprocess.run(
+        [sys.executable, "-m", "export", "default", *arguments], capture_output=True, text=True, cwd=ROOT
+    )
+    assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_inspect_names_the_runtime(default_package):
+    run = subprocess.run(
+        [sys.executable, "-m", "export", "inspect", str(default_package)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert run.returncode == 0 and "runtime       aoti compiled for" in run.stdout
