@@ -36,6 +36,7 @@
         "-L<!(node scripts/torch-paths.js lib)",
         "-ltorch_cpu",
         "-lc10",
+        "-l:libgomp.so.1",
         "-Wl,-rpath,<!(node scripts/torch-paths.js lib)"
       ]
     }

@@ -13,6 +13,7 @@ Compilation happens here, at export, never at serving. The compiled code targets
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sysconfig
 import zipfile
@@ -175,6 +176,8 @@ class Package:
     """A loaded package, called like a module: batch 1 runs the batch-1 model, other sizes the dynamic one."""
 
     def __init__(self, path: Path):
+        # Importing the loader warns that this CPU-only use has no CUDA runtime: true, and beside the point.
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         from torch._inductor.package import load_package
 
         try:

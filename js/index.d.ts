@@ -26,15 +26,15 @@ export class ChoripanError extends Error {
 export const codes: Readonly<Record<ErrorCode, string>>;
 
 export interface LoadOptions {
-  /** Most requests merged into one forward pass. Default 8. */
+  /** Most requests merged into one forward pass. Default 2 (the best measured on a small CPU; raise it on a GPU). */
   maxBatch?: number;
-  /** Longest wait for a batch to fill, after its first request arrived. Default 2. */
+  /** Longest wait for a batch to fill after its first request, while others are queued or decoding. Default 2. */
   maxDelayMs?: number;
   /** Requests waiting beyond this reject at once with E_QUEUE_FULL. Default 256. */
   maxQueue?: number;
-  /** Inference threads. Default 1. */
+  /** Inference threads; 0 = the CPU cores this process may use (1 on a GPU). Default 0. */
   workers?: number;
-  /** libtorch threads per worker; 0 = cores / workers. Default 0. */
+  /** libtorch threads per worker; 0 = cores / workers. With one, a batch that runs alone gets them all. Default 0. */
   intraOpThreads?: number;
   /** 'cuda' rejects with E_DEVICE where CUDA is not available. Default 'cpu'. */
   device?: 'cpu' | 'cuda';

@@ -65,10 +65,10 @@ function plainObject(value, name) {
 }
 
 const LOAD_DEFAULTS = Object.freeze({
-  maxBatch: 8,
+  maxBatch: 2,
   maxDelayMs: 2,
   maxQueue: 256,
-  workers: 1,
+  workers: 0,
   intraOpThreads: 0,
   device: 'cpu',
   warmup: true,
@@ -83,7 +83,7 @@ function loadOptions(options) {
   integer(o.maxBatch, 'options.maxBatch', 1, 1024);
   number(o.maxDelayMs, 'options.maxDelayMs', 0, 10_000);
   integer(o.maxQueue, 'options.maxQueue', 1, 1_000_000);
-  integer(o.workers, 'options.workers', 1, 64);
+  integer(o.workers, 'options.workers', 0, 64);
   integer(o.intraOpThreads, 'options.intraOpThreads', 0, 256);
   if (o.device !== 'cpu' && o.device !== 'cuda') throw invalid("'cpu' or 'cuda'", 'options.device', o.device);
   if (typeof o.warmup !== 'boolean') throw invalid('a boolean', 'options.warmup', o.warmup);

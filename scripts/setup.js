@@ -49,7 +49,7 @@ function readStamp(file) {
 }
 
 function pythonEnvironment() {
-  const extras = developing ? '.[native,test]' : '.[native]';
+  const extras = developing ? '.[native,test,bench]' : '.[native]';
   const pyproject = fs.readFileSync(path.join(root, 'pyproject.toml'), 'utf8');
   let python;
   let packages;

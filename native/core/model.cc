@@ -6,8 +6,12 @@
 #include <dlfcn.h>
 #include <torch/cuda.h>
 
+#include <omp.h>
+#include <sched.h>
+
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 
 namespace choripan {
 
@@ -39,15 +43,17 @@ void Validate(const Options& options) {
   require(options.max_delay_ms >= 0 && options.max_delay_ms <= 10'000,
           "max_delay_ms must be between 0 and 10000");
   require(options.max_queue >= 1, "max_queue must be at least 1");
-  require(options.workers >= 1 && options.workers <= 64, "workers must be between 1 and 64");
+  require(options.workers >= 0 && options.workers <= 64, "workers must be between 0 (automatic) and 64");
   require(options.intra_op_threads >= 0 && options.intra_op_threads <= 256,
           "intra_op_threads must be between 0 (automatic) and 256");
 }
 
-int64_t IntraOpThreads(const Options& options) {
-  if (options.intra_op_threads > 0) return options.intra_op_threads;
-  const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
-  return std::max<int64_t>(1, cores / options.workers);
+// Options with the automatic values (0) replaced by what they mean on this machine.
+Options Resolve(Options options) {
+  const int64_t cores = AvailableCores();
+  if (options.workers == 0) options.workers = options.device == Device::kCuda ? 1 : cores;
+  if (options.intra_op_threads == 0) options.intra_op_threads = std::max<int64_t>(1, cores / options.workers);
+  return options;
 }
 
 double Milliseconds(Clock::duration duration) {
@@ -56,8 +62,27 @@ double Milliseconds(Clock::duration duration) {
 
 }  // namespace
 
-std::shared_ptr<Model> Model::Load(const std::string& path, const Options& options) {
-  Validate(options);
+int64_t AvailableCores() {
+  int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) cores = std::min<int64_t>(cores, CPU_COUNT(&set));
+  // A container's CPU limit: "max 100000" (none) or "<quota> <period>" in microseconds.
+  std::ifstream limit("/sys/fs/cgroup/cpu.max");
+  std::string quota;
+  int64_t period = 0;
+  if (limit >> quota >> period && quota != "max" && period > 0) {
+    try {
+      cores = std::min<int64_t>(cores, std::stoll(quota) / period);
+    } catch (const std::exception&) {
+      // Not a number: no limit that can be read.
+    }
+  }
+  return std::max<int64_t>(1, cores);
+}
+
+std::shared_ptr<Model> Model::Load(const std::string& path, const Options& requested) {
+  Validate(requested);
+  const auto options = Resolve(requested);
   if (options.device == Device::kCuda) RequireCuda();
 
   std::error_code error;
@@ -111,7 +136,7 @@ Model::Model(std::string path, Options options, std::shared_ptr<Runner> runner, 
       runner_(std::move(runner)) {
   latencies_ms_.reserve(kLatencyWindow);
   counters_.workers = options_.workers;
-  counters_.intra_op_threads = IntraOpThreads(options_);
+  counters_.intra_op_threads = options_.intra_op_threads;
 }
 
 Model::~Model() {
@@ -122,7 +147,7 @@ Model::~Model() {
 void Model::StartWorkers() {
   std::unique_lock lock(mutex_);
   for (int64_t i = 0; i < options_.workers; ++i) {
-    workers_.emplace_back(&Model::WorkerMain, this);
+    workers_.emplace_back(&Model::WorkerMain, this, i);
   }
   ready_.wait(lock, [&] { return workers_ready_ == options_.workers; });
   if (startup_error_) {
@@ -139,9 +164,16 @@ std::shared_ptr<Runner> Model::runner() const {
   return runner_;
 }
 
-void Model::WorkerMain() {
-  // Sets this thread's OpenMP team size; libtorch also records the value process-wide.
-  at::set_num_threads(static_cast<int>(counters_.intra_op_threads));
+void Model::WorkerMain(int64_t worker) {
+  // One thread per worker, and all of them for a batch that runs alone (Options::intra_op_threads)
+  // on worker 0 only: GNU OpenMP stops spinning once it manages more threads than there are cores,
+  // so a single widening team keeps the count at `workers`.
+  const auto narrow = options_.intra_op_threads;
+  const auto wide = worker == 0 && narrow == 1 ? options_.workers : narrow;
+  // Sets this thread's OpenMP team size (libtorch also records it process-wide); later changes go to
+  // OpenMP directly, which is all a change of team size needs.
+  at::set_num_threads(static_cast<int>(wide));
+  int64_t threads = wide;
   c10::InferenceMode inference_mode;  // thread-local: it must be created on the thread that runs forward
   auto runner = this->runner();
 
@@ -149,8 +181,13 @@ void Model::WorkerMain() {
   if (options_.warmup) {
     try {
       const auto crop = metadata_.preprocessing.crop;
-      Run(*runner, at::zeros({1, 3, crop, crop}));
-      if (options_.max_batch > 1) Run(*runner, at::zeros({options_.max_batch, 3, crop, crop}));
+      for (const auto team : {wide, narrow}) {
+        omp_set_num_threads(static_cast<int>(team));
+        Run(*runner, at::zeros({1, 3, crop, crop}));
+        if (options_.max_batch > 1) Run(*runner, at::zeros({options_.max_batch, 3, crop, crop}));
+        if (wide == narrow) break;
+      }
+      threads = narrow;
     } catch (const Error& error) {
       failure = Error(ErrorCode::kModelLoad, "cannot load model " + path_ + ": " + error.what());
     } catch (const std::exception& error) {
@@ -165,31 +202,45 @@ void Model::WorkerMain() {
   }
   ready_.notify_all();
 
-  while (auto batch = NextBatch()) {
+  bool alone = false;
+  while (auto batch = NextBatch(worker, alone)) {
+    const auto team = alone ? wide : narrow;
+    if (team != threads) omp_set_num_threads(static_cast<int>(threads = team));
     RunBatch(*batch, *runner);
+    std::lock_guard lock(mutex_);
+    --running_;
+    if (worker == 0) lead_running_ = false;
   }
   // Dispose dropped the model's own reference: the artifact's memory goes with the last worker's.
 }
 
-std::optional<std::vector<Model::Request>> Model::NextBatch() {
+std::optional<std::vector<Model::Request>> Model::NextBatch(int64_t worker, bool& alone) {
   const auto max_batch = static_cast<size_t>(options_.max_batch);
   const auto delay = std::chrono::duration_cast<Clock::duration>(
       std::chrono::duration<double, std::milli>(options_.max_delay_ms));
+  // Worker 0 takes whatever comes; the others join in only under load, so that a lone request goes
+  // to the one worker that can run it with every thread.
+  auto has_work = [&] {
+    return !queue_.empty() && (worker == 0 || lead_running_ || queue_.size() > 1 || announced_ > 0);
+  };
+  auto& wake = worker == 0 ? lead_wake_ : helper_wake_;
   std::vector<Request> batch;
   std::vector<Request> expired;
+  bool others_have_work = false;
   {
     std::unique_lock lock(mutex_);
     while (batch.empty() && expired.empty()) {
-      wake_.wait(lock, [&] { return disposed_ || !queue_.empty(); });
+      wake.wait(lock, [&] { return disposed_ || has_work(); });
       // Gather company for the oldest request, at most `max_delay_ms` after it arrived, while there is
       // company to gather: other requests queued or announced. The oldest can change while waiting
       // (another worker took a batch, a request was withdrawn): look again.
-      while (!disposed_ && !queue_.empty() && queue_.size() < max_batch && (queue_.size() > 1 || announced_ > 0)) {
+      while (!disposed_ && has_work() && queue_.size() < max_batch && (queue_.size() > 1 || announced_ > 0)) {
         const auto gather_until = queue_.front().submitted + delay;
         if (Clock::now() >= gather_until) break;
-        wake_.wait_until(lock, gather_until);
+        wake.wait_until(lock, gather_until);
       }
       if (disposed_) return std::nullopt;
+      if (!has_work()) continue;
       const auto now = Clock::now();
       while (!queue_.empty() && batch.size() < max_batch) {
         auto& request = queue_.front();
@@ -199,7 +250,12 @@ std::optional<std::vector<Model::Request>> Model::NextBatch() {
       counters_.inflight += batch.size() + expired.size();
       counters_.queued = queue_.size();
     }
+    alone = running_ == 0 && queue_.empty() && announced_ == 0;
+    ++running_;
+    if (worker == 0) lead_running_ = true;
+    others_have_work = !queue_.empty();
   }
+  if (others_have_work) helper_wake_.notify_all();
   for (auto& request : expired) {
     Finish(request, Outcome{Error(ErrorCode::kTimeout, "the deadline passed while the request was queued"), {}},
            /*was_running=*/true);
@@ -303,6 +359,7 @@ RequestId Model::Submit(Input input, Completion done, std::optional<Clock::time_
     }
   }
   RequestId id;
+  bool helpers = false;  // whether the others would take it (see NextBatch)
   {
     std::lock_guard lock(mutex_);
     if (disposed_) throw Error(ErrorCode::kDisposed, "the model was disposed");
@@ -315,8 +372,10 @@ RequestId Model::Submit(Input input, Completion done, std::optional<Clock::time_
     queue_.push_back(Request{id, std::move(input), std::move(done), Clock::now(), deadline});
     ++counters_.requests;
     counters_.queued = queue_.size();
+    helpers = lead_running_ || queue_.size() > 1 || announced_ > 0;
   }
-  wake_.notify_all();
+  lead_wake_.notify_one();
+  if (helpers) helper_wake_.notify_one();
   return id;
 }
 
@@ -331,7 +390,7 @@ void Model::Retract(int64_t count) {
     announced_ = std::max<int64_t>(0, announced_ - count);
     if (announced_ > 0) return;
   }
-  wake_.notify_all();  // a worker waiting for this company need not wait any longer
+  lead_wake_.notify_one();  // if it is holding a batch open for this company, it need not wait any longer
 }
 
 bool Model::Cancel(RequestId id) {
@@ -358,7 +417,8 @@ void Model::Dispose() {
     counters_.queued = 0;
     runner_.reset();  // workers keep their own reference until their batch ends
   }
-  wake_.notify_all();
+  lead_wake_.notify_all();
+  helper_wake_.notify_all();
   for (auto& request : dropped) {
     Finish(request, Outcome{Error(ErrorCode::kDisposed, "the model was disposed before this request ran"), {}},
            false);

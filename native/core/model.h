@@ -28,16 +28,22 @@ using Clock = std::chrono::steady_clock;
 using RequestId = uint64_t;
 
 struct Options {
-  int64_t max_batch = 8;
+  int64_t max_batch = 2;
   double max_delay_ms = 2.0;
   int64_t max_queue = 256;
-  int64_t workers = 1;
-  // libtorch threads per worker; 0 picks cores / workers. See README "Threads" for what sharing a
-  // process with other models means.
+  // Inference threads; 0 picks the CPU cores this process may use (cgroup quota and affinity
+  // included), or 1 on a GPU.
+  int64_t workers = 0;
+  // libtorch threads per worker; 0 picks cores / workers. With one thread per worker, a batch that
+  // runs alone (no other worker busy, nothing else queued or announced) gets all `workers` threads:
+  // a lone request is answered as fast as the cores allow, concurrent ones each take a core.
   int64_t intra_op_threads = 0;
   Device device = Device::kCpu;
   bool warmup = true;
 };
+
+// The cores this process may run on: affinity mask and cgroup v2 CPU quota, at least 1.
+int64_t AvailableCores();
 
 // What a request is: decoded pixels (preprocessed on a worker thread) or an already preprocessed
 // float [3, crop, crop] tensor.
@@ -130,8 +136,10 @@ class Model {
 
   Model(std::string path, Options options, std::shared_ptr<Runner> runner, Metadata metadata);
   void StartWorkers();
-  void WorkerMain();
-  std::optional<std::vector<Request>> NextBatch();  // nullopt once disposed
+  void WorkerMain(int64_t worker);
+  // The next batch for `worker`, and whether it runs alone (see Options::intra_op_threads); nullopt
+  // once disposed.
+  std::optional<std::vector<Request>> NextBatch(int64_t worker, bool& alone);
   void RunBatch(std::vector<Request>& batch, Runner& runner);
   at::Tensor Run(Runner& runner, const at::Tensor& batch);
   std::shared_ptr<Runner> runner() const;
@@ -144,13 +152,18 @@ class Model {
 
   std::mutex join_mutex_;
   mutable std::mutex mutex_;
-  std::condition_variable wake_;
+  // Worker 0 and the others wait apart, so that each is woken only for work it would take: a worker
+  // woken for nothing can still take a core from a forward pass that needs both.
+  std::condition_variable lead_wake_;
+  std::condition_variable helper_wake_;
   std::condition_variable ready_;
   std::shared_ptr<Runner> runner_;  // reset by Dispose; workers keep their own reference until they exit
   std::deque<Request> queue_;
   int64_t announced_ = 0;
   std::vector<std::thread> workers_;
   int64_t workers_ready_ = 0;
+  int64_t running_ = 0;        // workers inside a batch
+  bool lead_running_ = false;  // worker 0, the only one that widens (see Options::intra_op_threads)
   std::optional<Error> startup_error_;
   bool disposed_ = false;
   RequestId next_id_ = 1;

@@ -145,8 +145,8 @@ class Error(RuntimeError):
              py::gil_scoped_release release;
              return Track(Model::Load(path, options));
            }),
-           py::arg("path"), py::kw_only(), py::arg("max_batch") = 8, py::arg("max_delay_ms") = 2.0,
-           py::arg("max_queue") = 256, py::arg("workers") = 1, py::arg("intra_op_threads") = 0,
+           py::arg("path"), py::kw_only(), py::arg("max_batch") = 2, py::arg("max_delay_ms") = 2.0,
+           py::arg("max_queue") = 256, py::arg("workers") = 0, py::arg("intra_op_threads") = 0,
            py::arg("device") = "cpu", py::arg("warmup") = true)
       .def_property_readonly("metadata",
                              [](const Model& model) {

@@ -137,6 +137,19 @@ describe('cancellation', () => {
   });
 });
 
+describe('threads', () => {
+  test('workers default to the cores this process may run on, one thread each', () => {
+    const script = `require('choripan').load(${JSON.stringify(defaultModelPath)}).then((m) => {
+      const { workers, intraOpThreads } = m.stats(); console.log(JSON.stringify({ workers, intraOpThreads })); return m.dispose(); })`;
+    const { spawnSync } = require('node:child_process');
+    const all = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
+    assert.deepEqual(JSON.parse(all.stdout), { workers: require('node:os').availableParallelism(), intraOpThreads: 1 });
+    const pinned = spawnSync('taskset', ['-c', '0', process.execPath, '-e', script], { encoding: 'utf8' });
+    assert.equal(pinned.status, 0, pinned.stderr);
+    assert.deepEqual(JSON.parse(pinned.stdout), { workers: 1, intraOpThreads: 1 });
+  });
+});
+
 describe('lifecycle', () => {
   test('dispose() with 50 in flight: results or E_DISPOSED only, later calls E_DISPOSED', async () => {
     const model = await choripan.load(defaultModelPath);

@@ -1,0 +1,365 @@
+'use strict';
+// npm run bench — choripan against the field, side by side in one run, on one photo and one set of weights.
+//
+// In-process (each system in its own child, taking turns A B A B, at concurrency 1, 8 and 32):
+//   choripan with each artifact format, onnxruntime-node + sharp on the ONNX twin of the same artifact,
+//   choripan's C++ core from Python, PyTorch eager in Python (the seed's way).
+// Over HTTP, under one load generator (autocannon): choripan's server against a seed-style Flask server.
+// Prints each goal of issue 7 as a ratio with pass or fail, writes bench/results/latest.json and a chart.
+//
+//   npm run bench                      the full run (several minutes)
+//   npm run bench -- --smoke           a few requests of everything: checks that the harness works
+//   npm run bench -- --sweep           choripan's options (maxBatch, workers × threads) at concurrency 1 and 8
+//
+// A benchmark, not a test: the machine may be small and shared, so compare rows of one run.
+
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+const { fork, spawn, spawnSync } = require('node:child_process');
+const { parseArgs } = require('node:util');
+const readline = require('node:readline');
+const autocannon = require('autocannon');
+const sharp = require('sharp');
+const { root, recorded, probe } = require('../scripts/environment');
+
+const { values: flags } = parseArgs({
+  options: {
+    smoke: { type: 'boolean', default: false },
+    sweep: { type: 'boolean', default: false },
+    rounds: { type: 'string' },
+    requests: { type: 'string' },
+    'http-seconds': { type: 'string' },
+    out: { type: 'string', default: path.join(__dirname, 'results') },
+  },
+});
+const settings = {
+  rounds: Number(flags.rounds ?? (flags.smoke ? 1 : 3)),
+  requests: Number(flags.requests ?? (flags.smoke ? 6 : 120)),
+  concurrencies: flags.smoke ? [1, 8] : [1, 8, 32],
+  httpSeconds: Number(flags['http-seconds'] ?? (flags.smoke ? 1 : 10)),
+  connections: 8,
+};
+const env = recorded() ?? probe();
+const models = path.join(root, 'models');
+const artifacts = { torchscript: path.join(models, 'default.pt'), aoti: path.join(models, 'default.pt2') };
+const { DEFAULT_MODEL_PATH } = require('choripan');
+const outDir = path.resolve(flags.out);
+const CAT_LABELS = ['tiger cat', 'Egyptian cat', 'tabby'];
+
+function log(message) {
+  console.log(`[bench] ${message}`);
+}
+
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor((sorted.length - 1) / 2)];
+}
+
+function percentile(values, q) {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * (sorted.length - 1)))];
+}
+
+function table(rows, columns) {
+  const widths = columns.map(([title, get]) => Math.max(title.length, ...rows.map((r) => String(get(r)).length)));
+  const line = (cells) => cells.map((c, i) => String(c).padStart(widths[i])).join('  ');
+  console.log(line(columns.map(([title]) => title)));
+  console.log(line(widths.map((w) => '-'.repeat(w))));
+  for (const row of rows) console.log(line(columns.map(([, get]) => get(row))));
+}
+
+function python(args, options = {}) {
+  const run = spawnSync(env.python, args, { cwd: root, encoding: 'utf8', ...options });
+  if (run.status !== 0) throw new Error(`${args.join(' ')} failed:\n${run.stderr}`);
+  return run.stdout;
+}
+
+/** The photo every system classifies: scikit-image's cat (451×300) as a JPEG without metadata. */
+async function photo() {
+  const file = path.join(outDir, 'chelsea.jpg');
+  if (!fs.existsSync(file)) {
+    await sharp(path.join(env.sitePackages, 'skimage', 'data', 'chelsea.png')).jpeg({ quality: 90 }).toFile(file);
+  }
+  return file;
+}
+
+function onnxTwin() {
+  const file = path.join(outDir, 'default.onnx');
+  if (!fs.existsSync(file) || fs.statSync(file).mtimeMs < fs.statSync(artifacts.torchscript).mtimeMs) {
+    log(python([path.join(__dirname, 'onnx_twin.py'), '--model', artifacts.torchscript, '--out', file]).trim());
+  }
+  return file;
+}
+
+/** `next()` resolves to the child's next message, in order; it rejects if the child exits first. */
+function replies(child, subscribe) {
+  const queue = [];
+  let waiting = null;
+  subscribe((message) => {
+    if (waiting) {
+      waiting.resolve(message);
+      waiting = null;
+    } else {
+      queue.push(message);
+    }
+  });
+  child.once('exit', (code) => waiting?.reject(new Error(`${child.spawnfile} exited with ${code}`)));
+  return () => new Promise((resolve, reject) => {
+    if (queue.length) return resolve(queue.shift());
+    if (child.exitCode !== null) return reject(new Error(`${child.spawnfile} exited with ${child.exitCode}`));
+    waiting = { resolve, reject };
+  });
+}
+
+/** A child that runs one system; `run(concurrency, requests)` resolves to its measurements. */
+function nodeChild(name, system, model, photoFile, options = {}, extraEnv = {}) {
+  const child = fork(path.join(__dirname, 'node_worker.js'),
+    ['--system', system, '--model', model ?? '', '--photo', photoFile, '--options', JSON.stringify(options)],
+    { cwd: root, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env: { ...process.env, ...extraEnv } });
+  const next = replies(child, (listener) => child.on('message', listener));
+  return {
+    name, pid: child.pid, ready: next(),
+    run: (concurrency, requests) => (child.send({ run: { concurrency, requests } }), next()),
+    stop: () => child.send({ stop: true }),
+  };
+}
+
+function pythonChild(name, system, model, photoFile) {
+  const child = spawn(env.python, [path.join(__dirname, 'python_worker.py'), '--system', system, '--model', model,
+    '--photo', photoFile], { cwd: root, stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = readline.createInterface({ input: child.stdout });
+  const next = replies(child, (listener) => lines.on('line', (line) => listener(JSON.parse(line))));
+  return {
+    name, pid: child.pid, ready: next(),
+    run: (concurrency, requests) => (child.stdin.write(`${JSON.stringify({ run: { concurrency, requests } })}\n`), next()),
+    stop: () => child.stdin.end(),
+  };
+}
+
+/** Every child at every concurrency, `rounds` times, the order of the children rotating each round. */
+async function interleave(children, concurrencies, requests, rounds) {
+  // Every system must do the real job: the same photo, the same answer.
+  for (const child of children) {
+    const { label } = await child.ready;
+    if (label !== null && !CAT_LABELS.includes(label)) throw new Error(`${child.name} says the cat photo is a ${label}`);
+    child.label = label;
+  }
+  const samples = [];
+  for (let round = 0; round < rounds; round++) {
+    for (const concurrency of concurrencies) {
+      for (let i = 0; i < children.length; i++) {
+        const child = children[(i + round) % children.length];
+        if (child.concurrencies && !child.concurrencies.includes(concurrency)) continue;
+        const result = await child.run(concurrency, Math.max(requests, concurrency * 2));
+        samples.push({ system: child.name, label: child.label, concurrency, round, ...result });
+      }
+    }
+  }
+  for (const child of children) child.stop();
+  return samples;
+}
+
+/** Per system and concurrency: the median over rounds of each round's figures. */
+function summarise(samples) {
+  const groups = new Map();
+  for (const s of samples) {
+    const key = `${s.system}\0${s.concurrency}`;
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(s);
+  }
+  return [...groups.values()].map((group) => {
+    const optional = (key) => (group.every((s) => typeof s[key] === 'number') ? median(group.map((s) => s[key])) : null);
+    return {
+    system: group[0].system,
+    label: group[0].label,
+    concurrency: group[0].concurrency,
+    requests: group.reduce((n, s) => n + s.latencies_ms.length, 0),
+    p50_ms: median(group.map((s) => percentile(s.latencies_ms, 0.5))),
+    p99_ms: median(group.map((s) => percentile(s.latencies_ms, 0.99))),
+    throughput_per_s: median(group.map((s) => s.latencies_ms.length / s.seconds)),
+    mean_batch: optional('mean_batch'),
+    event_loop_p99_ms: optional('event_loop_p99_ms'),
+    rss_mb: Math.max(...group.map((s) => s.rss_bytes)) / 2 ** 20,
+    };
+  });
+}
+
+function freePort() {
+  return new Promise((resolve) => {
+    const server = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function untilListening(port, child, name) {
+  for (let i = 0; i < 600; i++) {
+    if (child.exitCode !== null) throw new Error(`${name} exited with ${child.exitCode}`);
+    const open = await new Promise((resolve) => {
+      const socket = net.connect(port, '127.0.0.1', () => (socket.destroy(), resolve(true)));
+      socket.on('error', () => resolve(false));
+    });
+    if (open) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`${name} did not listen on ${port}`);
+}
+
+/** Resident memory of a process and its descendants (gunicorn serves from a child of its master). */
+function memory(pid) {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (field) => Number(status.match(new RegExp(`${field}:\\s+(\\d+)`))?.[1] ?? 0);
+  const children = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').filter(Boolean).map(Number);
+  return children.map(memory).reduce((sum, child) => ({ rss_mb: sum.rss_mb + child.rss_mb, peak_rss_mb: sum.peak_rss_mb + child.peak_rss_mb }),
+    { rss_mb: kb('VmRSS') / 1024, peak_rss_mb: kb('VmHWM') / 1024 });
+}
+
+async function http(photoFile) {
+  const body = fs.readFileSync(photoFile);
+  const servers = [];
+  const choripanPort = await freePort();
+  const server = spawn(process.execPath, [path.join(root, 'js', 'server', 'main.js')], {
+    cwd: root, stdio: ['ignore', 'ignore', 'inherit'],
+    env: { ...process.env, PORT: String(choripanPort), HOST: '127.0.0.1' },
+  });
+  servers.push({ name: 'choripan server (Express)', child: server, port: choripanPort });
+  const flaskPort = await freePort();
+  const flask = spawn(env.python, ['-m', 'gunicorn', '--workers', '1', '--threads', '8', '--bind', `127.0.0.1:${flaskPort}`,
+    '--pythonpath', __dirname, 'flask_server:app'], { cwd: root, stdio: ['ignore', 'ignore', 'ignore'] });
+  servers.push({ name: 'Flask + PIL + PyTorch eager', child: flask, port: flaskPort });
+  try {
+    for (const s of servers) {
+      await untilListening(s.port, s.child, s.name);
+      const answer = await fetch(`http://127.0.0.1:${s.port}/predict`, { method: 'POST', body, headers: { 'content-type': 'image/jpeg' } });
+      s.label = (await answer.json()).label;
+      if (!CAT_LABELS.includes(s.label)) throw new Error(`${s.name} says the cat photo is a ${s.label}`);
+    }
+    const fire = (s, duration) => autocannon({
+      url: `http://127.0.0.1:${s.port}/predict`, method: 'POST', body, headers: { 'content-type': 'image/jpeg' },
+      connections: settings.connections, duration,
+    });
+    for (const s of servers) await fire(s, 1); // warm-up
+    const samples = [];
+    for (let round = 0; round < settings.rounds; round++) {
+      for (let i = 0; i < servers.length; i++) {
+        const s = servers[(i + round) % servers.length];
+        const result = await fire(s, settings.httpSeconds);
+        if (result.non2xx || result.errors || result.timeouts) {
+          throw new Error(`${s.name}: ${result.non2xx} non-2xx answers, ${result.errors} errors, ${result.timeouts} timeouts`);
+        }
+        samples.push({ name: s.name, throughput: result.requests.total / result.duration, p50: result.latency.p50,
+          p99: result.latency.p99, requests: result.requests.total });
+      }
+    }
+    return servers.map((s) => {
+      const mine = samples.filter((x) => x.name === s.name);
+      return {
+        system: s.name, label: s.label, connections: settings.connections, seconds: settings.httpSeconds * settings.rounds,
+        requests: mine.reduce((n, x) => n + x.requests, 0), throughput_per_s: median(mine.map((x) => x.throughput)),
+        p50_ms: median(mine.map((x) => x.p50)), p99_ms: median(mine.map((x) => x.p99)), ...memory(s.child.pid),
+      };
+    });
+  } finally {
+    for (const s of servers) s.child.kill('SIGTERM');
+  }
+}
+
+/** require + load + warm-up of the default model in a new process: from process start, and in-process. */
+function coldStart() {
+  const script = `const t0 = performance.now(); require('choripan').getDefaultModel().then((m) => {
+    console.log(JSON.stringify({ sinceStart: performance.now(), inProcess: performance.now() - t0 })); return m.dispose(); });`;
+  const runs = [];
+  for (let i = 0; i < (flags.smoke ? 1 : 3); i++) {
+    const run = spawnSync(process.execPath, ['-e', script], { cwd: root, encoding: 'utf8' });
+    if (run.status !== 0) throw new Error(`cold start failed: ${run.stderr}`);
+    runs.push(JSON.parse(run.stdout.trim().split('\n').pop()));
+  }
+  return { since_process_start_ms: median(runs.map((r) => r.sinceStart)), require_load_warmup_ms: median(runs.map((r) => r.inProcess)) };
+}
+
+function goals(inProcess, httpRows, cold) {
+  const row = (system, concurrency) => inProcess.find((r) => r.system === system && r.concurrency === concurrency);
+  const mine = `choripan (${path.extname(DEFAULT_MODEL_PATH) === '.pt2' ? 'aoti' : 'torchscript'})`;
+  const peer = 'onnxruntime-node + sharp';
+  const overhead = (row(mine, 1).p50_ms - row('choripan decode only (sharp)', 1).p50_ms) / row('C++ core (choripan_core)', 1).p50_ms - 1;
+  const [server, flask] = httpRows;
+  return [
+    { goal: `p50 at concurrency 1, ${mine} / ${peer}`, ratio: row(mine, 1).p50_ms / row(peer, 1).p50_ms, target: '<= 1.0', pass: row(mine, 1).p50_ms <= row(peer, 1).p50_ms },
+    { goal: `throughput at concurrency 8, ${mine} / ${peer}`, ratio: row(mine, 8).throughput_per_s / row(peer, 8).throughput_per_s, target: '>= 1.0', pass: row(mine, 8).throughput_per_s >= row(peer, 8).throughput_per_s },
+    { goal: 'HTTP throughput, choripan / Flask', ratio: server.throughput_per_s / flask.throughput_per_s, target: '>= 5', pass: server.throughput_per_s >= 5 * flask.throughput_per_s },
+    { goal: 'HTTP p99, choripan / Flask', ratio: server.p99_ms / flask.p99_ms, target: '<= 0.333', pass: 3 * server.p99_ms <= flask.p99_ms },
+    { goal: "Node's overhead over the C++ core, batch 1 (decode aside)", ratio: overhead, target: '<= 0.10', pass: overhead <= 0.10 },
+    { goal: 'cold start: require + load + warm-up, seconds', ratio: cold.require_load_warmup_ms / 1000, target: '<= 2', pass: cold.require_load_warmup_ms <= 2000 },
+  ];
+}
+
+async function sweep(photoFile) {
+  const cores = os.availableParallelism();
+  const combos = [];
+  for (const maxBatch of [1, 2, 4, 8]) {
+    for (const [workers, intraOpThreads] of [[1, cores], [cores, 1]]) combos.push([{ maxBatch, workers, intraOpThreads }, {}]);
+  }
+  for (const spin of ['10000', '100000']) combos.push([{ maxBatch: 2, workers: cores, intraOpThreads: 1 }, { GOMP_SPINCOUNT: spin }]);
+  const describe = ([o, extraEnv]) => [`maxBatch ${o.maxBatch}`, `${o.workers}×${o.intraOpThreads}`,
+    ...Object.entries(extraEnv).map(([k, v]) => `${k}=${v}`)].join(', ');
+  const children = combos.map((combo) => nodeChild(describe(combo), 'choripan', DEFAULT_MODEL_PATH, photoFile, ...combo));
+  const rows = summarise(await interleave(children, [1, 8], settings.requests, settings.rounds));
+  table(rows, [['options', (r) => r.system], ['concurrency', (r) => r.concurrency], ['p50 ms', (r) => r.p50_ms.toFixed(1)],
+    ['p99 ms', (r) => r.p99_ms.toFixed(1)], ['images/s', (r) => r.throughput_per_s.toFixed(1)], ['mean batch', (r) => r.mean_batch.toFixed(2)]]);
+}
+
+async function main() {
+  fs.mkdirSync(outDir, { recursive: true });
+  const machine = `${os.cpus()[0]?.model ?? 'cpu'} ×${os.availableParallelism()}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, node ${process.version}`;
+  log(`${machine}; ${settings.rounds} round(s), ${settings.requests} requests per row`);
+  const photoFile = await photo();
+  if (flags.sweep) return sweep(photoFile);
+  for (const file of Object.values(artifacts)) {
+    if (!fs.existsSync(file)) throw new Error(`${file} is missing: run \`npm install\`, which exports the default model`);
+  }
+  const onnx = onnxTwin();
+  const metadata = JSON.stringify(JSON.parse(python(['-m', 'export', 'inspect', '--json', artifacts.torchscript])).metadata);
+
+  const children = [
+    nodeChild('choripan (aoti)', 'choripan', artifacts.aoti, photoFile),
+    nodeChild('choripan (torchscript)', 'choripan', artifacts.torchscript, photoFile),
+    nodeChild('onnxruntime-node + sharp', 'onnxruntime', onnx, photoFile, { metadata }),
+    Object.assign(nodeChild('choripan decode only (sharp)', 'decode', null, photoFile), { concurrencies: [1] }),
+    Object.assign(pythonChild('C++ core (choripan_core)', 'core', artifacts.aoti, photoFile), { concurrencies: [1, 8] }),
+    Object.assign(pythonChild('PyTorch eager (Python)', 'eager', artifacts.torchscript, photoFile), { concurrencies: [1, 8] }),
+  ];
+  log(`in-process: ${children.map((c) => c.name).join(', ')}`);
+  const inProcess = summarise(await interleave(children, settings.concurrencies, settings.requests, settings.rounds));
+  table(inProcess, [
+    ['system', (r) => r.system], ['conc.', (r) => r.concurrency], ['p50 ms', (r) => r.p50_ms.toFixed(1)],
+    ['p99 ms', (r) => r.p99_ms.toFixed(1)], ['images/s', (r) => r.throughput_per_s.toFixed(1)],
+    ['mean batch', (r) => (r.mean_batch === null ? '' : r.mean_batch.toFixed(2))],
+    ['loop p99 ms', (r) => (r.event_loop_p99_ms === null ? '' : r.event_loop_p99_ms.toFixed(1))], ['RSS MB', (r) => r.rss_mb.toFixed(0)],
+  ]);
+
+  log(`HTTP: POST /predict, ${settings.connections} connections, ${settings.httpSeconds} s per round (autocannon)`);
+  const httpRows = await http(photoFile);
+  table(httpRows, [['server', (r) => r.system], ['req/s', (r) => r.throughput_per_s.toFixed(1)], ['p50 ms', (r) => r.p50_ms.toFixed(1)],
+    ['p99 ms', (r) => r.p99_ms.toFixed(1)], ['RSS MB', (r) => r.rss_mb.toFixed(0)], ['peak RSS MB', (r) => r.peak_rss_mb.toFixed(0)]]);
+
+  const cold = coldStart();
+  log(`cold start of the default model: ${cold.require_load_warmup_ms.toFixed(0)} ms in-process, ${cold.since_process_start_ms.toFixed(0)} ms since the process started`);
+  const results = { date: new Date().toISOString(), machine, settings, default_model: path.relative(root, DEFAULT_MODEL_PATH),
+    in_process: inProcess, http: httpRows, cold_start: cold };
+  results.goals = goals(inProcess, httpRows, cold);
+  console.log('');
+  table(results.goals, [['goal', (g) => g.goal], ['ratio', (g) => g.ratio.toFixed(3)], ['target', (g) => g.target], ['', (g) => (g.pass ? 'pass' : 'FAIL')]]);
+
+  const json = path.join(outDir, 'latest.json');
+  fs.writeFileSync(json, `${JSON.stringify(results, null, 2)}\n`);
+  log(`wrote ${path.relative(process.cwd(), json)}`);
+  log(python([path.join(__dirname, 'chart.py'), json, '--out', path.join(outDir, 'latest.png')]).trim());
+}
+
+main().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});

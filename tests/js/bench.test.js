@@ -1,0 +1,41 @@
+'use strict';
+// The benchmark harness works (`npm run bench -- --smoke`): every system answers the photo correctly, the
+// goals are computed and the chart is drawn. Its figures are not checked: a benchmark is not a timed test.
+
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { spawnSync } = require('node:child_process');
+const { test } = require('node:test');
+const { root, CAT_LABELS } = require('./helpers');
+
+test('npm run bench -- --smoke runs every system and writes the results and a chart', () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'choripan-bench-'));
+  const run = spawnSync(process.execPath, [path.join(root, 'bench', 'run.js'), '--smoke', '--out', out],
+    { cwd: root, encoding: 'utf8', timeout: 600_000 });
+  assert.equal(run.status, 0, `${run.stdout}\n${run.stderr}`);
+  const results = JSON.parse(fs.readFileSync(path.join(out, 'latest.json'), 'utf8'));
+
+  const systems = new Set(results.in_process.map((row) => row.system));
+  assert.deepEqual([...systems].sort(), [
+    'C++ core (choripan_core)', 'PyTorch eager (Python)', 'choripan (aoti)', 'choripan (torchscript)',
+    'choripan decode only (sharp)', 'onnxruntime-node + sharp',
+  ]);
+  for (const row of results.in_process) {
+    assert.ok(row.p50_ms > 0 && row.throughput_per_s > 0 && row.requests > 0, JSON.stringify(row));
+    if (row.system !== 'choripan decode only (sharp)') assert.ok(CAT_LABELS.includes(row.label), JSON.stringify(row));
+  }
+  assert.deepEqual(results.http.map((row) => row.system), ['choripan server (Express)', 'Flask + PIL + PyTorch eager']);
+  for (const row of results.http) {
+    assert.ok(row.requests > 0 && row.rss_mb > 0 && CAT_LABELS.includes(row.label), JSON.stringify(row));
+  }
+  assert.ok(results.cold_start.require_load_warmup_ms > 0);
+  assert.equal(results.goals.length, 6);
+  for (const goal of results.goals) assert.ok(Number.isFinite(goal.ratio) && typeof goal.pass === 'boolean', goal.goal);
+  assert.match(run.stdout, /goal\s+ratio\s+target/);
+
+  const chart = fs.readFileSync(path.join(out, 'latest.png'));
+  assert.deepEqual([...chart.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+  assert.ok(chart.length > 10_000);
+});
