@@ -147,7 +147,7 @@ def compile_package(model: nn.Module, example: torch.Tensor, path: Path, metadat
                     program.module(check_guards=False), args, kwargs, options=options
                 )
         except Exception as error:  # the compiler raises many kinds; the first line says which
-            raise ExportError(f"AOTInductor could not compile the model: {first_line(error)}") from error
+            raise ExportError(f"AOTInductor could not compile the model: {first_line(error)}", "E_INTERNAL") from error
     for library in (file for model_files in files.values() for file in model_files if str(file).endswith(".so")):
         _need_only_libtorch_cpu(Path(library))
     from torch._inductor.package import package_aoti
@@ -183,7 +183,9 @@ class Package:
         try:
             self.models = {name: load_package(str(path), name) for name in (BATCHED, SINGLE)}
         except Exception as error:  # the loader raises RuntimeError and others for damaged archives
-            raise ExportError(f"{path} does not load as an AOTInductor package: {first_line(error)}") from error
+            raise ExportError(
+                f"{path} does not load as an AOTInductor package: {first_line(error)}", "E_MODEL_LOAD"
+            ) from error
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         model = self.models[SINGLE if len(batch) == 1 else BATCHED]

@@ -116,17 +116,40 @@ def read_metadata(path: Path) -> dict:
     """The metadata document of an artifact, read from the archive without loading the model."""
     path = Path(path)
     if not path.is_file():
-        raise ExportError(f"{path}: no such file")
+        raise ExportError(f"{path}: no such file", "E_MODEL_LOAD")
     try:
         with zipfile.ZipFile(path) as archive:
             for name, info in _records(archive):
                 if name == f"extra/{METADATA_FILE}":
-                    return json.loads(archive.read(info))
+                    return _checked(json.loads(archive.read(info)), path)
     except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise ExportError(f"{path} is not a choripan artifact (a TorchScript or .pt2 archive): {error}") from error
+        raise ExportError(
+            f"{path} is not a choripan artifact (a TorchScript or .pt2 archive): {error}", "E_MODEL_LOAD"
+        ) from error
     except json.JSONDecodeError as error:
-        raise ExportError(f"{path} has unreadable metadata: {error}") from error
-    raise ExportError(f"{path} has no choripan metadata: export it with `python -m export`")
+        raise ExportError(f"{path} has unreadable metadata: {error}", "E_MODEL_LOAD") from error
+    raise ExportError(f"{path} has no choripan metadata: export it with `python -m export`", "E_MODEL_LOAD")
+
+
+def _checked(document, path: Path) -> dict:
+    """The metadata document, if it has the shape every reader relies on (the native core checks the same)."""
+    problem = None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        problem = f"it is not a {FORMAT} document"
+    elif not isinstance(document.get("labels"), list) or not all(isinstance(x, str) for x in document["labels"]):
+        problem = "it lacks labels (a list of strings)"
+    elif not isinstance(document.get("preprocessing"), dict):
+        problem = "it lacks preprocessing"
+    else:
+        try:
+            Preprocessing.from_json(document["preprocessing"])
+        except (KeyError, TypeError, ValueError) as error:
+            problem = f"its preprocessing is malformed ({type(error).__name__}: {error})"
+        except ExportError as error:
+            problem = f"its preprocessing is malformed ({error})"
+    if problem:
+        raise ExportError(f"{path} has unusable metadata: {problem}", "E_MODEL_LOAD")
+    return document
 
 
 def verify_checksum(path: Path) -> tuple[bool, str]:
@@ -135,7 +158,7 @@ def verify_checksum(path: Path) -> tuple[bool, str]:
     try:
         actual = checksum(Path(path))
     except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise ExportError(f"{path} is damaged: {error}") from error
+        raise ExportError(f"{path} is damaged: {error}", "E_MODEL_LOAD") from error
     return stored == actual, actual
 
 
@@ -147,7 +170,9 @@ def load(path: Path) -> tuple[torch.jit.ScriptModule | aoti.Package, dict]:
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except RuntimeError as error:
-        raise ExportError(f"{path} does not load as TorchScript: {str(error).splitlines()[0]}") from error
+        raise ExportError(
+            f"{path} does not load as TorchScript: {str(error).splitlines()[0]}", "E_MODEL_LOAD"
+        ) from error
     return module.eval(), metadata
 
 
@@ -183,7 +208,7 @@ def save(module: torch.jit.ScriptModule, metadata: Metadata, path: Path) -> None
     metadata.checksum = checksum(draft)
     torch.jit.save(module, str(path), _extra_files={METADATA_FILE: json.dumps(metadata.to_json(), indent=1)})
     if checksum(Path(path)) != metadata.checksum:
-        raise ExportError("saving the module is not deterministic here; the checksum cannot be trusted")
+        raise ExportError("saving the module is not deterministic here; the checksum cannot be trusted", "E_INTERNAL")
 
 
 def save_package(model: torch.nn.Module, metadata: Metadata, path: Path, example: torch.Tensor) -> torch.nn.Module:

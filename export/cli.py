@@ -82,7 +82,13 @@ def _inspect(args: argparse.Namespace) -> int:
     from .artifact import read_metadata, verify_checksum
 
     metadata = read_metadata(args.artifact)
-    matches, actual = verify_checksum(args.artifact)
+    try:
+        return _show(args, metadata, *verify_checksum(args.artifact))
+    except (KeyError, TypeError) as error:
+        raise ExportError(f"{args.artifact} has incomplete metadata: {error!r} is missing", "E_MODEL_LOAD") from error
+
+
+def _show(args: argparse.Namespace, metadata: dict, matches: bool, actual: str) -> int:
     if args.json:
         print(json.dumps({"metadata": metadata, "checksum_ok": matches}, indent=1))
     else:
@@ -234,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args) or 0
     except ExportError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error} ({error.code})", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; nothing was written", file=sys.stderr)

@@ -2,7 +2,14 @@
 
 
 class ExportError(Exception):
-    """A problem the user can fix. The CLI prints it on one line and exits with status 2."""
+    """A problem the user can fix. The CLI prints it on one line and exits with status 2.
+
+    `code` is one of the shared error codes (native/core/vocabulary.json), as Node and the core use them.
+    """
+
+    def __init__(self, message: str, code: str = "E_INVALID_ARGUMENT"):
+        super().__init__(message)
+        self.code = code
 
 
 def first_line(error: BaseException) -> str:

@@ -7,6 +7,7 @@ to the bit. The decode policy matches what sharp does with ``rotate().keepIccPro
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from .errors import ExportError
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP")
 INTERPOLATIONS = ("bilinear", "bicubic")  # both antialiased, as torchvision's Resize(antialias=True)
 MAX_ASPECT_RATIO = 100
+MAX_PIXELS = 100_000_000
+"""Larger images are refused before decoding, as js/decode.js does: 100 MP of RGBA is 400 MB decoded."""
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # PIL's own bomb check, at the same size (it errs at twice this)
 COMPOSITE_BAND_PIXELS = 1 << 18
 """Longer side over shorter side. Beyond it the resized image alone would take hundreds of megabytes."""
 
@@ -96,23 +100,34 @@ def decode(source: bytes | str | Path, policy: DecodePolicy | None = None) -> np
     try:
         data = Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
     except OSError as error:
-        raise ExportError(f"cannot read {name}: {error.strerror}") from error
+        raise ExportError(f"cannot read {name}: {error.strerror}", "E_DECODE") from error
     if not data:
-        raise ExportError(f"{name} is empty")
+        raise ExportError(f"{name} is empty", "E_DECODE")
     try:
-        image = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # past MAX_PIXELS PIL warns; the check below refuses it instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
         if image.format not in policy.formats:
-            raise ExportError(f"{name} is {image.format}; supported formats are {', '.join(policy.formats)}")
+            raise ExportError(
+                f"{name} is {image.format}; supported formats are {', '.join(policy.formats)}", "E_UNSUPPORTED_FORMAT"
+            )
         if image.mode == "CMYK":
-            raise ExportError(f"{name} is a CMYK image; convert it to RGB first")
+            raise ExportError(f"{name} is a CMYK image; convert it to RGB first", "E_UNSUPPORTED_FORMAT")
+        if image.width * image.height > MAX_PIXELS:
+            raise ExportError(
+                f"{name} is {image.width}x{image.height}; at most {MAX_PIXELS // 1_000_000} megapixels are decoded",
+                "E_TOO_LARGE",
+            )
         image.load()
         if policy.exif_orientation == "apply":
             image = ImageOps.exif_transpose(image)
         return _to_rgb_or_rgba(image)
     except ExportError:
         raise
+    except Image.DecompressionBombError as error:
+        raise ExportError(f"{name} is too large to decode: {error}", "E_TOO_LARGE") from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ExportError(f"{name} does not decode as an image: {error}") from error
+        raise ExportError(f"{name} does not decode as an image: {error}", "E_DECODE") from error
 
 
 def _to_rgb_or_rgba(image: Image.Image) -> np.ndarray:

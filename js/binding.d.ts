@@ -1,15 +1,8 @@
-// The raw native binding (build/Release/choripan.node), typed apart from the public API. js/ validates
-// every argument before it gets here; the binding trusts them.
+// The raw native binding (build/Release/choripan.node), typed apart from the public API. js/ checks
+// types and names; the native core checks values.
 
-export interface NativeOptions {
-  maxBatch: number;
-  maxDelayMs: number;
-  maxQueue: number;
-  workers: number;
-  intraOpThreads: number;
-  device: 'cpu' | 'cuda';
-  warmup: boolean;
-}
+/** load()'s options as the caller gave them (native/core/vocabulary.json); the core fills in the rest. */
+export type NativeOptions = import('./index').LoadOptions;
 
 export interface NativeModel {
   /** The artifact's metadata document, as stored (JSON text). */
@@ -18,7 +11,7 @@ export interface NativeModel {
   /**
    * Queues decoded pixels (height × width × channels bytes, row-major). `id` is null when the call was
    * refused at once (the promise is then already rejected). `timeoutMs` 0 means no deadline.
-   * `announced`: this call was counted by announce(), and this ends that announcement.
+   * `announcedBytes`: this call was announced with that many bytes, and this ends the announcement.
    */
   predict(
     pixels: Uint8Array,
@@ -26,23 +19,28 @@ export interface NativeModel {
     height: number,
     channels: number,
     timeoutMs: number,
-    announced: boolean,
+    announcedBytes: number | null,
   ): { id: number | null; promise: Promise<Float32Array> };
-  /** One more call is on its way (decoding): a worker holding a batch open waits for it. */
-  announce(): void;
+  /**
+   * One more call is decoding this many bytes of pixels: a worker holding a batch open waits for it.
+   * Throws E_QUEUE_FULL when they would not fit in maxPendingBytes, E_DISPOSED after dispose().
+   */
+  announce(bytes: number): void;
   /** An announced call will not come after all. */
-  retract(): void;
+  retract(bytes: number): void;
   /** Withdraws a queued request (its promise rejects with E_ABORTED); false once it runs or ran. */
   cancel(id: number): boolean;
   stats(): import('./index').ModelStats;
   /** Queued requests reject with E_DISPOSED; resolves once the worker threads have exited. */
   dispose(): Promise<void>;
-  /** The same, blocking until a running batch ends: for process exit only. */
-  disposeSync(): void;
 }
 
 export interface NativeBinding {
+  /** Hands over the class of every error the binding raises. */
+  init(classes: { ChoripanError: typeof import('./index').ChoripanError }): void;
   load(path: string, options: NativeOptions): Promise<NativeModel>;
+  /** Stops every live model of this thread, waiting for running batches: for process exit. */
+  disposeAll(): void;
   cudaAvailable(): boolean;
   readonly versions: { libtorch: string };
   /** Limits the native core enforces, for js/ to check before decoding. */

@@ -3,9 +3,12 @@
 
 const fs = require('node:fs');
 const path = require('node:path');
+const { ChoripanError } = require('./errors');
 
 const root = path.resolve(__dirname, '..');
 const ADDON = path.join(root, 'build', 'Release', 'choripan.node');
+const REBUILD = 'run `npm rebuild choripan` in your app (or `npm install` in choripan\'s own folder): it builds ' +
+  'the addon with cmake-js against libtorch';
 
 let binding;
 
@@ -13,15 +16,18 @@ let binding;
 function native() {
   if (binding) return binding;
   if (!fs.existsSync(ADDON)) {
-    throw new Error(`choripan's native addon is not built (${ADDON} is missing): run \`npm install\` ` +
-      'in the package folder (it builds the addon with cmake-js), or `npx node-gyp rebuild`');
+    throw new ChoripanError('E_ADDON', `choripan's native addon is not built (${ADDON} is missing): ${REBUILD}`);
   }
   try {
     binding = require(ADDON);
   } catch (error) {
-    throw new Error(`choripan's native addon does not load: ${error.message}. It links libtorch through an rpath ` +
-      'set at build time: if the Python environment or LIBTORCH moved, run `npm install` again', { cause: error });
+    throw new ChoripanError('E_ADDON', `choripan's native addon does not load (${error.message.split('\n')[0]}): ${REBUILD}`,
+      { cause: error });
   }
+  binding.init({ ChoripanError });
+  // C's exit() (process.exit, an uncaught exception) would tear libtorch down under a worker still
+  // inside a forward pass: stop this thread's models first. Environment teardown does the same.
+  process.once('exit', () => binding.disposeAll());
   return binding;
 }
 

@@ -1,22 +1,15 @@
 'use strict';
-// One error vocabulary for the whole package: native/core/errors.h defines the same codes.
+// One error vocabulary for the whole package: native/core/vocabulary.json owns the codes, what each
+// means and the HTTP status the service answers with. The native binding builds this ChoripanError
+// itself (js/binding.js hands it over), so nothing here re-wraps its errors.
 
-const CODES = Object.freeze({
-  E_INVALID_ARGUMENT: 'a bad call: an argument or option is wrong',
-  E_DECODE: 'the bytes are not a decodable image',
-  E_UNSUPPORTED_FORMAT: 'an image format or content type that choripan does not take',
-  E_TOO_LARGE: 'the input is over a size limit',
-  E_QUEUE_FULL: 'the model queue is full (maxQueue); retry later',
-  E_TIMEOUT: 'the deadline (timeoutMs) passed',
-  E_ABORTED: 'the caller aborted (AbortSignal)',
-  E_DISPOSED: 'the model was disposed',
-  E_MODEL_LOAD: 'the model file could not be loaded',
-  E_DEVICE: 'the requested device is not available',
-  E_INTERNAL: 'libtorch failed while running the model',
-  E_URL_NOT_ALLOWED: 'the server refuses to fetch this URL (CHORIPAN_URL_ALLOWLIST)',
-  E_FETCH: 'fetching the image URL failed',
-  E_NOT_FOUND: 'no such route',
-});
+const vocabulary = require('../native/core/vocabulary.json');
+
+/** Each code and what it means. */
+const CODES = Object.freeze(Object.fromEntries(vocabulary.errors.map((e) => [e.code, e.meaning])));
+
+/** The HTTP status js/server answers each code with. */
+const STATUS = Object.freeze(Object.fromEntries(vocabulary.errors.map((e) => [e.code, e.status])));
 
 class ChoripanError extends Error {
   /**
@@ -31,13 +24,15 @@ class ChoripanError extends Error {
   }
 }
 
-/** A native error (it has a `code`) re-thrown with the stack of the JS call that led to it. */
-function fromNative(error, callSite) {
-  if (error instanceof ChoripanError) return error;
-  const code = typeof error?.code === 'string' && error.code in CODES ? error.code : 'E_INTERNAL';
-  const wrapped = new ChoripanError(code, error?.message ?? String(error), { cause: error });
-  if (callSite?.stack) wrapped.stack = `${wrapped.name} [${code}]: ${wrapped.message}\n${callSite.stack.split('\n').slice(1).join('\n')}`;
-  return wrapped;
+/**
+ * `error`, with the stack of the JS call that led to it: an error the binding raised from a worker's
+ * completion has no JS frames of its own.
+ */
+function atCallSite(error, callSite) {
+  if (error instanceof ChoripanError && callSite?.stack) {
+    error.stack = `${error.name} [${error.code}]: ${error.message}\n${callSite.stack.split('\n').slice(1).join('\n')}`;
+  }
+  return error;
 }
 
-module.exports = { CODES, ChoripanError, fromNative };
+module.exports = { CODES, STATUS, ChoripanError, atCallSite };

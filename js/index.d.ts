@@ -1,7 +1,8 @@
 // Public types of the choripan package. The raw binding's types live apart in binding.d.ts.
 
-/** A stable error code; the same vocabulary in C++, Python and JS. */
+/** A stable error code; the same vocabulary in C++, Python and JS (native/core/vocabulary.json). */
 export type ErrorCode =
+  // <vocabulary errors> (written by scripts/vocabulary.js from native/core/vocabulary.json)
   | 'E_INVALID_ARGUMENT'
   | 'E_DECODE'
   | 'E_UNSUPPORTED_FORMAT'
@@ -13,9 +14,12 @@ export type ErrorCode =
   | 'E_MODEL_LOAD'
   | 'E_DEVICE'
   | 'E_INTERNAL'
+  | 'E_ADDON'
   | 'E_URL_NOT_ALLOWED'
   | 'E_FETCH'
-  | 'E_NOT_FOUND';
+  | 'E_NOT_FOUND'
+  // </vocabulary errors>
+  ;
 
 export class ChoripanError extends Error {
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown });
@@ -25,26 +29,26 @@ export class ChoripanError extends Error {
 /** Each code and what it means. */
 export const codes: Readonly<Record<ErrorCode, string>>;
 
+/** load()'s options. */
 export interface LoadOptions {
-  /** Most requests merged into one forward pass. Default 2 (the best measured on a small CPU; raise it on a GPU). */
+  // <vocabulary options> (written by scripts/vocabulary.js from native/core/vocabulary.json)
+  /** most requests merged into one forward pass (2: the best measured on a small CPU; raise it on a GPU). Default 2. */
   maxBatch?: number;
-  /** Longest wait for a batch to fill after its first request, while others are queued or decoding. Default 2. */
+  /** longest wait for a batch to fill after its first request, while other requests are queued or on their way. Default 2. */
   maxDelayMs?: number;
-  /** Requests waiting beyond this reject at once with E_QUEUE_FULL. Default 256. */
+  /** requests waiting beyond this reject at once with E_QUEUE_FULL. Default 256. */
   maxQueue?: number;
-  /** Inference threads; 0 = the CPU cores this process may use (1 on a GPU). Default 0. */
+  /** inference threads; 0: the CPU cores this process may use (1 on a GPU). Default 0. */
   workers?: number;
-  /** libtorch threads per worker; 0 = cores / workers. With one, a batch that runs alone gets them all. Default 0. */
+  /** libtorch threads per worker; 0: cores / workers. With one, a batch that runs alone gets every worker's thread. Default 0. */
   intraOpThreads?: number;
   /** 'cuda' rejects with E_DEVICE where CUDA is not available. Default 'cpu'. */
   device?: 'cpu' | 'cuda';
-  /** Run a forward pass on each worker at load so that the first request is not the slow one. Default true. */
+  /** run a forward pass on each worker at load, so that the first request is not the slow one. Default true. */
   warmup?: boolean;
-  /**
-   * Decoded pixels waiting for a worker are bounded by this many bytes; past it, calls reject with
-   * E_QUEUE_FULL before decoding. Default 1 GiB.
-   */
+  /** decoded pixels waiting for a worker, in bytes; past it, calls reject with E_QUEUE_FULL before decoding. Default 1073741824. */
   maxPendingBytes?: number;
+  // </vocabulary options>
 }
 
 export interface PredictOptions {
@@ -62,21 +66,40 @@ export interface Prediction {
   top: Array<{ label: string; probability: number }>;
 }
 
+/** Counters and latency figures of a model's queue and workers. */
 export interface ModelStats {
+  // <vocabulary stats> (written by scripts/vocabulary.js from native/core/vocabulary.json)
+  /** requests the queue accepted. */
   requests: number;
+  /** requests answered with probabilities. */
   completed: number;
+  /** accepted requests answered with an error (timeouts, aborts, disposal, …). */
   failed: number;
+  /** requests refused at once because the queue was full. */
   rejected: number;
+  /** forward passes run. */
   batches: number;
+  /** requests waiting now. */
   queued: number;
+  /** requests a worker holds now. */
   inflight: number;
+  /** decoded pixels announced, queued or running, in bytes. */
+  pendingBytes: number;
+  /** requests per forward pass, on average. */
   meanBatchSize: number;
+  /** time of a forward pass, on average. */
   meanForwardMs: number;
+  /** median time from submission to answer, over the last 2048 answers. */
   latencyP50Ms: number;
+  /** 99th percentile of the same. */
   latencyP99Ms: number;
+  /** longest of the same. */
   latencyMaxMs: number;
+  /** inference threads. */
   workers: number;
+  /** libtorch threads per worker under load. */
   intraOpThreads: number;
+  // </vocabulary stats>
 }
 
 /** The artifact's metadata document (format choripan.artifact). */

@@ -3,7 +3,7 @@
 const { debuglog } = require('node:util');
 const { native } = require('./binding');
 const { inspect, decode } = require('./decode');
-const { ChoripanError, fromNative } = require('./errors');
+const { ChoripanError, atCallSite } = require('./errors');
 const validate = require('./validate');
 
 const debug = debuglog('choripan');
@@ -69,38 +69,16 @@ class Deadline {
   }
 }
 
-// Native models alive in this thread. C's exit() (process.exit, an uncaught exception) tears libtorch
-// down under any worker still inside a forward pass, so they are stopped first.
-const live = new Set();
-const forget = new FinalizationRegistry((ref) => live.delete(ref));
-let exitHookInstalled = false;
-
-function track(nativeModel) {
-  const ref = new WeakRef(nativeModel);
-  live.add(ref);
-  forget.register(nativeModel, ref);
-  if (!exitHookInstalled) {
-    exitHookInstalled = true;
-    process.once('exit', () => {
-      for (const entry of live) entry.deref()?.disposeSync();
-    });
-  }
-  return ref;
-}
-
-/** A loaded artifact. Create with `load()`; reuse it for every request; `dispose()` when done. */
+/**
+ * A loaded artifact. Create with `load()`; reuse it for every request; `dispose()` when done. Its state
+ * (disposed or not, the work in hand) lives in the native core; this is the JS face of it.
+ */
 class Model {
   #native;
-  #ref;
-  #disposing = null;
-  #maxPendingBytes;
-  #pendingBytes = 0;
 
-  /** @param {object} nativeModel @param {string} path @param {number} maxPendingBytes */
-  constructor(nativeModel, path, maxPendingBytes) {
+  /** @param {object} nativeModel @param {string} path */
+  constructor(nativeModel, path) {
     this.#native = nativeModel;
-    this.#ref = track(nativeModel);
-    this.#maxPendingBytes = maxPendingBytes;
     /** The artifact's metadata document (export/artifact.py). */
     this.metadata = Object.freeze(JSON.parse(nativeModel.metadata));
     this.path = path;
@@ -118,55 +96,36 @@ class Model {
     Error.captureStackTrace(callSite, this.predict);
     const { topk, signal, timeoutMs } = validate.predictOptions(options, this.labels.length);
     validate.imageBytes(image);
-    if (this.#disposing) throw new ChoripanError('E_DISPOSED', 'The model was disposed');
-    const { maxAspectRatio } = native().limits;
+    if (this.#native.disposed) throw new ChoripanError('E_DISPOSED', 'The model was disposed');
     const deadline = new Deadline(signal, timeoutMs);
-    let reserved = 0;
-    // Announced while it decodes, so that a worker holding a batch open waits for it; a lone call is
-    // never kept waiting for company that is not coming.
-    this.#native.announce();
-    let announced = true;
+    // Every check the header allows comes before any decoding. The call is then announced with the
+    // bytes it will decode: the core refuses it if they would not fit (maxPendingBytes), and a worker
+    // holding a batch open waits for it, while a lone call is never kept waiting for company.
+    let announced = null;
     try {
-      reserved = this.#reserve(inspect(image, maxAspectRatio).bytes);
+      const { bytes } = inspect(image, native().limits.maxAspectRatio);
+      this.#native.announce(bytes);
+      announced = bytes;
       const decoded = await deadline.race(decode(image));
-      if (this.#disposing) throw new ChoripanError('E_DISPOSED', 'The model was disposed');
-
-      announced = false; // predict() ends the announcement, whatever it answers
       const { id, promise } = this.#native.predict(decoded.pixels, decoded.width, decoded.height, decoded.channels,
-        deadline.remainingMs(), true);
-      const bytes = reserved; // from here on, the native answer releases them: the pixels stay pinned until then
-      reserved = 0;
-      promise.then(() => this.#release(bytes), () => this.#release(bytes));
+        deadline.remainingMs(), announced);
+      announced = null; // predict() ended the announcement, whatever it answered
       let probabilities;
       try {
         probabilities = await deadline.race(promise);
       } catch (error) {
         if (id !== null) this.#native.cancel(id); // withdraws it if the deadline won and it is still queued
-        throw fromNative(error, callSite);
+        throw error;
       }
       const top = topK(probabilities, this.labels, topk);
       debug('%s: %s %d ms', this.name, top[0].label, Math.round(performance.now() - deadline.started));
       return { label: top[0].label, probability: top[0].probability, top };
+    } catch (error) {
+      throw atCallSite(error, callSite);
     } finally {
-      if (announced) this.#native.retract();
+      if (announced !== null) this.#native.retract(announced);
       deadline.release();
-      this.#release(reserved);
     }
-  }
-
-  // Decoded pixels wait in the queue until a worker reads them; their total is bounded so that a burst
-  // of large images is refused rather than exhausting memory.
-  #reserve(bytes) {
-    if (this.#pendingBytes > 0 && this.#pendingBytes + bytes > this.#maxPendingBytes) {
-      throw new ChoripanError('E_QUEUE_FULL',
-        `${Math.round(this.#pendingBytes / 2 ** 20)} MiB of decoded images are already waiting (maxPendingBytes); retry later`);
-    }
-    this.#pendingBytes += bytes;
-    return bytes;
-  }
-
-  #release(bytes) {
-    this.#pendingBytes -= bytes;
   }
 
   /** Counters and latency figures of this model's queue and workers. */
@@ -175,7 +134,7 @@ class Model {
   }
 
   get disposed() {
-    return this.#disposing !== null;
+    return this.#native.disposed;
   }
 
   /**
@@ -183,8 +142,7 @@ class Model {
    * Resolves once the worker threads have exited and the model's memory is freed.
    */
   dispose() {
-    this.#disposing ??= this.#native.dispose().finally(() => live.delete(this.#ref));
-    return this.#disposing;
+    return this.#native.dispose();
   }
 }
 
@@ -198,12 +156,11 @@ async function load(path, options) {
   const callSite = {};
   Error.captureStackTrace(callSite, load);
   validate.modelPath(path);
-  const { maxPendingBytes, ...nativeOptions } = validate.loadOptions(options);
+  const checked = validate.loadOptions(options);
   try {
-    const nativeModel = await native().load(path, nativeOptions);
-    return new Model(nativeModel, path, maxPendingBytes);
+    return new Model(await native().load(path, checked), path);
   } catch (error) {
-    throw fromNative(error, callSite);
+    throw atCallSite(error, callSite);
   }
 }
 

@@ -1,5 +1,6 @@
 'use strict';
-// Argument checks for the public API. The native layer trusts what passes here.
+// Argument checks for the public API: types and names, with messages that name the option. The native
+// core checks values against the ranges it owns, whatever reaches it.
 
 const { ChoripanError } = require('./errors');
 
@@ -64,31 +65,30 @@ function plainObject(value, name) {
   return value;
 }
 
-const LOAD_DEFAULTS = Object.freeze({
-  maxBatch: 2,
-  maxDelayMs: 2,
-  maxQueue: 256,
-  workers: 0,
-  intraOpThreads: 0,
-  device: 'cpu',
-  warmup: true,
-  maxPendingBytes: 2 ** 30,
-});
+// load()'s options, with their types, defaults and ranges: the native core owns them (it applies the
+// defaults and checks the ranges); here only the types and the names are checked.
+const LOAD_OPTIONS = require('../native/core/vocabulary.json').options;
 
-/** load()'s options, complete and checked. */
+/** load()'s options, checked for type and name; what is left out takes the core's default. */
 function loadOptions(options) {
   const given = plainObject(options, 'options');
-  rejectUnknown(given, Object.keys(LOAD_DEFAULTS), 'load()');
-  const o = { ...LOAD_DEFAULTS, ...given };
-  integer(o.maxBatch, 'options.maxBatch', 1, 1024);
-  number(o.maxDelayMs, 'options.maxDelayMs', 0, 10_000);
-  integer(o.maxQueue, 'options.maxQueue', 1, 1_000_000);
-  integer(o.workers, 'options.workers', 0, 64);
-  integer(o.intraOpThreads, 'options.intraOpThreads', 0, 256);
-  if (o.device !== 'cpu' && o.device !== 'cuda') throw invalid("'cpu' or 'cuda'", 'options.device', o.device);
-  if (typeof o.warmup !== 'boolean') throw invalid('a boolean', 'options.warmup', o.warmup);
-  integer(o.maxPendingBytes, 'options.maxPendingBytes', 2 ** 20, Number.MAX_SAFE_INTEGER);
-  return o;
+  rejectUnknown(given, LOAD_OPTIONS.map((o) => o.name), 'load()');
+  for (const { name, type, values } of LOAD_OPTIONS) {
+    const value = given[name];
+    if (value === undefined) continue;
+    const ok = {
+      integer: Number.isInteger(value),
+      number: typeof value === 'number' && Number.isFinite(value),
+      boolean: typeof value === 'boolean',
+      enum: values?.includes(value),
+    }[type];
+    if (!ok) {
+      const what = { integer: 'an integer', number: 'a finite number', boolean: 'a boolean' }[type] ??
+        values.map((v) => `'${v}'`).join(' or ');
+      throw invalid(what, `options.${name}`, value);
+    }
+  }
+  return { ...given };
 }
 
 /** predict()'s options, complete and checked against the model's class count. */

@@ -6,27 +6,11 @@ const express = require('express');
 const multer = require('multer');
 const pino = require('pino');
 const typeis = require('type-is');
-const { ChoripanError } = require('../errors');
+const { ChoripanError, STATUS } = require('../errors');
 const { fetchImage, parseAllowlist } = require('./fetch-image');
 
 const MAX_BODY_BYTES = 10 * 1024 * 1024;
 
-const STATUS = {
-  E_INVALID_ARGUMENT: 400,
-  E_DECODE: 400,
-  E_UNSUPPORTED_FORMAT: 415,
-  E_TOO_LARGE: 413,
-  E_QUEUE_FULL: 503,
-  E_TIMEOUT: 504,
-  E_ABORTED: 499,
-  E_DISPOSED: 503,
-  E_MODEL_LOAD: 500,
-  E_DEVICE: 500,
-  E_INTERNAL: 500,
-  E_URL_NOT_ALLOWED: 403,
-  E_FETCH: 502,
-  E_NOT_FOUND: 404,
-};
 
 /** body-parser's and multer's own errors, in choripan's vocabulary. */
 function translate(error, maxBodyBytes) {
@@ -73,6 +57,20 @@ function createApp({
   const rawImage = express.raw({ type: 'image/*', limit: maxBodyBytes });
   const app = express();
   app.disable('x-powered-by');
+  // Set by the server when it drains (main.js): /readyz turns 503 and every answer closes its connection.
+  app.locals.draining = false;
+
+  app.use((req, res, next) => {
+    if (app.locals.draining) res.set('Connection', 'close');
+    // A body declared larger than the limit is refused on its headers, and the connection closed rather
+    // than read to the end.
+    const declared = Number(req.get('content-length'));
+    if (declared > maxBodyBytes) {
+      res.set('Connection', 'close');
+      return next(new ChoripanError('E_TOO_LARGE', `The body is ${declared} bytes; the limit is ${maxBodyBytes}`));
+    }
+    return next();
+  });
 
   // One log line per request: method, path, status, label (when there is one) and time.
   app.use((req, res, next) => {
@@ -106,7 +104,13 @@ function createApp({
   // By the header alone: req.is() answers null for an empty body, which must get 400, not 415.
   const contentType = (req) => req.get('content-type') ?? '';
   app.post('/predict', (req, res, next) => {
-    if (typeis.is(contentType(req), ['multipart/form-data'])) return parseMultipart(req, res, next);
+    if (typeis.is(contentType(req), ['multipart/form-data'])) {
+      const encoding = (req.get('content-encoding') ?? 'identity').toLowerCase();
+      if (encoding !== 'identity') {
+        return next(new ChoripanError('E_UNSUPPORTED_FORMAT', `Content-Encoding ${encoding} is not accepted on multipart bodies`));
+      }
+      return parseMultipart(req, res, next);
+    }
     if (typeis.is(contentType(req), ['image/*'])) return rawImage(req, res, next);
     next(new ChoripanError('E_UNSUPPORTED_FORMAT',
       `Content-Type ${req.get('content-type') ?? '(none)'} is not accepted: send image bytes with Content-Type image/*, ` +
@@ -130,6 +134,11 @@ function createApp({
     const signal = clientGone(res);
     const image = await fetchImage(url, { allowed, maxBytes: maxBodyBytes, timeoutMs: fetchTimeoutMs, signal });
     await answer(res, image, signal);
+  });
+
+  app.get('/readyz', (req, res) => {
+    const ready = !app.locals.draining && !model.disposed;
+    res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'draining', model: model.name });
   });
 
   app.get('/healthz', (req, res) => {

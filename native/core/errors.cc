@@ -6,17 +6,11 @@ namespace choripan {
 
 std::string_view CodeName(ErrorCode code) {
   switch (code) {
-    case ErrorCode::kInvalidArgument: return "E_INVALID_ARGUMENT";
-    case ErrorCode::kDecode: return "E_DECODE";
-    case ErrorCode::kUnsupportedFormat: return "E_UNSUPPORTED_FORMAT";
-    case ErrorCode::kTooLarge: return "E_TOO_LARGE";
-    case ErrorCode::kQueueFull: return "E_QUEUE_FULL";
-    case ErrorCode::kTimeout: return "E_TIMEOUT";
-    case ErrorCode::kAborted: return "E_ABORTED";
-    case ErrorCode::kDisposed: return "E_DISPOSED";
-    case ErrorCode::kModelLoad: return "E_MODEL_LOAD";
-    case ErrorCode::kDevice: return "E_DEVICE";
-    case ErrorCode::kInternal: return "E_INTERNAL";
+#define CHORIPAN_ERROR_NAME(name, text) \
+  case ErrorCode::k##name:              \
+    return text;
+    CHORIPAN_ERROR_CODES(CHORIPAN_ERROR_NAME)
+#undef CHORIPAN_ERROR_NAME
   }
   return "E_INTERNAL";
 }

@@ -6,20 +6,15 @@
 #include <string>
 #include <string_view>
 
+#include "vocabulary.h"
+
 namespace choripan {
 
+// The codes vocabulary.json lists for the core: kInvalidArgument, kDecode, …
 enum class ErrorCode {
-  kInvalidArgument,
-  kDecode,
-  kUnsupportedFormat,
-  kTooLarge,
-  kQueueFull,
-  kTimeout,
-  kAborted,
-  kDisposed,
-  kModelLoad,
-  kDevice,
-  kInternal,
+#define CHORIPAN_ERROR_ENUM(name, code) k##name,
+  CHORIPAN_ERROR_CODES(CHORIPAN_ERROR_ENUM)
+#undef CHORIPAN_ERROR_ENUM
 };
 
 // "E_INVALID_ARGUMENT", "E_QUEUE_FULL", …

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <type_traits>
 
 namespace choripan {
 
@@ -36,16 +37,16 @@ void RequireCuda() {
 }
 
 void Validate(const Options& options) {
-  auto require = [](bool ok, const std::string& what) {
-    if (!ok) throw Error(ErrorCode::kInvalidArgument, what);
-  };
-  require(options.max_batch >= 1 && options.max_batch <= 1024, "max_batch must be between 1 and 1024");
-  require(options.max_delay_ms >= 0 && options.max_delay_ms <= 10'000,
-          "max_delay_ms must be between 0 and 10000");
-  require(options.max_queue >= 1, "max_queue must be at least 1");
-  require(options.workers >= 0 && options.workers <= 64, "workers must be between 0 (automatic) and 64");
-  require(options.intra_op_threads >= 0 && options.intra_op_threads <= 256,
-          "intra_op_threads must be between 0 (automatic) and 256");
+  // Both names: the message reaches JavaScript and Python alike.
+#define CHORIPAN_CHECK_OPTION(name, js, type, fallback, min, max)                                                \
+  if (!(options.name >= (min) && options.name <= (max))) {                                                       \
+    throw Error(ErrorCode::kInvalidArgument, std::string("Expected ") +                                          \
+                                                 (std::is_integral_v<type> ? "an integer" : "a number") +        \
+                                                 " between " + c10::str(min) + " and " + c10::str(max) +         \
+                                                 " for " js " (" #name ") but received " + c10::str(options.name)); \
+  }
+  CHORIPAN_NUMERIC_OPTIONS(CHORIPAN_CHECK_OPTION)
+#undef CHORIPAN_CHECK_OPTION
 }
 
 // Options with the automatic values (0) replaced by what they mean on this machine.
@@ -292,7 +293,7 @@ void Model::RunBatch(std::vector<Request>& batch, Runner& runner) {
     const double elapsed = Milliseconds(Clock::now() - started);
     std::lock_guard lock(mutex_);
     ++counters_.batches;
-    counters_.batched_requests += admitted.size();
+    batched_requests_ += admitted.size();
     forward_ms_total_ += elapsed;
   } catch (const std::exception& error) {
     const auto message = std::string("the forward pass failed: ") + Describe(error);
@@ -347,8 +348,18 @@ at::Tensor Model::Forward(const at::Tensor& batch) {
   return output.clone();  // an ordinary tensor, usable outside inference mode
 }
 
-RequestId Model::Submit(Input input, Completion done, std::optional<Clock::time_point> deadline, bool announced) {
-  if (announced) Retract();
+namespace {
+
+int64_t InputBytes(const Input& input) {
+  if (const auto* image = std::get_if<ImageView>(&input)) return image->height * image->width * image->channels;
+  return static_cast<int64_t>(std::get<at::Tensor>(input).nbytes());
+}
+
+}  // namespace
+
+RequestId Model::Submit(Input input, Completion done, std::optional<Clock::time_point> deadline,
+                        std::optional<int64_t> announced_bytes) {
+  if (announced_bytes) Retract(*announced_bytes);
   const auto crop = metadata_.preprocessing.crop;
   if (const auto* tensor = std::get_if<at::Tensor>(&input)) {
     if (!tensor->is_cpu() || tensor->scalar_type() != at::kFloat || tensor->dim() != 3 || tensor->size(0) != 3 ||
@@ -358,6 +369,7 @@ RequestId Model::Submit(Input input, Completion done, std::optional<Clock::time_
                                                    "], got " + c10::str(tensor->sizes()));
     }
   }
+  const auto bytes = InputBytes(input);
   RequestId id;
   bool helpers = false;  // whether the others would take it (see NextBatch)
   {
@@ -369,9 +381,10 @@ RequestId Model::Submit(Input input, Completion done, std::optional<Clock::time_
                                              " requests waiting; see maxQueue)");
     }
     id = next_id_++;
-    queue_.push_back(Request{id, std::move(input), std::move(done), Clock::now(), deadline});
+    queue_.push_back(Request{id, std::move(input), std::move(done), Clock::now(), deadline, bytes});
     ++counters_.requests;
     counters_.queued = queue_.size();
+    pending_bytes_ += bytes;
     helpers = lead_running_ || queue_.size() > 1 || announced_ > 0;
   }
   lead_wake_.notify_one();
@@ -379,15 +392,24 @@ RequestId Model::Submit(Input input, Completion done, std::optional<Clock::time_
   return id;
 }
 
-void Model::Announce(int64_t count) {
+void Model::Announce(int64_t bytes) {
   std::lock_guard lock(mutex_);
-  announced_ += count;
+  if (disposed_) throw Error(ErrorCode::kDisposed, "the model was disposed");
+  // One image alone may take the whole budget, and more: refusing it could never succeed.
+  if (pending_bytes_ > 0 && pending_bytes_ + bytes > options_.max_pending_bytes) {
+    ++counters_.rejected;
+    throw Error(ErrorCode::kQueueFull, std::to_string(pending_bytes_ >> 20) +
+                                           " MiB of decoded images are already waiting (maxPendingBytes); retry later");
+  }
+  ++announced_;
+  pending_bytes_ += bytes;
 }
 
-void Model::Retract(int64_t count) {
+void Model::Retract(int64_t bytes) {
   {
     std::lock_guard lock(mutex_);
-    announced_ = std::max<int64_t>(0, announced_ - count);
+    announced_ = std::max<int64_t>(0, announced_ - 1);
+    pending_bytes_ -= bytes;
     if (announced_ > 0) return;
   }
   lead_wake_.notify_one();  // if it is holding a batch open for this company, it need not wait any longer
@@ -441,6 +463,7 @@ void Model::Finish(Request& request, Outcome outcome, bool was_running) {
   {
     std::lock_guard lock(mutex_);
     if (was_running) --counters_.inflight;
+    pending_bytes_ -= request.bytes;
     if (outcome.error) {
       ++counters_.failed;
     } else {
@@ -468,8 +491,9 @@ void Model::Finish(Request& request, Outcome outcome, bool was_running) {
 Stats Model::GetStats() const {
   std::lock_guard lock(mutex_);
   Stats stats = counters_;
+  stats.pending_bytes = static_cast<uint64_t>(pending_bytes_);
   if (stats.batches > 0) {
-    stats.mean_batch_size = static_cast<double>(stats.batched_requests) / static_cast<double>(stats.batches);
+    stats.mean_batch_size = static_cast<double>(batched_requests_) / static_cast<double>(stats.batches);
     stats.mean_forward_ms = forward_ms_total_ / static_cast<double>(stats.batches);
   }
   if (!latencies_ms_.empty()) {

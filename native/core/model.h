@@ -13,6 +13,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <variant>
 #include <vector>
@@ -21,25 +22,24 @@
 #include "metadata.h"
 #include "preprocess.h"
 #include "runner.h"
+#include "vocabulary.h"
 
 namespace choripan {
 
 using Clock = std::chrono::steady_clock;
 using RequestId = uint64_t;
 
+// Load options: names, defaults and ranges come from vocabulary.json (see vocabulary.h), where each is
+// described. In short: workers 0 picks the CPU cores this process may use (cgroup quota and affinity
+// included), or 1 on a GPU; intra_op_threads 0 picks cores / workers. With one thread per worker, a
+// batch that runs alone (no other worker busy, nothing else queued or announced) gets all `workers`
+// threads: a lone request is answered as fast as the cores allow, concurrent ones each take a core.
 struct Options {
-  int64_t max_batch = 2;
-  double max_delay_ms = 2.0;
-  int64_t max_queue = 256;
-  // Inference threads; 0 picks the CPU cores this process may use (cgroup quota and affinity
-  // included), or 1 on a GPU.
-  int64_t workers = 0;
-  // libtorch threads per worker; 0 picks cores / workers. With one thread per worker, a batch that
-  // runs alone (no other worker busy, nothing else queued or announced) gets all `workers` threads:
-  // a lone request is answered as fast as the cores allow, concurrent ones each take a core.
-  int64_t intra_op_threads = 0;
-  Device device = Device::kCpu;
-  bool warmup = true;
+#define CHORIPAN_OPTION_FIELD(name, js, type, fallback, min, max) type name = fallback;
+  CHORIPAN_NUMERIC_OPTIONS(CHORIPAN_OPTION_FIELD)
+#undef CHORIPAN_OPTION_FIELD
+  Device device = std::string_view(CHORIPAN_DEFAULT_DEVICE) == "cuda" ? Device::kCuda : Device::kCpu;
+  bool warmup = CHORIPAN_DEFAULT_WARMUP;
 };
 
 // The cores this process may run on: affinity mask and cgroup v2 CPU quota, at least 1.
@@ -59,23 +59,11 @@ struct Outcome {
 // Cancel or Dispose. It must not throw and must not call back into the model.
 using Completion = std::function<void(Outcome)>;
 
+// Model::GetStats: the fields vocabulary.json lists, where each is described.
 struct Stats {
-  uint64_t requests = 0;   // accepted by Submit
-  uint64_t completed = 0;  // answered with probabilities
-  uint64_t failed = 0;     // answered with an error after acceptance (timeouts, aborts, disposal, …)
-  uint64_t rejected = 0;   // refused by Submit (queue full)
-  uint64_t batches = 0;
-  uint64_t batched_requests = 0;  // requests that reached a forward pass
-  uint64_t queued = 0;
-  uint64_t inflight = 0;
-  double mean_batch_size = 0;
-  // Submit → completion, over the last kLatencyWindow answered requests.
-  double latency_p50_ms = 0;
-  double latency_p99_ms = 0;
-  double latency_max_ms = 0;
-  double mean_forward_ms = 0;
-  int64_t workers = 0;
-  int64_t intra_op_threads = 0;
+#define CHORIPAN_STATS_FIELD(name, js, type) type name = 0;
+  CHORIPAN_STATS(CHORIPAN_STATS_FIELD)
+#undef CHORIPAN_STATS_FIELD
 };
 
 class Model {
@@ -101,15 +89,18 @@ class Model {
 
   // Queues a request. An ImageView's memory must stay valid until `done` runs. Throws
   // Error(kQueueFull | kDisposed | kInvalidArgument) instead of queueing; `done` is then never called.
-  // `announced`: the request was counted by Announce, and this submission ends that (queued or not).
+  // `announced_bytes`: the request was announced with that many bytes, and this submission ends the
+  // announcement (queued or not).
   RequestId Submit(Input input, Completion done, std::optional<Clock::time_point> deadline = {},
-                   bool announced = false);
+                   std::optional<int64_t> announced_bytes = {});
 
-  // `count` requests are on their way (being decoded by the caller). A worker waits up to max_delay_ms
-  // for company only while other requests are queued or announced: a lone request runs at once. Each
-  // announcement ends with a Submit(…, announced = true) or a Retract.
-  void Announce(int64_t count = 1);
-  void Retract(int64_t count = 1);
+  // A request is on its way: the caller is decoding `bytes` of pixels for it. Throws
+  // Error(kQueueFull) when announced, queued and running requests already hold max_pending_bytes (so
+  // that a burst of large images is refused before it is decoded), or Error(kDisposed). A worker
+  // waits up to max_delay_ms for company only while other requests are queued or announced: a lone
+  // request runs at once. Each announcement ends with Submit(…, bytes) or Retract(bytes).
+  void Announce(int64_t bytes);
+  void Retract(int64_t bytes);
 
   // Withdraws a request that has not reached a worker yet; its completion runs with kAborted on this
   // thread. False when it already runs or has finished.
@@ -132,6 +123,7 @@ class Model {
     Completion done;
     Clock::time_point submitted;
     std::optional<Clock::time_point> deadline;
+    int64_t bytes;  // the input's, counted in pending_bytes until it is answered
   };
 
   Model(std::string path, Options options, std::shared_ptr<Runner> runner, Metadata metadata);
@@ -160,6 +152,7 @@ class Model {
   std::shared_ptr<Runner> runner_;  // reset by Dispose; workers keep their own reference until they exit
   std::deque<Request> queue_;
   int64_t announced_ = 0;
+  int64_t pending_bytes_ = 0;  // announced, queued and running
   std::vector<std::thread> workers_;
   int64_t workers_ready_ = 0;
   int64_t running_ = 0;        // workers inside a batch
@@ -170,6 +163,7 @@ class Model {
 
   // Statistics, under mutex_.
   Stats counters_;
+  uint64_t batched_requests_ = 0;  // requests that reached a forward pass
   std::vector<double> latencies_ms_;  // ring buffer of kLatencyWindow
   size_t latency_next_ = 0;
   double forward_ms_total_ = 0;

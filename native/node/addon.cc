@@ -1,9 +1,13 @@
-// Registers the binding's exports; the work lives in the files beside it.
+// Registers the binding's exports and keeps the environment's registry of live models; the work lives
+// in the files beside it.
 #include "addon.h"
 
 #include <torch/cuda.h>
 #include <torch/version.h>
 
+#include <vector>
+
+#include "errors.h"
 #include "load_worker.h"
 #include "model_wrap.h"
 
@@ -16,15 +20,43 @@ Addon::Addon(Napi::Env env, Napi::Object exports) {
   auto limits = Napi::Object::New(env);
   limits.Set("maxAspectRatio", Napi::Number::New(env, static_cast<double>(kMaxAspectRatio)));
   DefineAddon(exports, {
+                           InstanceMethod("init", &Addon::Configure),
                            InstanceMethod("load", &Addon::Load),
                            InstanceMethod("cudaAvailable", &Addon::CudaAvailable),
+                           InstanceMethod("disposeAll", &Addon::DisposeAll),
                            InstanceValue("versions", versions),
                            InstanceValue("limits", limits),
                        });
+  // The environment (the process, or a worker_thread) is going away: stop every worker before its
+  // completions could reach a dead environment. Whichever of this hook and the instance data's
+  // finalizer runs first does it.
+  napi_add_env_cleanup_hook(env, &Addon::Teardown, this);
+  env_ = env;
 }
 
-// load(path: string, options: NativeOptions): Promise<NativeModel>. js/ has validated both.
+Addon::~Addon() {
+  napi_remove_env_cleanup_hook(env_, &Addon::Teardown, this);
+  StopAll(/*teardown=*/true);
+}
+
+void Addon::Teardown(void* self) { static_cast<Addon*>(self)->StopAll(/*teardown=*/true); }
+
+// init({ ChoripanError }): the class every error this binding raises is an instance of.
+Napi::Value Addon::Configure(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject() || !info[0].As<Napi::Object>().Get("ChoripanError").IsFunction()) {
+    throw Napi::TypeError::New(env, "init({ ChoripanError }) received malformed arguments");
+  }
+  error_constructor = Napi::Persistent(info[0].As<Napi::Object>().Get("ChoripanError").As<Napi::Function>());
+  return env.Undefined();
+}
+
+// load(path: string, options: object): Promise<NativeModel>. The core checks the options' values;
+// js/ has checked their types.
 Napi::Value Addon::Load(const Napi::CallbackInfo& info) {
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsObject()) {
+    throw ToJsError(info.Env(), ErrorCode::kInvalidArgument, "load(path, options) received malformed arguments");
+  }
   auto* worker = new LoadWorker(info.Env(), info[0].As<Napi::String>(), info[1].As<Napi::Object>());
   auto promise = worker->Promise();
   worker->Queue();
@@ -33,6 +65,19 @@ Napi::Value Addon::Load(const Napi::CallbackInfo& info) {
 
 Napi::Value Addon::CudaAvailable(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), torch::cuda::is_available());
+}
+
+// disposeAll(): stops every live model, waiting for running batches. For process exit (js/binding.js),
+// where C's exit() would otherwise tear libtorch down under a worker still inside a forward pass.
+Napi::Value Addon::DisposeAll(const Napi::CallbackInfo& info) {
+  StopAll(/*teardown=*/false);
+  return info.Env().Undefined();
+}
+
+void Addon::StopAll(bool teardown) {
+  const std::vector<ModelWrap*> models(live_.begin(), live_.end());
+  if (teardown) live_.clear();  // and the models no longer report to this registry
+  for (auto* model : models) model->Stop(/*block=*/true, teardown ? nullptr : this);
 }
 
 }  // namespace choripan::node

@@ -1,4 +1,4 @@
-// choripan::Error → a JS Error carrying the same stable `code`.
+// choripan::Error → a ChoripanError (js/errors.js) carrying the same stable `code`, built here once.
 #pragma once
 
 #include <napi.h>

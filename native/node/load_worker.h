@@ -3,6 +3,7 @@
 
 #include <napi.h>
 
+#include <functional>
 #include <memory>
 #include <optional>
 
@@ -23,14 +24,15 @@ class LoadWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   std::string path_;
   Options options_;
+  std::optional<Error> error_;  // set by the constructor (bad options) or by Execute
   std::shared_ptr<Model> model_;
-  std::optional<Error> error_;
 };
 
-// Joins a disposed model's workers on the libuv pool, then resolves.
+// Joins a disposed model's workers on the libuv pool, then runs `joined` on the JS thread and
+// resolves. Holds `wrapper` until then.
 class JoinWorker : public Napi::AsyncWorker {
  public:
-  JoinWorker(Napi::Env env, std::shared_ptr<Model> model);
+  JoinWorker(Napi::Env env, std::shared_ptr<Model> model, Napi::Object wrapper, std::function<void()> joined);
   Napi::Promise Promise() { return deferred_.Promise(); }
 
  protected:
@@ -40,6 +42,8 @@ class JoinWorker : public Napi::AsyncWorker {
  private:
   Napi::Promise::Deferred deferred_;
   std::shared_ptr<Model> model_;
+  Napi::ObjectReference wrapper_;
+  std::function<void()> joined_;
 };
 
 }  // namespace choripan::node

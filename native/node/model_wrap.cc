@@ -17,7 +17,6 @@ Napi::Function ModelWrap::Define(Napi::Env env) {
                          InstanceMethod("cancel", &ModelWrap::Cancel),
                          InstanceMethod("stats", &ModelWrap::Stats),
                          InstanceMethod("dispose", &ModelWrap::Dispose),
-                         InstanceMethod("disposeSync", &ModelWrap::DisposeSync),
                          InstanceAccessor("metadata", &ModelWrap::Metadata, nullptr),
                          InstanceAccessor("disposed", &ModelWrap::Disposed, nullptr),
                      });
@@ -31,7 +30,8 @@ Napi::Object ModelWrap::Create(Napi::Env env, std::shared_ptr<Model> model) {
   return addon->model_constructor.New({holder});
 }
 
-ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {
+ModelWrap::ModelWrap(const Napi::CallbackInfo& info)
+    : Napi::ObjectWrap<ModelWrap>(info), addon_(info.Env().GetInstanceData<Addon>()) {
   auto env = info.Env();
   if (info.Length() != 1 || !info[0].IsExternal()) {
     throw ToJsError(env, ErrorCode::kInvalidArgument, "NativeModel is created by load(), not with new");
@@ -39,34 +39,38 @@ ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWra
   model_ = *info[0].As<Napi::External<std::shared_ptr<Model>>>().Data();
   completions_ = Completions::New(env, "choripan:completions", 0, 1, this);
   completions_.Unref(env);  // an idle model does not keep the process alive
-  napi_add_env_cleanup_hook(env, &ModelWrap::OnEnvironmentTeardown, this);
-  cleanup_hook_ = true;
+  addon_->Register(this);
 }
 
-ModelWrap::~ModelWrap() {
-  if (cleanup_hook_) napi_remove_env_cleanup_hook(Env(), &ModelWrap::OnEnvironmentTeardown, this);
-  // Collected without dispose(): nothing is pending (pending requests keep the wrapper alive), so
-  // the workers are idle and stop at once.
+// Collected without dispose(): nothing awaits an answer (that keeps the wrapper alive), so the
+// workers are idle and stop at once.
+ModelWrap::~ModelWrap() { Stop(/*join=*/true, /*teardown=*/false); }
+
+void ModelWrap::Stop(bool join, bool teardown) {
+  if (teardown) addon_ = nullptr;
   model_->Dispose();
+  if (!join) return;
   model_->Join();
-  if (!released_) completions_.Release();
+  Release(teardown);
 }
 
-// The environment (the process, or a worker_thread) is going away: stop the workers before their
-// completions could reach a dead environment.
-void ModelWrap::OnEnvironmentTeardown(void* data) {
-  auto* self = static_cast<ModelWrap*>(data);
-  self->cleanup_hook_ = false;
-  self->model_->Dispose();
-  self->model_->Join();
-  if (!self->released_) {
-    self->released_ = true;
-    self->completions_.Abort();
+void ModelWrap::Release(bool teardown) {
+  if (addon_ != nullptr) {
+    addon_->Forget(this);
+    addon_ = nullptr;
+  }
+  if (released_) return;
+  released_ = true;
+  // Calls already queued are still delivered before it goes, unless the environment is going.
+  if (teardown) {
+    completions_.Abort();
+  } else {
+    completions_.Release();
   }
 }
 
-// predict(pixels: Uint8Array, width, height, channels, timeoutMs, announced): { id, promise }.
-// js/ has validated the arguments; the bounds check below is what keeps memory safe regardless.
+// predict(pixels: Uint8Array, width, height, channels, timeoutMs, announcedBytes: number | null):
+// { id, promise }. The bounds check is what keeps memory safe whatever js/ passes.
 Napi::Value ModelWrap::Predict(const Napi::CallbackInfo& info) {
   auto env = info.Env();
   auto deferred = Napi::Promise::Deferred::New(env);
@@ -74,17 +78,18 @@ Napi::Value ModelWrap::Predict(const Napi::CallbackInfo& info) {
   result.Set("promise", deferred.Promise());
 
   if (info.Length() < 6 || !info[0].IsTypedArray() || !info[1].IsNumber() || !info[2].IsNumber() ||
-      !info[3].IsNumber() || !info[4].IsNumber() || !info[5].IsBoolean()) {
+      !info[3].IsNumber() || !info[4].IsNumber() || !(info[5].IsNumber() || info[5].IsNull())) {
     throw ToJsError(env, ErrorCode::kInvalidArgument,
-                    "predict(pixels, width, height, channels, timeoutMs, announced) received malformed arguments");
+                    "predict(pixels, width, height, channels, timeoutMs, announcedBytes) received malformed arguments");
   }
-  const bool announced = info[5].As<Napi::Boolean>().Value();
+  std::optional<int64_t> announced;
+  if (info[5].IsNumber()) announced = info[5].As<Napi::Number>().Int64Value();
   auto pixels = info[0].As<Napi::Uint8Array>();
   ImageView image{pixels.Data(), info[2].As<Napi::Number>().Int64Value(), info[1].As<Napi::Number>().Int64Value(),
                   info[3].As<Napi::Number>().Int64Value()};
   if (image.width < 1 || image.height < 1 || image.channels < 1 || image.channels > 4 ||
       static_cast<size_t>(image.width) * image.height * image.channels > pixels.ByteLength()) {
-    if (announced) model_->Retract();
+    if (announced) model_->Retract(*announced);
     throw ToJsError(env, ErrorCode::kInvalidArgument, "pixels hold fewer bytes than width × height × channels");
   }
   const double timeout_ms = info[4].As<Napi::Number>().DoubleValue();
@@ -111,21 +116,26 @@ Napi::Value ModelWrap::Predict(const Napi::CallbackInfo& info) {
     result.Set("id", env.Null());
     return result;
   }
-  if (pending_++ == 0) {
-    completions_.Ref(env);
-    Ref();  // a model with pending requests is never collected
-  }
+  // A model with requests awaiting their answer is never collected, and keeps the loop alive.
+  if (Ref() == 1) completions_.Ref(env);
   return result;
 }
 
-// announce(): one more call is decoding and will reach predict(…, announced = true) or retract().
+// announce(bytes): one more call is decoding that many bytes of pixels; throws E_QUEUE_FULL when they
+// would not fit in maxPendingBytes. It ends with predict(…, bytes) or retract(bytes).
 Napi::Value ModelWrap::Announce(const Napi::CallbackInfo& info) {
-  model_->Announce();
+  if (!info[0].IsNumber()) throw ToJsError(info.Env(), ErrorCode::kInvalidArgument, "announce(bytes) needs a number");
+  try {
+    model_->Announce(info[0].As<Napi::Number>().Int64Value());
+  } catch (const Error& error) {
+    throw ToJsError(info.Env(), error);
+  }
   return info.Env().Undefined();
 }
 
 Napi::Value ModelWrap::Retract(const Napi::CallbackInfo& info) {
-  model_->Retract();
+  if (!info[0].IsNumber()) throw ToJsError(info.Env(), ErrorCode::kInvalidArgument, "retract(bytes) needs a number");
+  model_->Retract(info[0].As<Napi::Number>().Int64Value());
   return info.Env().Undefined();
 }
 
@@ -155,21 +165,10 @@ void ModelWrap::Settle(Napi::Env env, Job* job, Outcome outcome) {
     // JavaScript: nobody is left to see this promise, and the exception has nowhere to go.
   }
   owned.reset();
-  if (--pending_ == 0) {
-    try {
-      completions_.Unref(env);
-      Unref();
-    } catch (const Napi::Error&) {
-      // Likewise: the environment is going away, and its handles with it.
-    }
-    ReleaseIfDone();
-  }
-}
-
-void ModelWrap::ReleaseIfDone() {
-  if (disposed_ && pending_ == 0 && !released_) {
-    released_ = true;
-    completions_.Release();
+  try {
+    if (Unref() == 0 && !released_) completions_.Unref(env);
+  } catch (const Napi::Error&) {
+    // Likewise: the environment is going away, and its handles with it.
   }
 }
 
@@ -179,49 +178,28 @@ Napi::Value ModelWrap::Cancel(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), model_->Cancel(id));
 }
 
+// stats(): the fields vocabulary.json lists, by their JS names.
 Napi::Value ModelWrap::Stats(const Napi::CallbackInfo& info) {
   auto env = info.Env();
   const auto stats = model_->GetStats();
   auto object = Napi::Object::New(env);
-  auto set = [&](const char* key, double value) { object.Set(key, Napi::Number::New(env, value)); };
-  set("requests", static_cast<double>(stats.requests));
-  set("completed", static_cast<double>(stats.completed));
-  set("failed", static_cast<double>(stats.failed));
-  set("rejected", static_cast<double>(stats.rejected));
-  set("batches", static_cast<double>(stats.batches));
-  set("queued", static_cast<double>(stats.queued));
-  set("inflight", static_cast<double>(stats.inflight));
-  set("meanBatchSize", stats.mean_batch_size);
-  set("meanForwardMs", stats.mean_forward_ms);
-  set("latencyP50Ms", stats.latency_p50_ms);
-  set("latencyP99Ms", stats.latency_p99_ms);
-  set("latencyMaxMs", stats.latency_max_ms);
-  set("workers", static_cast<double>(stats.workers));
-  set("intraOpThreads", static_cast<double>(stats.intra_op_threads));
+#define CHORIPAN_STATS_SET(name, js, type) object.Set(js, Napi::Number::New(env, static_cast<double>(stats.name)));
+  CHORIPAN_STATS(CHORIPAN_STATS_SET)
+#undef CHORIPAN_STATS_SET
   return object;
 }
 
 // dispose(): Promise<void>, settled once every worker has exited. Queued requests reject with
-// E_DISPOSED right away; running batches still answer.
+// E_DISPOSED right away; running batches still answer. Calling it again returns the same promise.
 Napi::Value ModelWrap::Dispose(const Napi::CallbackInfo& info) {
   auto env = info.Env();
-  disposed_ = true;
-  model_->Dispose();
-  ReleaseIfDone();
-  auto* worker = new JoinWorker(env, model_);
+  if (!disposal_.IsEmpty()) return disposal_.Value();
+  Stop(/*join=*/false, /*teardown=*/false);
+  auto* worker = new JoinWorker(env, model_, info.This().As<Napi::Object>(), [this] { Release(/*teardown=*/false); });
   auto promise = worker->Promise();
+  disposal_ = Napi::Persistent(promise);
   worker->Queue();
   return promise;
-}
-
-// disposeSync(): dispose() that blocks until a running batch ends. For process exit only, where C's
-// exit() would otherwise tear libtorch down under a worker that is still inside a forward pass.
-Napi::Value ModelWrap::DisposeSync(const Napi::CallbackInfo& info) {
-  disposed_ = true;
-  model_->Dispose();
-  model_->Join();
-  ReleaseIfDone();
-  return info.Env().Undefined();
 }
 
 Napi::Value ModelWrap::Metadata(const Napi::CallbackInfo& info) {

@@ -1,5 +1,5 @@
 // The JS face of choripan::Model. Completions come back from worker threads through one
-// thread-safe function per model; the wrapper stays alive while any request is pending.
+// thread-safe function per model; the wrapper stays alive while any request awaits its answer.
 #pragma once
 
 #include <napi.h>
@@ -10,6 +10,8 @@
 
 namespace choripan::node {
 
+class Addon;
+
 class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
  public:
   static Napi::Function Define(Napi::Env env);
@@ -17,6 +19,11 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
 
   explicit ModelWrap(const Napi::CallbackInfo& info);
   ~ModelWrap() override;
+
+  // The one way a model stops, whoever asks: dispose(), disposeAll() at process exit, the
+  // environment's teardown (its registry is then gone), garbage collection. Queued requests are
+  // answered with E_DISPOSED; with `join`, waits for a running batch.
+  void Stop(bool join, bool teardown);
 
  private:
   // One predict call: the promise to settle and the pixel buffer pinned until a worker has read it.
@@ -37,20 +44,18 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value Cancel(const Napi::CallbackInfo& info);
   Napi::Value Stats(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
-  Napi::Value DisposeSync(const Napi::CallbackInfo& info);
   Napi::Value Metadata(const Napi::CallbackInfo& info);
   Napi::Value Disposed(const Napi::CallbackInfo& info);
 
   void Settle(Napi::Env env, Job* job, Outcome outcome);
-  void ReleaseIfDone();
-  static void OnEnvironmentTeardown(void* self);
+  // No completion can come any more (the workers have exited): let the thread-safe function go.
+  void Release(bool teardown);
 
   std::shared_ptr<Model> model_;
   Completions completions_;
-  int64_t pending_ = 0;  // touched on the JS thread only
-  bool disposed_ = false;
+  Addon* addon_;  // the registry this model is in; null once the environment tears it down
   bool released_ = false;
-  bool cleanup_hook_ = false;
+  Napi::Reference<Napi::Promise> disposal_;  // what dispose() returned first, returned again after
 };
 
 }  // namespace choripan::node

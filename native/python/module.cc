@@ -2,6 +2,7 @@
 #include <pybind11/eval.h>
 #include <torch/extension.h>
 
+#include <algorithm>
 #include <future>
 #include <mutex>
 #include <vector>
@@ -53,21 +54,40 @@ choripan::ImageView View(const at::Tensor& pixels) {
 
 py::dict StatsDict(const choripan::Stats& s) {
   py::dict d;
-  d["requests"] = s.requests;
-  d["completed"] = s.completed;
-  d["failed"] = s.failed;
-  d["rejected"] = s.rejected;
-  d["batches"] = s.batches;
-  d["queued"] = s.queued;
-  d["inflight"] = s.inflight;
-  d["mean_batch_size"] = s.mean_batch_size;
-  d["mean_forward_ms"] = s.mean_forward_ms;
-  d["latency_p50_ms"] = s.latency_p50_ms;
-  d["latency_p99_ms"] = s.latency_p99_ms;
-  d["latency_max_ms"] = s.latency_max_ms;
-  d["workers"] = s.workers;
-  d["intra_op_threads"] = s.intra_op_threads;
+#define CHORIPAN_STATS_ITEM(name, js, type) d[#name] = s.name;
+  CHORIPAN_STATS(CHORIPAN_STATS_ITEM)
+#undef CHORIPAN_STATS_ITEM
   return d;
+}
+
+// Model(path, **options): the options vocabulary.json lists, by their snake_case names; absent ones
+// keep the core's defaults, and the core checks the values.
+choripan::Options ReadOptions(const py::kwargs& given) {
+  choripan::Options options;
+  std::vector<std::string> known;
+#define CHORIPAN_READ_OPTION(name, js, type, fallback, min, max) \
+  known.emplace_back(#name);                                     \
+  if (given.contains(#name)) options.name = given[#name].cast<type>();
+  CHORIPAN_NUMERIC_OPTIONS(CHORIPAN_READ_OPTION)
+#undef CHORIPAN_READ_OPTION
+  known.insert(known.end(), {"device", "warmup"});
+  if (given.contains("device")) {
+    const auto device = given["device"].cast<std::string>();
+    if (device != "cpu" && device != "cuda") {
+      throw Error(choripan::ErrorCode::kInvalidArgument, "device must be 'cpu' or 'cuda', got '" + device + "'");
+    }
+    options.device = device == "cuda" ? choripan::Device::kCuda : choripan::Device::kCpu;
+  }
+  if (given.contains("warmup")) options.warmup = given["warmup"].cast<bool>();
+  for (const auto& [key, value] : given) {
+    const auto name = key.cast<std::string>();
+    if (std::find(known.begin(), known.end(), name) == known.end()) {
+      std::string list;
+      for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+      throw Error(choripan::ErrorCode::kInvalidArgument, "unknown option '" + name + "'; known options: " + list);
+    }
+  }
+  return options;
 }
 
 // Models alive in this interpreter, disposed by an atexit hook: worker threads must be joined before
@@ -133,21 +153,14 @@ class Error(RuntimeError):
   });
 
   py::class_<Model, std::shared_ptr<Model>>(m, "Model")
-      .def(py::init([](const std::string& path, int64_t max_batch, double max_delay_ms, int64_t max_queue,
-                       int64_t workers, int64_t intra_op_threads, const std::string& device, bool warmup) {
-             if (device != "cpu" && device != "cuda") {
-               throw Error(choripan::ErrorCode::kInvalidArgument,
-                           "device must be 'cpu' or 'cuda', got '" + device + "'");
-             }
-             choripan::Options options{max_batch, max_delay_ms, max_queue, workers, intra_op_threads,
-                                       device == "cuda" ? choripan::Device::kCuda : choripan::Device::kCpu,
-                                       warmup};
+      .def(py::init([](const std::string& path, const py::kwargs& kwargs) {
+             const auto options = ReadOptions(kwargs);
              py::gil_scoped_release release;
              return Track(Model::Load(path, options));
            }),
-           py::arg("path"), py::kw_only(), py::arg("max_batch") = 2, py::arg("max_delay_ms") = 2.0,
-           py::arg("max_queue") = 256, py::arg("workers") = 0, py::arg("intra_op_threads") = 0,
-           py::arg("device") = "cpu", py::arg("warmup") = true)
+           py::arg("path"),
+           "Model(path, *, max_batch, max_delay_ms, max_queue, workers, intra_op_threads, max_pending_bytes, "
+           "device, warmup): the options and defaults of the Node package (native/core/vocabulary.json).")
       .def_property_readonly("metadata",
                              [](const Model& model) {
                                return py::module_::import("json").attr("loads")(model.metadata().document);
@@ -195,17 +208,24 @@ class Error(RuntimeError):
             for (const auto& input : inputs) owned.push_back(input.contiguous());
             py::gil_scoped_release release;
             // Announced first: the worker that takes the first one waits for the rest.
-            const auto count = static_cast<int64_t>(owned.size());
-            model.Announce(count);
-            for (int64_t i = 0; i < count; ++i) {
+            size_t announced = 0;
+            try {
+              for (; announced < owned.size(); ++announced) {
+                model.Announce(static_cast<int64_t>(owned[announced].nbytes()));
+              }
+            } catch (...) {
+              for (size_t i = 0; i < announced; ++i) model.Retract(static_cast<int64_t>(owned[i].nbytes()));
+              throw;
+            }
+            for (size_t i = 0; i < owned.size(); ++i) {
               auto promise = std::make_shared<std::promise<choripan::Outcome>>();
               futures.push_back(promise->get_future());
               try {
                 model.Submit(
                     owned[i], [promise](choripan::Outcome o) { promise->set_value(std::move(o)); }, {},
-                    /*announced=*/true);
+                    static_cast<int64_t>(owned[i].nbytes()));
               } catch (...) {
-                model.Retract(count - i - 1);
+                for (size_t j = i + 1; j < owned.size(); ++j) model.Retract(static_cast<int64_t>(owned[j].nbytes()));
                 throw;
               }
             }

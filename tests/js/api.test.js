@@ -55,7 +55,8 @@ describe('bad calls are rejected with E_INVALID_ARGUMENT', () => {
     ['a misspelled option', () => choripan.predict(photo('coffee.png'), { topK: 3 }), /Unknown option 'topK' for predict\(\)\. Did you mean 'topk'\?/],
     ['a signal that is not an AbortSignal', () => choripan.predict(photo('coffee.png'), { signal: {} }), /AbortSignal/],
     ['a misspelled load option', () => choripan.load(defaultModelPath, { maxbatch: 4 }), /Did you mean 'maxBatch'\?/],
-    ['maxBatch 0', () => choripan.load(defaultModelPath, { maxBatch: 0 }), /options.maxBatch but received 0/],
+    ['maxBatch 0', () => choripan.load(defaultModelPath, { maxBatch: 0 }), /between 1 and 1024 for maxBatch \(max_batch\) but received 0/],
+    ['maxBatch 2.5', () => choripan.load(defaultModelPath, { maxBatch: 2.5 }), /Expected an integer for options.maxBatch but received 2.5/],
     ['an unknown device', () => choripan.load(defaultModelPath, { device: 'tpu' }), /'cpu' or 'cuda' for options.device/],
     ['a path that is not a string', () => choripan.load(42), /for path but received 42 of type number/],
   ];

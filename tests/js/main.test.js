@@ -2,17 +2,24 @@
 // `npm start` (js/server/main.js) as a process: it serves, and SIGTERM lets the requests in hand finish.
 
 const assert = require('node:assert/strict');
-const { test } = require('node:test');
+const { test, after } = require('node:test');
 const http = require('node:http');
 const path = require('node:path');
 const { spawn } = require('node:child_process');
 const { root, photo, CAT_LABELS } = require('./helpers');
+
+const children = new Set();
+after(() => {
+  for (const child of children) child.kill('SIGKILL'); // a failed test must not leave its server running
+});
 
 function start() {
   const child = spawn(process.execPath, [path.join(root, 'js', 'server', 'main.js')], {
     cwd: root,
     env: { ...process.env, PORT: '0', HOST: '127.0.0.1' },
   });
+  children.add(child);
+  child.on('exit', () => children.delete(child));
   const lines = [];
   let buffered = '';
   const listening = new Promise((resolve, reject) => {
@@ -57,4 +64,67 @@ test('npm start serves the default model and stops gracefully on SIGTERM', { tim
   assert.deepEqual(await server.exited, { status: 0, signal: null });
   assert.ok(server.lines.some((l) => l.msg === 'stopped'));
   assert.equal(server.lines.filter((l) => l.label).length, 4, 'one log line per prediction');
+});
+
+test('SIGTERM with a keep-alive client that keeps sending: every request answered, /readyz 503, exit 0', { timeout: 120_000 }, async () => {
+  const server = start();
+  const port = await server.listening;
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  // A request written to a kept-alive socket that the server closed while it was idle never reached
+  // the server (Node marks it reusedSocket): a client sends it again, on a new connection.
+  const send = (path, body, viaAgent = agent) => new Promise((resolve, reject) => {
+    const request = http.request({ port, host: '127.0.0.1', path, method: body ? 'POST' : 'GET', agent: viaAgent,
+      headers: body ? { 'content-type': 'image/png' } : {} }, (response) => {
+      response.resume();
+      response.on('end', () => resolve({ status: response.statusCode, connection: response.headers.connection }));
+    });
+    request.on('error', (error) => (request.reusedSocket && error.code === 'ECONNRESET' ? send(path, body, false).then(resolve, reject) : reject(error)));
+    request.end(body);
+  });
+  const answers = [];
+  let refused = null;
+  const client = (async () => {
+    for (;;) {
+      try {
+        answers.push(await send('/predict', photo('coffee.png')));
+      } catch (error) {
+        refused = error; // the server stopped listening: a new connection is refused, nothing was cut
+        return;
+      }
+    }
+  })();
+  while (answers.length < 3) await new Promise((resolve) => setTimeout(resolve, 10));
+  server.child.kill('SIGTERM');
+  await client;
+  agent.destroy();
+  assert.equal(refused.code, 'ECONNREFUSED', refused.message);
+  assert.ok(answers.length > 3 && answers.every((a) => a.status === 200), JSON.stringify(answers));
+  assert.equal(answers.at(-1).connection, 'close', 'answers during the drain close their connection');
+  assert.deepEqual(await server.exited, { status: 0, signal: null });
+});
+
+test("Node's own parse errors are answered in JSON", { timeout: 60_000 }, async () => {
+  const net = require('node:net');
+  const server = start();
+  const port = await server.listening;
+  const raw = (text) => new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => socket.end(text));
+    let answer = '';
+    socket.on('data', (chunk) => { answer += chunk; });
+    socket.on('close', () => resolve(answer));
+    socket.on('error', reject);
+  });
+  for (const request of [
+    'NOT A REQUEST LINE\r\n\r\n',
+    'POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n',
+  ]) {
+    const answer = await raw(request);
+    assert.match(answer, /^HTTP\/1\.1 400 /, request);
+    assert.equal(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)).error.code, 'E_INVALID_ARGUMENT');
+  }
+  const hugeHeader = await raw(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(100_000)}\r\n\r\n`);
+  assert.match(hugeHeader, /^HTTP\/1\.1 431 /);
+  assert.equal(JSON.parse(hugeHeader.slice(hugeHeader.indexOf('\r\n\r\n') + 4)).error.code, 'E_TOO_LARGE');
+  server.child.kill('SIGTERM');
+  assert.deepEqual(await server.exited, { status: 0, signal: null });
 });

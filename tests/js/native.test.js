@@ -128,8 +128,8 @@ describe('cancellation', () => {
     });
     const sharp = require('sharp');
     const { data, info } = await sharp(cat).raw().toBuffer({ resolveWithObject: true });
-    const ahead = Array.from({ length: 6 }, () => model.predict(data, info.width, info.height, info.channels, 0, false).promise);
-    const expiring = model.predict(data, info.width, info.height, info.channels, 1, false).promise;
+    const ahead = Array.from({ length: 6 }, () => model.predict(data, info.width, info.height, info.channels, 0, null).promise);
+    const expiring = model.predict(data, info.width, info.height, info.channels, 1, null).promise;
     assert.equal((await rejection(expiring)).code, 'E_TIMEOUT');
     await Promise.all(ahead);
     assert.equal(model.stats().batches, 6);
@@ -176,13 +176,13 @@ describe('lifecycle', () => {
     });
     const sharp = require('sharp');
     const { data, info } = await sharp(cat).raw().toBuffer({ resolveWithObject: true });
-    const calls = Array.from({ length: 40 }, () => codeOf(model.predict(data, info.width, info.height, info.channels, 0, false).promise));
+    const calls = Array.from({ length: 40 }, () => codeOf(model.predict(data, info.width, info.height, info.channels, 0, null).promise));
     await new Promise((resolve) => setTimeout(resolve, 20));
     await model.dispose();
     const codes = await Promise.all(calls);
     assert.deepEqual(new Set(codes), new Set(['ok', 'E_DISPOSED']));
     assert.equal(model.disposed, true);
-    assert.equal(await codeOf(model.predict(data, info.width, info.height, info.channels, 0, false).promise), 'E_DISPOSED');
+    assert.equal(await codeOf(model.predict(data, info.width, info.height, info.channels, 0, null).promise), 'E_DISPOSED');
   });
 
   test('a process with a loaded, never disposed model exits on its own', () => {

@@ -93,6 +93,14 @@ describe('POST /predict and GET /predict', () => {
         headers: { 'content-type': 'image/png', 'content-encoding': 'foo' } });
       return { status: response.status, body: await response.json() };
     }, 415, 'E_UNSUPPORTED_FORMAT'],
+    ['a gzip Content-Encoding on a multipart body', async () => {
+      const form = new FormData();
+      form.append('image', new Blob([photo('coffee.png')]), 'coffee.png');
+      const request = new Request(`${base}/predict`, { method: 'POST', body: form });
+      const response = await fetch(`${base}/predict`, { method: 'POST', body: await request.arrayBuffer(),
+        headers: { 'content-type': request.headers.get('content-type'), 'content-encoding': 'gzip' } });
+      return { status: response.status, body: await response.json() };
+    }, 415, 'E_UNSUPPORTED_FORMAT'],
     ['multipart over 10 MB', async () => {
       const form = new FormData();
       form.append('image', new Blob([crypto.randomBytes(10 * 1024 * 1024 + 1)]), 'big.jpg');
@@ -110,6 +118,30 @@ describe('POST /predict and GET /predict', () => {
       assert.equal(next.status, 200);
     });
   }
+
+  test('a declared 20 MB body is refused on its headers: 413 JSON and the connection closed, before any byte of it', async () => {
+    const net = require('node:net');
+    const { port } = server.address();
+    const answer = await new Promise((resolve, reject) => {
+      const socket = net.connect(port, '127.0.0.1', () => {
+        socket.write('POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 20971520\r\n\r\n');
+      });
+      let text = '';
+      socket.on('data', (chunk) => { text += chunk; });
+      socket.on('end', () => resolve(text));
+      socket.on('error', reject);
+      socket.setTimeout(5000, () => reject(new Error('no answer within 5 s: the server waited for the body')));
+    });
+    assert.match(answer, /^HTTP\/1\.1 413 /);
+    assert.match(answer, /connection: close/i);
+    assert.equal(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)).error.code, 'E_TOO_LARGE');
+  });
+
+  test('/readyz answers 200 while serving', async () => {
+    const response = await fetch(`${base}/readyz`);
+    assert.equal(response.status, 200);
+    assert.equal((await response.json()).status, 'ready');
+  });
 
   async function get(url) {
     const response = await fetch(`${base}/predict?url=${encodeURIComponent(url)}`);

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import CAT_LABELS, ROOT
 
 
@@ -57,3 +59,66 @@ def test_user_errors_exit_2_with_one_line(tmp_path, photos, default_artifact):
 def test_usage_errors_exit_2():
     assert run("predict").returncode == 2
     assert run("no-such-command").returncode == 2
+
+
+def test_export_errors_carry_the_shared_codes():
+    """Every code export/ raises is one of native/core/vocabulary.json's."""
+    import re
+
+    vocabulary = json.loads((ROOT / "native" / "core" / "vocabulary.json").read_text())
+    known = {entry["code"] for entry in vocabulary["errors"]}
+    used = set()
+    for source in (ROOT / "export").rglob("*.py"):
+        used |= set(re.findall(r'"(E_[A-Z_]+)"', source.read_text()))
+    assert used and used <= known, used - known
+    result = subprocess.run(
+        [sys.executable, "-m", "export", "predict", "--model", str(ROOT / "missing.pt"), "x.jpg"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 2 and result.stderr.rstrip().endswith("(E_MODEL_LOAD)"), result.stderr
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header declares width × height, with no pixel data: a decompression bomb's first bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_huge_declared_images_end_in_one_line_e_too_large(default_artifact, tmp_path):
+    for width, height in ((30000, 30000), (12000, 9000)):  # past PIL's own bomb limit, and past choripan's
+        bomb = tmp_path / f"bomb-{width}.png"
+        bomb.write_bytes(_png_header(width, height))
+        result = run("predict", "--model", default_artifact, bomb)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert "E_TOO_LARGE" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        b"[1, 2]",
+        b'{"format": "choripan.artifact"}',
+        b'{"format": "choripan.artifact", "labels": ["a"], "preprocessing": {}}',
+    ],
+    ids=["not-an-object", "no-labels", "empty-preprocessing"],
+)
+def test_malformed_metadata_ends_in_one_line_e_model_load(default_artifact, photos, tmp_path, document):
+    import zipfile
+
+    damaged = tmp_path / "damaged.pt"
+    with zipfile.ZipFile(default_artifact) as source, zipfile.ZipFile(damaged, "w") as target:
+        for info in source.infolist():
+            data = document if info.filename.endswith("extra/choripan.json") else source.read(info)
+            target.writestr(info.filename.replace("default/", "damaged/", 1), data)
+    for command in (["predict", "--model", damaged, photos / "chelsea.png"], ["inspect", damaged]):
+        result = run(*command)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, (command, result.stderr)
+        assert "E_MODEL_LOAD" in result.stderr and "Traceback" not in result.stderr
