@@ -37,6 +37,7 @@
         "-ltorch_cpu",
         "-lc10",
         "-l:libgomp.so.1",
+        "-Wl,-rpath,'$$ORIGIN/<!(node scripts/torch-paths.js lib-from-addon)'",
         "-Wl,-rpath,<!(node scripts/torch-paths.js lib)"
       ]
     }

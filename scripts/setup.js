@@ -16,6 +16,9 @@ const TORCH = ['torch==2.14.1', 'torchvision==0.29.1'];
 const DEFAULT_MODELS = ['default.pt', 'default.pt2'].map((name) => path.join(root, 'models', name));
 const ADDON = path.join(root, 'build', 'Release', 'choripan.node');
 const developing = fs.existsSync(path.join(root, 'tests'));
+// What fixes a failed step: inside an app, the package is rebuilt from the app's folder.
+const RETRY = developing ? '`npm install` (or `npm run build`)' : '`npm rebuild choripan`';
+const FREE_GB_FOR_VENV = 7; // torch's wheels with their CUDA libraries, unpacked
 
 class StepError extends Error {
   constructor(message, hint) {
@@ -46,6 +49,42 @@ function readStamp(file) {
   } catch {
     return null;
   }
+}
+
+/** The first number a command prints with --version, or null when it cannot run. */
+function version(command, args = ['--version']) {
+  const result = spawnSync(command, args, { encoding: 'utf8' });
+  if (result.error || result.status !== 0) return null;
+  const match = `${result.stdout}${result.stderr}`.match(/(\d+)\.(\d+)(?:\.(\d+))?/);
+  return match ? match.slice(1).map((n) => Number(n ?? 0)) : null;
+}
+
+const atLeast = (found, wanted) => found !== null && (found[0] > wanted[0] || (found[0] === wanted[0] && found[1] >= wanted[1]));
+
+// Everything a later step needs, checked before the first download: a missing compiler used to show
+// up only after several gigabytes of pip install, which npm then rolled back.
+function prerequisites() {
+  const missing = [];
+  const compiler = process.env.CXX || 'g++';
+  const cxx = version(compiler, ['-dumpfullversion', '-dumpversion']);
+  if (!atLeast(cxx, [10, 0])) missing.push(`a C++20 compiler: ${compiler} ${cxx ? cxx.join('.') : 'was not found'} (g++ 10+ is needed; set CXX to use another)`);
+  const cmake = version('cmake');
+  if (!atLeast(cmake, [3, 18])) missing.push(`cmake 3.18+ (${cmake ? `found ${cmake.join('.')}` : 'not found'})`);
+  if (!process.env.CHORIPAN_PYTHON) {
+    const python = process.env.PYTHON || 'python3';
+    const found = version(python);
+    if (!atLeast(found, [3, 10])) missing.push(`Python 3.10+ with venv (${python}: ${found ? found.join('.') : 'not found'}; set PYTHON to use another)`);
+    if (!fs.existsSync(venv)) {
+      const { bavail, bsize } = fs.statfsSync(root);
+      const free = (bavail * bsize) / 2 ** 30;
+      if (free < FREE_GB_FOR_VENV) missing.push(`${FREE_GB_FOR_VENV} GB of free disk for the Python environment (${free.toFixed(1)} GB free)`);
+    }
+  }
+  if (missing.length) {
+    throw new StepError(`missing before anything is downloaded:\n  - ${missing.join('\n  - ')}`,
+      `install them (Debian: apt-get install g++ cmake python3-venv), then run ${RETRY}`);
+  }
+  log(`found ${compiler} ${cxx.join('.')}, cmake ${cmake.join('.')}`);
 }
 
 function pythonEnvironment() {
@@ -129,9 +168,24 @@ function nativeAddon(info) {
   const check = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(ADDON)})`], { encoding: 'utf8' });
   if (check.status !== 0) {
     throw new StepError(`the built addon does not load: ${check.stderr.trim().split('\n').slice(0, 3).join(' ')}`,
-      'run `npm run build` after fixing the error above; `ldd build/Release/choripan.node` shows missing libraries');
+      `run ${RETRY} after fixing the error above; \`ldd build/Release/choripan.node\` shows missing libraries`);
   }
   fs.writeFileSync(envFile, `${JSON.stringify({ ...info, libtorch: torch }, null, 2)}\n`);
+  if (!developing) removeLeftovers();
+}
+
+// In an app, only the built libraries matter: the precompiled header alone is some 580 MB. (A developer
+// keeps it: without it the next build starts from scratch.)
+function removeLeftovers() {
+  const dir = path.join(root, 'build', 'CMakeFiles');
+  let freed = 0;
+  for (const entry of fs.readdirSync(dir, { recursive: true })) {
+    if (!/\.(gch|o)$/.test(entry)) continue;
+    const file = path.join(dir, entry);
+    freed += fs.statSync(file).size;
+    fs.rmSync(file);
+  }
+  log(`removed ${Math.round(freed / 2 ** 20)} MB of build leftovers`);
 }
 
 // The default model in both formats: the TorchScript artifact (portable, the reference) and the
@@ -150,6 +204,7 @@ function defaultModel(info) {
 
 function main() {
   const steps = [
+    ['prerequisites', prerequisites],
     ['python environment', pythonEnvironment],
     ['native addon', nativeAddon],
     ['default model', defaultModel],
@@ -165,7 +220,8 @@ function main() {
       process.exit(1);
     }
   }
-  log('ready: `npm start` serves the default model, `npm test` runs the tests');
+  log(developing ? 'ready: `npm start` serves the default model, `npm test` runs the tests'
+    : "ready: require('choripan') in your app, or `npx choripan serve` to serve the default model");
 }
 
 main();

@@ -1,5 +1,6 @@
 'use strict';
-// Prints one path for binding.gyp: `node scripts/torch-paths.js include|api-include|lib|json-include`.
+// Prints one path for binding.gyp: `node scripts/torch-paths.js include|api-include|lib|lib-from-addon|json-include`.
+// lib-from-addon is lib relative to build/Release, for an $ORIGIN rpath that survives moving the package.
 
 const path = require('node:path');
 const { probe, libtorchRoot, recorded } = require('./environment');
@@ -10,6 +11,7 @@ const paths = {
   include: path.join(torch, 'include'),
   'api-include': path.join(torch, 'include', 'torch', 'csrc', 'api', 'include'),
   lib: path.join(torch, 'lib'),
+  'lib-from-addon': path.relative(path.join(process.cwd(), 'build', 'Release'), path.join(torch, 'lib')),
   'json-include': info.jsonInclude,
 };
 const wanted = process.argv[2];
