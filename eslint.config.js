@@ -16,4 +16,8 @@ module.exports = [
       'no-var': 'error',
     },
   },
+  {
+    files: ['js/server/page/*.js'],
+    languageOptions: { sourceType: 'script', globals: { ...globals.browser } },
+  },
 ];

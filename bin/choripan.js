@@ -8,14 +8,16 @@ const path = require('node:path');
 const { parseArgs } = require('node:util');
 
 const HELP = `Usage:
-  choripan serve [--model PATH] [--port N] [--host HOST]
-      Serve a model over HTTP (POST /predict, GET /healthz) until SIGTERM or SIGINT.
+  choripan serve [--model [NAME=]PATH …] [--port N] [--host HOST]
+      Serve models over HTTP (POST /predict, the Open Inference Protocol under /v2, /metrics, a page at /)
+      until SIGTERM or SIGINT. Several --model NAME=PATH serve several models; the first is the default.
   choripan predict IMAGE… [--model PATH] [--topk K] [--json]
       Classify image files and print the labels (--json: one JSON object per image per line).
 
   --model PATH   an artifact written by \`python -m export\` (default: CHORIPAN_MODEL, else the default model)
   --port N       default: PORT, else 8080        --host HOST   default: HOST, else 127.0.0.1
-Environment: CHORIPAN_MODEL, PORT, HOST, CHORIPAN_URL_ALLOWLIST (hosts GET /predict?url= may fetch).`;
+Environment (serve):
+${require('../js/server/config').describeVariables()}`;
 
 function usage(message) {
   console.error(`choripan: ${message}\n\n${HELP}`);
@@ -29,7 +31,7 @@ async function main(argv) {
       args: argv,
       allowPositionals: true,
       options: {
-        model: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' },
+        model: { type: 'string', multiple: true }, port: { type: 'string' }, host: { type: 'string' },
         topk: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
       },
     });
@@ -39,16 +41,27 @@ async function main(argv) {
   const { values, positionals: [command, ...rest] } = parsed;
   if (values.help || command === 'help') return console.log(HELP);
   const choripan = require('..');
-  const modelPath = values.model ? path.resolve(values.model) : choripan.DEFAULT_MODEL_PATH;
   if (command === 'serve') {
     if (rest.length) return usage(`serve takes no arguments, got ${rest.join(' ')}`);
     const port = values.port === undefined ? undefined : Number(values.port);
     if (port !== undefined && !(Number.isInteger(port) && port >= 0 && port < 65536)) return usage(`--port ${values.port} is not a port`);
     const { serve, fail } = require('../js/server/main');
-    return serve({ modelPath, port, host: values.host }).catch(fail);
+    const { readConfig } = require('../js/server/config');
+    try {
+      const models = values.model?.map((entry) => {
+        const named = entry.match(/^([A-Za-z0-9_.-]+)=(.+)$/);
+        return named ? { name: named[1], path: path.resolve(named[2]) } : { name: null, path: path.resolve(entry) };
+      });
+      if (models?.length > 1 && models.some((m) => m.name === null)) return usage('with several --model, name each: --model NAME=PATH');
+      return serve(readConfig(process.env, { models, port, host: values.host })).catch(fail);
+    } catch (error) {
+      return fail(error);
+    }
   }
   if (command === 'predict') {
     if (!rest.length) return usage('predict needs at least one image file');
+    if ((values.model?.length ?? 0) > 1) return usage('predict takes one --model');
+    const modelPath = values.model ? path.resolve(values.model[0]) : process.env.CHORIPAN_MODEL ?? choripan.DEFAULT_MODEL_PATH;
     const options = values.topk === undefined ? {} : { topk: Number(values.topk) }; // 5, or as many labels as there are
     const model = await choripan.load(modelPath);
     let failed = false;

@@ -4,6 +4,15 @@
 /** load()'s options as the caller gave them (native/core/vocabulary.json); the core fills in the rest. */
 export type NativeOptions = import('./index').LoadOptions;
 
+/** One answer, and where its time went (the core's Outcome). */
+export interface NativeAnswer {
+  probabilities: Float32Array;
+  /** Submission to the start of its batch, preprocessing included. */
+  queueMs: number;
+  forwardMs: number;
+  batchSize: number;
+}
+
 export interface NativeModel {
   /** The artifact's metadata document, as stored (JSON text). */
   readonly metadata: string;
@@ -20,7 +29,9 @@ export interface NativeModel {
     channels: number,
     timeoutMs: number,
     announcedBytes: number | null,
-  ): { id: number | null; promise: Promise<Float32Array> };
+  ): { id: number | null; promise: Promise<NativeAnswer> };
+  /** Queues one preprocessed image: float32 [3, crop, crop]. */
+  predictTensor(input: Float32Array, timeoutMs: number): { id: number | null; promise: Promise<NativeAnswer> };
   /**
    * One more call is decoding this many bytes of pixels: a worker holding a batch open waits for it.
    * Throws E_QUEUE_FULL when they would not fit in maxPendingBytes, E_DISPOSED after dispose().

@@ -1,5 +1,7 @@
 // Public types of the choripan package. The raw binding's types live apart in binding.d.ts.
 
+import { EventEmitter } from 'node:events';
+
 /** A stable error code; the same vocabulary in C++, Python and JS (native/core/vocabulary.json). */
 export type ErrorCode =
   // <vocabulary errors> (written by scripts/vocabulary.js from native/core/vocabulary.json)
@@ -118,7 +120,19 @@ export interface ArtifactMetadata {
   [key: string]: unknown;
 }
 
-export class Model {
+/** Where one prediction's time went: `model.on('prediction', (timing) => …)`. */
+export interface PredictionTiming {
+  /** The whole call: checks, decode, queue, forward. */
+  totalMs: number;
+  /** From submission to the start of its batch, preprocessing included. */
+  queueMs: number;
+  /** The forward pass of its batch. */
+  forwardMs: number;
+  /** The requests in that batch. */
+  batchSize: number;
+}
+
+export class Model extends EventEmitter {
   private constructor();
   readonly name: string;
   readonly path: string;
@@ -126,6 +140,12 @@ export class Model {
   readonly metadata: Readonly<ArtifactMetadata>;
   readonly disposed: boolean;
   predict(image: Uint8Array, options?: PredictOptions): Promise<Prediction>;
+  /**
+   * Every label's probability, in label order, for encoded image bytes or one preprocessed image
+   * (3 × crop × crop floats, normalised as `metadata.preprocessing` says).
+   */
+  probabilities(input: Uint8Array | Float32Array, options?: Omit<PredictOptions, 'topk'>): Promise<Float32Array>;
+  on(event: 'prediction', listener: (timing: PredictionTiming) => void): this;
   stats(): ModelStats;
   /** Queued requests reject with E_DISPOSED; running ones answer. Resolves once the workers have exited. */
   dispose(): Promise<void>;

@@ -6,12 +6,11 @@ const path = require('node:path');
 const { CODES, ChoripanError } = require('./errors');
 const { Model, load } = require('./model');
 
-// The AOTInductor package when setup compiled one (the fastest on the CPU: bench/), else TorchScript.
+// The AOTInductor package when setup compiled one (the fastest on the CPU: docs/benchmark.md), else
+// the TorchScript artifact. (The server's CHORIPAN_MODEL picks another; the library reads no variable.)
 const MODELS = path.resolve(__dirname, '..', 'models');
-const DEFAULT_MODEL_PATH = process.env.CHORIPAN_MODEL
-  ? path.resolve(process.env.CHORIPAN_MODEL)
-  : ['default.pt2', 'default.pt'].map((name) => path.join(MODELS, name)).find((file) => fs.existsSync(file))
-    ?? path.join(MODELS, 'default.pt');
+const DEFAULT_MODEL_PATH = ['default.pt2', 'default.pt'].map((name) => path.join(MODELS, name)).find((file) => fs.existsSync(file))
+  ?? path.join(MODELS, 'default.pt');
 
 let defaultModel = null;
 

@@ -1,5 +1,6 @@
 'use strict';
 
+const { EventEmitter } = require('node:events');
 const { debuglog } = require('node:util');
 const { native } = require('./binding');
 const { inspect, decode } = require('./decode');
@@ -73,11 +74,12 @@ class Deadline {
  * A loaded artifact. Create with `load()`; reuse it for every request; `dispose()` when done. Its state
  * (disposed or not, the work in hand) lives in the native core; this is the JS face of it.
  */
-class Model {
+class Model extends EventEmitter {
   #native;
 
   /** @param {object} nativeModel @param {string} path */
   constructor(nativeModel, path) {
+    super();
     this.#native = nativeModel;
     /** The artifact's metadata document (export/artifact.py). */
     this.metadata = Object.freeze(JSON.parse(nativeModel.metadata));
@@ -96,30 +98,60 @@ class Model {
     Error.captureStackTrace(callSite, this.predict);
     const { topk, signal, timeoutMs } = validate.predictOptions(options, this.labels.length);
     validate.imageBytes(image);
-    if (this.#native.disposed) throw new ChoripanError('E_DISPOSED', 'The model was disposed');
+    const probabilities = await this.#run(image, signal, timeoutMs, callSite);
+    const top = topK(probabilities, this.labels, topk);
+    return { label: top[0].label, probability: top[0].probability, top };
+  }
+
+  /**
+   * Every label's probability, in label order, for an encoded image or for one preprocessed image (a
+   * Float32Array of 3 × crop × crop values, normalised as the metadata's preprocessing says).
+   * @param {Uint8Array | Float32Array} input
+   * @param {{ signal?: AbortSignal, timeoutMs?: number }} [options]
+   * @returns {Promise<Float32Array>}
+   */
+  async probabilities(input, options) {
+    const callSite = {};
+    Error.captureStackTrace(callSite, this.probabilities);
+    const { signal, timeoutMs } = validate.runOptions(options);
+    if (!(input instanceof Float32Array)) validate.imageBytes(input, 'input');
+    return this.#run(input, signal, timeoutMs, callSite);
+  }
+
+  async #run(input, signal, timeoutMs, callSite) {
+    if (this.#native.disposed) throw atCallSite(new ChoripanError('E_DISPOSED', 'The model was disposed'), callSite);
     const deadline = new Deadline(signal, timeoutMs);
     // Every check the header allows comes before any decoding. The call is then announced with the
     // bytes it will decode: the core refuses it if they would not fit (maxPendingBytes), and a worker
     // holding a batch open waits for it, while a lone call is never kept waiting for company.
     let announced = null;
     try {
-      const { bytes } = inspect(image, native().limits.maxAspectRatio);
-      this.#native.announce(bytes);
-      announced = bytes;
-      const decoded = await deadline.race(decode(image));
-      const { id, promise } = this.#native.predict(decoded.pixels, decoded.width, decoded.height, decoded.channels,
-        deadline.remainingMs(), announced);
-      announced = null; // predict() ended the announcement, whatever it answered
-      let probabilities;
+      let submitted;
+      if (input instanceof Float32Array) {
+        submitted = this.#native.predictTensor(input, deadline.remainingMs());
+      } else {
+        const { bytes } = inspect(input, native().limits.maxAspectRatio);
+        this.#native.announce(bytes);
+        announced = bytes;
+        const decoded = await deadline.race(decode(input));
+        submitted = this.#native.predict(decoded.pixels, decoded.width, decoded.height, decoded.channels,
+          deadline.remainingMs(), announced);
+        announced = null; // predict() ended the announcement, whatever it answered
+      }
+      let answer;
       try {
-        probabilities = await deadline.race(promise);
+        answer = await deadline.race(submitted.promise);
       } catch (error) {
-        if (id !== null) this.#native.cancel(id); // withdraws it if the deadline won and it is still queued
+        if (submitted.id !== null) this.#native.cancel(submitted.id); // withdraws it if still queued
         throw error;
       }
-      const top = topK(probabilities, this.labels, topk);
-      debug('%s: %s %d ms', this.name, top[0].label, Math.round(performance.now() - deadline.started));
-      return { label: top[0].label, probability: top[0].probability, top };
+      const totalMs = performance.now() - deadline.started;
+      debug('%s: %d ms (queue %d, forward %d of a batch of %d)', this.name, Math.round(totalMs),
+        Math.round(answer.queueMs), Math.round(answer.forwardMs), answer.batchSize);
+      if (this.listenerCount('prediction')) {
+        this.emit('prediction', { totalMs, queueMs: answer.queueMs, forwardMs: answer.forwardMs, batchSize: answer.batchSize });
+      }
+      return answer.probabilities;
     } catch (error) {
       throw atCallSite(error, callSite);
     } finally {

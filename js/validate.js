@@ -96,11 +96,22 @@ function predictOptions(options, classes) {
   const given = plainObject(options, 'options');
   rejectUnknown(given, ['topk', 'signal', 'timeoutMs'], 'predict()');
   const topk = given.topk === undefined ? Math.min(5, classes) : integer(given.topk, 'options.topk', 1, classes);
+  return { topk, ...deadlineOptions(given) };
+}
+
+/** probabilities()'s options. */
+function runOptions(options) {
+  const given = plainObject(options, 'options');
+  rejectUnknown(given, ['signal', 'timeoutMs'], 'probabilities()');
+  return deadlineOptions(given);
+}
+
+function deadlineOptions(given) {
   if (given.signal !== undefined && !(given.signal instanceof AbortSignal)) {
     throw invalid('an AbortSignal', 'options.signal', given.signal);
   }
   const timeoutMs = given.timeoutMs === undefined ? undefined : number(given.timeoutMs, 'options.timeoutMs', 1, 2 ** 31 - 1);
-  return { topk, signal: given.signal, timeoutMs };
+  return { signal: given.signal, timeoutMs };
 }
 
 function imageBytes(value, name = 'image') {
@@ -114,4 +125,4 @@ function modelPath(value) {
   return value;
 }
 
-module.exports = { invalid, loadOptions, predictOptions, imageBytes, modelPath };
+module.exports = { invalid, loadOptions, predictOptions, runOptions, imageBytes, modelPath };

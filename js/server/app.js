@@ -1,16 +1,20 @@
 'use strict';
 // The HTTP service: POST /predict (raw image/* body or multipart field `image`), GET /predict?url=…
-// for allow-listed hosts, GET /healthz. Every failure answers JSON { error: { code, message } }.
+// for allow-listed hosts, the Open Inference Protocol v2 under /v2, /healthz, /readyz, /metrics,
+// /openapi.json and a page at /. Every failure of its own routes answers JSON { error: { code, message } }
+// (the protocol's routes, its { error }); mounted in another app, it passes other routes on.
 
+const crypto = require('node:crypto');
+const path = require('node:path');
 const express = require('express');
 const multer = require('multer');
 const pino = require('pino');
 const typeis = require('type-is');
 const { ChoripanError, STATUS } = require('../errors');
 const { fetchImage, parseAllowlist } = require('./fetch-image');
-
-const MAX_BODY_BYTES = 10 * 1024 * 1024;
-
+const { createMetrics } = require('./metrics');
+const { createOipRouter } = require('./oip');
+const { openapi } = require('./openapi');
 
 /** body-parser's and multer's own errors, in choripan's vocabulary. */
 function translate(error, maxBodyBytes) {
@@ -25,24 +29,34 @@ function translate(error, maxBodyBytes) {
   return new ChoripanError('E_INTERNAL', 'Unexpected server error', { cause: error });
 }
 
+/** Its own routes: the rest belongs to the app it is mounted in. */
+const OWN = /^\/(predict|healthz|readyz|metrics|openapi\.json|v2(\/.*)?|page\.(js|css))?$/;
+
 /**
  * @param {object} options
- * @param {import('../model').Model} options.model
+ * @param {import('../model').Model} [options.model] the one model served (or `models`)
+ * @param {Map<string, import('../model').Model>} [options.models] models by name; the first is the default
  * @param {string} [options.urlAllowlist] comma list of host[:port] that GET /predict?url= may fetch
  * @param {import('pino').Logger} [options.logger]
  * @param {number} [options.maxBodyBytes]
  * @param {number} [options.fetchTimeoutMs]
- * @param {number} [options.predictTimeoutMs]
+ * @param {number} [options.timeoutMs] the longest a request may take; X-Request-Timeout-Ms may ask for less
+ * @param {string} [options.defaultLabel] answer 200 { label, default: true } past the deadline instead of 504
  */
 function createApp({
   model,
-  urlAllowlist = process.env.CHORIPAN_URL_ALLOWLIST,
+  models = new Map([[model?.name ?? 'model', model]]),
+  urlAllowlist = '',
   logger = pino(),
-  maxBodyBytes = MAX_BODY_BYTES,
+  maxBodyBytes = 10 * 1024 * 1024,
   fetchTimeoutMs = 10_000,
-  predictTimeoutMs = 30_000,
+  timeoutMs = 30_000,
+  defaultLabel,
 }) {
+  if (![...models.values()].every(Boolean)) throw new TypeError('createApp needs a model, or a Map of models');
   const allowed = parseAllowlist(urlAllowlist);
+  const [defaultName] = models.keys();
+  const metrics = createMetrics(models);
   // Small text fields only: the image is the one file, so the whole body stays near maxBodyBytes.
   const upload = multer({
     storage: multer.memoryStorage(),
@@ -59,9 +73,25 @@ function createApp({
   app.disable('x-powered-by');
   // Set by the server when it drains (main.js): /readyz turns 503 and every answer closes its connection.
   app.locals.draining = false;
+  const ready = () => !app.locals.draining && [...models.values()].every((m) => !m.disposed);
 
   app.use((req, res, next) => {
+    if (app.parent && !OWN.test(req.path)) return next('router'); // mounted: the host app's path
     if (app.locals.draining) res.set('Connection', 'close');
+    // One log line per request, with an id (X-Request-Id, or a new one), echoed back.
+    const id = /^[\w.:-]{1,128}$/.test(req.get('x-request-id') ?? '') ? req.get('x-request-id') : crypto.randomUUID();
+    res.set('X-Request-Id', id);
+    const started = performance.now();
+    res.on('finish', () => {
+      const seconds = (performance.now() - started) / 1000;
+      const ms = Math.round(seconds * 10_000) / 10;
+      const route = req.route?.path ?? (res.statusCode === 404 ? 'unknown' : req.path);
+      metrics.request(route, req.method, res.statusCode, seconds);
+      const { label, probability, errorCode, model: name } = res.locals;
+      const where = req.originalUrl.split('?')[0];
+      logger.info({ id, method: req.method, path: where, status: res.statusCode, model: name, label, probability, errorCode, ms },
+        label ? `${label} (${probability.toFixed(3)}) in ${ms} ms` : `${req.method} ${where} ${res.statusCode} in ${ms} ms`);
+    });
     // A body declared larger than the limit is refused on its headers, and the connection closed rather
     // than read to the end.
     const declared = Number(req.get('content-length'));
@@ -70,18 +100,6 @@ function createApp({
       return next(new ChoripanError('E_TOO_LARGE', `The body is ${declared} bytes; the limit is ${maxBodyBytes}`));
     }
     return next();
-  });
-
-  // One log line per request: method, path, status, label (when there is one) and time.
-  app.use((req, res, next) => {
-    const started = performance.now();
-    res.on('finish', () => {
-      const ms = Math.round((performance.now() - started) * 10) / 10;
-      const { label, probability, errorCode } = res.locals;
-      logger.info({ method: req.method, path: req.path, status: res.statusCode, label, probability, errorCode, ms },
-        label ? `${label} (${probability.toFixed(3)}) in ${ms} ms` : `${req.method} ${req.path} ${res.statusCode} in ${ms} ms`);
-    });
-    next();
   });
 
   // Aborts when the client goes away before the answer is written, so that no work is done for nobody.
@@ -93,12 +111,44 @@ function createApp({
     return controller.signal;
   }
 
-  async function answer(res, image, signal) {
+  // A request may ask for less time than the server allows, never more.
+  function deadline(req) {
+    const asked = req.get('x-request-timeout-ms');
+    if (asked === undefined) return timeoutMs;
+    const value = Number(asked);
+    if (!Number.isInteger(value) || value < 1) {
+      throw new ChoripanError('E_INVALID_ARGUMENT', `X-Request-Timeout-Ms must be a positive integer, got '${asked}'`);
+    }
+    return Math.min(value, timeoutMs);
+  }
+
+  function modelFor(req) {
+    const name = req.query.model ?? defaultName;
+    const found = typeof name === 'string' && models.get(name);
+    if (!found) {
+      throw new ChoripanError('E_INVALID_ARGUMENT', `There is no model named ${JSON.stringify(name)}; there are ${[...models.keys()].join(', ')}`);
+    }
+    return [name, found];
+  }
+
+  async function answer(req, res, image, signal) {
     const started = performance.now();
-    const result = await model.predict(image, { signal, timeoutMs: predictTimeoutMs });
+    const [name, chosen] = modelFor(req);
+    res.locals.model = name;
+    let result;
+    try {
+      result = await chosen.predict(image, { signal, timeoutMs: deadline(req) });
+    } catch (error) {
+      if (error.code !== 'E_TIMEOUT' || defaultLabel === undefined) throw error;
+      // Past the deadline, Clipper's way: a default answer, said to be one, and counted.
+      metrics.defaultAnswer(name);
+      res.locals.label = defaultLabel;
+      res.locals.probability = 0;
+      return res.json({ label: defaultLabel, default: true, model: name, elapsedMs: Math.round((performance.now() - started) * 100) / 100 });
+    }
     res.locals.label = result.label;
     res.locals.probability = result.probability;
-    res.json({ ...result, model: model.name, elapsedMs: Math.round((performance.now() - started) * 100) / 100 });
+    return res.json({ ...result, model: name, elapsedMs: Math.round((performance.now() - started) * 100) / 100 });
   }
 
   // By the header alone: req.is() answers null for an empty body, which must get 400, not 415.
@@ -112,7 +162,7 @@ function createApp({
       return parseMultipart(req, res, next);
     }
     if (typeis.is(contentType(req), ['image/*'])) return rawImage(req, res, next);
-    next(new ChoripanError('E_UNSUPPORTED_FORMAT',
+    return next(new ChoripanError('E_UNSUPPORTED_FORMAT',
       `Content-Type ${req.get('content-type') ?? '(none)'} is not accepted: send image bytes with Content-Type image/*, ` +
       "or multipart/form-data with the image in a field named 'image'"));
   }, async (req, res) => {
@@ -123,7 +173,7 @@ function createApp({
     if (!Buffer.isBuffer(image) || image.length === 0) {
       throw new ChoripanError('E_INVALID_ARGUMENT', 'The request body is empty: send the image bytes');
     }
-    await answer(res, image, clientGone(res));
+    await answer(req, res, image, clientGone(res));
   });
 
   app.get('/predict', async (req, res) => {
@@ -133,21 +183,33 @@ function createApp({
     }
     const signal = clientGone(res);
     const image = await fetchImage(url, { allowed, maxBytes: maxBodyBytes, timeoutMs: fetchTimeoutMs, signal });
-    await answer(res, image, signal);
+    await answer(req, res, image, signal);
   });
 
+  app.use(createOipRouter({ models, ready, maxBodyBytes, deadline, signal: clientGone }));
+
   app.get('/readyz', (req, res) => {
-    const ready = !app.locals.draining && !model.disposed;
-    res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'draining', model: model.name });
+    res.status(ready() ? 200 : 503).json({ status: ready() ? 'ready' : 'draining', models: [...models.keys()] });
   });
 
   app.get('/healthz', (req, res) => {
-    res.json({ status: model.disposed ? 'stopping' : 'ok', model: model.name, stats: model.stats() });
+    const stats = Object.fromEntries([...models].map(([name, m]) => [name, m.disposed ? null : m.stats()]));
+    res.json({ status: 'ok', model: defaultName, models: stats });
   });
 
-  app.use((req, res, next) => {
-    next(new ChoripanError('E_NOT_FOUND', `No route for ${req.method} ${req.path}`));
+  app.get('/metrics', async (req, res) => {
+    res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
+
+  app.get('/openapi.json', (req, res) => res.json(openapi(models)));
+
+  // The page: plain HTML, CSS and JS, no build step and nothing from elsewhere.
+  const page = path.join(__dirname, 'page');
+  app.get('/', (req, res) => res.sendFile(path.join(page, 'index.html')));
+  app.get('/page.js', (req, res) => res.sendFile(path.join(page, 'page.js')));
+  app.get('/page.css', (req, res) => res.sendFile(path.join(page, 'page.css')));
+
+  app.use((req, res, next) => next(new ChoripanError('E_NOT_FOUND', `No route for ${req.method} ${req.path}`)));
 
   // eslint-disable-next-line no-unused-vars -- Express tells error handlers by their four parameters
   app.use((error, req, res, next) => {

@@ -1,20 +1,32 @@
 'use strict';
-// `npm start` and `choripan serve`: serve a model (CHORIPAN_MODEL, else the default one) on HOST:PORT.
+// `npm start` and `choripan serve`: the server, configured by js/server/config.js (CHORIPAN_*, PORT,
+// HOST), until SIGTERM or SIGINT.
 
 const http = require('node:http');
 const pino = require('pino');
-const { load, DEFAULT_MODEL_PATH } = require('..');
+const { load } = require('..');
 const { createApp } = require('./app');
+const { readConfig, ConfigError } = require('./config');
 
-const logger = pino();
+let logger = pino();
 
-/** Serves `modelPath` on host:port until SIGTERM or SIGINT, then drains and exits. */
-async function serve({ modelPath = DEFAULT_MODEL_PATH, port = Number(process.env.PORT ?? 8080), host = process.env.HOST ?? '127.0.0.1' } = {}) {
-  const started = performance.now();
-  const model = await load(modelPath);
-  logger.info({ model: model.name, path: modelPath, ms: Math.round(performance.now() - started) }, 'model loaded');
+/**
+ * Loads the configured models and serves them until SIGTERM or SIGINT, then drains and exits.
+ * @param {ReturnType<typeof readConfig>} config
+ */
+async function serve(config = readConfig()) {
+  logger = pino({ level: config.logLevel });
+  const { port, host } = config;
+  const models = new Map();
+  for (const { name, path } of config.models) {
+    const started = performance.now();
+    const model = await load(path, config.load);
+    models.set(name ?? model.name, model);
+    logger.info({ model: name ?? model.name, path, ms: Math.round(performance.now() - started), workers: model.stats().workers }, 'model loaded');
+  }
 
-  const app = createApp({ model, logger });
+  const app = createApp({ models, logger, urlAllowlist: config.urlAllowlist, maxBodyBytes: config.maxBodyBytes,
+    fetchTimeoutMs: config.fetchTimeoutMs, timeoutMs: config.timeoutMs, defaultLabel: config.defaultLabel });
   const server = app.listen(port, host, () => {
     const { address, port: bound } = server.address();
     logger.info({ address, port: bound }, `listening on http://${host}:${bound}`);
@@ -43,7 +55,7 @@ async function serve({ modelPath = DEFAULT_MODEL_PATH, port = Number(process.env
       process.exit(1);
     }, 10_000).unref();
     server.close(async () => {
-      await model.dispose();
+      await Promise.all([...models.values()].map((model) => model.dispose()));
       logger.info('stopped');
       process.exit(0);
     });
@@ -67,10 +79,20 @@ function answerClientError(error, socket) {
 }
 
 function fail(error) {
+  if (error instanceof ConfigError) {
+    console.error(`choripan: ${error.message}`); // one line naming the variable
+    process.exit(2);
+  }
   logger.fatal({ err: error, code: error.code }, error.message);
   process.exit(1);
 }
 
-if (require.main === module) serve().catch(fail);
+if (require.main === module) {
+  try {
+    serve(readConfig()).catch(fail);
+  } catch (error) {
+    fail(error);
+  }
+}
 
 module.exports = { serve, fail, answerClientError };

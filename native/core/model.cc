@@ -287,10 +287,11 @@ void Model::RunBatch(std::vector<Request>& batch, Runner& runner) {
   if (admitted.empty()) return;
 
   at::Tensor probabilities;
+  const auto started = Clock::now();
+  double elapsed = 0;
   try {
-    const auto started = Clock::now();
     probabilities = Run(runner, input.narrow(0, 0, static_cast<int64_t>(admitted.size())));
-    const double elapsed = Milliseconds(Clock::now() - started);
+    elapsed = Milliseconds(Clock::now() - started);
     std::lock_guard lock(mutex_);
     ++counters_.batches;
     batched_requests_ += admitted.size();
@@ -303,7 +304,10 @@ void Model::RunBatch(std::vector<Request>& batch, Runner& runner) {
   const auto* data = probabilities.data_ptr<float>();
   for (size_t row = 0; row < admitted.size(); ++row) {
     const auto* begin = data + row * classes_;
-    Finish(*admitted[row], Outcome{std::nullopt, std::vector<float>(begin, begin + classes_)}, true);
+    Finish(*admitted[row],
+           Outcome{std::nullopt, std::vector<float>(begin, begin + classes_),
+                   Milliseconds(started - admitted[row]->submitted), elapsed, static_cast<int64_t>(admitted.size())},
+           true);
   }
 }
 

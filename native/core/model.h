@@ -53,6 +53,11 @@ using Input = std::variant<ImageView, at::Tensor>;
 struct Outcome {
   std::optional<Error> error;
   std::vector<float> probabilities;
+  // Where an answered request's time went: waiting in the queue (submission to the start of its
+  // batch, preprocessing included) and the forward pass of its batch of `batch_size`.
+  double queue_ms = 0;
+  double forward_ms = 0;
+  int64_t batch_size = 0;
 };
 
 // Called exactly once per submitted request, from a worker thread, or from the thread that calls

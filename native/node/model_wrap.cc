@@ -12,6 +12,7 @@ Napi::Function ModelWrap::Define(Napi::Env env) {
   return DefineClass(env, "NativeModel",
                      {
                          InstanceMethod("predict", &ModelWrap::Predict),
+                         InstanceMethod("predictTensor", &ModelWrap::PredictTensor),
                          InstanceMethod("announce", &ModelWrap::Announce),
                          InstanceMethod("retract", &ModelWrap::Retract),
                          InstanceMethod("cancel", &ModelWrap::Cancel),
@@ -73,10 +74,6 @@ void ModelWrap::Release(bool teardown) {
 // { id, promise }. The bounds check is what keeps memory safe whatever js/ passes.
 Napi::Value ModelWrap::Predict(const Napi::CallbackInfo& info) {
   auto env = info.Env();
-  auto deferred = Napi::Promise::Deferred::New(env);
-  auto result = Napi::Object::New(env);
-  result.Set("promise", deferred.Promise());
-
   if (info.Length() < 6 || !info[0].IsTypedArray() || !info[1].IsNumber() || !info[2].IsNumber() ||
       !info[3].IsNumber() || !info[4].IsNumber() || !(info[5].IsNumber() || info[5].IsNull())) {
     throw ToJsError(env, ErrorCode::kInvalidArgument,
@@ -92,18 +89,44 @@ Napi::Value ModelWrap::Predict(const Napi::CallbackInfo& info) {
     if (announced) model_->Retract(*announced);
     throw ToJsError(env, ErrorCode::kInvalidArgument, "pixels hold fewer bytes than width × height × channels");
   }
-  const double timeout_ms = info[4].As<Napi::Number>().DoubleValue();
+  return Submit(env, image, info[0], info[4].As<Napi::Number>().DoubleValue(), announced);
+}
+
+// predictTensor(input: Float32Array, timeoutMs): { id, promise }: one preprocessed image, float32
+// [3, crop, crop] as the artifact's metadata says.
+Napi::Value ModelWrap::PredictTensor(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  const auto crop = model_->metadata().preprocessing.crop;
+  if (info.Length() < 2 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array ||
+      !info[1].IsNumber()) {
+    throw ToJsError(env, ErrorCode::kInvalidArgument, "predictTensor(input: Float32Array, timeoutMs) received malformed arguments");
+  }
+  auto floats = info[0].As<Napi::Float32Array>();
+  if (static_cast<int64_t>(floats.ElementLength()) != 3 * crop * crop) {
+    throw ToJsError(env, ErrorCode::kInvalidArgument,
+                    "expected " + std::to_string(3 * crop * crop) + " floats (3 × " + std::to_string(crop) + " × " +
+                        std::to_string(crop) + "), got " + std::to_string(floats.ElementLength()));
+  }
+  // A view of the caller's memory, pinned by the job until a worker has copied it into its batch.
+  auto tensor = at::from_blob(floats.Data(), {3, crop, crop}, at::TensorOptions().dtype(at::kFloat));
+  return Submit(env, tensor, info[0], info[1].As<Napi::Number>().DoubleValue(), std::nullopt);
+}
+
+Napi::Object ModelWrap::Submit(Napi::Env env, Input input, const Napi::Value& pinned, double timeout_ms,
+                               std::optional<int64_t> announced) {
+  auto deferred = Napi::Promise::Deferred::New(env);
+  auto result = Napi::Object::New(env);
+  result.Set("promise", deferred.Promise());
   std::optional<Clock::time_point> deadline;
   if (std::isfinite(timeout_ms) && timeout_ms > 0) {
     deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                   std::chrono::duration<double, std::milli>(timeout_ms));
   }
-
-  auto* job = new Job{deferred, Napi::Persistent(info[0])};
+  auto* job = new Job{deferred, Napi::Persistent(pinned)};
   Completions completions = completions_;
   try {
     auto id = model_->Submit(
-        image,
+        std::move(input),
         [completions, job](Outcome outcome) {
           auto* delivery = new Delivery{job, std::move(outcome)};
           if (completions.NonBlockingCall(delivery) != napi_ok) delete delivery;  // environment gone
@@ -158,7 +181,12 @@ void ModelWrap::Settle(Napi::Env env, Job* job, Outcome outcome) {
     } else {
       auto probabilities = Napi::Float32Array::New(env, outcome.probabilities.size());
       std::copy(outcome.probabilities.begin(), outcome.probabilities.end(), probabilities.Data());
-      owned->deferred.Resolve(probabilities);
+      auto answer = Napi::Object::New(env);
+      answer.Set("probabilities", probabilities);
+      answer.Set("queueMs", outcome.queue_ms);
+      answer.Set("forwardMs", outcome.forward_ms);
+      answer.Set("batchSize", static_cast<double>(outcome.batch_size));
+      owned->deferred.Resolve(answer);
     }
   } catch (const Napi::Error&) {
     // A worker_thread being terminated can still drain its completions while it can no longer run

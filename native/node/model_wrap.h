@@ -39,6 +39,10 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   using Completions = Napi::TypedThreadSafeFunction<ModelWrap, Delivery, &ModelWrap::Deliver>;
 
   Napi::Value Predict(const Napi::CallbackInfo& info);
+  Napi::Value PredictTensor(const Napi::CallbackInfo& info);
+  // Queues `input` (whose memory `pinned` keeps alive) and returns { id, promise }.
+  Napi::Object Submit(Napi::Env env, Input input, const Napi::Value& pinned, double timeout_ms,
+                      std::optional<int64_t> announced);
   Napi::Value Announce(const Napi::CallbackInfo& info);
   Napi::Value Retract(const Napi::CallbackInfo& info);
   Napi::Value Cancel(const Napi::CallbackInfo& info);

@@ -1,6 +1,6 @@
 'use strict';
 // Every code block in the README and in docs/ runs as written, from a new app that depends on choripan
-// (and express), as a reader copying it would: ```js as a CommonJS file with node, ```python with
+// (and express and pino), as a reader copying it would: ```js as a CommonJS file with node, ```python with
 // choripan's interpreter, ```sh with bash. ```text blocks are output, not code. ```sh ci blocks are the
 // README's two commands, which .ci/run itself runs on a clean clone. The blocks of one page share one
 // app folder and run in order, so that a page can build on what it made before.
@@ -36,7 +36,7 @@ async function newApp() {
   const modules = path.join(app, 'node_modules');
   fs.mkdirSync(path.join(modules, '.bin'), { recursive: true });
   fs.symlinkSync(root, path.join(modules, 'choripan'));
-  fs.symlinkSync(path.join(root, 'node_modules', 'express'), path.join(modules, 'express'));
+  for (const dependency of ['express', 'pino']) fs.symlinkSync(path.join(root, 'node_modules', dependency), path.join(modules, dependency));
   fs.symlinkSync(path.join('..', 'choripan', 'bin', 'choripan.js'), path.join(modules, '.bin', 'choripan'));
   fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, dependencies: { choripan: '*' } }));
   await sharp(photoPath('chelsea.png')).jpeg({ quality: 90 }).toFile(path.join(app, 'cat.jpg'));

@@ -37,7 +37,7 @@ test('npx node-gyp rebuild builds an addon that loads the model and predicts', {
       (async () => {
         const model = await binding.load(${JSON.stringify(defaultModelPath)}, { maxBatch: 8, maxDelayMs: 2, maxQueue: 8, workers: 1, intraOpThreads: 0, device: 'cpu', warmup: true });
         const { data, info } = await sharp(${JSON.stringify(photoPath('chelsea.png'))}).rotate().keepIccProfile().raw().toBuffer({ resolveWithObject: true });
-        const probabilities = await model.predict(data, info.width, info.height, info.channels, 0, null).promise;
+        const { probabilities } = await model.predict(data, info.width, info.height, info.channels, 0, null).promise;
         const labels = JSON.parse(model.metadata).labels;
         console.log(labels[probabilities.indexOf(Math.max(...probabilities))]);
         await model.dispose();

@@ -25,3 +25,19 @@ async function main(): Promise<void> {
 }
 
 void main;
+
+// require('choripan/server'), embedded in an app of one's own.
+import express from 'express';
+import { createApp } from 'choripan/server';
+
+async function embed(): Promise<void> {
+  const model: Model = await load('models/default.pt2');
+  const host = express();
+  host.use('/vision', createApp({ model, timeoutMs: 5000, defaultLabel: 'unknown' }));
+  const two = createApp({ models: new Map([['a', model]]), urlAllowlist: 'example.com' });
+  two.locals.draining = true;
+  // @ts-expect-error: createApp takes options, not a model
+  createApp(model);
+}
+
+void embed;

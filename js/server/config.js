@@ -1,0 +1,106 @@
+'use strict';
+// The server's configuration, in one place: every environment variable it reads, checked, turned into
+// plain options. The library itself reads none. A bad value stops start-up with one line naming it.
+
+const os = require('node:os');
+const path = require('node:path');
+const { DEFAULT_MODEL_PATH } = require('../index');
+
+class ConfigError extends Error {
+  constructor(variable, message) {
+    super(`${variable}: ${message}`);
+    this.variable = variable;
+  }
+}
+
+/** name → [what it is, parse(text) → value]; `help` lists them. */
+const VARIABLES = {
+  PORT: ['port to listen on (8080)', (t) => integer(t, 0, 65535)],
+  HOST: ['address to listen on (127.0.0.1: this machine only; 0.0.0.0 opens it to the network)', (t) => t],
+  CHORIPAN_MODEL: ['the artifact to serve (the default model)', (t) => path.resolve(t)],
+  CHORIPAN_MODELS: ['several models, name=path,… (served under /v2/models/{name} and ?model=name; the first is the default)', models],
+  CHORIPAN_URL_ALLOWLIST: ['host[:port],… that GET /predict?url= may fetch (none)', (t) => t],
+  CHORIPAN_TIMEOUT_MS: ['the longest a request may take, in ms (30000); X-Request-Timeout-Ms may ask for less', (t) => integer(t, 1, 3_600_000)],
+  CHORIPAN_DEFAULT_LABEL: ['answer 200 { label, default: true } instead of 504 when a request runs out of time (unset: 504)', (t) => t],
+  CHORIPAN_MAX_BYTES: ['the largest body or fetched image, in bytes (10485760)', (t) => integer(t, 1, 1 << 30)],
+  CHORIPAN_FETCH_TIMEOUT_MS: ['the longest a ?url= fetch may take, in ms (10000)', (t) => integer(t, 1, 600_000)],
+  CHORIPAN_MAX_QUEUE: ['maxQueue of each model', (t) => integer(t, 1, 1_000_000)],
+  CHORIPAN_MAX_BATCH: ['maxBatch of each model', (t) => integer(t, 1, 1024)],
+  CHORIPAN_MAX_DELAY_MS: ['maxDelayMs of each model', (t) => number(t, 0, 10_000)],
+  CHORIPAN_WORKERS: ['workers of each model (the cores, divided between the models)', (t) => integer(t, 1, 64)],
+  CHORIPAN_LOG_LEVEL: ['pino log level (info)', (t) => oneOf(t, ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])],
+};
+
+function integer(text, min, max) {
+  const value = Number(text);
+  if (!/^\d+$/.test(text.trim()) || value < min || value > max) throw new Error(`expected an integer from ${min} to ${max}, got '${text}'`);
+  return value;
+}
+
+function number(text, min, max) {
+  const value = Number(text);
+  if (text.trim() === '' || !Number.isFinite(value) || value < min || value > max) throw new Error(`expected a number from ${min} to ${max}, got '${text}'`);
+  return value;
+}
+
+function oneOf(text, values) {
+  if (!values.includes(text)) throw new Error(`expected one of ${values.join(', ')}, got '${text}'`);
+  return text;
+}
+
+function models(text) {
+  const entries = text.split(',').map((entry) => entry.trim()).filter(Boolean).map((entry) => {
+    const match = entry.match(/^([A-Za-z0-9_.-]+)=(.+)$/);
+    if (!match) throw new Error(`expected name=path,…, got '${entry}'`);
+    return { name: match[1], path: path.resolve(match[2]) };
+  });
+  if (!entries.length) throw new Error('lists no model');
+  const names = entries.map((e) => e.name);
+  const twice = names.find((name, i) => names.indexOf(name) !== i);
+  if (twice) throw new Error(`names ${twice} twice`);
+  return entries;
+}
+
+/**
+ * @param {NodeJS.ProcessEnv} env
+ * @param {{ models?: Array<{ name: string | null, path: string }>, port?: number, host?: string }} [overrides]
+ *   command-line flags, which win
+ */
+function readConfig(env = process.env, overrides = {}) {
+  const read = (name) => {
+    if (env[name] === undefined || env[name] === '') return undefined;
+    try {
+      return VARIABLES[name][1](env[name]);
+    } catch (error) {
+      throw new ConfigError(name, error.message);
+    }
+  };
+  const modelList = overrides.models ?? read('CHORIPAN_MODELS') ?? [{ name: null, path: read('CHORIPAN_MODEL') ?? DEFAULT_MODEL_PATH }];
+  // Models in one process share the cores: each gets its share of workers, one thread each.
+  const workers = read('CHORIPAN_WORKERS') ?? Math.max(1, Math.floor(os.availableParallelism() / modelList.length));
+  const load = { workers };
+  for (const [variable, option] of [['CHORIPAN_MAX_QUEUE', 'maxQueue'], ['CHORIPAN_MAX_BATCH', 'maxBatch'], ['CHORIPAN_MAX_DELAY_MS', 'maxDelayMs']]) {
+    const value = read(variable);
+    if (value !== undefined) load[option] = value;
+  }
+  return {
+    port: overrides.port ?? read('PORT') ?? 8080,
+    host: overrides.host ?? read('HOST') ?? '127.0.0.1',
+    models: modelList,
+    load,
+    urlAllowlist: read('CHORIPAN_URL_ALLOWLIST') ?? '',
+    timeoutMs: read('CHORIPAN_TIMEOUT_MS') ?? 30_000,
+    defaultLabel: read('CHORIPAN_DEFAULT_LABEL'),
+    maxBodyBytes: read('CHORIPAN_MAX_BYTES') ?? 10 * 1024 * 1024,
+    fetchTimeoutMs: read('CHORIPAN_FETCH_TIMEOUT_MS') ?? 10_000,
+    logLevel: read('CHORIPAN_LOG_LEVEL') ?? 'info',
+  };
+}
+
+/** The variables and what each does, for --help. */
+function describeVariables() {
+  const width = Math.max(...Object.keys(VARIABLES).map((name) => name.length));
+  return Object.entries(VARIABLES).map(([name, [what]]) => `  ${name.padEnd(width)}  ${what}`).join('\n');
+}
+
+module.exports = { readConfig, describeVariables, ConfigError, VARIABLES };

@@ -1,0 +1,71 @@
+'use strict';
+// Prometheus metrics for the service (prom-client), in a registry of its own so that several apps in
+// one process do not mix their counts. GET /metrics serves it in the text format.
+
+const client = require('prom-client');
+
+const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+/**
+ * @param {Map<string, import('../model').Model>} models by name
+ */
+function createMetrics(models) {
+  const registry = new client.Registry();
+  client.collectDefaultMetrics({ register: registry, prefix: 'choripan_' });
+  const requests = new client.Counter({
+    name: 'choripan_http_requests_total', help: 'HTTP requests by route, method and status',
+    labelNames: ['route', 'method', 'status'], registers: [registry],
+  });
+  const requestSeconds = new client.Histogram({
+    name: 'choripan_http_request_duration_seconds', help: 'HTTP request latency, by route',
+    labelNames: ['route', 'method'], buckets: LATENCY_BUCKETS, registers: [registry],
+  });
+  const inferenceSeconds = new client.Histogram({
+    name: 'choripan_inference_duration_seconds', help: 'forward pass of the batch each request ran in, by model',
+    labelNames: ['model'], buckets: LATENCY_BUCKETS, registers: [registry],
+  });
+  const queueSeconds = new client.Histogram({
+    name: 'choripan_queue_wait_duration_seconds', help: 'time from submission to the start of its batch (preprocessing included), by model',
+    labelNames: ['model'], buckets: LATENCY_BUCKETS, registers: [registry],
+  });
+  const batchSize = new client.Histogram({
+    name: 'choripan_batch_size', help: 'size of the batch each request ran in, by model',
+    labelNames: ['model'], buckets: [1, 2, 4, 8, 16, 32, 64], registers: [registry],
+  });
+  const defaults = new client.Counter({
+    name: 'choripan_default_answers_total', help: 'requests past their deadline answered with CHORIPAN_DEFAULT_LABEL',
+    labelNames: ['model'], registers: [registry],
+  });
+  // Read from each model's stats when scraped.
+  const gauge = (name, help, field) => new client.Gauge({
+    name, help, labelNames: ['model'], registers: [registry],
+    collect() {
+      for (const [label, model] of models) if (!model.disposed) this.set({ model: label }, model.stats()[field]);
+    },
+  });
+  gauge('choripan_queue_depth', 'requests waiting for a worker', 'queued');
+  gauge('choripan_inflight', 'requests a worker holds', 'inflight');
+  gauge('choripan_pending_bytes', 'decoded pixels announced, queued or running', 'pendingBytes');
+  gauge('choripan_rejected_total', 'requests refused because the queue was full (a counter, read from the model)', 'rejected');
+
+  for (const [label, model] of models) {
+    model.on('prediction', ({ queueMs, forwardMs, batchSize: size }) => {
+      queueSeconds.observe({ model: label }, queueMs / 1000);
+      inferenceSeconds.observe({ model: label }, forwardMs / 1000);
+      batchSize.observe({ model: label }, size);
+    });
+  }
+  return {
+    registry,
+    /** One answered HTTP request. */
+    request(route, method, status, seconds) {
+      requests.inc({ route, method, status });
+      requestSeconds.observe({ route, method }, seconds);
+    },
+    defaultAnswer(model) {
+      defaults.inc({ model });
+    },
+  };
+}
+
+module.exports = { createMetrics };

@@ -1,0 +1,229 @@
+'use strict';
+// The Open Inference Protocol v2 (KServe, Triton) over REST, with its classification and binary tensor
+// data extensions. Each model takes either encoded images (a BYTES tensor, base64 in JSON) or
+// preprocessed input (FP32 [N, 3, crop, crop]) and answers its probabilities (FP32 [N, classes]), or with
+// `"parameters": { "classification": K }` the top K as "probability:index:label" strings. Errors use the
+// protocol's shape, { "error": "…" }, with choripan's statuses.
+
+const express = require('express');
+const { ChoripanError, STATUS } = require('../errors');
+const { version } = require('../../package.json');
+
+const IMAGE_INPUT = 'image';
+const TENSOR_INPUT = 'input';
+const OUTPUT = 'probabilities';
+
+class ProtocolError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+const bad = (message) => new ProtocolError(400, message);
+
+function metadataOf(name, model) {
+  const crop = model.metadata.preprocessing.crop;
+  return {
+    name,
+    versions: ['1'],
+    platform: 'choripan',
+    inputs: [
+      { name: IMAGE_INPUT, datatype: 'BYTES', shape: [-1] },
+      { name: TENSOR_INPUT, datatype: 'FP32', shape: [-1, 3, crop, crop] },
+    ],
+    outputs: [{ name: OUTPUT, datatype: 'FP32', shape: [-1, model.labels.length] }],
+  };
+}
+
+const elementCount = (shape) => shape.reduce((n, d) => n * d, 1);
+
+/** BYTES elements from the binary extension: each a little-endian uint32 length, then the bytes. */
+function splitBytes(buffer) {
+  const elements = [];
+  for (let at = 0; at < buffer.length;) {
+    if (at + 4 > buffer.length) throw bad('the BYTES tensor data is truncated');
+    const length = buffer.readUInt32LE(at);
+    if (at + 4 + length > buffer.length) throw bad('a BYTES element is longer than the data that holds it');
+    elements.push(buffer.subarray(at + 4, at + 4 + length));
+    at += 4 + length;
+  }
+  return elements;
+}
+
+function joinBytes(strings) {
+  return Buffer.concat(strings.flatMap((s) => {
+    const bytes = Buffer.from(s);
+    const length = Buffer.alloc(4);
+    length.writeUInt32LE(bytes.length);
+    return [length, bytes];
+  }));
+}
+
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/** The request's JSON and, with the binary extension, each input's raw data. */
+function parseRequest(req) {
+  const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+  const declared = req.get('inference-header-content-length');
+  const headerLength = declared === undefined ? body.length : Number(declared);
+  if (!Number.isInteger(headerLength) || headerLength < 0 || headerLength > body.length) {
+    throw bad(`Inference-Header-Content-Length ${declared} does not fit a body of ${body.length} bytes`);
+  }
+  let request;
+  try {
+    request = JSON.parse(body.subarray(0, headerLength).toString('utf8'));
+  } catch (error) {
+    throw bad(`the inference request is not JSON: ${error.message}`);
+  }
+  if (request === null || typeof request !== 'object' || !Array.isArray(request.inputs) || request.inputs.length !== 1) {
+    throw bad('the inference request needs "inputs" with exactly one tensor');
+  }
+  const input = request.inputs[0];
+  if (!Array.isArray(input.shape) || !input.shape.every((d) => Number.isInteger(d) && d >= 0)) {
+    throw bad(`input ${input.name}: "shape" must be a list of non-negative integers`);
+  }
+  let binary = null;
+  const binarySize = input.parameters?.binary_data_size;
+  if (binarySize !== undefined) {
+    if (!Number.isInteger(binarySize) || binarySize < 0 || headerLength + binarySize > body.length) {
+      throw bad(`input ${input.name}: binary_data_size ${binarySize} is more than the ${body.length - headerLength} bytes sent`);
+    }
+    binary = body.subarray(headerLength, headerLength + binarySize);
+  } else if (!Array.isArray(input.data)) {
+    throw bad(`input ${input.name} has neither "data" nor binary data`);
+  }
+  return { request, input, binary };
+}
+
+/** The model inputs a request holds: encoded images or preprocessed Float32Arrays. */
+function inputsOf({ input, binary }, model) {
+  const crop = model.metadata.preprocessing.crop;
+  if (input.datatype === 'BYTES') {
+    const n = input.shape[0];
+    if (!(input.shape.length === 1 || (input.shape.length === 2 && input.shape[1] === 1)) || !(n >= 1)) {
+      throw bad(`input ${input.name}: BYTES images take the shape [N] or [N, 1], got [${input.shape}]`);
+    }
+    const images = binary ? splitBytes(binary) : input.data.flat(Infinity).map((text, i) => {
+      if (typeof text !== 'string' || !BASE64.test(text) || text.length % 4 !== 0) {
+        throw bad(`input ${input.name}: element ${i} is not base64`);
+      }
+      return Buffer.from(text, 'base64');
+    });
+    if (images.length !== n) throw bad(`input ${input.name}: the shape says ${n} images, the data holds ${images.length}`);
+    return images;
+  }
+  if (input.datatype === 'FP32') {
+    const [n, channels, height, width] = input.shape;
+    if (input.shape.length !== 4 || channels !== 3 || height !== crop || width !== crop || !(n >= 1)) {
+      throw bad(`input ${input.name}: FP32 input takes the shape [N, 3, ${crop}, ${crop}], got [${input.shape}]`);
+    }
+    let values;
+    if (binary) {
+      if (binary.length !== elementCount(input.shape) * 4) throw bad(`input ${input.name}: binary data is not [${input.shape}] float32`);
+      values = new Float32Array(binary.buffer.slice(binary.byteOffset, binary.byteOffset + binary.length));
+    } else {
+      const flat = input.data.flat(Infinity);
+      if (flat.length !== elementCount(input.shape) || !flat.every((v) => typeof v === 'number')) {
+        throw bad(`input ${input.name}: data holds ${flat.length} numbers, the shape says ${elementCount(input.shape)}`);
+      }
+      values = Float32Array.from(flat);
+    }
+    const plane = 3 * crop * crop;
+    return Array.from({ length: n }, (_, i) => values.slice(i * plane, (i + 1) * plane));
+  }
+  throw bad(`input ${input.name}: datatype ${input.datatype} is not taken; send BYTES (encoded images) or FP32 (preprocessed)`);
+}
+
+/** The outputs asked for (all of them, by default), each with its data and whether it goes binary. */
+function outputsOf(request, rows, model) {
+  const wanted = request.outputs ?? [{ name: OUTPUT, parameters: {} }];
+  const binaryDefault = request.parameters?.binary_data_output === true;
+  return wanted.map((asked) => {
+    if (asked?.name !== OUTPUT) throw bad(`output ${asked?.name} does not exist; the output is ${OUTPUT}`);
+    const binary = asked.parameters?.binary_data ?? binaryDefault;
+    const k = asked.parameters?.classification;
+    if (k !== undefined) {
+      if (!Number.isInteger(k) || k < 1) throw bad('classification needs a positive integer');
+      const count = Math.min(k, model.labels.length);
+      const strings = rows.flatMap((p) => [...p.keys()].sort((a, b) => p[b] - p[a]).slice(0, count)
+        .map((i) => `${p[i]}:${i}:${model.labels[i]}`));
+      return { name: OUTPUT, datatype: 'BYTES', shape: [rows.length, count], strings, binary };
+    }
+    const values = new Float32Array(rows.length * model.labels.length);
+    rows.forEach((p, i) => values.set(p, i * model.labels.length));
+    return { name: OUTPUT, datatype: 'FP32', shape: [rows.length, model.labels.length], values, binary };
+  });
+}
+
+function respond(res, name, request, outputs) {
+  const chunks = [];
+  const described = outputs.map(({ name: output, datatype, shape, strings, values, binary }) => {
+    const entry = { name: output, datatype, shape };
+    if (binary) {
+      const data = strings ? joinBytes(strings) : Buffer.from(values.buffer, values.byteOffset, values.byteLength);
+      entry.parameters = { binary_data_size: data.length };
+      chunks.push(data);
+    } else {
+      entry.data = strings ?? Array.from(values);
+    }
+    return entry;
+  });
+  const header = Buffer.from(JSON.stringify({
+    model_name: name, model_version: '1', ...(request.id === undefined ? {} : { id: request.id }), outputs: described,
+  }));
+  if (!chunks.length) return res.type('application/json').send(header);
+  res.set('Inference-Header-Content-Length', String(header.length));
+  return res.type('application/octet-stream').send(Buffer.concat([header, ...chunks]));
+}
+
+/**
+ * @param {{ models: Map<string, import('../model').Model>, ready: () => boolean, maxBodyBytes: number,
+ *   deadline: (req: import('express').Request) => number, signal: (res: import('express').Response) => AbortSignal }} options
+ */
+function createOipRouter({ models, ready, maxBodyBytes, deadline, signal }) {
+  const router = express.Router();
+  const body = express.raw({ type: () => true, limit: maxBodyBytes });
+  const model = (req) => {
+    const found = models.get(req.params.name);
+    if (!found) throw new ProtocolError(404, `no model named ${req.params.name}; there are ${[...models.keys()].join(', ')}`);
+    if (req.params.version !== undefined && req.params.version !== '1') {
+      throw new ProtocolError(404, `model ${req.params.name} has version 1 only, not ${req.params.version}`);
+    }
+    return found;
+  };
+
+  router.get('/v2', (req, res) => res.json({ name: 'choripan', version, extensions: ['classification', 'binary_tensor_data'] }));
+  router.get('/v2/health/live', (req, res) => res.json({ live: true }));
+  router.get('/v2/health/ready', (req, res) => res.status(ready() ? 200 : 503).json({ ready: ready() }));
+  for (const prefix of ['/v2/models/:name', '/v2/models/:name/versions/:version']) {
+    router.get(prefix, (req, res) => res.json(metadataOf(req.params.name, model(req))));
+    router.get(`${prefix}/ready`, (req, res) => {
+      const up = ready() && !model(req).disposed;
+      res.status(up ? 200 : 503).json({ name: req.params.name, ready: up });
+    });
+    router.post(`${prefix}/infer`, body, async (req, res) => {
+      const chosen = model(req);
+      res.locals.model = req.params.name;
+      const parsed = parseRequest(req);
+      const inputs = inputsOf(parsed, chosen);
+      const options = { timeoutMs: deadline(req), signal: signal(res) };
+      const rows = await Promise.all(inputs.map((input) => chosen.probabilities(input, options)));
+      respond(res, req.params.name, parsed.request, outputsOf(parsed.request, rows, chosen));
+    });
+  }
+
+  // eslint-disable-next-line no-unused-vars -- Express tells error handlers by their four parameters
+  router.use((error, req, res, next) => {
+    let status = error instanceof ProtocolError ? error.status : 500;
+    if (error instanceof ChoripanError) status = STATUS[error.code] ?? 500;
+    if (error?.type === 'entity.too.large') status = 413;
+    res.locals.errorCode = error?.code;
+    if (res.headersSent) return;
+    if (error?.code === 'E_QUEUE_FULL') res.set('Retry-After', '1');
+    res.status(status).json({ error: error?.message ?? String(error) });
+  });
+  return router;
+}
+
+module.exports = { createOipRouter, metadataOf };

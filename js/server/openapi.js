@@ -1,0 +1,99 @@
+'use strict';
+// GET /openapi.json: every route the service answers, with its error bodies (OpenAPI 3.1).
+
+const vocabulary = require('../../native/core/vocabulary.json');
+const { version } = require('../../package.json');
+
+const json = (schema) => ({ 'application/json': { schema } });
+const ref = (name) => ({ $ref: `#/components/schemas/${name}` });
+const answer = (description, schema) => ({ description, content: json(schema) });
+
+/** The error responses a route can give, by status, from the vocabulary. */
+function failures(codes) {
+  const byStatus = {};
+  for (const { code, status } of vocabulary.errors.filter((e) => codes.includes(e.code))) {
+    (byStatus[status] ??= []).push(code);
+  }
+  return Object.fromEntries(Object.entries(byStatus).map(([status, list]) => [status, answer(list.join(', '), ref('Error'))]));
+}
+
+const PREDICT_FAILURES = ['E_INVALID_ARGUMENT', 'E_DECODE', 'E_UNSUPPORTED_FORMAT', 'E_TOO_LARGE', 'E_QUEUE_FULL', 'E_TIMEOUT', 'E_INTERNAL'];
+const OIP_FAILURES = { 400: answer('a malformed request', ref('OipError')), 404: answer('no such model', ref('OipError')),
+  413: answer('the body is over the limit', ref('OipError')), 503: answer('the queue is full', ref('OipError')),
+  504: answer('no answer in time', ref('OipError')) };
+
+/** @param {Map<string, import('../model').Model>} models */
+function openapi(models) {
+  const name = { name: 'name', in: 'path', required: true, schema: { type: 'string', enum: [...models.keys()] } };
+  const versioned = { name: 'version', in: 'path', required: true, schema: { type: 'string', enum: ['1'] } };
+  const modelQuery = { name: 'model', in: 'query', required: false, schema: { type: 'string', enum: [...models.keys()] },
+    description: 'which model (the first by default)' };
+  const timeout = { name: 'X-Request-Timeout-Ms', in: 'header', required: false, schema: { type: 'integer', minimum: 1 },
+    description: 'less time than the server allows, never more' };
+  const predictAnswers = { 200: answer('the most probable labels', ref('Prediction')), ...failures(PREDICT_FAILURES) };
+  const oip = (suffix, operation) => ({
+    [`/v2/models/{name}${suffix}`]: { ...operation, parameters: [name, ...(operation.parameters ?? [])] },
+    [`/v2/models/{name}/versions/{version}${suffix}`]: { ...operation, parameters: [name, versioned, ...(operation.parameters ?? [])] },
+  });
+  return {
+    openapi: '3.1.0',
+    info: { title: 'choripan', version, description: 'Image classification with a PyTorch model served through libtorch.' },
+    paths: {
+      '/predict': {
+        post: {
+          summary: 'Classify an image sent as the body (image/*) or as the multipart field `image`',
+          parameters: [modelQuery, timeout],
+          requestBody: { required: true, content: {
+            'image/*': { schema: { type: 'string', format: 'binary' } },
+            'multipart/form-data': { schema: { type: 'object', required: ['image'], properties: { image: { type: 'string', format: 'binary' } } } },
+          } },
+          responses: predictAnswers,
+        },
+        get: {
+          summary: 'Classify the image at an allow-listed URL (CHORIPAN_URL_ALLOWLIST)',
+          parameters: [{ name: 'url', in: 'query', required: true, schema: { type: 'string', format: 'uri' } }, modelQuery, timeout],
+          responses: { ...predictAnswers, ...failures(['E_URL_NOT_ALLOWED', 'E_FETCH']) },
+        },
+      },
+      '/healthz': { get: { summary: 'Alive, with each model\'s stats', responses: { 200: answer('alive', { type: 'object' }) } } },
+      '/readyz': { get: { summary: 'Every model loaded and warm, and not draining', responses: {
+        200: answer('ready', { type: 'object' }), 503: answer('draining', { type: 'object' }) } } },
+      '/metrics': { get: { summary: 'Prometheus metrics', responses: { 200: { description: 'the text format', content: { 'text/plain': { schema: { type: 'string' } } } } } } },
+      '/openapi.json': { get: { summary: 'This document', responses: { 200: answer('OpenAPI 3.1', { type: 'object' }) } } },
+      '/': { get: { summary: 'A page to try a photo', responses: { 200: { description: 'HTML', content: { 'text/html': { schema: { type: 'string' } } } } } } },
+      '/v2': { get: { summary: 'Open Inference Protocol: server metadata', responses: { 200: answer('name, version, extensions', { type: 'object' }) } } },
+      '/v2/health/live': { get: { summary: 'Open Inference Protocol: live', responses: { 200: answer('live', { type: 'object' }) } } },
+      '/v2/health/ready': { get: { summary: 'Open Inference Protocol: ready', responses: { 200: answer('ready', { type: 'object' }), 503: answer('not ready', { type: 'object' }) } } },
+      ...oip('', { get: { summary: 'Open Inference Protocol: model metadata', responses: { 200: answer('inputs and outputs', { type: 'object' }), 404: OIP_FAILURES[404] } } }),
+      ...oip('/ready', { get: { summary: 'Open Inference Protocol: model ready', responses: { 200: answer('ready', { type: 'object' }), 404: OIP_FAILURES[404], 503: answer('not ready', { type: 'object' }) } } }),
+      ...oip('/infer', { post: {
+        summary: 'Open Inference Protocol: infer. An encoded image as a BYTES tensor (base64 in JSON, or the binary extension), or FP32 [N, 3, crop, crop]',
+        parameters: [timeout, { name: 'Inference-Header-Content-Length', in: 'header', required: false, schema: { type: 'integer' },
+          description: 'binary tensor data extension: the length of the JSON part' }],
+        requestBody: { required: true, content: { ...json(ref('InferenceRequest')), 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } },
+        responses: { 200: { description: 'the outputs', content: { ...json(ref('InferenceResponse')), 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } }, ...OIP_FAILURES },
+      } }),
+    },
+    components: {
+      schemas: {
+        Error: { type: 'object', required: ['error'], properties: { error: { type: 'object', required: ['code', 'message'], properties: {
+          code: { type: 'string', enum: vocabulary.errors.map((e) => e.code) }, message: { type: 'string' } } } } },
+        OipError: { type: 'object', required: ['error'], properties: { error: { type: 'string' } } },
+        Prediction: { type: 'object', required: ['label', 'model'], properties: {
+          label: { type: 'string' }, probability: { type: 'number' }, model: { type: 'string' }, elapsedMs: { type: 'number' },
+          default: { type: 'boolean', description: 'true: past the deadline, the CHORIPAN_DEFAULT_LABEL answer' },
+          top: { type: 'array', items: { type: 'object', properties: { label: { type: 'string' }, probability: { type: 'number' } } } } } },
+        Tensor: { type: 'object', required: ['name', 'datatype', 'shape'], properties: {
+          name: { type: 'string' }, datatype: { type: 'string', enum: ['BYTES', 'FP32'] }, shape: { type: 'array', items: { type: 'integer' } },
+          parameters: { type: 'object' }, data: { type: 'array' } } },
+        InferenceRequest: { type: 'object', required: ['inputs'], properties: {
+          id: { type: 'string' }, parameters: { type: 'object' }, inputs: { type: 'array', items: ref('Tensor'), minItems: 1, maxItems: 1 },
+          outputs: { type: 'array', items: { type: 'object', required: ['name'], properties: { name: { type: 'string' }, parameters: { type: 'object' } } } } } },
+        InferenceResponse: { type: 'object', required: ['model_name', 'outputs'], properties: {
+          model_name: { type: 'string' }, model_version: { type: 'string' }, id: { type: 'string' }, outputs: { type: 'array', items: ref('Tensor') } } },
+      },
+    },
+  };
+}
+
+module.exports = { openapi };

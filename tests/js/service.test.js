@@ -1,0 +1,322 @@
+'use strict';
+// What the service adds for the people who run it: metrics, readiness, deadlines with a default answer,
+// several models, embedding in another Express app, the OpenAPI document, the configuration, the page.
+
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const http = require('node:http');
+const path = require('node:path');
+const { spawn, spawnSync } = require('node:child_process');
+const { test, describe, before, after } = require('node:test');
+const express = require('express');
+const pino = require('pino');
+const choripan = require('choripan');
+const { createApp } = require('choripan/server');
+const { root, photo, defaultModelPath, defaultPackagePath, CAT_LABELS } = require('./helpers');
+
+function listen(app) {
+  return new Promise((resolve) => {
+    const server = http.createServer(app).listen(0, '127.0.0.1', () => resolve({ server, base: `http://127.0.0.1:${server.address().port}` }));
+  });
+}
+
+/* global document, DataTransfer, ClipboardEvent -- in the page, through Playwright's evaluate */
+
+const post = (url, body, headers = {}) => fetch(url, { method: 'POST', body, headers: { 'content-type': 'image/png', ...headers } });
+
+describe('one app, two models', () => {
+  let models;
+  let base;
+  let server;
+  const lines = [];
+
+  before(async () => {
+    models = new Map([
+      ['lite0', await choripan.load(defaultPackagePath, { workers: 1 })],
+      ['traced', await choripan.load(defaultModelPath, { workers: 1 })],
+    ]);
+    const logger = pino({ level: 'info' }, { write: (line) => lines.push(JSON.parse(line)) });
+    ({ server, base } = await listen(createApp({ models, logger, defaultLabel: 'unknown' })));
+  });
+  after(async () => {
+    server.close();
+    await Promise.all([...models.values()].map((m) => m.dispose()));
+  });
+
+  test('?model= picks the model; the first is the default; an unknown one is 400', async () => {
+    const [first, second, unknown] = await Promise.all(['', '?model=traced', '?model=nope']
+      .map((query) => post(`${base}/predict${query}`, photo('chelsea.png'))));
+    assert.equal((await first.json()).model, 'lite0');
+    const traced = await second.json();
+    assert.equal(traced.model, 'traced');
+    assert.ok(CAT_LABELS.includes(traced.label));
+    assert.equal(unknown.status, 400);
+    assert.equal((await unknown.json()).error.code, 'E_INVALID_ARGUMENT');
+  });
+
+  test('/metrics: request, inference, queue-wait and batch histograms, queue gauges, process metrics', async () => {
+    await post(`${base}/predict?model=traced`, photo('coffee.png'));
+    const text = await (await fetch(`${base}/metrics`)).text();
+    for (const series of [
+      /^choripan_http_requests_total\{route="\/predict",method="POST",status="200"\} \d+/m,
+      /^choripan_http_request_duration_seconds_bucket\{le="0\.1",route="\/predict",method="POST"\} \d+/m,
+      /^choripan_inference_duration_seconds_count\{model="traced"\} [1-9]/m,
+      /^choripan_queue_wait_duration_seconds_count\{model="lite0"\} [1-9]/m,
+      /^choripan_batch_size_bucket\{le="1",model="traced"\} [1-9]/m,
+      /^choripan_queue_depth\{model="lite0"\} 0/m,
+      /^choripan_inflight\{model="traced"\} 0/m,
+      /^choripan_process_resident_memory_bytes \d+/m,
+    ]) {
+      assert.match(text, series);
+    }
+  });
+
+  test('a request may ask for less time, and past it gets the default label, counted', async () => {
+    const response = await post(`${base}/predict`, photo('chelsea.png'), { 'x-request-timeout-ms': '1' });
+    assert.equal(response.status, 200);
+    assert.deepEqual(await response.json().then(({ label, default: isDefault }) => ({ label, isDefault })), { label: 'unknown', isDefault: true });
+    assert.match(await (await fetch(`${base}/metrics`)).text(), /^choripan_default_answers_total\{model="lite0"\} 1/m);
+    const bad = await post(`${base}/predict`, photo('chelsea.png'), { 'x-request-timeout-ms': 'soon' });
+    assert.equal(bad.status, 400);
+  });
+
+  test('every answer carries a request id: the one given, or a new one, and the log line has it', async () => {
+    const given = await fetch(`${base}/healthz`, { headers: { 'x-request-id': 'abc-123' } });
+    assert.equal(given.headers.get('x-request-id'), 'abc-123');
+    const made = await fetch(`${base}/healthz`);
+    assert.match(made.headers.get('x-request-id'), /^[0-9a-f-]{36}$/);
+    assert.ok(lines.some((line) => line.id === 'abc-123' && line.path === '/healthz'));
+  });
+
+  test('/openapi.json documents every route the app serves, and only those', async () => {
+    const spec = await (await fetch(`${base}/openapi.json`)).json();
+    const documented = new Set(Object.entries(spec.paths).flatMap(([p, ops]) => Object.keys(ops).filter((m) => m !== 'parameters').map((m) => `${m} ${p}`)));
+    const served = new Set();
+    const walk = (stack) => {
+      for (const layer of stack) {
+        if (layer.route) {
+          for (const method of Object.keys(layer.route.methods)) {
+            served.add(`${method} ${layer.route.path.replace(/:(\w+)/g, '{$1}')}`);
+          }
+        } else if (layer.handle?.stack) {
+          walk(layer.handle.stack);
+        }
+      }
+    };
+    walk(createApp({ models }).router.stack);
+    for (const route of ['get /page.js', 'get /page.css']) served.delete(route); // the page's own files
+    assert.deepEqual([...served].sort(), [...documented].sort());
+  });
+});
+
+describe('mounted in another Express app', () => {
+  test('its routes answer under the prefix, logged with it; other paths stay the host app\'s', async () => {
+    const model = await choripan.load(defaultPackagePath, { workers: 1 });
+    const lines = [];
+    const logger = pino({ level: 'info' }, { write: (line) => lines.push(JSON.parse(line)) });
+    const host = express();
+    host.get('/hello', (req, res) => res.send('hello from the host'));
+    host.use('/vision', createApp({ model, logger }));
+    host.use((req, res) => res.status(404).send('the host app\'s own 404'));
+    const { server, base } = await listen(host);
+    try {
+      assert.equal(await (await fetch(`${base}/hello`)).text(), 'hello from the host');
+      const answer = await post(`${base}/vision/predict`, photo('chelsea.png'));
+      assert.ok(CAT_LABELS.includes((await answer.json()).label));
+      assert.ok(lines.some((line) => line.path === '/vision/predict' && line.status === 200));
+      const elsewhere = await fetch(`${base}/vision/not-ours`);
+      assert.equal(elsewhere.status, 404);
+      assert.equal(await elsewhere.text(), 'the host app\'s own 404');
+      assert.equal((await fetch(`${base}/nowhere`)).status, 404);
+    } finally {
+      server.close();
+      await model.dispose();
+    }
+  });
+});
+
+/** The port a server child logs that it listens on. */
+function listening(child) {
+  return new Promise((resolve, reject) => {
+    let buffered = '';
+    child.stdout.on('data', (chunk) => {
+      buffered += chunk;
+      const match = buffered.match(/"port":(\d+)/);
+      if (match) resolve(Number(match[1]));
+    });
+    child.on('exit', (code) => reject(new Error(`exited with ${code}`)));
+  });
+}
+
+describe('the configuration', () => {
+  const main = path.join(root, 'js', 'server', 'main.js');
+
+  test('docs/service.md and `choripan --help` describe every variable the server reads', () => {
+    const { VARIABLES } = require('../../js/server/config');
+    const docs = fs.readFileSync(path.join(root, 'docs', 'service.md'), 'utf8');
+    const help = spawnSync(process.execPath, [path.join(root, 'bin', 'choripan.js'), '--help'], { encoding: 'utf8' }).stdout;
+    for (const name of Object.keys(VARIABLES)) {
+      assert.match(docs, new RegExp(`\\| \`${name}\` \\|`), `docs/service.md lacks ${name}`);
+      assert.match(help, new RegExp(`^  ${name} `, 'm'), `--help lacks ${name}`);
+    }
+  });
+
+  test('choripan serve --model a=… --model b=…: both served, the cores divided between them', { timeout: 120_000 }, async () => {
+    const child = spawn(process.execPath, [path.join(root, 'bin', 'choripan.js'), 'serve', '--port', '0',
+      '--model', `a=${defaultPackagePath}`, '--model', `b=${defaultModelPath}`], { env: { ...process.env, CHORIPAN_WORKERS: '' } });
+    try {
+      const port = await listening(child);
+      const base = `http://127.0.0.1:${port}`;
+      assert.deepEqual((await (await fetch(`${base}/readyz`)).json()).models, ['a', 'b']);
+      for (const name of ['a', 'b']) assert.equal((await fetch(`${base}/v2/models/${name}/ready`)).status, 200);
+      const { models } = await (await fetch(`${base}/healthz`)).json();
+      const cores = require('node:os').availableParallelism();
+      assert.equal(models.a.workers + models.b.workers, Math.max(2, cores - (cores % 2)));
+      const answer = await post(`${base}/predict?model=b`, photo('chelsea.png'));
+      assert.equal((await answer.json()).model, 'b');
+    } finally {
+      child.kill('SIGTERM');
+    }
+  });
+
+  test('a bad value stops start-up with one line naming the variable', () => {
+    for (const [variable, value] of [['CHORIPAN_MAX_QUEUE', 'many'], ['PORT', '99999'], ['CHORIPAN_MODELS', 'a=x.pt,a=y.pt']]) {
+      const run = spawnSync(process.execPath, [main], { encoding: 'utf8', env: { ...process.env, [variable]: value }, timeout: 60_000 });
+      assert.equal(run.status, 2, `${variable}=${value}: ${run.stderr}`);
+      assert.equal(run.stderr.trim().split('\n').length, 1, run.stderr);
+      assert.match(run.stderr, new RegExp(`^choripan: ${variable}: `));
+    }
+  });
+
+  test('CHORIPAN_MAX_QUEUE=2 CHORIPAN_MAX_BATCH=1: 40 at once get 200s and 503s with Retry-After, nothing else', { timeout: 120_000 }, async () => {
+    const child = spawn(process.execPath, [main], { env: { ...process.env, PORT: '0', CHORIPAN_MAX_QUEUE: '2', CHORIPAN_MAX_BATCH: '1', CHORIPAN_WORKERS: '1' } });
+    try {
+      const port = await listening(child);
+      const answers = await Promise.all(Array.from({ length: 40 }, () => post(`http://127.0.0.1:${port}/predict`, photo('chelsea.png'))
+        .then(async (r) => ({ status: r.status, retry: r.headers.get('retry-after'), body: await r.json() }))));
+      const statuses = new Set(answers.map((a) => a.status));
+      assert.ok(statuses.has(200) && statuses.has(503), [...statuses].join());
+      assert.deepEqual([...statuses].sort(), [200, 503]);
+      for (const a of answers.filter((x) => x.status === 503)) {
+        assert.equal(a.retry, '1');
+        assert.equal(a.body.error.code, 'E_QUEUE_FULL');
+      }
+    } finally {
+      child.kill('SIGTERM');
+    }
+  });
+});
+
+describe('the page', () => {
+  const chromium = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((file) => fs.existsSync(file));
+  const skip = !chromium && 'Chromium is not installed here (apt-get install chromium; .ci/run installs it)';
+  if (skip) console.log(`# the page tests are skipped: ${skip}`);
+
+  test('in Chromium: choose a real photo and read its label; paste works; a bad file shows the error', { skip, timeout: 120_000 }, async () => {
+    const { chromium: browserType } = require('playwright-core');
+    const model = await choripan.load(defaultPackagePath, { workers: 1 });
+    const { server, base } = await listen(createApp({ model, logger: pino({ level: 'silent' }) }));
+    const browser = await browserType.launch({ executablePath: chromium, args: ['--no-sandbox', '--disable-gpu',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'] });
+    try {
+      const page = await browser.newPage();
+      await page.goto(base);
+      await page.setInputFiles('input[type=file]', path.join(require('./helpers').photosDir, 'chelsea.png'));
+      await page.waitForSelector('#result:not([hidden])');
+      assert.ok(CAT_LABELS.includes(await page.textContent('#label')));
+      assert.equal(await page.locator('#top li').count(), 5);
+      assert.match(await page.textContent('#top li'), /%/);
+
+      await page.evaluate(async (bytes) => {
+        const file = new File([new Uint8Array(bytes)], 'coffee.png', { type: 'image/png' });
+        const data = new DataTransfer();
+        data.items.add(file);
+        document.dispatchEvent(new ClipboardEvent('paste', { clipboardData: data }));
+      }, [...photo('coffee.png')]);
+      await page.waitForFunction(() => document.getElementById('label').textContent === 'espresso');
+
+      await page.setInputFiles('input[type=file]', { name: 'notes.png', mimeType: 'image/png', buffer: Buffer.from('not an image') });
+      await page.waitForSelector('#error:not([hidden])');
+      assert.match(await page.textContent('#error'), /That did not work: The bytes are not a JPEG, PNG or WebP image/);
+    } finally {
+      await browser.close();
+      server.close();
+      await model.dispose();
+    }
+  });
+});
+
+describe('no input hurts the service', () => {
+  test('300 bad requests of every kind, OIP included: coded answers, then it still serves, memory and sockets back', { timeout: 300_000 }, async () => {
+    const crypto = require('node:crypto');
+    const net = require('node:net');
+    const model = await choripan.load(defaultPackagePath, { workers: 1 });
+    const { server } = await listen(createApp({ model, logger: pino({ level: 'silent' }) }));
+    const { port } = server.address();
+    const send = (route, { method = 'POST', headers = {}, body } = {}) => new Promise((resolve, reject) => {
+      const request = http.request({ host: '127.0.0.1', port, path: route, method, headers, agent: false }, (response) => {
+        const chunks = [];
+        response.on('data', (chunk) => chunks.push(chunk));
+        response.on('end', () => resolve({ status: response.statusCode, text: Buffer.concat(chunks).toString() }));
+      });
+      request.on('error', reject);
+      request.end(body);
+    });
+    const json = (value) => ({ headers: { 'content-type': 'application/json' }, body: JSON.stringify(value) });
+    const infer = '/v2/models/efficientnet-lite0/infer';
+    const png = photo('chelsea.png');
+    const kinds = [
+      () => send('/predict', { headers: { 'content-type': 'image/jpeg' }, body: crypto.randomBytes(2000) }),
+      () => send('/predict', { headers: { 'content-type': 'image/png' }, body: png.subarray(0, png.length / 3) }),
+      () => send('/predict', { headers: { 'content-type': 'image/png' }, body: Buffer.concat([png.subarray(0, 33), crypto.randomBytes(500)]) }),
+      () => send('/predict', { headers: { 'content-type': 'multipart/form-data; boundary=x' }, body: '--x\r\ngarbage' }),
+      () => send('/predict', { headers: { 'content-type': 'text/plain' }, body: 'hello' }),
+      () => send('/predict?model=none', { headers: { 'content-type': 'image/png' }, body: png }),
+      () => send(infer, { headers: { 'content-type': 'application/json' }, body: '{"inputs": [' }),
+      () => send(infer, json({ inputs: [{ name: 'image', shape: [2], datatype: 'BYTES', data: ['aGk='] }] })),
+      () => send(infer, json({ inputs: [{ name: 'image', shape: [1], datatype: 'BYTES', data: ['not base64!'] }] })),
+      () => send(infer, json({ inputs: [{ name: 'image', shape: [1], datatype: 'BYTES', data: [crypto.randomBytes(300).toString('base64')] }] })),
+      () => send(infer, json({ inputs: [{ name: 'input', shape: [1, 3, 224, 224], datatype: 'FP32', data: [1, 2, 3] }] })),
+      () => send(infer, json({ inputs: [{ name: 'input', shape: [1, 3, 2, 2], datatype: 'FP32', data: Array(12).fill(0) }] })),
+      () => send(infer, json({ inputs: [{ name: 'x', shape: [1], datatype: 'INT64', data: [1] }] })),
+      () => send(infer, json({ inputs: [{ name: 'x', shape: 'wide', datatype: 'BYTES', data: [] }] })),
+      () => send(infer, json({ inputs: [{ name: 'image', shape: [1], datatype: 'BYTES', data: ['aGk='] }], outputs: [{ name: 'nope' }] })),
+      () => {
+        const header = JSON.stringify({ inputs: [{ name: 'image', shape: [1], datatype: 'BYTES', parameters: { binary_data_size: 10_000 } }] });
+        return send(infer, { headers: { 'inference-header-content-length': String(header.length) }, body: `${header}short` });
+      },
+      () => send(infer, { headers: { 'inference-header-content-length': '99999' }, body: '{}' }),
+      () => send('/v2/models/none/infer', json({})),
+      () => new Promise((resolve) => { // a client that declares a body and goes away
+        const socket = net.connect(port, '127.0.0.1', () => {
+          socket.write('POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 5000\r\n\r\nabc');
+          socket.destroy();
+          resolve({ status: 499, text: '{"error":"client gone"}' });
+        });
+      }),
+    ];
+    for (let i = 0; i < 10; i++) await send('/predict', { headers: { 'content-type': 'image/png' }, body: png });
+    global.gc?.();
+    const rssBefore = process.memoryUsage().rss;
+    const answers = [];
+    for (let round = 0; round < 30; round++) {
+      answers.push(...await Promise.all(Array.from({ length: 10 }, (_, j) => kinds[(round * 10 + j) % kinds.length]())));
+    }
+    for (const { status, text } of answers) {
+      assert.ok(status >= 400 && status < 600 && status !== 500, `${status} ${text}`);
+      const { error } = JSON.parse(text);
+      assert.ok(typeof error === 'string' || (typeof error.code === 'string' && typeof error.message === 'string'), text);
+    }
+    assert.equal((await send('/healthz', { method: 'GET' })).status, 200);
+    const good = await send('/predict', { headers: { 'content-type': 'image/png' }, body: png });
+    assert.ok(CAT_LABELS.includes(JSON.parse(good.text).label));
+    const growth = (process.memoryUsage().rss - rssBefore) / 2 ** 20;
+    assert.ok(growth < 200, `RSS grew by ${growth.toFixed(0)} MB`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const open = await new Promise((resolve) => server.getConnections((error, count) => resolve(count)));
+    assert.equal(open, 0, 'every connection closed');
+    assert.equal(model.stats().queued + model.stats().inflight + model.stats().pendingBytes, 0, 'nothing left in the core');
+    server.close();
+    await model.dispose();
+  });
+});
