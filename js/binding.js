@@ -18,6 +18,11 @@ function native() {
   if (!fs.existsSync(ADDON)) {
     throw new ChoripanError('E_ADDON', `choripan's native addon is not built (${ADDON} is missing): ${REBUILD}`);
   }
+  // GNU OpenMP lets a waiting thread spin 300,000 times before it sleeps. Beside co-tenants that keep the
+  // cores busy (other pods on a node), a spinning team fights them: a lone request took 36 ms instead of
+  // 26 with 10,000, which a quiet machine measured the same (npm run bench -- --sweep [--busy 2]). It is
+  // read once, when libgomp loads with the addon; a value of your own wins.
+  process.env.GOMP_SPINCOUNT ??= '10000';
   try {
     binding = require(ADDON);
   } catch (error) {

@@ -1,5 +1,7 @@
 #include "model_wrap.h"
 
+#include <ATen/ATen.h>
+
 #include <cmath>
 
 #include "addon.h"

@@ -122,3 +122,14 @@ def test_openapi_document_is_valid_and_lists_the_routes(server):
         spec = json.loads(response.read())
     validate(spec)
     assert {"/predict", "/v2/models/{name}/infer", "/healthz", "/readyz", "/metrics"} <= set(spec["paths"])
+
+
+def test_the_autoscaler_watches_a_metric_the_server_exports(server):
+    import yaml
+
+    hpa = yaml.safe_load((ROOT / "deploy" / "k8s" / "hpa.yaml").read_text())
+    with urllib.request.urlopen(f"http://{server}/metrics") as response:
+        exported = response.read().decode()
+    for metric in hpa["spec"]["metrics"]:
+        if metric["type"] == "Pods":
+            assert f"\n{metric['pods']['metric']['name']}{{" in exported
