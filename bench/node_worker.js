@@ -60,8 +60,9 @@ async function system() {
     return { predict: await onnxruntimePeer(args.model, metadata) };
   }
   if (args.system === 'decode') {
-    const { decode } = require('../js/decode');
-    return { predict: decode };
+    const { inspect, decode } = require('../js/decode');
+    const { native } = require('../js/binding');
+    return { predict: (bytes) => decode(bytes, inspect(bytes, native().limits.maxAspectRatio)) };
   }
   throw new Error(`unknown system ${args.system}`);
 }

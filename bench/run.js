@@ -11,6 +11,7 @@
 //   npm run bench -- --smoke           a few requests of everything: checks that the harness works
 //   npm run bench -- --sweep           choripan's options (maxBatch, workers × threads) at concurrency 1 and 8
 //   npm run bench -- --sweep --busy N  the same beside N busy co-tenant processes (a shared node)
+//   npm run bench -- --head-of-line    small requests alone, then while huge images keep arriving (p99)
 //
 // A benchmark, not a test: the machine may be small and shared, so compare rows of one run.
 
@@ -29,6 +30,7 @@ const { values: flags } = parseArgs({
   options: {
     smoke: { type: 'boolean', default: false },
     sweep: { type: 'boolean', default: false },
+    'head-of-line': { type: 'boolean', default: false },
     busy: { type: 'string', default: '0' },
     rounds: { type: 'string' },
     requests: { type: 'string' },
@@ -320,12 +322,64 @@ async function sweep(photoFile) {
     ['p99 ms', (r) => r.p99_ms.toFixed(1)], ['images/s', (r) => r.throughput_per_s.toFixed(1)], ['mean batch', (r) => r.mean_batch.toFixed(2)]]);
 }
 
+/**
+ * Four clients send the photo for a few seconds, alone (A) and while a fifth keeps sending huge images
+ * (B), A B A B: p50 and p99 of the small requests in each. The huge ones: the 389 KB PNG of 10000 × 10000
+ * transparent pixels from the hardening report (400 MB decoded) and a 12-megapixel JPEG.
+ */
+async function headOfLine(photoFile) {
+  const choripan = require('choripan');
+  const small = fs.readFileSync(photoFile);
+  const huge = [
+    await sharp({ create: { width: 10000, height: 10000, channels: 4, background: '#0000' } }).png().toBuffer(),
+    await sharp(photoFile).resize(4000, 3000).jpeg().toBuffer(),
+  ];
+  const seconds = flags.smoke ? 1 : 5;
+  const model = await choripan.load(DEFAULT_MODEL_PATH);
+  const phase = async (withHuge) => {
+    const latencies = [];
+    let hugeAnswered = 0;
+    const until = performance.now() + seconds * 1000;
+    const clients = Array.from({ length: 4 }, async () => {
+      while (performance.now() < until) {
+        const started = performance.now();
+        await model.predict(small);
+        latencies.push(performance.now() - started);
+      }
+    });
+    if (withHuge) {
+      clients.push((async () => {
+        for (let i = 0; performance.now() < until; i++) {
+          await model.predict(huge[i % huge.length]);
+          hugeAnswered++;
+        }
+      })());
+    }
+    await Promise.all(clients);
+    return { latencies, hugeAnswered };
+  };
+  const rows = [{ system: 'small requests alone', latencies: [], huge: 0 }, { system: 'while huge images arrive', latencies: [], huge: 0 }];
+  for (let round = 0; round < settings.rounds; round++) {
+    for (const [index, row] of rows.entries()) {
+      const { latencies, hugeAnswered } = await phase(index === 1);
+      row.latencies.push(...latencies);
+      row.huge += hugeAnswered;
+    }
+  }
+  await model.dispose();
+  table(rows, [['', (r) => r.system], ['small p50 ms', (r) => median(r.latencies).toFixed(1)],
+    ['small p99 ms', (r) => percentile(r.latencies, 0.99).toFixed(1)], ['small/s', (r) => (r.latencies.length / (seconds * settings.rounds)).toFixed(1)],
+    ['huge answered', (r) => r.huge]]);
+  log(`p99 of small requests while huge ones arrive: ${(percentile(rows[1].latencies, 0.99) / percentile(rows[0].latencies, 0.99)).toFixed(2)}× their p99 alone`);
+}
+
 async function main() {
   fs.mkdirSync(outDir, { recursive: true });
   const machine = `${os.cpus()[0]?.model ?? 'cpu'} ×${os.availableParallelism()}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, node ${process.version}`;
   log(`${machine}; ${settings.rounds} round(s), ${settings.requests} requests per row`);
   const photoFile = await photo();
   if (flags.sweep) return sweep(photoFile);
+  if (flags['head-of-line']) return headOfLine(photoFile);
   for (const file of Object.values(artifacts)) {
     if (!fs.existsSync(file)) throw new Error(`${file} is missing: run \`npm install\`, which exports the default model`);
   }

@@ -18,7 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ExportError
 
-SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP")
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "AVIF")
 INTERPOLATIONS = ("bilinear", "bicubic")  # both antialiased, as torchvision's Resize(antialias=True)
 MAX_ASPECT_RATIO = 100
 MAX_PIXELS = 100_000_000
@@ -40,8 +40,10 @@ class DecodePolicy:
     grayscale: str = "replicate"  # one grey channel copied to R, G and B
     high_bit_depth: str = "high_byte"  # 16-bit samples keep their most significant byte
     palette: str = "expand"  # to RGB, or RGBA when the palette has transparency
-    cmyk: str = "reject"  # PIL and libvips convert CMYK differently: refused rather than answered twice
-    animation: str = "first_frame"
+    # CMYK JPEGs: their samples as stored, converted to RGB with PIL's integer formula, which the native
+    # core repeats (libvips would convert through an ICC profile instead). "reject" refuses them.
+    cmyk: str = "convert"
+    animation: str = "first_frame"  # GIF: the first frame; TIFF: the first page
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -111,8 +113,8 @@ def decode(source: bytes | str | Path, policy: DecodePolicy | None = None) -> np
             raise ExportError(
                 f"{name} is {image.format}; supported formats are {', '.join(policy.formats)}", "E_UNSUPPORTED_FORMAT"
             )
-        if image.mode == "CMYK":
-            raise ExportError(f"{name} is a CMYK image; convert it to RGB first", "E_UNSUPPORTED_FORMAT")
+        if image.mode == "CMYK" and (policy.cmyk != "convert" or image.format != "JPEG"):
+            raise ExportError(f"{name} is a CMYK {image.format}; convert it to RGB first", "E_UNSUPPORTED_FORMAT")
         if image.width * image.height > MAX_PIXELS:
             raise ExportError(
                 f"{name} is {image.width}x{image.height}; at most {MAX_PIXELS // 1_000_000} megapixels are decoded",

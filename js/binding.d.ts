@@ -29,6 +29,8 @@ export interface NativeModel {
     channels: number,
     timeoutMs: number,
     announcedBytes: number | null,
+    /** The pixels are a JPEG's CMYK samples (4 channels), converted to RGB by the core. */
+    cmyk?: boolean,
   ): { id: number | null; promise: Promise<NativeAnswer> };
   /** Queues one preprocessed image: float32 [3, crop, crop]. */
   predictTensor(input: Float32Array, timeoutMs: number): { id: number | null; promise: Promise<NativeAnswer> };

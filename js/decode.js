@@ -1,24 +1,25 @@
 'use strict';
-// Encoded bytes → RGB(A) pixels with sharp, under the decode policy the artifact records
-// (export/imaging.py DecodePolicy): EXIF orientation applied, ICC profile ignored (pixel values as
-// stored, as PIL reads them), first frame only, CMYK refused. The result is bit-identical to PIL's.
+// Encoded bytes → pixels with sharp, under the decode policy the artifact records
+// (export/imaging.py DecodePolicy), so that Node decodes what PIL decodes for the Python reference:
+// JPEG, PNG, WebP, GIF (first frame), TIFF (first page) and AVIF where the policy lists them; EXIF
+// orientation applied; ICC profiles ignored (pixel values as stored, as PIL reads them); CMYK JPEGs
+// handed over as their CMYK samples, which the native core converts as PIL does.
 //
 // Every limit that the header allows is checked here, synchronously, before any decoding: format, size,
-// proportions. The few bytes that say so are read by hand because no decoder reports them without
-// first taking a trip through the thread pool (sharp's metadata() is one), and the point is to refuse
-// before that trip. Then sharp decodes in one pipeline.
+// proportions. JPEG, PNG and WebP headers are read by hand (they also say whether there is alpha or
+// CMYK, which no size library reports); the others' sizes come from image-size. No decoder reports
+// these without a trip through the thread pool first (sharp's metadata() is one), and the point is to
+// refuse before that trip. Then sharp decodes in one pipeline.
 
 const sharp = require('sharp');
+const { imageSize } = require('image-size');
 const { ChoripanError } = require('./errors');
 
 const MAX_PIXELS = 100_000_000; // 10 MB of JPEG can hold far more; 100 MP of RGBA is 400 MB decoded
 
 // Recognised only to say why they are refused: libvips would otherwise parse them.
 const REFUSED = [
-  ['GIF', (b) => ascii(b, 0, 4) === 'GIF8'],
-  ['TIFF', (b) => ['II*\0', 'MM\0*'].includes(ascii(b, 0, 4))],
   ['BMP', (b) => ascii(b, 0, 2) === 'BM'],
-  ['HEIF/AVIF', (b) => ascii(b, 4, 8) === 'ftyp'],
   ['PDF', (b) => ascii(b, 0, 5) === '%PDF-'],
   ['SVG', (b) => /^\s*(<\?xml|<svg|<!DOCTYPE svg)/i.test(ascii(b, 0, 256))],
 ];
@@ -87,29 +88,91 @@ function webpHeader(b) {
   throw truncated('WebP');
 }
 
+// GIF, TIFF and AVIF: their size through image-size; four bytes a pixel at most once decoded.
+function sizedBy(format) {
+  return (b) => {
+    let size;
+    try {
+      size = imageSize(b);
+    } catch (error) {
+      throw new ChoripanError('E_DECODE', `The ${format} header is truncated or malformed (${error.message})`);
+    }
+    return { format, width: size.width, height: size.height, components: 4 };
+  };
+}
+
+// TIFF: the first page's PhotometricInterpretation (tag 262); 5 is CMYK ("separated"), which PIL keeps as
+// CMYK and libvips converts through an ICC profile: refused, as the Python reference refuses it.
+function tiffHeader(b) {
+  const header = sizedBy('TIFF')(b);
+  const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const little = b[0] === 0x49;
+  const first = b.length >= 8 ? view.getUint32(4, little) : 0;
+  const count = first + 2 <= b.length ? view.getUint16(first, little) : 0;
+  for (let i = 0, at = first + 2; i < count && at + 12 <= b.length; i++, at += 12) {
+    if (view.getUint16(at, little) === 262 && view.getUint16(at + 8, little) === 5) {
+      throw new ChoripanError('E_UNSUPPORTED_FORMAT', 'CMYK TIFF images are not taken; convert the image to RGB');
+    }
+  }
+  return header;
+}
+
+// The brands an ISO media file (HEIF, AVIF) declares in its ftyp box.
+function brands(b) {
+  const length = b.length >= 8 ? new DataView(b.buffer, b.byteOffset, b.byteLength).getUint32(0) : 0;
+  const found = [];
+  for (let at = 8; at + 4 <= Math.min(length, b.length); at += 4) if (at !== 12) found.push(ascii(b, at, at + 4));
+  return found;
+}
+
+// HEIF holding HEVC (iPhone photos): sharp's libvips has no HEVC decoder, so it is refused for what it is.
+function heifHeader(b) {
+  const declared = brands(b);
+  if (declared.some((brand) => brand === 'avif' || brand === 'avis')) return sizedBy('AVIF')(b);
+  throw new ChoripanError('E_UNSUPPORTED_FORMAT',
+    'HEIC images (HEIF with HEVC) cannot be decoded here: there is no HEVC decoder; send JPEG, PNG, WebP, GIF, TIFF or AVIF');
+}
+
 const ACCEPTED = [
   [(b) => b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff, jpegHeader],
   [(b) => ascii(b, 0, 8) === '\x89PNG\r\n\x1a\n', pngHeader],
   [(b) => ascii(b, 0, 4) === 'RIFF' && ascii(b, 8, 12) === 'WEBP', webpHeader],
+  [(b) => ascii(b, 0, 4) === 'GIF8', sizedBy('GIF')],
+  [(b) => ['II*\0', 'MM\0*'].includes(ascii(b, 0, 4)), tiffHeader],
+  [(b) => ascii(b, 4, 8) === 'ftyp', heifHeader],
 ];
+
+// The artifact's decode policy names formats as PIL does.
+const POLICY_NAMES = { JPEG: 'JPEG', PNG: 'PNG', WebP: 'WEBP', GIF: 'GIF', TIFF: 'TIFF', AVIF: 'AVIF' };
+// Artifacts exported before the policy named more formats or converted CMYK.
+const OLD_POLICY = { formats: ['JPEG', 'PNG', 'WEBP'], cmyk: 'reject' };
 
 /**
  * Format, size and proportions from the header alone, synchronously, before anything is decoded.
  * @param {Uint8Array} bytes
  * @param {number} maxAspectRatio longer side over shorter side (the native core's limit)
- * @returns {{ format: string, width: number, height: number, bytes: number }} `bytes`: decoded size, at most
+ * @param {{ formats?: string[], cmyk?: string }} [policy] the artifact's decode policy
+ * @returns {{ format: string, width: number, height: number, bytes: number, cmyk: boolean }} `bytes`: decoded
+ *   size, at most
  */
-function inspect(bytes, maxAspectRatio) {
+function inspect(bytes, maxAspectRatio, policy = OLD_POLICY) {
+  const formats = policy.formats ?? OLD_POLICY.formats;
+  const names = formats.map((f) => Object.keys(POLICY_NAMES).find((k) => POLICY_NAMES[k] === f) ?? f);
+  const named = names.length > 1 ? `${names.slice(0, -1).join(', ')} or ${names.at(-1)}` : names.join('');
   const header = ACCEPTED.find(([test]) => test(bytes))?.[1];
   if (!header) {
     const refused = REFUSED.find(([, test]) => test(bytes))?.[0];
-    if (refused) throw new ChoripanError('E_UNSUPPORTED_FORMAT', `${refused} images are not supported; send JPEG, PNG or WebP`);
-    throw new ChoripanError('E_DECODE', 'The bytes are not a JPEG, PNG or WebP image');
+    if (refused) throw new ChoripanError('E_UNSUPPORTED_FORMAT', `${refused} images are not supported; send ${named}`);
+    throw new ChoripanError('E_DECODE', `The bytes are not an image of a known format (${named})`);
   }
   const { format, width, height, components } = header(bytes);
+  if (!formats.includes(POLICY_NAMES[format])) {
+    throw new ChoripanError('E_UNSUPPORTED_FORMAT', `${format} images are not taken by this model's decode policy; send ${named}`);
+  }
   if (!(width > 0 && height > 0)) throw new ChoripanError('E_DECODE', `The ${format} header declares an empty image`);
-  if (format === 'JPEG' && components === 4) {
-    throw new ChoripanError('E_UNSUPPORTED_FORMAT', 'CMYK images are not supported; convert the image to RGB');
+  const cmyk = format === 'JPEG' && components === 4;
+  if (cmyk && (policy.cmyk ?? OLD_POLICY.cmyk) !== 'convert') {
+    throw new ChoripanError('E_UNSUPPORTED_FORMAT', 'CMYK images are not taken by this model\'s decode policy; convert the image to RGB');
   }
   if (width * height > MAX_PIXELS) {
     throw new ChoripanError('E_TOO_LARGE', `The image is ${width}x${height}; at most ${MAX_PIXELS / 1e6} megapixels are decoded`);
@@ -118,21 +181,21 @@ function inspect(bytes, maxAspectRatio) {
     throw new ChoripanError('E_INVALID_ARGUMENT',
       `The image is ${width}x${height}: aspect ratios beyond ${maxAspectRatio}:1 are refused`);
   }
-  return { format, width, height, bytes: width * height * Math.max(3, components) };
+  return { format, width, height, bytes: width * height * Math.max(3, components), cmyk };
 }
 
 /**
  * @param {Uint8Array} bytes checked by inspect()
- * @returns {Promise<{ pixels: Buffer, width: number, height: number, channels: number }>}
+ * @param {{ cmyk: boolean }} header what inspect() said
+ * @returns {Promise<{ pixels: Buffer, width: number, height: number, channels: number, cmyk: boolean }>}
  */
-async function decode(bytes) {
+async function decode(bytes, { cmyk }) {
   try {
-    const { data, info } = await sharp(bytes, { limitInputPixels: MAX_PIXELS })
-      .rotate()
-      .keepIccProfile()
-      .raw()
-      .toBuffer({ resolveWithObject: true });
-    return { pixels: data, width: info.width, height: info.height, channels: info.channels };
+    // The first frame or page only; for CMYK, the samples as stored (the core converts them as PIL does).
+    let pipeline = sharp(bytes, { limitInputPixels: MAX_PIXELS, pages: 1 }).rotate();
+    pipeline = cmyk ? pipeline.pipelineColourspace('cmyk').toColourspace('cmyk') : pipeline.keepIccProfile();
+    const { data, info } = await pipeline.raw().toBuffer({ resolveWithObject: true });
+    return { pixels: data, width: info.width, height: info.height, channels: info.channels, cmyk };
   } catch (error) {
     throw new ChoripanError('E_DECODE', `The image does not decode (${error.message})`, { cause: error });
   }

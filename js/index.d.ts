@@ -97,6 +97,8 @@ export interface ModelStats {
   latencyP99Ms: number;
   /** longest of the same. */
   latencyMaxMs: number;
+  /** requests answered with probabilities per second, over the last 10 seconds. */
+  drainPerSecond: number;
   /** inference threads. */
   workers: number;
   /** libtorch threads per worker under load. */

@@ -18,7 +18,7 @@ let defaultModel = null;
 function getDefaultModel() {
   if (!defaultModel && !fs.existsSync(DEFAULT_MODEL_PATH)) {
     return Promise.reject(new ChoripanError('E_MODEL_LOAD', `The default model ${DEFAULT_MODEL_PATH} is missing: ` +
-      '`npm install` exports it (or run `.venv/bin/python -m export default --out models/default.pt`)'));
+      'setup exports it: run `npm rebuild choripan` in your app, or `npm install` in choripan\'s own folder'));
   }
   defaultModel ??= load(DEFAULT_MODEL_PATH).catch((error) => {
     defaultModel = null; // let a later call try again
@@ -29,7 +29,7 @@ function getDefaultModel() {
 
 /**
  * Classify an image with the default model.
- * @param {Uint8Array} image JPEG, PNG or WebP bytes
+ * @param {Uint8Array} image encoded image bytes (JPEG, PNG, WebP, GIF, TIFF, AVIF)
  * @param {import('./index').PredictOptions} [options]
  */
 async function predict(image, options) {

@@ -89,7 +89,7 @@ class Model extends EventEmitter {
   }
 
   /**
-   * Classify one encoded image (JPEG, PNG or WebP bytes).
+   * Classify one encoded image (JPEG, PNG, WebP, GIF, TIFF or AVIF bytes, as the decode policy lists them).
    * @param {Uint8Array} image
    * @param {{ topk?: number, signal?: AbortSignal, timeoutMs?: number }} [options]
    */
@@ -130,12 +130,12 @@ class Model extends EventEmitter {
       if (input instanceof Float32Array) {
         submitted = this.#native.predictTensor(input, deadline.remainingMs());
       } else {
-        const { bytes } = inspect(input, native().limits.maxAspectRatio);
-        this.#native.announce(bytes);
-        announced = bytes;
-        const decoded = await deadline.race(decode(input));
+        const header = inspect(input, native().limits.maxAspectRatio, this.metadata.preprocessing.decode);
+        this.#native.announce(header.bytes);
+        announced = header.bytes;
+        const decoded = await deadline.race(decode(input, header));
         submitted = this.#native.predict(decoded.pixels, decoded.width, decoded.height, decoded.channels,
-          deadline.remainingMs(), announced);
+          deadline.remainingMs(), announced, decoded.cmyk);
         announced = null; // predict() ended the announcement, whatever it answered
       }
       let answer;

@@ -115,7 +115,7 @@ function deadlineOptions(given) {
 }
 
 function imageBytes(value, name = 'image') {
-  if (!(value instanceof Uint8Array)) throw invalid('a Buffer or Uint8Array of JPEG, PNG or WebP bytes', name, value);
+  if (!(value instanceof Uint8Array)) throw invalid('a Buffer or Uint8Array of encoded image bytes', name, value);
   if (value.byteLength === 0) throw new ChoripanError('E_INVALID_ARGUMENT', `Expected image bytes for ${name} but received an empty buffer`);
   return value;
 }

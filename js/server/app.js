@@ -15,6 +15,7 @@ const { fetchImage, parseAllowlist } = require('./fetch-image');
 const { createMetrics } = require('./metrics');
 const { createOipRouter } = require('./oip');
 const { openapi } = require('./openapi');
+const { retryAfterSeconds } = require('./retry');
 
 /** body-parser's and multer's own errors, in choripan's vocabulary. */
 function translate(error, maxBodyBytes) {
@@ -135,6 +136,7 @@ function createApp({
     const started = performance.now();
     const [name, chosen] = modelFor(req);
     res.locals.model = name;
+    res.locals.chosen = chosen;
     let result;
     try {
       result = await chosen.predict(image, { signal, timeoutMs: deadline(req) });
@@ -217,7 +219,7 @@ function createApp({
     if (failure.code === 'E_INTERNAL') logger.error({ err: error }, 'unexpected error');
     res.locals.errorCode = failure.code;
     if (res.headersSent || req.socket.destroyed) return;
-    if (failure.code === 'E_QUEUE_FULL') res.set('Retry-After', '1');
+    if (failure.code === 'E_QUEUE_FULL') res.set('Retry-After', String(res.locals.chosen ? retryAfterSeconds(res.locals.chosen) : 1));
     res.status(STATUS[failure.code] ?? 500).json({ error: { code: failure.code, message: failure.message } });
   });
 

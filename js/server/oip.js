@@ -8,6 +8,7 @@
 const express = require('express');
 const { ChoripanError, STATUS } = require('../errors');
 const { version } = require('../../package.json');
+const { retryAfterSeconds } = require('./retry');
 
 const IMAGE_INPUT = 'image';
 const TENSOR_INPUT = 'input';
@@ -205,6 +206,7 @@ function createOipRouter({ models, ready, maxBodyBytes, deadline, signal }) {
     router.post(`${prefix}/infer`, body, async (req, res) => {
       const chosen = model(req);
       res.locals.model = req.params.name;
+      res.locals.chosen = chosen;
       const parsed = parseRequest(req);
       const inputs = inputsOf(parsed, chosen);
       const options = { timeoutMs: deadline(req), signal: signal(res) };
@@ -220,7 +222,7 @@ function createOipRouter({ models, ready, maxBodyBytes, deadline, signal }) {
     if (error?.type === 'entity.too.large') status = 413;
     res.locals.errorCode = error?.code;
     if (res.headersSent) return;
-    if (error?.code === 'E_QUEUE_FULL') res.set('Retry-After', '1');
+    if (error?.code === 'E_QUEUE_FULL') res.set('Retry-After', String(res.locals.chosen ? retryAfterSeconds(res.locals.chosen) : 1));
     res.status(status).json({ error: error?.message ?? String(error) });
   });
   return router;

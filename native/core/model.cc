@@ -150,6 +150,7 @@ void Model::StartWorkers() {
   for (int64_t i = 0; i < options_.workers; ++i) {
     workers_.emplace_back(&Model::WorkerMain, this, i);
   }
+  preprocessor_ = std::thread(&Model::PreprocessorMain, this);
   ready_.wait(lock, [&] { return workers_ready_ == options_.workers; });
   if (startup_error_) {
     auto failure = *startup_error_;
@@ -249,9 +250,10 @@ std::optional<std::vector<Model::Request>> Model::NextBatch(int64_t worker, bool
         queue_.pop_front();
       }
       counters_.inflight += batch.size() + expired.size();
-      counters_.queued = queue_.size();
+      CountQueued();
     }
-    alone = running_ == 0 && queue_.empty() && announced_ == 0;
+    // Not while a large image is being preprocessed: that takes a core of its own.
+    alone = running_ == 0 && Waiting() == 0;
     ++running_;
     if (worker == 0) lead_running_ = true;
     others_have_work = !queue_.empty();
@@ -374,31 +376,93 @@ RequestId Model::Submit(Input input, Completion done, std::optional<Clock::time_
     }
   }
   const auto bytes = InputBytes(input);
+  const auto* image = std::get_if<ImageView>(&input);
+  const bool large = image != nullptr && image->height * image->width > kOffWorkerPixels;
   RequestId id;
   bool helpers = false;  // whether the others would take it (see NextBatch)
   {
     std::lock_guard lock(mutex_);
     if (disposed_) throw Error(ErrorCode::kDisposed, "the model was disposed");
-    if (queue_.size() >= static_cast<size_t>(options_.max_queue)) {
+    if (!announced_bytes && Waiting() >= static_cast<size_t>(options_.max_queue)) {
       ++counters_.rejected;
       throw Error(ErrorCode::kQueueFull, "the queue is full (" + std::to_string(options_.max_queue) +
                                              " requests waiting; see maxQueue)");
     }
     id = next_id_++;
-    queue_.push_back(Request{id, std::move(input), std::move(done), Clock::now(), deadline, bytes});
+    Request request{id, std::move(input), std::move(done), Clock::now(), deadline, bytes};
     ++counters_.requests;
-    counters_.queued = queue_.size();
     pending_bytes_ += bytes;
-    helpers = lead_running_ || queue_.size() > 1 || announced_ > 0;
+    if (large) {
+      large_.push_back(std::move(request));
+      CountQueued();
+    } else {
+      helpers = Enqueue(std::move(request));
+    }
   }
-  lead_wake_.notify_one();
-  if (helpers) helper_wake_.notify_one();
+  if (large) {
+    large_wake_.notify_one();
+  } else {
+    lead_wake_.notify_one();
+    if (helpers) helper_wake_.notify_one();
+  }
   return id;
+}
+
+bool Model::Enqueue(Request request) {
+  queue_.push_back(std::move(request));
+  CountQueued();
+  return lead_running_ || queue_.size() > 1 || announced_ > 0;
+}
+
+void Model::PreprocessorMain() {
+  // One thread: the workers keep the other cores.
+  omp_set_num_threads(1);
+  c10::InferenceMode inference_mode;
+  std::unique_lock lock(mutex_);
+  while (true) {
+    large_wake_.wait(lock, [&] { return disposed_ || !large_.empty(); });
+    if (disposed_) return;  // Dispose answered the ones left
+    auto request = std::move(large_.front());
+    large_.pop_front();
+    preprocessing_ = 1;
+    lock.unlock();
+    std::optional<Error> failure;
+    if (request.deadline && *request.deadline <= Clock::now()) {
+      failure = Error(ErrorCode::kTimeout, "the deadline passed while the request was queued");
+    } else {
+      try {
+        request.input = Preprocess(std::get<ImageView>(request.input), metadata_.preprocessing);
+      } catch (const Error& error) {
+        failure = error;
+      } catch (const std::exception& error) {
+        failure = Error(ErrorCode::kInternal, "preprocessing failed: " + Describe(error));
+      }
+    }
+    lock.lock();
+    preprocessing_ = 0;
+    if (!failure && disposed_) failure = Error(ErrorCode::kDisposed, "the model was disposed before this request ran");
+    if (failure) {
+      CountQueued();
+      lock.unlock();
+      Finish(request, Outcome{*failure, {}}, /*was_running=*/false);
+    } else {
+      const bool helpers = Enqueue(std::move(request));
+      lock.unlock();
+      lead_wake_.notify_one();
+      if (helpers) helper_wake_.notify_one();
+    }
+    lock.lock();
+  }
 }
 
 void Model::Announce(int64_t bytes) {
   std::lock_guard lock(mutex_);
   if (disposed_) throw Error(ErrorCode::kDisposed, "the model was disposed");
+  if (Waiting() >= static_cast<size_t>(options_.max_queue)) {
+    ++counters_.rejected;
+    throw Error(ErrorCode::kQueueFull, "the queue is full (" + std::to_string(options_.max_queue) +
+                                           " requests waiting; see maxQueue)");
+  }
   // One image alone may take the whole budget, and more: refusing it could never succeed.
   if (pending_bytes_ > 0 && pending_bytes_ + bytes > options_.max_pending_bytes) {
     ++counters_.rejected;
@@ -423,11 +487,15 @@ bool Model::Cancel(RequestId id) {
   std::optional<Request> withdrawn;
   {
     std::lock_guard lock(mutex_);
-    auto found = std::find_if(queue_.begin(), queue_.end(), [&](const Request& r) { return r.id == id; });
-    if (found == queue_.end()) return false;
-    withdrawn = std::move(*found);
-    queue_.erase(found);
-    counters_.queued = queue_.size();
+    for (auto* waiting : {&queue_, &large_}) {
+      auto found = std::find_if(waiting->begin(), waiting->end(), [&](const Request& r) { return r.id == id; });
+      if (found == waiting->end()) continue;
+      withdrawn = std::move(*found);
+      waiting->erase(found);
+      break;
+    }
+    if (!withdrawn) return false;
+    CountQueued();
   }
   Finish(*withdrawn, Outcome{Error(ErrorCode::kAborted, "the request was withdrawn before it ran"), {}}, false);
   return true;
@@ -440,11 +508,14 @@ void Model::Dispose() {
     if (disposed_) return;
     disposed_ = true;
     dropped.swap(queue_);
-    counters_.queued = 0;
+    for (auto& request : large_) dropped.push_back(std::move(request));
+    large_.clear();
+    CountQueued();
     runner_.reset();  // workers keep their own reference until their batch ends
   }
   lead_wake_.notify_all();
   helper_wake_.notify_all();
+  large_wake_.notify_all();
   for (auto& request : dropped) {
     Finish(request, Outcome{Error(ErrorCode::kDisposed, "the model was disposed before this request ran"), {}},
            false);
@@ -458,6 +529,7 @@ bool Model::disposed() const {
 
 void Model::Join() {
   std::lock_guard lock(join_mutex_);
+  if (preprocessor_.joinable() && preprocessor_.get_id() != std::this_thread::get_id()) preprocessor_.join();
   for (auto& worker : workers_) {
     if (worker.joinable() && worker.get_id() != std::this_thread::get_id()) worker.join();
   }
@@ -479,6 +551,9 @@ void Model::Finish(Request& request, Outcome outcome, bool was_running) {
         latencies_ms_[latency_next_] = latency;
       }
       latency_next_ = (latency_next_ + 1) % kLatencyWindow;
+      const auto now = Clock::now();
+      answered_at_.push_back(now);
+      while (answered_at_.front() < now - kDrainWindow) answered_at_.pop_front();
     }
   }
   // The caller may free what the input refers to as soon as it hears back (a Python tensor whose last
@@ -499,6 +574,14 @@ Stats Model::GetStats() const {
   if (stats.batches > 0) {
     stats.mean_batch_size = static_cast<double>(batched_requests_) / static_cast<double>(stats.batches);
     stats.mean_forward_ms = forward_ms_total_ / static_cast<double>(stats.batches);
+  }
+  const auto now = Clock::now();
+  const auto recent = std::count_if(answered_at_.begin(), answered_at_.end(),
+                                    [&](Clock::time_point at) { return at >= now - kDrainWindow; });
+  if (recent > 0) {
+    // Over the window, or since the first answer when the model is younger than that.
+    const auto span = std::min<Clock::duration>(kDrainWindow, now - answered_at_.front());
+    stats.drain_per_second = static_cast<double>(recent) / std::max(1.0, Milliseconds(span) / 1000.0);
   }
   if (!latencies_ms_.empty()) {
     auto sorted = latencies_ms_;

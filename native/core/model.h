@@ -45,9 +45,14 @@ struct Options {
 // The cores this process may run on: affinity mask and cgroup v2 CPU quota, at least 1.
 int64_t AvailableCores();
 
-// What a request is: decoded pixels (preprocessed on a worker thread) or an already preprocessed
-// float [3, crop, crop] tensor.
+// What a request is: decoded pixels or an already preprocessed float [3, crop, crop] tensor. Pixels
+// are preprocessed on the worker that runs their batch, unless there are more than
+// kOffWorkerPixels of them: those go to the model's preprocessing thread first and join the queue
+// when they are ready, so that a huge image never holds up the small ones behind it.
 using Input = std::variant<ImageView, at::Tensor>;
+
+// About a forward pass's worth of resizing on one core.
+inline constexpr int64_t kOffWorkerPixels = int64_t{1} << 22;
 
 // Exactly one of the two is set.
 struct Outcome {
@@ -74,6 +79,7 @@ struct Stats {
 class Model {
  public:
   static constexpr size_t kLatencyWindow = 2048;
+  static constexpr std::chrono::seconds kDrainWindow{10};
 
   // Loads the artifact, reads its metadata, starts the workers and, with `warmup`, runs a forward
   // pass on each so the first request is not the slow one. Throws Error(kModelLoad | kDevice |
@@ -95,13 +101,14 @@ class Model {
   // Queues a request. An ImageView's memory must stay valid until `done` runs. Throws
   // Error(kQueueFull | kDisposed | kInvalidArgument) instead of queueing; `done` is then never called.
   // `announced_bytes`: the request was announced with that many bytes, and this submission ends the
-  // announcement (queued or not).
+  // announcement (and is never refused for the queue's length: its announcement was counted in it).
   RequestId Submit(Input input, Completion done, std::optional<Clock::time_point> deadline = {},
                    std::optional<int64_t> announced_bytes = {});
 
   // A request is on its way: the caller is decoding `bytes` of pixels for it. Throws
-  // Error(kQueueFull) when announced, queued and running requests already hold max_pending_bytes (so
-  // that a burst of large images is refused before it is decoded), or Error(kDisposed). A worker
+  // Error(kQueueFull) when max_queue requests are already waiting (announced ones included) or when
+  // announced, queued and running requests already hold max_pending_bytes, so that overload is refused
+  // before anything is decoded; or Error(kDisposed). A worker
   // waits up to max_delay_ms for company only while other requests are queued or announced: a lone
   // request runs at once. Each announcement ends with Submit(…, bytes) or Retract(bytes).
   void Announce(int64_t bytes);
@@ -134,6 +141,12 @@ class Model {
   Model(std::string path, Options options, std::shared_ptr<Runner> runner, Metadata metadata);
   void StartWorkers();
   void WorkerMain(int64_t worker);
+  void PreprocessorMain();
+  // Requests waiting, announced ones included: what max_queue bounds. Under mutex_.
+  size_t Waiting() const { return queue_.size() + large_.size() + preprocessing_ + static_cast<size_t>(announced_); }
+  void CountQueued() { counters_.queued = queue_.size() + large_.size() + preprocessing_; }
+  // Puts a request on the queue and wakes the workers that would take it. Under mutex_.
+  bool Enqueue(Request request);
   // The next batch for `worker`, and whether it runs alone (see Options::intra_op_threads); nullopt
   // once disposed.
   std::optional<std::vector<Request>> NextBatch(int64_t worker, bool& alone);
@@ -156,6 +169,10 @@ class Model {
   std::condition_variable ready_;
   std::shared_ptr<Runner> runner_;  // reset by Dispose; workers keep their own reference until they exit
   std::deque<Request> queue_;
+  std::deque<Request> large_;  // more than kOffWorkerPixels, waiting for the preprocessing thread
+  std::condition_variable large_wake_;
+  size_t preprocessing_ = 0;  // the one the preprocessing thread holds
+  std::thread preprocessor_;
   int64_t announced_ = 0;
   int64_t pending_bytes_ = 0;  // announced, queued and running
   std::vector<std::thread> workers_;
@@ -170,6 +187,7 @@ class Model {
   Stats counters_;
   uint64_t batched_requests_ = 0;  // requests that reached a forward pass
   std::vector<double> latencies_ms_;  // ring buffer of kLatencyWindow
+  std::deque<Clock::time_point> answered_at_;  // completions of the last kDrainWindow
   size_t latency_next_ = 0;
   double forward_ms_total_ = 0;
 };

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <string>
 
@@ -11,7 +12,21 @@
 namespace choripan {
 
 namespace {
-constexpr int64_t kCompositeBandPixels = 1 << 18;
+
+// Over the background, rounded as export/imaging.py rounds: (colour·α + background·(255 − α) + 127) / 255.
+// Fixed strides, so that the compiler can vectorise it.
+template <int kColours>
+void Composite(const uint8_t* in, int64_t count, const std::array<int32_t, 3>& background, uint8_t* out) {
+  const uint32_t bg[3] = {static_cast<uint32_t>(background[0]), static_cast<uint32_t>(background[1]),
+                          static_cast<uint32_t>(background[2])};
+  for (int64_t i = 0; i < count; ++i, in += kColours + 1, out += 3) {
+    const uint32_t alpha = in[kColours];
+    for (int c = 0; c < 3; ++c) {
+      out[c] = static_cast<uint8_t>((in[kColours == 3 ? c : 0] * alpha + bg[c] * (255 - alpha) + 127) / 255);
+    }
+  }
+}
+
 }  // namespace
 
 at::Tensor Preprocess(const ImageView& image, const Preprocessing& spec) {
@@ -35,25 +50,33 @@ void PreprocessInto(const ImageView& image, const Preprocessing& spec, at::Tenso
                     ": aspect ratios beyond " + std::to_string(kMaxAspectRatio) + ":1 are refused");
   }
 
-  // A view of the caller's memory: every step below writes a new tensor, so nothing outlives it.
-  const auto pixels = at::from_blob(const_cast<uint8_t*>(image.data), {height, width, channels}, at::kByte);
-  const int64_t colours = channels <= 2 ? 1 : 3;
+  // To RGB, one plain pass over the pixels: as int32 tensor arithmetic the same integer formulas cost
+  // some 18 ns and 40 bytes a pixel, two seconds for a 100-megapixel RGBA image.
+  const auto* in = image.data;
+  const int64_t count = height * width;
   at::Tensor x;
-  if (channels == 1 || channels == 3) {
-    x = pixels.expand({height, width, 3});
+  if (!image.cmyk && (channels == 1 || channels == 3)) {
+    x = at::from_blob(const_cast<uint8_t*>(in), {height, width, channels}, at::kByte).expand({height, width, 3});
   } else {
-    // Over the background, a band of rows at a time: the int32 arithmetic on a whole photo would take
-    // some 40 bytes per pixel at once.
     x = at::empty({height, width, 3}, at::kByte);
-    const auto background = at::tensor(std::vector<int32_t>(spec.background.begin(), spec.background.end()),
-                                       at::kInt);
-    const int64_t band = std::max<int64_t>(1, kCompositeBandPixels / width);
-    for (int64_t row = 0; row < height; row += band) {
-      const int64_t rows = std::min(band, height - row);
-      const auto chunk = pixels.narrow(0, row, rows);
-      const auto colour = chunk.narrow(2, 0, colours).expand({rows, width, 3}).to(at::kInt);
-      const auto alpha = chunk.narrow(2, colours, 1).to(at::kInt);
-      x.narrow(0, row, rows).copy_((colour * alpha + background * (255 - alpha) + 127).div(255, "floor"));
+    auto* out = x.data_ptr<uint8_t>();
+    if (image.cmyk) {
+      if (channels != 4) throw Error(ErrorCode::kInvalidArgument, "CMYK pixels need 4 channels");
+      // PIL's CMYK → RGB, to the bit: with nk = 255 − K, R = nk − C·nk/255, rounded as PIL's MULDIV255
+      // rounds ((t + 128 + ((t + 128) >> 8)) >> 8); G and B likewise from M and Y.
+      for (int64_t i = 0; i < count; ++i, in += 4, out += 3) {
+        const int32_t nk = 255 - in[3];
+        for (int c = 0; c < 3; ++c) {
+          const int32_t t = in[c] * nk + 128;
+          out[c] = static_cast<uint8_t>(std::clamp(nk - ((t + (t >> 8)) >> 8), 0, 255));
+        }
+      }
+    } else {
+      if (channels == 2) {
+        Composite<1>(in, count, spec.background, out);
+      } else {
+        Composite<3>(in, count, spec.background, out);
+      }
     }
   }
   x = x.contiguous().permute({2, 0, 1}).unsqueeze(0);

@@ -13,13 +13,14 @@ namespace choripan {
 // Longer side over shorter side; beyond it the resized image alone would take hundreds of megabytes.
 inline constexpr int64_t kMaxAspectRatio = 100;
 
-// Decoded pixels, row-major height × width × channels (1 grey, 2 grey+alpha, 3 RGB, 4 RGBA).
-// Only read, never kept: the caller keeps the memory alive until Preprocess returns.
+// Decoded pixels, row-major height × width × channels (1 grey, 2 grey+alpha, 3 RGB, 4 RGBA, or 4
+// CMYK with `cmyk`). Only read, never kept: the caller keeps the memory alive until Preprocess returns.
 struct ImageView {
   const uint8_t* data = nullptr;
   int64_t height = 0;
   int64_t width = 0;
   int64_t channels = 0;
+  bool cmyk = false;  // CMYK samples as a JPEG stores them, converted to RGB as PIL converts them
 };
 
 // float32 [3, crop, crop]. Throws Error(kInvalidArgument) for an empty or out-of-proportion image.

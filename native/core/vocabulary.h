@@ -31,6 +31,7 @@
   X(latency_p50_ms, "latencyP50Ms", double) \
   X(latency_p99_ms, "latencyP99Ms", double) \
   X(latency_max_ms, "latencyMaxMs", double) \
+  X(drain_per_second, "drainPerSecond", double) \
   X(workers, "workers", uint64_t) \
   X(intra_op_threads, "intraOpThreads", uint64_t)
 

@@ -72,7 +72,7 @@ void ModelWrap::Release(bool teardown) {
   }
 }
 
-// predict(pixels: Uint8Array, width, height, channels, timeoutMs, announcedBytes: number | null):
+// predict(pixels: Uint8Array, width, height, channels, timeoutMs, announcedBytes: number | null, cmyk?):
 // { id, promise }. The bounds check is what keeps memory safe whatever js/ passes.
 Napi::Value ModelWrap::Predict(const Napi::CallbackInfo& info) {
   auto env = info.Env();
@@ -85,7 +85,7 @@ Napi::Value ModelWrap::Predict(const Napi::CallbackInfo& info) {
   if (info[5].IsNumber()) announced = info[5].As<Napi::Number>().Int64Value();
   auto pixels = info[0].As<Napi::Uint8Array>();
   ImageView image{pixels.Data(), info[2].As<Napi::Number>().Int64Value(), info[1].As<Napi::Number>().Int64Value(),
-                  info[3].As<Napi::Number>().Int64Value()};
+                  info[3].As<Napi::Number>().Int64Value(), info.Length() > 6 && info[6].ToBoolean().Value()};
   if (image.width < 1 || image.height < 1 || image.channels < 1 || image.channels > 4 ||
       static_cast<size_t>(image.width) * image.height * image.channels > pixels.ByteLength()) {
     if (announced) model_->Retract(*announced);

@@ -61,6 +61,49 @@ describe('concurrency', () => {
       assert.ok(codes.includes('ok') && codes.includes('E_QUEUE_FULL'), codes.join());
       assert.deepEqual(new Set(codes), new Set(['ok', 'E_QUEUE_FULL']));
       assert.equal(model.stats().rejected, codes.filter((c) => c === 'E_QUEUE_FULL').length);
+      assert.equal(model.stats().requests, codes.filter((c) => c === 'ok').length, 'refused calls never reached the queue');
+    } finally {
+      await model.dispose();
+    }
+  });
+
+  test('a full queue refuses before decoding: a 100-megapixel PNG is turned away faster than it decodes', async () => {
+    const sharp = require('sharp');
+    const huge = await sharp({ create: { width: 10000, height: 10000, channels: 4, background: '#0000' } }).png().toBuffer();
+    const model = await choripan.load(defaultModelPath, { maxQueue: 4, workers: 1 });
+    try {
+      let started = performance.now();
+      await sharp(huge, { limitInputPixels: false }).raw().toBuffer();
+      const decodeMs = performance.now() - started;
+      const filling = Array.from({ length: 4 }, () => model.predict(cat)); // announced at once: the queue is full
+      started = performance.now();
+      assert.equal(await codeOf(model.predict(huge)), 'E_QUEUE_FULL');
+      const refusedMs = performance.now() - started;
+      assert.ok(refusedMs < decodeMs / 5, `refused in ${refusedMs.toFixed(1)} ms; decoding takes ${decodeMs.toFixed(0)} ms`);
+      await Promise.all(filling);
+    } finally {
+      await model.dispose();
+    }
+  });
+
+  test('a huge image does not hold up small ones: they are answered while it is still being resized', async () => {
+    const sharp = require('sharp');
+    // The 389 KB PNG of the hardening report: 10000 × 10000 transparent pixels, 400 MB decoded.
+    const huge = await sharp({ create: { width: 10000, height: 10000, channels: 4, background: '#0000' } }).png().toBuffer();
+    const model = await choripan.load(defaultModelPath, { workers: 1 });
+    try {
+      await model.predict(cat);
+      const accepted = model.stats().requests;
+      let hugeAnswered = false;
+      const large = model.predict(huge).then((result) => { hugeAnswered = true; return result; });
+      while (model.stats().requests === accepted) await new Promise((resolve) => setTimeout(resolve, 1)); // decoded and submitted
+      const answeredFirst = [];
+      for (let i = 0; i < 3; i++) {
+        assert.ok(CAT_LABELS.includes((await model.predict(cat)).label));
+        answeredFirst.push(!hugeAnswered);
+      }
+      assert.deepEqual(answeredFirst, [true, true, true], 'the small requests waited for the huge one');
+      assert.equal(typeof (await large).label, 'string');
     } finally {
       await model.dispose();
     }

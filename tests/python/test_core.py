@@ -195,15 +195,25 @@ def test_bicubic_preprocessing_matches_python(tmp_path):
     core.dispose()
 
 
-def test_transparent_images_larger_than_one_band_match_python(core, spec):
-    """Compositing runs a band of rows at a time on both sides; the answer does not depend on it."""
+def test_transparent_images_match_python(core, spec):
+    """Compositing over the background is integer arithmetic on both sides: equal to the bit."""
     cat = torch.from_numpy(decode(reference_photos()[0]))
     big = torch.nn.functional.interpolate(cat.permute(2, 0, 1)[None].float(), size=(900, 1353)).round()
     big = big[0].permute(1, 2, 0).to(torch.uint8)
     alpha = torch.linspace(0, 255, 1353).round().to(torch.uint8).expand(900, 1353)[..., None]
     for pixels in (torch.cat([big, alpha], 2), torch.cat([big[..., :1], alpha], 2)):  # RGBA, grey + alpha
-        assert pixels.shape[0] * pixels.shape[1] > 4 * 2**18
         assert torch.equal(core.preprocess(pixels.contiguous()), preprocess(pixels.contiguous(), spec))
+
+
+def test_large_images_preprocessed_off_the_worker_give_the_same_answer(core, spec):
+    """Past 4 megapixels pixels go through the preprocessing thread first; the answer is the same."""
+    cat = torch.from_numpy(decode(reference_photos()[0])).permute(2, 0, 1)[None].float()
+    large = torch.nn.functional.interpolate(cat, size=(2000, 3000)).round()[0].permute(1, 2, 0).to(torch.uint8)
+    assert large.shape[0] * large.shape[1] > 2**22
+    expected = core.forward(preprocess(large.numpy(), spec)[None])[0]
+    torch.testing.assert_close(core.predict(large.contiguous()), expected, atol=1e-6, rtol=0)
+    stats = core.stats()
+    assert stats["queued"] == stats["inflight"] == stats["pending_bytes"] == 0, stats
 
 
 def test_inputs_must_live_on_the_cpu(core):

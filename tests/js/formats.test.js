@@ -1,0 +1,109 @@
+'use strict';
+// Every format users upload, under one decode policy on both sides: Node (sharp) answers like the Python
+// reference (`python -m export predict --json`, PIL) on files made from real photos. Where both decode
+// to the same pixels the probabilities agree within 1e-5; AVIF's YUV conversion differs between
+// libvips and libavif, and its measured bound is asserted instead.
+
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { spawnSync } = require('node:child_process');
+const { describe, test, before, after } = require('node:test');
+const choripan = require('choripan');
+const { env, root, defaultModelPath, photoPath, rejection } = require('./helpers');
+
+// Made by PIL from scikit-image's photos: name → how.
+const MAKE = `
+import sys
+import numpy as np
+from PIL import Image
+out, chelsea, coffee, astronaut = sys.argv[1:5]
+cat = Image.open(chelsea).convert("RGB")
+cup = Image.open(coffee).convert("RGB")
+cat.convert("P", palette=Image.ADAPTIVE).save(f"{out}/palette.gif")
+transparent = cat.convert("RGBA")
+alpha = np.asarray(transparent).copy(); alpha[:, :150, 3] = 0
+Image.fromarray(alpha).convert("P", palette=Image.ADAPTIVE).save(f"{out}/transparent.gif", transparency=0)
+cup.convert("P", palette=Image.ADAPTIVE).save(f"{out}/animated.gif", save_all=True,
+    append_images=[cat.convert("P", palette=Image.ADAPTIVE)], duration=100)
+cat.save(f"{out}/rgb.tiff")
+cat.convert("L").save(f"{out}/grey.tiff")
+cat.convert("RGBA").save(f"{out}/rgba.tiff", compression="tiff_lzw")
+Image.fromarray((np.asarray(cat.convert("L")).astype(np.uint16) * 257)).save(f"{out}/grey16.tiff")
+cup.save(f"{out}/pages.tiff", save_all=True, append_images=[cat])
+cat.convert("CMYK").save(f"{out}/cmyk.jpg", quality=95)
+Image.open(astronaut).convert("RGB").convert("CMYK").save(f"{out}/cmyk-astronaut.jpg", quality=90)
+cat.save(f"{out}/cat.avif", quality=90)
+cup.save(f"{out}/coffee.avif", quality=80)
+`;
+
+const EXACT = ['palette.gif', 'transparent.gif', 'animated.gif', 'rgb.tiff', 'grey.tiff', 'rgba.tiff', 'grey16.tiff',
+  'pages.tiff', 'cmyk.jpg', 'cmyk-astronaut.jpg'];
+const AVIF = ['cat.avif', 'coffee.avif'];
+const AVIF_BOUND = 0.03; // measured: 0.012 on the cat (libvips' and libavif's YUV → RGB differ by a level or two)
+
+describe('formats: Node equals the Python reference', () => {
+  let dir;
+  let model;
+  let reference;
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'choripan-formats-'));
+    const made = spawnSync(env.python, ['-c', MAKE, dir, photoPath('chelsea.png'), photoPath('coffee.png'), photoPath('astronaut.png')],
+      { encoding: 'utf8' });
+    assert.equal(made.status, 0, made.stderr);
+    const files = [...EXACT, ...AVIF].map((name) => path.join(dir, name));
+    const run = spawnSync(env.python, ['-m', 'export', 'predict', '--model', defaultModelPath, '--json', ...files],
+      { cwd: root, encoding: 'utf8' });
+    assert.equal(run.status, 0, run.stderr);
+    reference = Object.fromEntries(run.stdout.trim().split('\n').map((line) => JSON.parse(line)).map((r) => [path.basename(r.file), r]));
+    model = await choripan.load(defaultModelPath, { workers: 1 });
+  });
+  after(async () => {
+    await model?.dispose();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  for (const name of [...EXACT, ...AVIF]) {
+    test(`${name}: the same top-5, probabilities within ${AVIF.includes(name) ? AVIF_BOUND : 1e-5}`, async () => {
+      const node = await model.predict(fs.readFileSync(path.join(dir, name)));
+      const python = reference[name];
+      assert.deepEqual(node.top.map((t) => t.label), python.top.map((t) => t.label));
+      for (const [i, t] of node.top.entries()) {
+        assert.ok(Math.abs(t.probability - python.top[i].probability) <= (AVIF.includes(name) ? AVIF_BOUND : 1e-5),
+          `${t.label}: node ${t.probability}, python ${python.top[i].probability}`);
+      }
+    });
+  }
+
+  test('the first frame of a GIF and the first page of a TIFF, on both sides', () => {
+    assert.equal(reference['animated.gif'].label, 'espresso');
+    assert.equal(reference['pages.tiff'].label, 'espresso');
+  });
+});
+
+describe('formats that are refused, and why', () => {
+  test('HEIC (HEVC) says that there is no HEVC decoder; CMYK TIFF is refused; SVG, PDF and BMP are never rendered', async () => {
+    const model = await choripan.load(defaultModelPath, { workers: 1 });
+    try {
+      const box = (type, body) => Buffer.concat([Buffer.from([0, 0, 0, 8 + body.length]), Buffer.from(type), body]);
+      const heic = Buffer.concat([box('ftyp', Buffer.from('heic\0\0\0\0mif1heic')), box('meta', Buffer.alloc(8))]);
+      const error = await rejection(model.predict(heic));
+      assert.equal(error.code, 'E_UNSUPPORTED_FORMAT');
+      assert.match(error.message, /HEIC .*no HEVC decoder/);
+      const sharp = require('sharp');
+      const cmykTiff = await sharp(photoPath('chelsea.png')).toColourspace('cmyk').tiff().toBuffer();
+      const tiff = await rejection(model.predict(cmykTiff)); // PIL keeps CMYK, libvips converts it: refused on both sides
+      assert.equal(tiff.code, 'E_UNSUPPORTED_FORMAT');
+      assert.match(tiff.message, /CMYK TIFF/);
+      for (const [bytes, name] of [[Buffer.from('<svg xmlns="http://www.w3.org/2000/svg"/>'), 'SVG'],
+        [Buffer.from('%PDF-1.7\n'), 'PDF'], [Buffer.concat([Buffer.from('BM'), Buffer.alloc(60)]), 'BMP']]) {
+        const refused = await rejection(model.predict(bytes));
+        assert.equal(refused.code, 'E_UNSUPPORTED_FORMAT');
+        assert.match(refused.message, new RegExp(`^${name} images are not supported`));
+      }
+    } finally {
+      await model.dispose();
+    }
+  });
+});
