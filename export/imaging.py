@@ -127,7 +127,9 @@ def decode(source: bytes | str | Path, policy: DecodePolicy | None = None) -> np
     except ExportError:
         raise
     except Image.DecompressionBombError as error:
-        raise ExportError(f"{name} is too large to decode: {error}", "E_TOO_LARGE") from error
+        raise ExportError(
+            f"{name} is too large to decode; at most {MAX_PIXELS // 1_000_000} megapixels are decoded", "E_TOO_LARGE"
+        ) from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ExportError(f"{name} does not decode as an image: {error}", "E_DECODE") from error
 

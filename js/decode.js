@@ -197,6 +197,10 @@ async function decode(bytes, { cmyk }) {
     const { data, info } = await pipeline.raw().toBuffer({ resolveWithObject: true });
     return { pixels: data, width: info.width, height: info.height, channels: info.channels, cmyk };
   } catch (error) {
+    // A frame larger than its header said (a GIF's logical screen is small, its first frame is not).
+    if (/exceeds pixel limit/.test(error.message)) {
+      throw new ChoripanError('E_TOO_LARGE', `The image holds more than ${MAX_PIXELS / 1e6} megapixels`, { cause: error });
+    }
     throw new ChoripanError('E_DECODE', `The image does not decode (${error.message})`, { cause: error });
   }
 }

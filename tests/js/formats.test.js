@@ -1,8 +1,9 @@
 'use strict';
 // Every format users upload, under one decode policy on both sides: Node (sharp) answers like the Python
 // reference (`python -m export predict --json`, PIL) on files made from real photos. Where both decode
-// to the same pixels the probabilities agree within 1e-5; AVIF's YUV conversion differs between
-// libvips and libavif, and its measured bound is asserted instead.
+// to the same pixels the probabilities agree within 1e-5: GIF; TIFF of 1, 8 and 16 bits, grey, palette,
+// alpha, several pages; PNG and WebP turned by EXIF; CMYK and YCCK JPEG. AVIF's YUV conversion differs
+// between libvips and libavif, and its measured bound is asserted instead.
 
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
@@ -11,12 +12,14 @@ const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 const { describe, test, before, after } = require('node:test');
 const choripan = require('choripan');
-const { env, root, defaultModelPath, photoPath, rejection } = require('./helpers');
+const { env, root, defaultModelPath, photoPath, rejection, CAT_LABELS } = require('./helpers');
 
 // Made by PIL from scikit-image's photos: name → how.
 const MAKE = `
 import sys
+import imagecodecs
 import numpy as np
+import tifffile
 from PIL import Image
 out, chelsea, coffee, astronaut = sys.argv[1:5]
 cat = Image.open(chelsea).convert("RGB")
@@ -34,12 +37,25 @@ Image.fromarray((np.asarray(cat.convert("L")).astype(np.uint16) * 257)).save(f"{
 cup.save(f"{out}/pages.tiff", save_all=True, append_images=[cat])
 cat.convert("CMYK").save(f"{out}/cmyk.jpg", quality=95)
 Image.open(astronaut).convert("RGB").convert("CMYK").save(f"{out}/cmyk-astronaut.jpg", quality=90)
+la = cat.convert("LA"); la.putalpha(Image.linear_gradient("L").resize(cat.size)); la.save(f"{out}/grey-alpha.tiff")
+cat.convert("P", palette=Image.ADAPTIVE).save(f"{out}/palette.tiff")
+cat.convert("1").save(f"{out}/bilevel.tiff")
+sixteen = np.asarray(cat.convert("RGBA")).astype(np.uint16) * 257
+tifffile.imwrite(f"{out}/rgb16.tiff", sixteen[..., :3], photometric="rgb")
+tifffile.imwrite(f"{out}/rgba16.tiff", sixteen, photometric="rgb", extrasamples=["unassalpha"])
+turned = Image.Exif(); turned[0x0112] = 6  # EXIF orientation: rotate 90° to display
+for name in ("turned.tiff", "turned.webp", "turned.png"):
+    cat.save(f"{out}/{name}", exif=turned)
+# YCCK, as Photoshop writes CMYK: Adobe's inverted samples, in YCCK (PIL cannot write it).
+inverted = 255 - np.asarray(cat.convert("CMYK"))
+open(f"{out}/ycck.jpg", "wb").write(imagecodecs.jpeg8_encode(inverted, 95, colorspace="CMYK", outcolorspace="YCCK"))
 cat.save(f"{out}/cat.avif", quality=90)
 cup.save(f"{out}/coffee.avif", quality=80)
 `;
 
 const EXACT = ['palette.gif', 'transparent.gif', 'animated.gif', 'rgb.tiff', 'grey.tiff', 'rgba.tiff', 'grey16.tiff',
-  'pages.tiff', 'cmyk.jpg', 'cmyk-astronaut.jpg'];
+  'pages.tiff', 'grey-alpha.tiff', 'palette.tiff', 'bilevel.tiff', 'rgb16.tiff', 'rgba16.tiff', 'turned.tiff', 'turned.webp',
+  'turned.png', 'cmyk.jpg', 'cmyk-astronaut.jpg', 'ycck.jpg'];
 const AVIF = ['cat.avif', 'coffee.avif'];
 const AVIF_BOUND = 0.03; // measured: 0.012 on the cat (libvips' and libavif's YUV → RGB differ by a level or two)
 
@@ -79,6 +95,34 @@ describe('formats: Node equals the Python reference', () => {
   test('the first frame of a GIF and the first page of a TIFF, on both sides', () => {
     assert.equal(reference['animated.gif'].label, 'espresso');
     assert.equal(reference['pages.tiff'].label, 'espresso');
+  });
+
+  test('EXIF orientation is applied in every format, and CMYK and YCCK read as the cat they are', () => {
+    // Turned on its side, the cat reads differently from the upright one; all three alike.
+    const upright = reference['rgb.tiff'].top.map((t) => t.label);
+    for (const name of ['turned.tiff', 'turned.webp', 'turned.png']) assert.notDeepEqual(reference[name].top.map((t) => t.label), upright, name);
+    assert.deepEqual(reference['turned.png'].top, reference['turned.tiff'].top); // both lossless: the same pixels
+    for (const name of ['cmyk.jpg', 'ycck.jpg', 'rgb16.tiff']) assert.ok(CAT_LABELS.includes(reference[name].label), `${name}: ${reference[name].label}`);
+  });
+});
+
+describe('bombs', () => {
+  test('a header declaring too many pixels, in every format, is E_TOO_LARGE; a frame larger than its GIF screen too', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'choripan-bombs-'));
+    try {
+      const made = spawnSync(env.python, ['-m', 'tests.python.bombs', dir], { cwd: root, encoding: 'utf8' });
+      assert.equal(made.status, 0, made.stderr);
+      const names = fs.readdirSync(dir).sort();
+      assert.deepEqual(names, ['huge-frame.gif', 'huge-screen.gif', 'huge.jpg', 'huge.png', 'huge.tiff', 'huge.webp']);
+      for (const name of names) {
+        const error = await rejection(choripan.predict(fs.readFileSync(path.join(dir, name))));
+        assert.equal(error.code, 'E_TOO_LARGE', `${name}: ${error.message}`);
+        assert.match(error.message, /100 megapixels/);
+      }
+      assert.ok(CAT_LABELS.includes((await choripan.predict(fs.readFileSync(photoPath('chelsea.png')))).label));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

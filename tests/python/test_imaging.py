@@ -12,6 +12,8 @@ from PIL import Image
 from export.errors import ExportError
 from export.imaging import DecodePolicy, Preprocessing, decode, preprocess
 
+from .bombs import bombs
+
 SPEC = Preprocessing(resize=256, crop=224)
 
 
@@ -88,6 +90,13 @@ def test_gif_tiff_avif_and_cmyk_jpeg_decode_under_the_policy(cat):
         decode(encode(cmyk, "JPEG", quality=100)),
         np.asarray(Image.open(io.BytesIO(encode(cmyk, "JPEG", quality=100))).convert("RGB")),
     )
+
+
+@pytest.mark.parametrize("name", sorted(bombs()))
+def test_bombs_of_every_format_are_refused_before_decoding(name):
+    with pytest.raises(ExportError, match="at most 100 megapixels") as refused:
+        decode(bombs()[name])
+    assert refused.value.code == "E_TOO_LARGE"
 
 
 def test_an_older_policy_refuses_what_it_did_not_list(cat):
