@@ -38,4 +38,5 @@ test('npm run bench -- --smoke runs every system and writes the results and a ch
   const chart = fs.readFileSync(path.join(out, 'latest.png'));
   assert.deepEqual([...chart.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
   assert.ok(chart.length > 10_000);
+  fs.rmSync(out, { recursive: true, force: true });
 });

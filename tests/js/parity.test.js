@@ -43,10 +43,11 @@ describe('parity on an exported torchvision model with other preprocessing', () 
   const { env, root } = require('./helpers');
   let model;
   let expected;
+  let dir;
 
   before(async () => {
     // squeezenet1_1 with three classes, bicubic 320 → 300, ImageNet statistics: every knob off the default.
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'choripan-parity-'));
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'choripan-parity-'));
     const weights = path.join(dir, 'squeezenet.pth');
     const artifact = path.join(dir, 'squeezenet.pt');
     const python = (args) => {
@@ -59,7 +60,10 @@ describe('parity on an exported torchvision model with other preprocessing', () 
     expected = golden(artifact);
     model = await choripan.load(artifact);
   });
-  after(() => model?.dispose());
+  after(async () => {
+    await model?.dispose();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
 
   test('every golden photo: same ranking, probabilities within 1e-5', async () => {
     assert.equal(model.metadata.preprocessing.interpolation, 'bicubic');

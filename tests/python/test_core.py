@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import faulthandler
+import json
+import os
+import subprocess
+import sys
 import threading
+import time
 
 import choripan_core
 import pytest
@@ -95,6 +100,49 @@ def test_queue_full(default_artifact, spec):
     assert caught.value.code == "E_QUEUE_FULL"
     assert model.stats()["rejected"] >= 1
     model.dispose()
+
+
+def test_a_deadline_that_passes_in_the_queue_expires_it_there(default_artifact, spec):
+    model = choripan_core.Model(str(default_artifact), max_batch=1, max_delay_ms=0, workers=1)
+    x = load_batch(reference_photos()[:1], spec)[0]
+    ahead = threading.Thread(target=model.predict_many, args=([x] * 6,))
+    ahead.start()
+    while model.stats()["queued"] < 3:
+        time.sleep(0.001)
+    with pytest.raises(choripan_core.Error) as caught:
+        model.predict_preprocessed(x, timeout_ms=1)
+    ahead.join()
+    assert caught.value.code == "E_TIMEOUT"
+    assert model.stats()["batches"] == 6, "the expired request never reached a forward pass"
+    model.dispose()
+
+
+def test_a_huge_image_does_not_hold_up_small_ones(default_artifact):
+    """With one worker, small requests are answered while a 100-megapixel image is being preprocessed."""
+    model = choripan_core.Model(str(default_artifact), workers=1)
+    huge = torch.zeros(10000, 10000, 4, dtype=torch.uint8)  # transparent: composited, then resized
+    small = torch.from_numpy(decode(reference_photos()[0]))
+    answered = []
+    large = threading.Thread(target=lambda: answered.append(("huge", model.predict(huge))))
+    large.start()
+    while model.stats()["requests"] < 1:
+        time.sleep(0.001)
+    for _ in range(3):
+        answered.append(("small", model.predict(small)))
+    large.join()
+    assert [name for name, _ in answered] == ["small", "small", "small", "huge"]
+    model.dispose()
+
+
+def test_workers_default_to_the_cores_this_process_may_use(default_artifact):
+    """Affinity counts, not the machine's cores: one single-threaded worker per core."""
+    script = (
+        f"import json, choripan_core; m = choripan_core.Model({str(default_artifact)!r}); s = m.stats();"
+        "print(json.dumps([s['workers'], s['intra_op_threads']])); m.dispose()"
+    )
+    for command, cores in ((["taskset", "-c", "0"], 1), ([], len(os.sched_getaffinity(0)))):
+        run = subprocess.run([*command, sys.executable, "-c", script], capture_output=True, text=True, check=True)
+        assert json.loads(run.stdout) == [cores, 1], command
 
 
 def test_dispose_then_calls_fail_with_e_disposed(default_artifact, spec):
