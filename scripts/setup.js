@@ -27,8 +27,20 @@ class StepError extends Error {
   }
 }
 
+// npm hides a dependency's install output unless it fails (or --foreground-scripts is given); the steps
+// take minutes, so inside an app they also go to the terminal, where there is one.
+const terminal = (() => {
+  if (developing || process.stdout.isTTY) return null;
+  try {
+    return fs.openSync('/dev/tty', 'w');
+  } catch {
+    return null; // no controlling terminal: CI, Docker builds
+  }
+})();
+
 function log(message) {
   console.log(`[choripan setup] ${message}`);
+  if (terminal !== null) fs.writeSync(terminal, `[choripan setup] ${message}\n`);
 }
 
 function run(command, args, { hint, ...options } = {}) {

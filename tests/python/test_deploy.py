@@ -4,11 +4,14 @@ hadolint on the Dockerfile, the Kubernetes schemas on deploy/k8s, and what each 
 
 from __future__ import annotations
 
+import copy
+import gzip
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -83,3 +86,31 @@ def test_kserve_serves_choripan_with_the_open_inference_protocol():
     assert "v2" in runtime["spec"]["protocolVersions"]
     assert model["modelFormat"]["name"] in [f["name"] for f in runtime["spec"]["supportedModelFormats"]]
     assert runtime["spec"]["containers"][0]["ports"][0]["containerPort"] == 8080
+
+
+def crd_schema(plural: str, version: str) -> dict:
+    """The openAPIV3Schema of one version of KServe's published CRD (tests/python/kserve/README.md)."""
+    crd = yaml.safe_load(
+        gzip.decompress((Path(__file__).parent / "kserve" / f"serving.kserve.io_{plural}.yaml.gz").read_bytes())
+    )
+    served = {entry["name"]: entry for entry in crd["spec"]["versions"]}
+    assert served[version]["served"], f"{plural} {version} is not served"
+    return served[version]["schema"]["openAPIV3Schema"]
+
+
+@pytest.mark.parametrize(
+    ("name", "plural"),
+    [("kserve/inferenceservice.yaml", "inferenceservices"), ("kserve/servingruntime.yaml", "servingruntimes")],
+)
+def test_kserve_manifests_validate_against_kserves_crds(name, plural):
+    document = manifest(name)
+    schema = crd_schema(plural, document["apiVersion"].split("/")[1])
+    jsonschema.validate(document, schema)
+    # The schema has teeth: a misspelled field's type, or a missing required one, is refused.
+    broken = copy.deepcopy(document)
+    if plural == "inferenceservices":
+        broken["spec"]["predictor"]["minReplicas"] = "one"
+    else:
+        del broken["spec"]["containers"][0]["name"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)
