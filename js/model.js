@@ -29,7 +29,12 @@ function aborted(signal) {
   return new ChoripanError('E_ABORTED', 'The prediction was aborted', { cause: signal.reason });
 }
 
-/** The caller's signal and timeoutMs for one call: every await in it races against them. */
+/**
+ * The caller's signal and timeoutMs for one call: every await in it races against them. This is where a
+ * call's deadline is set; the core only receives what is left of it (remainingMs), so that a request
+ * that expires while queued never reaches a forward pass even when this event loop is too busy to run
+ * the timer, and cancel(id) withdraws a queued request when the timer or the signal comes first.
+ */
 class Deadline {
   #timer;
   #signal;

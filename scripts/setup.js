@@ -100,7 +100,9 @@ function prerequisites() {
 }
 
 function pythonEnvironment() {
-  const extras = developing ? '.[native,test,bench]' : '.[native]';
+  // In an app, export/ is copied into the environment: an editable install would record this folder's
+  // absolute path, and `python -m export` would break once the app moves.
+  const extras = developing ? ['-e', '.[native,test,bench]'] : ['.[native]'];
   const pyproject = fs.readFileSync(path.join(root, 'pyproject.toml'), 'utf8');
   let python;
   let packages;
@@ -112,7 +114,7 @@ function pythonEnvironment() {
       throw new StepError(`CHORIPAN_PYTHON=${python}: ${error.message}`,
         'point CHORIPAN_PYTHON at an interpreter that has torch installed, or unset it to let setup create .venv');
     }
-    packages = ['-e', extras];
+    packages = extras;
   } else {
     python = pythonPath();
     if (!fs.existsSync(python)) {
@@ -121,7 +123,7 @@ function pythonEnvironment() {
         hint: `install Python 3.10+ with its venv module (Debian: apt-get install python3-venv), or set PYTHON=/path/to/python3`,
       });
     }
-    packages = [...TORCH, '-e', extras];
+    packages = [...TORCH, ...extras];
   }
   const stampFile = path.join(process.env.CHORIPAN_PYTHON ? path.join(root, 'build') : venv, '.choripan-python');
   const stamp = digest(python, pyproject, packages.join(' '));

@@ -25,7 +25,7 @@ function predictIn(app) {
   return JSON.parse(run.stdout);
 }
 
-test('the packed tarball installs into a new app and predicts; the app folder moved elsewhere still predicts', { timeout: 40 * 60_000, skip }, () => {
+test('the packed tarball installs into a new app and predicts; the app folder moved elsewhere still predicts and exports', { timeout: 40 * 60_000, skip }, () => {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'choripan-install-'));
   try {
     const pack = spawnSync('npm', ['pack', '--json', '--pack-destination', work], { cwd: root, encoding: 'utf8', env: userEnv });
@@ -44,6 +44,12 @@ test('the packed tarball installs into a new app and predicts; the app folder mo
     fs.renameSync(app, moved);
     const after = predictIn(moved);
     assert.deepEqual(after.top, before.top);
+    // The exporter too, run as docs/export.md says, from the moved app.
+    const model = path.join('node_modules', 'choripan', 'models', 'default.pt');
+    const inspect = spawnSync(path.join('node_modules', 'choripan', '.venv', 'bin', 'python'), ['-m', 'export', 'inspect', '--json', model],
+      { cwd: moved, encoding: 'utf8', env: userEnv });
+    assert.equal(inspect.status, 0, inspect.stderr);
+    assert.equal(JSON.parse(inspect.stdout).metadata.name, 'efficientnet-lite0');
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
   }
