@@ -36,7 +36,8 @@ export interface NativeModel {
   predictTensor(input: Float32Array, timeoutMs: number): { id: number | null; promise: Promise<NativeAnswer> };
   /**
    * One more call is decoding this many bytes of pixels: a worker holding a batch open waits for it.
-   * Throws E_QUEUE_FULL when they would not fit in maxPendingBytes, E_DISPOSED after dispose().
+   * Throws E_QUEUE_FULL when maxQueue calls already wait (announced ones included) or the bytes would not
+   * fit in maxPendingBytes, E_DISPOSED after dispose().
    */
   announce(bytes: number): void;
   /** An announced call will not come after all. */

@@ -38,7 +38,7 @@ export interface LoadOptions {
   maxBatch?: number;
   /** longest wait for a batch to fill after its first request, while other requests are queued or on their way. Default 2. */
   maxDelayMs?: number;
-  /** requests waiting beyond this reject at once with E_QUEUE_FULL. Default 256. */
+  /** requests waiting (those being decoded included) beyond this reject at once, before decoding, with E_QUEUE_FULL. Default 256. */
   maxQueue?: number;
   /** inference threads; 0: the CPU cores this process may use (1 on a GPU). Default 0. */
   workers?: number;

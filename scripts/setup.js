@@ -137,8 +137,9 @@ function pythonEnvironment() {
     fs.writeFileSync(stampFile, `${stamp}\n`);
   }
   const info = probe(python);
-  // The choripan_core module that the native build writes to build/python, importable from this environment.
-  fs.writeFileSync(path.join(info.sitePackages, 'choripan_core.pth'), `${path.join(root, 'build', 'python')}\n`);
+  // The choripan_core module that the native build writes to build/python, importable from this environment;
+  // relative (to site-packages, as .pth lines may be), so that it survives the app's folder moving.
+  fs.writeFileSync(path.join(info.sitePackages, 'choripan_core.pth'), `${path.relative(info.sitePackages, path.join(root, 'build', 'python'))}\n`);
   return info;
 }
 

@@ -146,8 +146,8 @@ Napi::Object ModelWrap::Submit(Napi::Env env, Input input, const Napi::Value& pi
   return result;
 }
 
-// announce(bytes): one more call is decoding that many bytes of pixels; throws E_QUEUE_FULL when they
-// would not fit in maxPendingBytes. It ends with predict(…, bytes) or retract(bytes).
+// announce(bytes): one more call is decoding that many bytes of pixels; throws E_QUEUE_FULL when maxQueue
+// calls already wait or the bytes would not fit in maxPendingBytes. It ends with predict(…, bytes) or retract(bytes).
 Napi::Value ModelWrap::Announce(const Napi::CallbackInfo& info) {
   if (!info[0].IsNumber()) throw ToJsError(info.Env(), ErrorCode::kInvalidArgument, "announce(bytes) needs a number");
   try {

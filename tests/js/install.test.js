@@ -50,6 +50,10 @@ test('the packed tarball installs into a new app and predicts; the app folder mo
       { cwd: moved, encoding: 'utf8', env: userEnv });
     assert.equal(inspect.status, 0, inspect.stderr);
     assert.equal(JSON.parse(inspect.stdout).metadata.name, 'efficientnet-lite0');
+    const core = spawnSync(path.join('node_modules', 'choripan', '.venv', 'bin', 'python'),
+      ['-c', `import choripan_core; print(choripan_core.Model(${JSON.stringify(model)}).labels[281])`], { cwd: moved, encoding: 'utf8', env: userEnv });
+    assert.equal(core.status, 0, core.stderr);
+    assert.equal(core.stdout.trim(), 'tabby');
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
   }
