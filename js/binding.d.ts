@@ -56,6 +56,8 @@ export interface NativeBinding {
   /** Stops every live model of this thread, waiting for running batches: for process exit. */
   disposeAll(): void;
   cudaAvailable(): boolean;
+  /** The cores this process may use: its affinity and its cgroup's CPU quota (what `workers: 0` means). */
+  availableCores(): number;
   readonly versions: { libtorch: string };
   /** Limits the native core enforces, for js/ to check before decoding. */
   readonly limits: { maxAspectRatio: number };

@@ -2,9 +2,9 @@
 // The server's configuration, in one place: every environment variable it reads, checked, turned into
 // plain options. The library itself reads none. A bad value stops start-up with one line naming it.
 
-const os = require('node:os');
 const path = require('node:path');
 const { DEFAULT_MODEL_PATH } = require('../index');
+const { native } = require('../binding');
 
 class ConfigError extends Error {
   constructor(variable, message) {
@@ -77,7 +77,7 @@ function readConfig(env = process.env, overrides = {}) {
   };
   const modelList = overrides.models ?? read('CHORIPAN_MODELS') ?? [{ name: null, path: read('CHORIPAN_MODEL') ?? DEFAULT_MODEL_PATH }];
   // Models in one process share the cores: each gets its share of workers, one thread each.
-  const workers = read('CHORIPAN_WORKERS') ?? Math.max(1, Math.floor(os.availableParallelism() / modelList.length));
+  const workers = read('CHORIPAN_WORKERS') ?? Math.max(1, Math.floor(native().availableCores() / modelList.length));
   const load = { workers };
   for (const [variable, option] of [['CHORIPAN_MAX_QUEUE', 'maxQueue'], ['CHORIPAN_MAX_BATCH', 'maxBatch'], ['CHORIPAN_MAX_DELAY_MS', 'maxDelayMs']]) {
     const value = read(variable);

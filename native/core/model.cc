@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <type_traits>
 
 namespace choripan {
@@ -61,23 +62,53 @@ double Milliseconds(Clock::duration duration) {
   return std::chrono::duration<double, std::milli>(duration).count();
 }
 
+// The CPU quota of this process's cgroup, in cores (rounded down), or nullopt where there is none. cgroup
+// v2: "<quota> <period>" or "max <period>" in cpu.max; v1: cpu.cfs_quota_us (-1: none) over
+// cpu.cfs_period_us. /proc/self/cgroup says where this process's cgroup is in each hierarchy.
+std::optional<int64_t> CgroupCores() {
+  std::ifstream membership("/proc/self/cgroup");
+  std::string line;
+  while (std::getline(membership, line)) {
+    // "<id>:<controllers>:<path>"; controllers are empty for v2, a list holding "cpu" for v1's.
+    const auto first = line.find(':');
+    const auto second = line.find(':', first + 1);
+    if (first == std::string::npos || second == std::string::npos) continue;
+    const auto controllers = line.substr(first + 1, second - first - 1);
+    const auto where = line.substr(second + 1);
+    bool cpu = false;
+    std::istringstream names(controllers);
+    for (std::string name; std::getline(names, name, ',');) cpu = cpu || name == "cpu";
+    std::string quota;
+    int64_t period = 0;
+    if (controllers.empty()) {
+      std::ifstream limit("/sys/fs/cgroup" + where + "/cpu.max");
+      if (!(limit >> quota >> period) || quota == "max") continue;
+    } else if (cpu) {
+      for (const auto* mount : {"/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"}) {
+        std::ifstream quota_file(mount + where + "/cpu.cfs_quota_us");
+        std::ifstream period_file(mount + where + "/cpu.cfs_period_us");
+        if (quota_file >> quota && period_file >> period) break;
+      }
+      if (quota.empty() || quota == "-1") continue;
+    } else {
+      continue;
+    }
+    try {
+      if (period > 0 && std::stoll(quota) > 0) return std::max<int64_t>(1, std::stoll(quota) / period);
+    } catch (const std::exception&) {
+      // Not a number: no limit that can be read.
+    }
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 int64_t AvailableCores() {
   int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof(set), &set) == 0) cores = std::min<int64_t>(cores, CPU_COUNT(&set));
-  // A container's CPU limit: "max 100000" (none) or "<quota> <period>" in microseconds.
-  std::ifstream limit("/sys/fs/cgroup/cpu.max");
-  std::string quota;
-  int64_t period = 0;
-  if (limit >> quota >> period && quota != "max" && period > 0) {
-    try {
-      cores = std::min<int64_t>(cores, std::stoll(quota) / period);
-    } catch (const std::exception&) {
-      // Not a number: no limit that can be read.
-    }
-  }
+  if (const auto quota = CgroupCores()) cores = std::min(cores, *quota);
   return std::max<int64_t>(1, cores);
 }
 

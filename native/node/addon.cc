@@ -23,6 +23,7 @@ Addon::Addon(Napi::Env env, Napi::Object exports) {
                            InstanceMethod("init", &Addon::Configure),
                            InstanceMethod("load", &Addon::Load),
                            InstanceMethod("cudaAvailable", &Addon::CudaAvailable),
+                           InstanceMethod("availableCores", &Addon::Cores),
                            InstanceMethod("disposeAll", &Addon::DisposeAll),
                            InstanceValue("versions", versions),
                            InstanceValue("limits", limits),
@@ -65,6 +66,11 @@ Napi::Value Addon::Load(const Napi::CallbackInfo& info) {
 
 Napi::Value Addon::CudaAvailable(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), torch::cuda::is_available());
+}
+
+// availableCores(): what workers 0 means, the cores this process may use (affinity and cgroup quota).
+Napi::Value Addon::Cores(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(AvailableCores()));
 }
 
 // disposeAll(): stops every live model, waiting for running batches. For process exit (js/binding.js),

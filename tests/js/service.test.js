@@ -161,6 +161,35 @@ describe('the configuration', () => {
     }
   });
 
+  test('in a container limited to one CPU (a cgroup quota), the server runs one worker, not one per core', { timeout: 120_000 }, async (t) => {
+    const crypto = require('node:crypto');
+    const v1 = '/sys/fs/cgroup/cpu';
+    const group = path.join(fs.existsSync(path.join(v1, 'cpu.cfs_quota_us')) ? v1 : '/sys/fs/cgroup', `choripan-test-${crypto.randomUUID().slice(0, 8)}`);
+    try {
+      fs.mkdirSync(group);
+      if (group.startsWith(v1)) {
+        fs.writeFileSync(path.join(group, 'cpu.cfs_period_us'), '100000');
+        fs.writeFileSync(path.join(group, 'cpu.cfs_quota_us'), '100000');
+      } else {
+        fs.writeFileSync(path.join(group, 'cpu.max'), '100000 100000');
+      }
+    } catch (error) {
+      if (fs.existsSync(group)) fs.rmdirSync(group);
+      return t.skip(`cannot make a cgroup here (${error.code}); it needs root`);
+    }
+    const child = spawn('sh', ['-c', `echo $$ > ${group}/cgroup.procs && exec "$@"`, 'sh', process.execPath, main],
+      { env: { ...process.env, PORT: '0', CHORIPAN_WORKERS: '', CHORIPAN_MODELS: '' } });
+    try {
+      const port = await listening(child);
+      const { models } = await (await fetch(`http://127.0.0.1:${port}/healthz`)).json();
+      assert.deepEqual(Object.values(models).map((m) => m.workers), [1]);
+    } finally {
+      child.kill('SIGTERM');
+      await new Promise((resolve) => child.once('exit', resolve));
+      fs.rmdirSync(group);
+    }
+  });
+
   test('choripan serve --model a=… --model b=…: both served, the cores divided between them', { timeout: 120_000 }, async () => {
     const child = spawn(process.execPath, [path.join(root, 'bin', 'choripan.js'), 'serve', '--port', '0',
       '--model', `a=${defaultPackagePath}`, '--model', `b=${defaultModelPath}`], { env: { ...process.env, CHORIPAN_WORKERS: '' } });
@@ -170,7 +199,7 @@ describe('the configuration', () => {
       assert.deepEqual((await (await fetch(`${base}/readyz`)).json()).models, ['a', 'b']);
       for (const name of ['a', 'b']) assert.equal((await fetch(`${base}/v2/models/${name}/ready`)).status, 200);
       const { models } = await (await fetch(`${base}/healthz`)).json();
-      const cores = require('node:os').availableParallelism();
+      const cores = require('../../js/binding').native().availableCores();
       assert.equal(models.a.workers + models.b.workers, Math.max(2, cores - (cores % 2)));
       const answer = await post(`${base}/predict?model=b`, photo('chelsea.png'));
       assert.equal((await answer.json()).model, 'b');

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,30 @@ def default_package(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("package") / "default.pt2"
     model, metadata = default.build()
     return export_classifier(model, metadata, out)
+
+
+@pytest.fixture
+def cpu_quota_cgroup():
+    """A command prefix that runs a process in a new cgroup limited to one CPU (cgroup v1's cpu
+    controller, as on this machine, or v2's cpu.max); skips where cgroups cannot be made (not root)."""
+    v1 = Path("/sys/fs/cgroup/cpu")
+    v2 = Path("/sys/fs/cgroup")
+    group = None
+    try:
+        if (v1 / "cpu.cfs_quota_us").exists():
+            group = v1 / f"choripan-test-{uuid.uuid4().hex[:8]}"
+            group.mkdir()
+            (group / "cpu.cfs_period_us").write_text("100000")
+            (group / "cpu.cfs_quota_us").write_text("100000")
+        elif "cpu" in (v2 / "cgroup.controllers").read_text().split():
+            group = v2 / f"choripan-test-{uuid.uuid4().hex[:8]}"
+            group.mkdir()
+            (group / "cpu.max").write_text("100000 100000")
+        else:
+            pytest.skip("no cgroup cpu controller here")
+    except OSError as error:
+        if group is not None and group.exists():
+            group.rmdir()
+        pytest.skip(f"cannot make a cgroup here ({error.strerror}); it needs root")
+    yield ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh"]
+    group.rmdir()

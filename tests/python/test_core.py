@@ -145,6 +145,16 @@ def test_workers_default_to_the_cores_this_process_may_use(default_artifact):
         assert json.loads(run.stdout) == [cores, 1], command
 
 
+def test_workers_default_to_the_cgroup_cpu_quota(default_artifact, cpu_quota_cgroup):
+    """A container's CPU limit (cgroup v1 cfs quota here, v2 cpu.max elsewhere) caps the workers."""
+    script = (
+        f"import json, choripan_core; m = choripan_core.Model({str(default_artifact)!r}, warmup=False);"
+        "print(json.dumps(m.stats()['workers'])); m.dispose()"
+    )
+    run = subprocess.run([*cpu_quota_cgroup, sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert json.loads(run.stdout) == 1
+
+
 def test_dispose_then_calls_fail_with_e_disposed(default_artifact, spec):
     model = choripan_core.Model(str(default_artifact), warmup=False)
     model.dispose()
