@@ -147,6 +147,12 @@ const POLICY_NAMES = { JPEG: 'JPEG', PNG: 'PNG', WebP: 'WEBP', GIF: 'GIF', TIFF:
 // Artifacts exported before the policy named more formats or converted CMYK.
 const OLD_POLICY = { formats: ['JPEG', 'PNG', 'WEBP'], cmyk: 'reject' };
 
+/** "JPEG, PNG or WebP": a policy's formats by their usual names, for messages. */
+function listed(formats) {
+  const names = formats.map((f) => Object.keys(POLICY_NAMES).find((k) => POLICY_NAMES[k] === f) ?? f);
+  return names.length > 1 ? `${names.slice(0, -1).join(', ')} or ${names.at(-1)}` : names.join('');
+}
+
 /**
  * Format, size and proportions from the header alone, synchronously, before anything is decoded.
  * @param {Uint8Array} bytes
@@ -157,17 +163,15 @@ const OLD_POLICY = { formats: ['JPEG', 'PNG', 'WEBP'], cmyk: 'reject' };
  */
 function inspect(bytes, maxAspectRatio, policy = OLD_POLICY) {
   const formats = policy.formats ?? OLD_POLICY.formats;
-  const names = formats.map((f) => Object.keys(POLICY_NAMES).find((k) => POLICY_NAMES[k] === f) ?? f);
-  const named = names.length > 1 ? `${names.slice(0, -1).join(', ')} or ${names.at(-1)}` : names.join('');
   const header = ACCEPTED.find(([test]) => test(bytes))?.[1];
   if (!header) {
     const refused = REFUSED.find(([, test]) => test(bytes))?.[0];
-    if (refused) throw new ChoripanError('E_UNSUPPORTED_FORMAT', `${refused} images are not supported; send ${named}`);
-    throw new ChoripanError('E_DECODE', `The bytes are not an image of a known format (${named})`);
+    if (refused) throw new ChoripanError('E_UNSUPPORTED_FORMAT', `${refused} images are not supported; send ${listed(formats)}`);
+    throw new ChoripanError('E_DECODE', `The bytes are not an image of a known format (${listed(formats)})`);
   }
   const { format, width, height, components } = header(bytes);
   if (!formats.includes(POLICY_NAMES[format])) {
-    throw new ChoripanError('E_UNSUPPORTED_FORMAT', `${format} images are not taken by this model's decode policy; send ${named}`);
+    throw new ChoripanError('E_UNSUPPORTED_FORMAT', `${format} images are not taken by this model's decode policy; send ${listed(formats)}`);
   }
   if (!(width > 0 && height > 0)) throw new ChoripanError('E_DECODE', `The ${format} header declares an empty image`);
   const cmyk = format === 'JPEG' && components === 4;

@@ -599,28 +599,37 @@ void Model::Finish(Request& request, Outcome outcome, bool was_running) {
 }
 
 Stats Model::GetStats() const {
-  std::lock_guard lock(mutex_);
-  Stats stats = counters_;
-  stats.pending_bytes = static_cast<uint64_t>(pending_bytes_);
-  if (stats.batches > 0) {
-    stats.mean_batch_size = static_cast<double>(batched_requests_) / static_cast<double>(stats.batches);
-    stats.mean_forward_ms = forward_ms_total_ / static_cast<double>(stats.batches);
+  Stats stats;
+  std::vector<double> latencies;
+  {
+    std::lock_guard lock(mutex_);
+    stats = counters_;
+    stats.pending_bytes = static_cast<uint64_t>(pending_bytes_);
+    if (stats.batches > 0) {
+      stats.mean_batch_size = static_cast<double>(batched_requests_) / static_cast<double>(stats.batches);
+      stats.mean_forward_ms = forward_ms_total_ / static_cast<double>(stats.batches);
+    }
+    // answered_at_ is in time order: the recent ones are a suffix.
+    const auto now = Clock::now();
+    const auto recent = answered_at_.end() - std::lower_bound(answered_at_.begin(), answered_at_.end(), now - kDrainWindow);
+    if (recent > 0) {
+      // Over the window, or since the first answer when the model is younger than that.
+      const auto span = std::min<Clock::duration>(kDrainWindow, now - answered_at_.front());
+      stats.drain_per_second = static_cast<double>(recent) / std::max(1.0, Milliseconds(span) / 1000.0);
+    }
+    latencies = latencies_ms_;
   }
-  const auto now = Clock::now();
-  const auto recent = std::count_if(answered_at_.begin(), answered_at_.end(),
-                                    [&](Clock::time_point at) { return at >= now - kDrainWindow; });
-  if (recent > 0) {
-    // Over the window, or since the first answer when the model is younger than that.
-    const auto span = std::min<Clock::duration>(kDrainWindow, now - answered_at_.front());
-    stats.drain_per_second = static_cast<double>(recent) / std::max(1.0, Milliseconds(span) / 1000.0);
-  }
-  if (!latencies_ms_.empty()) {
-    auto sorted = latencies_ms_;
-    std::sort(sorted.begin(), sorted.end());
-    auto at = [&](double q) { return sorted[static_cast<size_t>(q * static_cast<double>(sorted.size() - 1))]; };
+  // Percentiles outside the lock, without a full sort: stats() is read on every refusal (Retry-After),
+  // and the workers take the same lock for every request.
+  if (!latencies.empty()) {
+    auto at = [&](double q) {
+      const auto nth = latencies.begin() + static_cast<std::ptrdiff_t>(q * static_cast<double>(latencies.size() - 1));
+      std::nth_element(latencies.begin(), nth, latencies.end());
+      return *nth;
+    };
     stats.latency_p50_ms = at(0.50);
     stats.latency_p99_ms = at(0.99);
-    stats.latency_max_ms = sorted.back();
+    stats.latency_max_ms = *std::max_element(latencies.begin(), latencies.end());
   }
   return stats;
 }
