@@ -9,9 +9,9 @@ const validate = require('./validate');
 
 const debug = debuglog('choripan');
 
-/** The `topk` most probable labels, most probable first. */
-function topK(probabilities, labels, k) {
-  const best = []; // [index, probability], kept sorted descending; k is small
+/** The `k` most probable [index, probability] pairs, most probable first (ties: the lower index). */
+function topIndices(probabilities, k) {
+  const best = []; // kept sorted descending; k is small
   for (let i = 0; i < probabilities.length; i++) {
     const p = probabilities[i];
     if (best.length === k && p <= best[k - 1][1]) continue;
@@ -22,7 +22,12 @@ function topK(probabilities, labels, k) {
     }
     best[at] = [i, p];
   }
-  return best.map(([index, probability]) => ({ label: labels[index], probability }));
+  return best;
+}
+
+/** The `topk` most probable labels, most probable first. */
+function topK(probabilities, labels, k) {
+  return topIndices(probabilities, k).map(([index, probability]) => ({ label: labels[index], probability }));
 }
 
 function aborted(signal) {
@@ -201,4 +206,4 @@ async function load(path, options) {
   }
 }
 
-module.exports = { Model, load };
+module.exports = { Model, load, topIndices };

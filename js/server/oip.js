@@ -9,6 +9,7 @@ const express = require('express');
 const { ChoripanError, STATUS } = require('../errors');
 const { version } = require('../../package.json');
 const { retryAfterSeconds } = require('./retry');
+const { topIndices } = require('../model');
 
 const IMAGE_INPUT = 'image';
 const TENSOR_INPUT = 'input';
@@ -147,8 +148,7 @@ function outputsOf(request, rows, model) {
     if (k !== undefined) {
       if (!Number.isInteger(k) || k < 1) throw bad('classification needs a positive integer');
       const count = Math.min(k, model.labels.length);
-      const strings = rows.flatMap((p) => [...p.keys()].sort((a, b) => p[b] - p[a]).slice(0, count)
-        .map((i) => `${p[i]}:${i}:${model.labels[i]}`));
+      const strings = rows.flatMap((p) => topIndices(p, count).map(([i, probability]) => `${probability}:${i}:${model.labels[i]}`));
       return { name: OUTPUT, datatype: 'BYTES', shape: [rows.length, count], strings, binary };
     }
     const values = new Float32Array(rows.length * model.labels.length);
