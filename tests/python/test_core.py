@@ -145,6 +145,34 @@ def test_workers_default_to_the_cores_this_process_may_use(default_artifact):
         assert json.loads(run.stdout) == [cores, 1], command
 
 
+def test_each_worker_keeps_its_own_thread_count(default_artifact):
+    """Two single-threaded workers, the first widening to two threads when alone, add exactly one
+    OpenMP thread. A worker that picked up the other's count opened a team of its own: more OpenMP
+    threads than cores, where GNU OpenMP sleeps between parallel regions (a lone forward pass went from
+    7.5 to 11 ms). That race went wrong in about half of the loads, so six loads each count."""
+    script = f"""
+import json, os, time, numpy, torch, choripan_core
+def threads():
+    return len(os.listdir("/proc/self/task"))
+image = torch.from_numpy(numpy.zeros((3, 224, 224), numpy.float32))  # no parallel fill on this thread
+added = []
+for _ in range(7):  # the first load also starts threads that libtorch keeps for the process
+    before = threads()
+    model = choripan_core.Model({str(default_artifact)!r}, workers=2, intra_op_threads=1)
+    for _ in range(3):
+        model.predict_preprocessed(image)
+    added.append(threads() - before)
+    model.dispose()
+    deadline = time.monotonic() + 10
+    while threads() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+print(json.dumps(added[1:]))
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    # Per load: 2 workers, the preprocessing thread and worker 0's second OpenMP thread.
+    assert json.loads(run.stdout) == [4] * 6
+
+
 def test_workers_default_to_the_cgroup_cpu_quota(default_artifact, cpu_quota_cgroup):
     """A container's CPU limit (cgroup v1 cfs quota here, v2 cpu.max elsewhere) caps the workers."""
     script = (
