@@ -10,7 +10,7 @@
 FROM node:20-bookworm AS builder
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-venv g++ cmake \
+ && apt-get install -y --no-install-recommends python3 python3-venv g++ cmake libjpeg62-turbo-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

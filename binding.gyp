@@ -6,6 +6,7 @@
       "target_name": "choripan",
       "sources": [
         "native/core/errors.cc",
+        "native/core/jpeg.cc",
         "native/core/metadata.cc",
         "native/core/model.cc",
         "native/core/preprocess.cc",
@@ -37,6 +38,7 @@
         "-ltorch_cpu",
         "-lc10",
         "-l:libgomp.so.1",
+        "-ljpeg",
         "-Wl,-rpath,'$$ORIGIN/<!(node scripts/torch-paths.js lib-from-addon)'",
         "-Wl,-rpath,<!(node scripts/torch-paths.js lib)"
       ]

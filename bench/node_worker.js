@@ -4,7 +4,6 @@
 //
 //   choripan     require('choripan').load(model).predict(jpeg)
 //   onnxruntime  the peer: sharp decodes, resizes and crops, JS normalises, onnxruntime-node runs the ONNX twin
-//   decode       choripan's decode step alone (sharp), to tell Node's own overhead from decoding
 
 const fs = require('node:fs');
 const os = require('node:os');
@@ -58,11 +57,6 @@ async function system() {
   if (args.system === 'onnxruntime') {
     const metadata = JSON.parse(JSON.parse(args.options).metadata);
     return { predict: await onnxruntimePeer(args.model, metadata) };
-  }
-  if (args.system === 'decode') {
-    const { inspect, decode } = require('../js/decode');
-    const { native } = require('../js/binding');
-    return { predict: (bytes) => decode(bytes, inspect(bytes, native().limits.maxAspectRatio)) };
   }
   throw new Error(`unknown system ${args.system}`);
 }

@@ -1,7 +1,8 @@
 """A benchmark child: one Python system, driven by bench/run.js over stdin/stdout (one JSON per line).
 
 Systems:
-  core   choripan's C++ core (choripan_core) on decoded pixels: preprocess, queue, batch, forward
+  core   choripan's C++ core (choripan_core) on the photo's JPEG bytes: decode, preprocess, queue, batch,
+         forward — what predict(jpeg) asks of it from Node
   eager  the seed's way: PIL decode, preprocessing, PyTorch eager forward, per request
 
 Commands (stdin): {"run": {"concurrency": C, "requests": N}} → {"latencies_ms": [...], "seconds": S, ...}
@@ -15,6 +16,7 @@ import os
 import sys
 import threading
 import time
+from pathlib import Path
 
 import torch
 
@@ -24,12 +26,16 @@ def load(system: str, model: str, photo: str):
 
     if system == "core":
         import choripan_core
+        from PIL import Image
 
         core = choripan_core.Model(model)
-        pixels = torch.from_numpy(decode(photo))
+        jpeg = Path(photo).read_bytes()
+        with Image.open(photo) as image:
+            assert image.format == "JPEG", "the benchmark's photo is a JPEG"
+            width, height = image.size
 
         def predict():
-            return core.labels[int(core.predict(pixels).argmax())]
+            return core.labels[int(core.predict_jpeg(jpeg, width, height).argmax())]
 
         return predict, core.stats
 

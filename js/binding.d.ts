@@ -32,6 +32,17 @@ export interface NativeModel {
     /** The pixels are a JPEG's CMYK samples (4 channels), converted to RGB by the core. */
     cmyk?: boolean,
   ): { id: number | null; promise: Promise<NativeAnswer> };
+  /**
+   * Queues a JPEG for the core to decode (one that js/decode.js `inCore` picks), with its frame's size
+   * as the header says; otherwise as predict().
+   */
+  predictJpeg(
+    bytes: Uint8Array,
+    width: number,
+    height: number,
+    timeoutMs: number,
+    announcedBytes: number | null,
+  ): { id: number | null; promise: Promise<NativeAnswer> };
   /** Queues one preprocessed image: float32 [3, crop, crop]. */
   predictTensor(input: Float32Array, timeoutMs: number): { id: number | null; promise: Promise<NativeAnswer> };
   /**
@@ -59,8 +70,6 @@ export interface NativeBinding {
   /** The cores this process may use: its affinity and its cgroup's CPU quota (what `workers: 0` means). */
   availableCores(): number;
   readonly versions: { libtorch: string };
-  /** Limits the native core enforces, for js/ to check before decoding. */
-  readonly limits: { maxAspectRatio: number };
 }
 
 export function native(): NativeBinding;

@@ -9,13 +9,17 @@
 // proportions. JPEG, PNG and WebP headers are read by hand (they also say whether there is alpha or
 // CMYK, which no size library reports); the others' sizes come from image-size. No decoder reports
 // these without a trip through the thread pool first (sharp's metadata() is one), and the point is to
-// refuse before that trip. Then sharp decodes in one pipeline.
+// refuse before that trip. Then sharp decodes in one pipeline, except for the common JPEG (upright,
+// grey or colour, Huffman-coded): the native core decodes that one itself with libjpeg-turbo, as sharp
+// and PIL do, without sharp's trip through the thread pool (native/core/jpeg.h).
 
 const sharp = require('sharp');
 const { imageSize } = require('image-size');
 const { ChoripanError } = require('./errors');
 
-const MAX_PIXELS = 100_000_000; // 10 MB of JPEG can hold far more; 100 MP of RGBA is 400 MB decoded
+// 10 MB of JPEG can hold far more than 100 MP; 100 MP of RGBA is 400 MB decoded.
+const LIMITS = Object.fromEntries(require('../native/core/vocabulary.json').limits.map((l) => [l.name, l.value]));
+const MAX_PIXELS = LIMITS.maxPixels;
 
 // Recognised only to say why they are refused: libvips would otherwise parse them.
 const REFUSED = [
@@ -32,12 +36,37 @@ function truncated(format) {
   return new ChoripanError('E_DECODE', `The ${format} header is truncated or malformed`);
 }
 
-// JPEG: the first start-of-frame segment holds the size and the number of components.
+// The EXIF orientation (tag 0x0112 of the first IFD) of an APP1 segment's payload [start, end): 1 when
+// the segment is not EXIF or names none, 0 when it cannot be read (then sharp, which reads EXIF, decodes).
+function exifOrientation(b, start, end) {
+  if (ascii(b, start, Math.min(start + 6, end)) !== 'Exif\0\0') return 1;
+  const tiff = start + 6;
+  if (tiff + 8 > end) return 0;
+  const little = ascii(b, tiff, tiff + 2) === 'II';
+  if (!little && ascii(b, tiff, tiff + 2) !== 'MM') return 0;
+  const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const ifd = tiff + view.getUint32(tiff + 4, little);
+  if (ifd + 2 > end) return 0;
+  const count = view.getUint16(ifd, little);
+  for (let i = 0, at = ifd + 2; i < count; i++, at += 12) {
+    if (at + 12 > end) return 0;
+    if (view.getUint16(at, little) === 0x0112) return view.getUint16(at + 8, little);
+  }
+  return 1;
+}
+
+// Frames the core's libjpeg-turbo decodes as sharp's does: baseline, extended and progressive Huffman.
+const CORE_FRAMES = [0xc0, 0xc1, 0xc2];
+
+// JPEG: the first start-of-frame segment holds the size and the number of components; EXIF segments
+// before the scan, the orientation.
 function jpegHeader(b) {
   const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
   let at = 2;
+  let frame = null;
+  let orientation = 1;
   while (at + 4 <= b.length) {
-    if (b[at] !== 0xff) throw truncated('JPEG');
+    if (b[at] !== 0xff) break;
     const marker = b[at + 1];
     if (marker === 0xff) { // fill byte
       at++;
@@ -47,16 +76,20 @@ function jpegHeader(b) {
       at += 2;
       continue;
     }
-    if (marker === 0xda || marker === 0xd9) break; // scan data or the end, and no frame header before it
+    if (marker === 0xda || marker === 0xd9) break; // scan data or the end
     const length = view.getUint16(at + 2);
     const isFrame = marker >= 0xc0 && marker <= 0xcf && ![0xc4, 0xc8, 0xcc].includes(marker);
-    if (isFrame) {
+    if (isFrame && !frame) {
       if (at + 10 > b.length) break;
-      return { format: 'JPEG', height: view.getUint16(at + 5), width: view.getUint16(at + 7), components: b[at + 9] };
+      frame = { marker, height: view.getUint16(at + 5), width: view.getUint16(at + 7), components: b[at + 9] };
     }
+    if (marker === 0xe1 && orientation === 1) orientation = exifOrientation(b, at + 4, Math.min(at + 2 + length, b.length));
     at += 2 + length;
   }
-  throw truncated('JPEG');
+  if (!frame) throw truncated('JPEG');
+  const { marker, height, width, components } = frame;
+  const inCore = CORE_FRAMES.includes(marker) && (components === 1 || components === 3) && orientation === 1;
+  return { format: 'JPEG', height, width, components, inCore };
 }
 
 // PNG: IHDR is the first chunk. Colour types 4 and 6 carry alpha; a palette (3) may, through tRNS.
@@ -156,12 +189,12 @@ function listed(formats) {
 /**
  * Format, size and proportions from the header alone, synchronously, before anything is decoded.
  * @param {Uint8Array} bytes
- * @param {number} maxAspectRatio longer side over shorter side (the native core's limit)
  * @param {{ formats?: string[], cmyk?: string }} [policy] the artifact's decode policy
- * @returns {{ format: string, width: number, height: number, bytes: number, cmyk: boolean }} `bytes`: decoded
- *   size, at most
+ * @returns {{ format: string, width: number, height: number, bytes: number, cmyk: boolean, inCore: boolean }}
+ *   `bytes`: decoded size, at most; `inCore`: a JPEG that the native core decodes itself (upright, grey or
+ *   colour, Huffman-coded), skipping decode()
  */
-function inspect(bytes, maxAspectRatio, policy = OLD_POLICY) {
+function inspect(bytes, policy = OLD_POLICY) {
   const formats = policy.formats ?? OLD_POLICY.formats;
   const header = ACCEPTED.find(([test]) => test(bytes))?.[1];
   if (!header) {
@@ -169,7 +202,7 @@ function inspect(bytes, maxAspectRatio, policy = OLD_POLICY) {
     if (refused) throw new ChoripanError('E_UNSUPPORTED_FORMAT', `${refused} images are not supported; send ${listed(formats)}`);
     throw new ChoripanError('E_DECODE', `The bytes are not an image of a known format (${listed(formats)})`);
   }
-  const { format, width, height, components } = header(bytes);
+  const { format, width, height, components, inCore = false } = header(bytes);
   if (!formats.includes(POLICY_NAMES[format])) {
     throw new ChoripanError('E_UNSUPPORTED_FORMAT', `${format} images are not taken by this model's decode policy; send ${listed(formats)}`);
   }
@@ -181,11 +214,11 @@ function inspect(bytes, maxAspectRatio, policy = OLD_POLICY) {
   if (width * height > MAX_PIXELS) {
     throw new ChoripanError('E_TOO_LARGE', `The image is ${width}x${height}; at most ${MAX_PIXELS / 1e6} megapixels are decoded`);
   }
-  if (Math.max(width, height) > maxAspectRatio * Math.min(width, height)) {
+  if (Math.max(width, height) > LIMITS.maxAspectRatio * Math.min(width, height)) {
     throw new ChoripanError('E_INVALID_ARGUMENT',
-      `The image is ${width}x${height}: aspect ratios beyond ${maxAspectRatio}:1 are refused`);
+      `The image is ${width}x${height}: aspect ratios beyond ${LIMITS.maxAspectRatio}:1 are refused`);
   }
-  return { format, width, height, bytes: width * height * Math.max(3, components), cmyk };
+  return { format, width, height, bytes: width * height * Math.max(3, components), cmyk, inCore };
 }
 
 /**

@@ -140,12 +140,16 @@ class Model extends EventEmitter {
       if (input instanceof Float32Array) {
         submitted = this.#native.predictTensor(input, deadline.remainingMs());
       } else {
-        const header = inspect(input, native().limits.maxAspectRatio, this.metadata.preprocessing.decode);
+        const header = inspect(input, this.metadata.preprocessing.decode);
         this.#native.announce(header.bytes);
         announced = header.bytes;
-        const decoded = await deadline.race(decode(input, header));
-        submitted = this.#native.predict(decoded.pixels, decoded.width, decoded.height, decoded.channels,
-          deadline.remainingMs(), announced, decoded.cmyk);
+        if (header.inCore) {
+          submitted = this.#native.predictJpeg(input, header.width, header.height, deadline.remainingMs(), announced);
+        } else {
+          const decoded = await deadline.race(decode(input, header));
+          submitted = this.#native.predict(decoded.pixels, decoded.width, decoded.height, decoded.channels,
+            deadline.remainingMs(), announced, decoded.cmyk);
+        }
         announced = null; // predict() ended the announcement, whatever it answered
       }
       let answer;

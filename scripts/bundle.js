@@ -25,6 +25,8 @@ const lib = path.join(bundle, 'lib');
 const addon = path.join(root, 'build', 'Release', 'choripan.node');
 // The base system every Linux with Node has; everything else the addon loads travels in lib/.
 const BASE_SYSTEM = /^(\/usr)?\/lib(64|\/x86_64-linux-gnu|\/aarch64-linux-gnu)?\//;
+// System libraries that slim base images (node:20-bookworm-slim) lack: carried like libtorch's.
+const NOT_IN_SLIM_IMAGES = /^libjpeg\.so/;
 
 function log(message) {
   console.log(`[choripan bundle] ${message}`);
@@ -45,7 +47,9 @@ function neededLibraries(binary) {
   const needed = new Map();
   for (const line of run('ldd', [binary]).split('\n')) {
     const match = line.match(/^\s*(\S+) => (\/\S+)/);
-    if (match && !BASE_SYSTEM.test(fs.realpathSync(match[2]))) needed.set(match[1], fs.realpathSync(match[2]));
+    if (match && (!BASE_SYSTEM.test(fs.realpathSync(match[2])) || NOT_IN_SLIM_IMAGES.test(match[1]))) {
+      needed.set(match[1], fs.realpathSync(match[2]));
+    }
   }
   return needed;
 }

@@ -71,6 +71,12 @@ function version(command, args = ['--version']) {
   return match ? match.slice(1).map((n) => Number(n ?? 0)) : null;
 }
 
+// Whether `compiler` preprocesses `source` (C): a header it needs is installed where it looks.
+function compiles(compiler, source) {
+  const result = spawnSync(compiler, ['-E', '-x', 'c', '-o', '/dev/null', '-'], { input: source, encoding: 'utf8' });
+  return !result.error && result.status === 0;
+}
+
 const atLeast = (found, wanted) => found !== null && (found[0] > wanted[0] || (found[0] === wanted[0] && found[1] >= wanted[1]));
 
 // Everything a later step needs, checked before the first download: a missing compiler used to show
@@ -82,6 +88,9 @@ function prerequisites() {
   if (!atLeast(cxx, [10, 0])) missing.push(`a C++20 compiler: ${compiler} ${cxx ? cxx.join('.') : 'was not found'} (g++ 10+ is needed; set CXX to use another)`);
   const cmake = version('cmake');
   if (!atLeast(cmake, [3, 18])) missing.push(`cmake 3.18+ (${cmake ? `found ${cmake.join('.')}` : 'not found'})`);
+  if (cxx && !compiles(compiler, '#include <stdio.h>\n#include <jpeglib.h>\n')) {
+    missing.push(`libjpeg-turbo's headers (jpeglib.h), which the native core decodes JPEGs with`);
+  }
   if (!process.env.CHORIPAN_PYTHON) {
     const python = process.env.PYTHON || 'python3';
     const found = version(python);
@@ -94,7 +103,7 @@ function prerequisites() {
   }
   if (missing.length) {
     throw new StepError(`missing before anything is downloaded:\n  - ${missing.join('\n  - ')}`,
-      `install them (Debian: apt-get install g++ cmake python3-venv), then run ${RETRY}`);
+      `install them (Debian: apt-get install g++ cmake python3-venv libjpeg62-turbo-dev), then run ${RETRY}`);
   }
   log(`found ${compiler} ${cxx.join('.')}, cmake ${cmake.join('.')}`);
 }

@@ -1,5 +1,6 @@
 'use strict';
-// native/core/vocabulary.json is the one owner of the error codes, the stats fields and the load options.
+// native/core/vocabulary.json is the one owner of the error codes, the stats fields, the load options and
+// the limits on images.
 // This writes what repeats them: native/core/vocabulary.h (X-macros for the C++ side), and the marked
 // regions of js/index.d.ts and docs/api.md. js/ reads the JSON itself. `--check` only says whether
 // everything is up to date (tests/js/vocabulary.test.js runs it).
@@ -37,6 +38,9 @@ function renderHeader(vocabulary) {
     macro('CHORIPAN_NUMERIC_OPTIONS', 'X(snake_name, "jsName", type, default, min, max): load options that are numbers.',
       numeric.map((o) => `${snake(o.name)}, "${o.name}", ${o.type === 'integer' ? 'int64_t' : 'double'}, ` +
         `${o.default}, ${o.min}, ${o.max}`)),
+    '// The limits on images, by name (CHORIPAN_MAX_PIXELS, …).',
+    ...vocabulary.limits.map((l) => `#define CHORIPAN_${snake(l.name).toUpperCase()} ${l.value}`),
+    '',
     `#define CHORIPAN_DEFAULT_DEVICE "${device.default}"`,
     `#define CHORIPAN_DEFAULT_WARMUP ${warmup.default}`,
     '',

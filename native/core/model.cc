@@ -111,6 +111,28 @@ std::optional<int64_t> CgroupCores() {
   return std::nullopt;
 }
 
+// What an input holds in memory once decoded: what js/ announced for it (decode.js inspect).
+int64_t InputBytes(const Input& input) {
+  if (const auto* image = std::get_if<ImageView>(&input)) return image->height * image->width * image->channels;
+  if (const auto* jpeg = std::get_if<JpegView>(&input)) return jpeg->height * jpeg->width * 3;
+  return static_cast<int64_t>(std::get<at::Tensor>(input).nbytes());
+}
+
+int64_t InputPixels(const Input& input) {
+  if (const auto* image = std::get_if<ImageView>(&input)) return image->height * image->width;
+  if (const auto* jpeg = std::get_if<JpegView>(&input)) return jpeg->height * jpeg->width;
+  return 0;
+}
+
+// Pixels, or a JPEG once decoded, preprocessed into `out`.
+void PreprocessImage(const Input& input, const Preprocessing& spec, at::Tensor out) {
+  if (const auto* jpeg = std::get_if<JpegView>(&input)) {
+    PreprocessInto(DecodeJpeg(*jpeg).image, spec, out);
+  } else {
+    PreprocessInto(std::get<ImageView>(input), spec, out);
+  }
+}
+
 }  // namespace
 
 int64_t AvailableCores() {
@@ -315,10 +337,10 @@ void Model::RunBatch(std::vector<Request>& batch, Runner& runner) {
   for (auto& request : batch) {
     auto row = input[static_cast<int64_t>(admitted.size())];
     try {
-      if (const auto* image = std::get_if<ImageView>(&request.input)) {
-        PreprocessInto(*image, metadata_.preprocessing, row);
+      if (const auto* tensor = std::get_if<at::Tensor>(&request.input)) {
+        row.copy_(*tensor);
       } else {
-        row.copy_(std::get<at::Tensor>(request.input));
+        PreprocessImage(request.input, metadata_.preprocessing, row);
       }
       admitted.push_back(&request);
     } catch (const Error& error) {
@@ -395,14 +417,6 @@ at::Tensor Model::Forward(const at::Tensor& batch) {
   return output.clone();  // an ordinary tensor, usable outside inference mode
 }
 
-namespace {
-
-int64_t InputBytes(const Input& input) {
-  if (const auto* image = std::get_if<ImageView>(&input)) return image->height * image->width * image->channels;
-  return static_cast<int64_t>(std::get<at::Tensor>(input).nbytes());
-}
-
-}  // namespace
 
 RequestId Model::Submit(Input input, Completion done, std::optional<Clock::time_point> deadline,
                         std::optional<int64_t> announced_bytes) {
@@ -416,9 +430,9 @@ RequestId Model::Submit(Input input, Completion done, std::optional<Clock::time_
                                                    "], got " + c10::str(tensor->sizes()));
     }
   }
+  if (const auto* jpeg = std::get_if<JpegView>(&input)) CheckJpegView(*jpeg);
   const auto bytes = InputBytes(input);
-  const auto* image = std::get_if<ImageView>(&input);
-  const bool large = image != nullptr && image->height * image->width > kOffWorkerPixels;
+  const bool large = InputPixels(input) > kOffWorkerPixels;
   RequestId id;
   bool helpers = false;  // whether the others would take it (see NextBatch)
   {
@@ -473,7 +487,10 @@ void Model::PreprocessorMain() {
       failure = Error(ErrorCode::kTimeout, "the deadline passed while the request was queued");
     } else {
       try {
-        request.input = Preprocess(std::get<ImageView>(request.input), metadata_.preprocessing);
+        const auto crop = metadata_.preprocessing.crop;
+        auto tensor = at::empty({3, crop, crop}, at::kFloat);
+        PreprocessImage(request.input, metadata_.preprocessing, tensor);
+        request.input = std::move(tensor);
       } catch (const Error& error) {
         failure = error;
       } catch (const std::exception& error) {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "errors.h"
+#include "jpeg.h"
 #include "metadata.h"
 #include "preprocess.h"
 #include "runner.h"
@@ -45,11 +46,11 @@ struct Options {
 // The cores this process may run on: affinity mask and cgroup v2 CPU quota, at least 1.
 int64_t AvailableCores();
 
-// What a request is: decoded pixels or an already preprocessed float [3, crop, crop] tensor. Pixels
-// are preprocessed on the worker that runs their batch, unless there are more than
-// kOffWorkerPixels of them: those go to the model's preprocessing thread first and join the queue
-// when they are ready, so that a huge image never holds up the small ones behind it.
-using Input = std::variant<ImageView, at::Tensor>;
+// What a request is: decoded pixels, a JPEG to decode (see jpeg.h) or an already preprocessed float
+// [3, crop, crop] tensor. Images are decoded and preprocessed on the worker that runs their batch,
+// unless they hold more than kOffWorkerPixels: those go to the model's preprocessing thread first and
+// join the queue when they are ready, so that a huge image never holds up the small ones behind it.
+using Input = std::variant<ImageView, JpegView, at::Tensor>;
 
 // About a forward pass's worth of resizing on one core.
 inline constexpr int64_t kOffWorkerPixels = int64_t{1} << 22;

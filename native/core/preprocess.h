@@ -7,11 +7,13 @@
 #include <cstdint>
 
 #include "metadata.h"
+#include "vocabulary.h"
 
 namespace choripan {
 
-// Longer side over shorter side; beyond it the resized image alone would take hundreds of megabytes.
-inline constexpr int64_t kMaxAspectRatio = 100;
+// vocabulary.json's limits, where each is described.
+inline constexpr int64_t kMaxAspectRatio = CHORIPAN_MAX_ASPECT_RATIO;
+inline constexpr int64_t kMaxPixels = CHORIPAN_MAX_PIXELS;
 
 // Decoded pixels, row-major height × width × channels (1 grey, 2 grey+alpha, 3 RGB, 4 RGBA, or 4
 // CMYK with `cmyk`). Only read, never kept: the caller keeps the memory alive until Preprocess returns.

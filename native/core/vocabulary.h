@@ -44,5 +44,9 @@
   X(intra_op_threads, "intraOpThreads", int64_t, 0, 0, 256) \
   X(max_pending_bytes, "maxPendingBytes", int64_t, 1073741824, 1048576, 1099511627776)
 
+// The limits on images, by name (CHORIPAN_MAX_PIXELS, …).
+#define CHORIPAN_MAX_PIXELS 100000000
+#define CHORIPAN_MAX_ASPECT_RATIO 100
+
 #define CHORIPAN_DEFAULT_DEVICE "cpu"
 #define CHORIPAN_DEFAULT_WARMUP true

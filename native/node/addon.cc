@@ -17,8 +17,6 @@ Addon::Addon(Napi::Env env, Napi::Object exports) {
   model_constructor = Napi::Persistent(ModelWrap::Define(env));
   auto versions = Napi::Object::New(env);
   versions.Set("libtorch", Napi::String::New(env, TORCH_VERSION));
-  auto limits = Napi::Object::New(env);
-  limits.Set("maxAspectRatio", Napi::Number::New(env, static_cast<double>(kMaxAspectRatio)));
   DefineAddon(exports, {
                            InstanceMethod("init", &Addon::Configure),
                            InstanceMethod("load", &Addon::Load),
@@ -26,7 +24,6 @@ Addon::Addon(Napi::Env env, Napi::Object exports) {
                            InstanceMethod("availableCores", &Addon::Cores),
                            InstanceMethod("disposeAll", &Addon::DisposeAll),
                            InstanceValue("versions", versions),
-                           InstanceValue("limits", limits),
                        });
   // The environment (the process, or a worker_thread) is going away: stop every worker before its
   // completions could reach a dead environment. Whichever of this hook and the instance data's

@@ -14,6 +14,7 @@ Napi::Function ModelWrap::Define(Napi::Env env) {
   return DefineClass(env, "NativeModel",
                      {
                          InstanceMethod("predict", &ModelWrap::Predict),
+                         InstanceMethod("predictJpeg", &ModelWrap::PredictJpeg),
                          InstanceMethod("predictTensor", &ModelWrap::PredictTensor),
                          InstanceMethod("announce", &ModelWrap::Announce),
                          InstanceMethod("retract", &ModelWrap::Retract),
@@ -92,6 +93,23 @@ Napi::Value ModelWrap::Predict(const Napi::CallbackInfo& info) {
     throw ToJsError(env, ErrorCode::kInvalidArgument, "pixels hold fewer bytes than width × height × channels");
   }
   return Submit(env, image, info[0], info[4].As<Napi::Number>().DoubleValue(), announced);
+}
+
+// predictJpeg(bytes: Uint8Array, width, height, timeoutMs, announcedBytes: number | null): { id, promise }:
+// a JPEG that js/decode.js leaves to the core, with its frame's size as the header says.
+Napi::Value ModelWrap::PredictJpeg(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  if (info.Length() < 5 || !info[0].IsTypedArray() || !info[1].IsNumber() || !info[2].IsNumber() ||
+      !info[3].IsNumber() || !(info[4].IsNumber() || info[4].IsNull())) {
+    throw ToJsError(env, ErrorCode::kInvalidArgument,
+                    "predictJpeg(bytes, width, height, timeoutMs, announcedBytes) received malformed arguments");
+  }
+  std::optional<int64_t> announced;
+  if (info[4].IsNumber()) announced = info[4].As<Napi::Number>().Int64Value();
+  auto bytes = info[0].As<Napi::Uint8Array>();
+  JpegView jpeg{{bytes.Data(), bytes.ByteLength()}, info[2].As<Napi::Number>().Int64Value(),
+                info[1].As<Napi::Number>().Int64Value()};
+  return Submit(env, jpeg, info[0], info[3].As<Napi::Number>().DoubleValue(), announced);
 }
 
 // predictTensor(input: Float32Array, timeoutMs): { id, promise }: one preprocessed image, float32

@@ -39,6 +39,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   using Completions = Napi::TypedThreadSafeFunction<ModelWrap, Delivery, &ModelWrap::Deliver>;
 
   Napi::Value Predict(const Napi::CallbackInfo& info);
+  Napi::Value PredictJpeg(const Napi::CallbackInfo& info);
   Napi::Value PredictTensor(const Napi::CallbackInfo& info);
   // Queues `input` (whose memory `pinned` keeps alive) and returns { id, promise }.
   Napi::Object Submit(Napi::Env env, Input input, const Napi::Value& pinned, double timeout_ms,

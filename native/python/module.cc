@@ -192,6 +192,17 @@ class Error(RuntimeError):
           py::arg("pixels"), py::kw_only(), py::arg("timeout_ms") = py::none(),
           "Decoded uint8 pixels → probabilities [classes], through the queue and the batcher.")
       .def(
+          "predict_jpeg",
+          [](Model& model, py::bytes data, int64_t width, int64_t height, std::optional<double> timeout_ms) {
+            std::string_view bytes = data;  // `data` outlives the wait below
+            py::gil_scoped_release release;
+            choripan::JpegView jpeg{{reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}, height, width};
+            return ToTensor(Wait(model, jpeg, timeout_ms));
+          },
+          py::arg("data"), py::arg("width"), py::arg("height"), py::kw_only(), py::arg("timeout_ms") = py::none(),
+          "JPEG bytes (width × height, as its header says) → probabilities [classes], decoded by the core as "
+          "Node's predict() decodes the common JPEG; through the queue and the batcher.")
+      .def(
           "predict_preprocessed",
           [](Model& model, const at::Tensor& input, std::optional<double> timeout_ms) {
             py::gil_scoped_release release;
@@ -241,6 +252,22 @@ class Error(RuntimeError):
         model.Join();
       });
 
+  m.def(
+      "decode_jpeg",
+      [](py::bytes data, int64_t width, int64_t height) {
+        std::string_view bytes = data;
+        choripan::DecodedJpeg decoded;
+        {
+          py::gil_scoped_release release;
+          decoded = choripan::DecodeJpeg(
+              {{reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}, height, width});
+        }
+        const auto& image = decoded.image;
+        return torch::from_blob(decoded.pixels.data(), {image.height, image.width, image.channels}, at::kByte).clone();
+      },
+      py::arg("data"), py::arg("width"), py::arg("height"),
+      "A JPEG as the core decodes it for predict(): uint8 (height, width, 1 or 3). width and height: its frame's, "
+      "as its header says.");
   m.def("cuda_available", [] { return torch::cuda::is_available(); });
   m.def("_dispose_all", [] {
     py::gil_scoped_release release;

@@ -41,6 +41,11 @@ test('the bundle serves without Python, maps nothing from .venv, and weighs at m
     const answer = await fetch(`http://127.0.0.1:${port}/predict`, { method: 'POST', body: photo('chelsea.png'),
       headers: { 'content-type': 'image/png' } }).then((r) => r.json());
     assert.ok(CAT_LABELS.includes(answer.label), JSON.stringify(answer));
+    // A JPEG the core decodes, with the bundle's libjpeg: slim base images have none.
+    const jpeg = await require('sharp')(photo('chelsea.png')).jpeg({ quality: 90 }).toBuffer();
+    const jpegAnswer = await fetch(`http://127.0.0.1:${port}/predict`, { method: 'POST', body: jpeg,
+      headers: { 'content-type': 'image/jpeg' } }).then((r) => r.json());
+    assert.ok(CAT_LABELS.includes(jpegAnswer.label), JSON.stringify(jpegAnswer));
 
     const node = fs.readdirSync('/proc').filter((pid) => /^\d+$/.test(pid))
       .find((pid) => fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(path.join(elsewhere, 'choripan', 'app')));
@@ -50,6 +55,7 @@ test('the bundle serves without Python, maps nothing from .venv, and weighs at m
       !/^(\/usr)?\/lib(64)?\//.test(file));
     assert.deepEqual(foreign, [], 'libraries from outside the bundle and the base system');
     assert.ok(libraries.some((file) => file === path.join(elsewhere, 'choripan', 'lib', 'libtorch_cpu.so')));
+    assert.ok(libraries.some((file) => file.startsWith(path.join(elsewhere, 'choripan', 'lib', 'libjpeg.so.'))), libraries.join('\n'));
     assert.ok(!libraries.some((file) => file.includes('.venv') || file.startsWith(root)));
   } finally {
     server?.kill('SIGTERM');

@@ -2,7 +2,8 @@
 // Every format users upload, under one decode policy on both sides: Node (sharp) answers like the Python
 // reference (`python -m export predict --json`, PIL) on files made from real photos. Where both decode
 // to the same pixels the probabilities agree within 1e-5: GIF; TIFF of 1, 8 and 16 bits, grey, palette,
-// alpha, several pages; PNG and WebP turned by EXIF; CMYK and YCCK JPEG. AVIF's YUV conversion differs
+// alpha, several pages; PNG, WebP and JPEG turned by EXIF; CMYK and YCCK JPEG; and the JPEGs that the
+// native core decodes itself (baseline, progressive, grey, 4:4:4). AVIF's YUV conversion differs
 // between libvips and libavif, and its measured bound is asserted instead.
 
 const assert = require('node:assert/strict');
@@ -44,8 +45,12 @@ sixteen = np.asarray(cat.convert("RGBA")).astype(np.uint16) * 257
 tifffile.imwrite(f"{out}/rgb16.tiff", sixteen[..., :3], photometric="rgb")
 tifffile.imwrite(f"{out}/rgba16.tiff", sixteen, photometric="rgb", extrasamples=["unassalpha"])
 turned = Image.Exif(); turned[0x0112] = 6  # EXIF orientation: rotate 90° to display
-for name in ("turned.tiff", "turned.webp", "turned.png"):
+for name in ("turned.tiff", "turned.webp", "turned.png", "turned.jpg"):
     cat.save(f"{out}/{name}", exif=turned)
+cat.save(f"{out}/cat.jpg", quality=90)
+cat.save(f"{out}/progressive.jpg", quality=90, progressive=True)
+cat.convert("L").save(f"{out}/grey.jpg", quality=90)
+cat.save(f"{out}/cat444.jpg", quality=95, subsampling=0)
 # YCCK, as Photoshop writes CMYK: Adobe's inverted samples, in YCCK (PIL cannot write it).
 inverted = 255 - np.asarray(cat.convert("CMYK"))
 open(f"{out}/ycck.jpg", "wb").write(imagecodecs.jpeg8_encode(inverted, 95, colorspace="CMYK", outcolorspace="YCCK"))
@@ -53,9 +58,11 @@ cat.save(f"{out}/cat.avif", quality=90)
 cup.save(f"{out}/coffee.avif", quality=80)
 `;
 
+// Decoded by the native core (libjpeg-turbo) rather than sharp: js/decode.js inspect() says `inCore`.
+const CORE_JPEGS = ['cat.jpg', 'progressive.jpg', 'grey.jpg', 'cat444.jpg'];
 const EXACT = ['palette.gif', 'transparent.gif', 'animated.gif', 'rgb.tiff', 'grey.tiff', 'rgba.tiff', 'grey16.tiff',
   'pages.tiff', 'grey-alpha.tiff', 'palette.tiff', 'bilevel.tiff', 'rgb16.tiff', 'rgba16.tiff', 'turned.tiff', 'turned.webp',
-  'turned.png', 'cmyk.jpg', 'cmyk-astronaut.jpg', 'ycck.jpg'];
+  'turned.png', 'turned.jpg', 'cmyk.jpg', 'cmyk-astronaut.jpg', 'ycck.jpg', ...CORE_JPEGS];
 const AVIF = ['cat.avif', 'coffee.avif'];
 const AVIF_BOUND = 0.03; // measured: 0.012 on the cat (libvips' and libavif's YUV → RGB differ by a level or two)
 
@@ -92,6 +99,24 @@ describe('formats: Node equals the Python reference', () => {
     });
   }
 
+  test('the core decodes the upright grey and colour Huffman JPEGs; sharp the turned, CMYK and YCCK ones', () => {
+    const { inspect } = require('../../js/decode');
+    const policy = model.metadata.preprocessing.decode;
+    for (const name of CORE_JPEGS) assert.equal(inspect(fs.readFileSync(path.join(dir, name)), policy).inCore, true, name);
+    for (const name of ['turned.jpg', 'cmyk.jpg', 'ycck.jpg']) {
+      assert.equal(inspect(fs.readFileSync(path.join(dir, name)), policy).inCore, false, name);
+    }
+  });
+
+  test('a JPEG the core decodes answers exactly as its pixels decoded by sharp do', async () => {
+    const sharp = require('sharp');
+    for (const name of CORE_JPEGS) {
+      const jpeg = fs.readFileSync(path.join(dir, name));
+      const png = await sharp(jpeg).keepIccProfile().png().toBuffer(); // lossless: sharp's pixels, as PNG
+      assert.deepEqual(await model.probabilities(jpeg), await model.probabilities(png), name);
+    }
+  });
+
   test('the first frame of a GIF and the first page of a TIFF, on both sides', () => {
     assert.equal(reference['animated.gif'].label, 'espresso');
     assert.equal(reference['pages.tiff'].label, 'espresso');
@@ -100,7 +125,7 @@ describe('formats: Node equals the Python reference', () => {
   test('EXIF orientation is applied in every format, and CMYK and YCCK read as the cat they are', () => {
     // Turned on its side, the cat reads differently from the upright one; all three alike.
     const upright = reference['rgb.tiff'].top.map((t) => t.label);
-    for (const name of ['turned.tiff', 'turned.webp', 'turned.png']) assert.notDeepEqual(reference[name].top.map((t) => t.label), upright, name);
+    for (const name of ['turned.tiff', 'turned.webp', 'turned.png', 'turned.jpg']) assert.notDeepEqual(reference[name].top.map((t) => t.label), upright, name);
     assert.deepEqual(reference['turned.png'].top, reference['turned.tiff'].top); // both lossless: the same pixels
     for (const name of ['cmyk.jpg', 'ycck.jpg', 'rgb16.tiff']) assert.ok(CAT_LABELS.includes(reference[name].label), `${name}: ${reference[name].label}`);
   });

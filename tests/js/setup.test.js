@@ -39,6 +39,24 @@ test('a missing compiler or cmake stops at step 1, before any download, naming w
   assert.match(run.stderr, /What to do: install them .*then run `npm install`/);
 });
 
+test('a compiler that cannot find libjpeg-turbo\'s headers stops at step 1, naming the package', () => {
+  const fs = require('node:fs');
+  const os = require('node:os');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'choripan-cxx-'));
+  try {
+    const compiler = path.join(dir, 'g++-without-system-headers');
+    fs.writeFileSync(compiler, '#!/bin/sh\nexec g++ -nostdinc "$@"\n', { mode: 0o755 });
+    const run = setup({ CXX: compiler });
+    assert.equal(run.status, 1);
+    assert.match(run.stderr, /failed at step 1\/4 \(prerequisites\): missing before anything is downloaded/);
+    assert.match(run.stderr, /libjpeg-turbo's headers \(jpeglib\.h\)/);
+    assert.doesNotMatch(run.stderr, /C\+\+20 compiler/);
+    assert.match(run.stderr, /What to do: install them \(Debian: .*libjpeg62-turbo-dev\)/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('the addon and the Python module find libtorch relative to themselves, so the package can move', () => {
   const fs = require('node:fs');
   const os = require('node:os');
