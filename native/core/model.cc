@@ -111,6 +111,8 @@ std::optional<int64_t> CgroupCores() {
   return std::nullopt;
 }
 
+Error Withdrawn() { return Error(ErrorCode::kAborted, "the request was withdrawn before it ran"); }
+
 // What an input holds in memory once decoded: what js/ announced for it (decode.js inspect).
 int64_t InputBytes(const Input& input) {
   if (const auto* image = std::get_if<ImageView>(&input)) return image->height * image->width * image->channels;
@@ -481,6 +483,8 @@ void Model::PreprocessorMain() {
     auto request = std::move(large_.front());
     large_.pop_front();
     preprocessing_ = 1;
+    preprocessing_id_ = request.id;
+    preprocessing_withdrawn_ = false;
     lock.unlock();
     std::optional<Error> failure;
     if (request.deadline && *request.deadline <= Clock::now()) {
@@ -499,6 +503,7 @@ void Model::PreprocessorMain() {
     }
     lock.lock();
     preprocessing_ = 0;
+    if (!failure && preprocessing_withdrawn_) failure = Withdrawn();
     if (!failure && disposed_) failure = Error(ErrorCode::kDisposed, "the model was disposed before this request ran");
     if (failure) {
       CountQueued();
@@ -553,10 +558,14 @@ bool Model::Cancel(RequestId id) {
       waiting->erase(found);
       break;
     }
-    if (!withdrawn) return false;
+    if (!withdrawn) {
+      if (preprocessing_ == 0 || preprocessing_id_ != id || preprocessing_withdrawn_) return false;
+      preprocessing_withdrawn_ = true;  // answered by the preprocessing thread when it is done with it
+      return true;
+    }
     CountQueued();
   }
-  Finish(*withdrawn, Outcome{Error(ErrorCode::kAborted, "the request was withdrawn before it ran"), {}}, false);
+  Finish(*withdrawn, Outcome{Withdrawn(), {}}, false);
   return true;
 }
 

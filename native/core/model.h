@@ -116,7 +116,8 @@ class Model {
   void Retract(int64_t bytes);
 
   // Withdraws a request that has not reached a worker yet; its completion runs with kAborted on this
-  // thread. False when it already runs or has finished.
+  // thread, or, for one that the preprocessing thread holds, there once its preprocessing ends. False
+  // when it already runs or has finished.
   bool Cancel(RequestId id);
 
   Stats GetStats() const;
@@ -173,6 +174,8 @@ class Model {
   std::deque<Request> large_;  // more than kOffWorkerPixels, waiting for the preprocessing thread
   std::condition_variable large_wake_;
   size_t preprocessing_ = 0;  // the one the preprocessing thread holds
+  RequestId preprocessing_id_ = 0;
+  bool preprocessing_withdrawn_ = false;  // Cancel came while it was being preprocessed
   std::thread preprocessor_;
   int64_t announced_ = 0;
   int64_t pending_bytes_ = 0;  // announced, queued and running

@@ -188,6 +188,23 @@ describe('load() and Model', () => {
     assert.equal(model.stats().requests, before);
   });
 
+  test('a signal that aborts while the core decodes a large JPEG rejects at once, and it never runs', async () => {
+    const sharp = require('sharp');
+    const large = await sharp(photo('chelsea.png')).resize(6000, 4000).jpeg().toBuffer(); // over kOffWorkerPixels
+    const before = model.stats();
+    const started = performance.now();
+    const error = await rejection(model.predict(large, { signal: AbortSignal.timeout(30) }));
+    assert.equal(error.code, 'E_ABORTED');
+    assert.ok(performance.now() - started < 500, `rejected after ${performance.now() - started} ms`);
+    let after = model.stats();
+    for (const give = performance.now() + 5000; after.pendingBytes > 0 && performance.now() < give;) {
+      await new Promise((resolve) => setTimeout(resolve, 20)); // until the preprocessing thread lets it go
+      after = model.stats();
+    }
+    assert.deepEqual([after.requests, after.failed, after.completed, after.batches, after.queued, after.pendingBytes],
+      [before.requests + 1, before.failed + 1, before.completed, before.batches, 0, 0]);
+  });
+
   test('stats() counts requests', async () => {
     const before = model.stats().requests;
     await model.predict(photo('coffee.png'));
