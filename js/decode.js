@@ -38,13 +38,12 @@ function truncated(format) {
 
 // The EXIF orientation (tag 0x0112 of the first IFD) of an APP1 segment's payload [start, end): 1 when
 // the segment is not EXIF or names none, 0 when it cannot be read (then sharp, which reads EXIF, decodes).
-function exifOrientation(b, start, end) {
+function exifOrientation(b, view, start, end) {
   if (ascii(b, start, Math.min(start + 6, end)) !== 'Exif\0\0') return 1;
   const tiff = start + 6;
   if (tiff + 8 > end) return 0;
   const little = ascii(b, tiff, tiff + 2) === 'II';
   if (!little && ascii(b, tiff, tiff + 2) !== 'MM') return 0;
-  const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
   const ifd = tiff + view.getUint32(tiff + 4, little);
   if (ifd + 2 > end) return 0;
   const count = view.getUint16(ifd, little);
@@ -83,7 +82,7 @@ function jpegHeader(b) {
       if (at + 10 > b.length) break;
       frame = { marker, height: view.getUint16(at + 5), width: view.getUint16(at + 7), components: b[at + 9] };
     }
-    if (marker === 0xe1 && orientation === 1) orientation = exifOrientation(b, at + 4, Math.min(at + 2 + length, b.length));
+    if (marker === 0xe1 && orientation === 1) orientation = exifOrientation(b, view, at + 4, Math.min(at + 2 + length, b.length));
     at += 2 + length;
   }
   if (!frame) throw truncated('JPEG');

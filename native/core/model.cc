@@ -419,7 +419,6 @@ at::Tensor Model::Forward(const at::Tensor& batch) {
   return output.clone();  // an ordinary tensor, usable outside inference mode
 }
 
-
 RequestId Model::Submit(Input input, Completion done, std::optional<Clock::time_point> deadline,
                         std::optional<int64_t> announced_bytes) {
   if (announced_bytes) Retract(*announced_bytes);
