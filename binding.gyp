@@ -5,12 +5,14 @@
     {
       "target_name": "choripan",
       "sources": [
+        "native/core/archive.cc",
         "native/core/errors.cc",
         "native/core/jpeg.cc",
         "native/core/metadata.cc",
         "native/core/model.cc",
         "native/core/preprocess.cc",
         "native/core/runner.cc",
+        "native/core/sha256.cc",
         "native/node/addon.cc",
         "native/node/errors.cc",
         "native/node/load_worker.cc",

@@ -63,7 +63,15 @@ async function main(argv) {
     if ((values.model?.length ?? 0) > 1) return usage('predict takes one --model');
     const modelPath = values.model ? path.resolve(values.model[0]) : process.env.CHORIPAN_MODEL ?? choripan.DEFAULT_MODEL_PATH;
     const options = values.topk === undefined ? {} : { topk: Number(values.topk) }; // 5, or as many labels as there are
-    const model = await choripan.load(modelPath);
+    const { readVariable, ConfigError } = require('../js/server/config');
+    let trustedKeys;
+    try {
+      trustedKeys = readVariable(process.env, 'CHORIPAN_TRUSTED_KEYS');
+    } catch (error) {
+      if (error instanceof ConfigError) return usage(error.message);
+      throw error;
+    }
+    const model = await choripan.load(modelPath, trustedKeys ? { trustedKeys } : {});
     let failed = false;
     for (const file of rest) {
       try {

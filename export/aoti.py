@@ -16,6 +16,7 @@ import json
 import logging
 import subprocess
 import sysconfig
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -172,19 +173,85 @@ def is_package(path: Path) -> bool:
         return False
 
 
-class Package:
-    """A loaded package, called like a module: batch 1 runs the batch-1 model, other sizes the dynamic one."""
+COMPILED_FOLDER = "data/aotinductor/"
+_CPU_FLAGS = {  # AOTI_CPU_ISA's words → the /proc/cpuinfo flags they need (native/core/runner.cc checks the same)
+    "AVX2": ("avx2", "fma"),
+    "AVX512": ("avx512f", "avx512bw", "avx512dq", "avx512vl"),
+    "AVX512_VNNI": ("avx512_vnni",),
+    "AMX_TILE": ("amx_tile",),
+}
 
-    def __init__(self, path: Path):
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+def _compiled_metadata(checked, model: str) -> dict:
+    """What AOTInductor recorded about a compiled model (AOTI_DEVICE_KEY, AOTI_CPU_ISA, …)."""
+    folder = f"{COMPILED_FOLDER}{model}/"
+    names = sorted(
+        (n for n in checked.records if n.startswith(folder) and n.endswith("_metadata.json")),
+        key=lambda n: not n.endswith("wrapper_metadata.json"),
+    )
+    if not names:
+        raise ExportError(
+            f"cannot load model {checked.path}: its compiled model '{model}' has no metadata", "E_MODEL_LOAD"
+        )
+    try:
+        return json.loads(checked.read(names[0]))
+    except json.JSONDecodeError as error:
+        raise ExportError(
+            f"cannot load model {checked.path}: its compiled model '{model}' has malformed metadata", "E_MODEL_LOAD"
+        ) from error
+
+
+def require_cpu_isa(path: Path, isa: str) -> None:
+    """Refuses code compiled for vector instructions this CPU lacks: running it would crash the process."""
+    flags = _cpu_flags()
+    for word in isa.split():  # a word this table does not know is refused: a crash is worse
+        if word not in _CPU_FLAGS or not all(flag in flags for flag in _CPU_FLAGS[word]):
+            raise ExportError(
+                f"cannot load model {path}: it was compiled for a CPU with {isa}, and this CPU lacks {word}; "
+                "export it again on this machine (python -m export … --out NAME.pt2)",
+                "E_MODEL_LOAD",
+            )
+
+
+class Package:
+    """A loaded package, called like a module: batch 1 runs the batch-1 model, other sizes the dynamic one.
+
+    Built from a checked archive (artifact.CheckedArchive): the compiled libraries are written from its
+    checked bytes into a private folder, loaded from there, and the folder removed, whatever happens.
+    """
+
+    def __init__(self, checked):
         # Importing the loader warns that this CPU-only use has no CUDA runtime: true, and beside the point.
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-        from torch._inductor.package import load_package
+        from torch.export.pt2_archive._package import AOTICompiledModel
 
+        compiled = _compiled_metadata(checked, BATCHED)
+        if compiled.get("AOTI_DEVICE_KEY") != "cpu":
+            raise ExportError(
+                f"cannot load model {checked.path} on device 'cpu': it was compiled for "
+                f"'{compiled.get('AOTI_DEVICE_KEY')}'",
+                "E_DEVICE",
+            )
+        require_cpu_isa(checked.path, compiled.get("AOTI_CPU_ISA", ""))
         try:
-            self.models = {name: load_package(str(path), name) for name in (BATCHED, SINGLE)}
+            with tempfile.TemporaryDirectory(prefix="choripan-") as folder:
+                checked.extract(COMPILED_FOLDER, Path(folder))
+                self.models = {
+                    name: AOTICompiledModel(torch._C._aoti.AOTIModelPackageLoader(folder, name, False, 1, -1))
+                    for name in (BATCHED, SINGLE)
+                }
         except Exception as error:  # the loader raises RuntimeError and others for damaged archives
             raise ExportError(
-                f"{path} does not load as an AOTInductor package: {first_line(error)}", "E_MODEL_LOAD"
+                f"cannot load model {checked.path}: it does not load as an AOTInductor package: {first_line(error)}",
+                "E_MODEL_LOAD",
             ) from error
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ def _default(args: argparse.Namespace) -> None:
     model, metadata = default.build()
     path = export_classifier(model, metadata, args.out, format=args.format)
     print(f"wrote {path} ({metadata.name}, {len(metadata.labels)} classes)")
+    _sign_if_asked(args, path)
 
 
 def _preprocessing(args: argparse.Namespace, base):
@@ -44,6 +46,7 @@ def _torchvision(args: argparse.Namespace) -> None:
     )
     path = export_classifier(model, metadata, args.out, script=args.script, format=args.format)
     print(f"wrote {path} ({args.arch}, {len(labels)} classes)")
+    _sign_if_asked(args, path)
 
 
 def _fastai(args: argparse.Namespace) -> None:
@@ -59,6 +62,7 @@ def _fastai(args: argparse.Namespace) -> None:
     )
     path = export_classifier(model, metadata, args.out, script=args.script, format=args.format)
     print(f"wrote {path} (fastai {args.arch}, {len(labels)} classes)")
+    _sign_if_asked(args, path)
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -76,6 +80,44 @@ def _train(args: argparse.Namespace) -> None:
     )
     report = train(config)
     print(f"wrote {report.artifact} ({len(report.labels)} classes: {', '.join(report.labels)})")
+    _sign_if_asked(args, report.artifact)
+
+
+def _password(args: argparse.Namespace) -> bytes | None:
+    if not args.password_env:
+        return None
+    if args.password_env not in os.environ:
+        raise ExportError(f"--password-env names {args.password_env}, which is not set")
+    return os.environ[args.password_env].encode()
+
+
+def _sign_if_asked(args: argparse.Namespace, artifact: Path) -> None:
+    if args.sign_key is not None:
+        from .signing import sign
+
+        print(f"wrote {sign(artifact, args.sign_key, _password(args))}")
+
+
+def _sign(args: argparse.Namespace) -> None:
+    from .signing import sign
+
+    print(f"wrote {sign(args.artifact, args.key, _password(args))}")
+
+
+def _trusted_keys(args: argparse.Namespace) -> list[Path]:
+    from .signing import trusted_keys_from_environment
+
+    return args.trusted_key or trusted_keys_from_environment()
+
+
+def _verify(args: argparse.Namespace) -> None:
+    from .signing import verified_digest
+
+    keys = _trusted_keys(args)
+    if not keys:
+        raise ExportError("verify needs --trusted-key PUBLIC_KEY (or CHORIPAN_TRUSTED_KEYS)")
+    digest = verified_digest(args.artifact, keys, args.signature)
+    print(f"{args.artifact}: signed by a trusted key (sha256 {digest})")
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -116,8 +158,10 @@ def _show(args: argparse.Namespace, metadata: dict, matches: bool, actual: str) 
 
 def _predict(args: argparse.Namespace) -> None:
     from .predictor import Predictor
+    from .signing import verified_digest
 
-    predictor = Predictor(args.model)
+    keys = _trusted_keys(args)
+    predictor = Predictor(args.model, sha256=verified_digest(args.model, keys) if keys else None)
     for image in args.images:
         result = {"file": str(image), **predictor.predict(image, topk=args.topk)}
         if args.json:
@@ -161,6 +205,29 @@ def _add_format_argument(command: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_signing_arguments(command: argparse.ArgumentParser, key_flag: str = "--sign-key") -> None:
+    command.add_argument(
+        key_flag,
+        type=Path,
+        required=key_flag == "--key",
+        help="an elliptic-curve private key (PEM) to sign the artifact with: writes ARTIFACT.sig beside it "
+        "(OpenSSF model signing; needs the [sign] extra)",
+    )
+    command.add_argument(
+        "--password-env", metavar="VARIABLE", help="the environment variable holding the key's password"
+    )
+
+
+def _add_trust_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--trusted-key",
+        type=Path,
+        action="append",
+        help="a public key (PEM) whose signature (ARTIFACT.sig) the model must carry; repeatable "
+        "(default: the files CHORIPAN_TRUSTED_KEYS lists, comma-separated)",
+    )
+
+
 def _add_model_arguments(command: argparse.ArgumentParser, weights_flag: str, weights_help: str) -> None:
     command.add_argument("--arch", required=True, help="a torchvision classification architecture, e.g. resnet34")
     command.add_argument(weights_flag, type=Path, required=True, help=weights_help)
@@ -169,6 +236,7 @@ def _add_model_arguments(command: argparse.ArgumentParser, weights_flag: str, we
     labels.add_argument("--labels-file", type=Path, help="a file with one class name per line")
     command.add_argument("--out", type=Path, required=True, help="artifact path, e.g. models/choripan.pt")
     _add_format_argument(command)
+    _add_signing_arguments(command)
     command.add_argument(
         "--trust-pickle",
         action="store_true",
@@ -194,6 +262,7 @@ def parser() -> argparse.ArgumentParser:
     default = commands.add_parser("default", help="export the default model (EfficientNet-Lite0, ImageNet-1k)")
     default.add_argument("--out", type=Path, required=True, help="artifact path, e.g. models/default.pt")
     _add_format_argument(default)
+    _add_signing_arguments(default)
     default.set_defaults(run=_default)
 
     torchvision = commands.add_parser(
@@ -212,6 +281,7 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--data", type=Path, required=True, help="an image folder: DIR/<label>/*.jpg")
     train.add_argument("--out", type=Path, required=True)
     _add_format_argument(train)
+    _add_signing_arguments(train)
     train.add_argument("--epochs", type=_positive, default=6, help="epochs of head training (default 6)")
     train.add_argument(
         "--fine-tune-epochs", type=int, default=0, help="epochs of whole-network fine-tuning after (default 0)"
@@ -231,7 +301,19 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("images", type=Path, nargs="+")
     predict.add_argument("--topk", type=_positive, default=5)
     predict.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    _add_trust_arguments(predict)
     predict.set_defaults(run=_predict)
+
+    sign = commands.add_parser("sign", help="sign an artifact (OpenSSF model signing): writes ARTIFACT.sig")
+    sign.add_argument("artifact", type=Path)
+    _add_signing_arguments(sign, "--key")
+    sign.set_defaults(run=_sign)
+
+    verify = commands.add_parser("verify", help="check an artifact's signature against trusted public keys")
+    verify.add_argument("artifact", type=Path)
+    _add_trust_arguments(verify)
+    verify.add_argument("--signature", type=Path, help="the signature file (default: ARTIFACT.sig)")
+    verify.set_defaults(run=_verify)
     return root
 
 

@@ -11,9 +11,10 @@ from .imaging import Preprocessing, decode, preprocess
 
 
 class Predictor:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, sha256: str | None = None):
+        """`sha256`: load only a file with this digest (a signature's, signing.verified_digest)."""
         self.path = Path(path)
-        self.module, self.metadata = artifact.load(self.path)
+        self.module, self.metadata = artifact.load(self.path, sha256)
         self.labels: list[str] = self.metadata["labels"]
         self.preprocessing = Preprocessing.from_json(self.metadata["preprocessing"])
 

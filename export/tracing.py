@@ -152,11 +152,12 @@ def export_classifier(
         if format == "aoti":
             exported = artifact.save_package(eager, metadata, partial, batch)
             # The exported graph (padding folded) run eagerly, then the compiled models loaded back.
-            verify(eager, {"exported": exported, "compiled and reloaded": aoti.Package(partial)}, [batch[:1], batch])
+            reloaded = artifact.load(partial)[0]
+            verify(eager, {"exported": exported, "compiled and reloaded": reloaded}, [batch[:1], batch])
         else:
             traced = trace_classifier(eager, batch[:1], check_inputs=[batch[1:2], batch])
             artifact.save(traced, metadata, partial)
-            reloaded = torch.jit.load(str(partial), map_location="cpu").eval()
+            reloaded = artifact.load(partial)[0]
             verify(eager, {"traced": traced, "saved and reloaded": reloaded}, [batch[:1], batch])
         golden = Predictor(partial).golden(photos)
         with artifact.atomic_path(golden_path(out)) as golden_partial:

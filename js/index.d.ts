@@ -1,6 +1,7 @@
 // Public types of the choripan package. The raw binding's types live apart in binding.d.ts.
 
 import { EventEmitter } from 'node:events';
+import type { KeyObject } from 'node:crypto';
 
 /** A stable error code; the same vocabulary in C++, Python and JS (native/core/vocabulary.json). */
 export type ErrorCode =
@@ -50,6 +51,12 @@ export interface LoadOptions {
   warmup?: boolean;
   /** decoded pixels waiting for a worker, in bytes; past it, calls reject with E_QUEUE_FULL before decoding. Default 1073741824. */
   maxPendingBytes?: number;
+  /** the file's SHA-256 in hex: any other file is refused with E_MODEL_LOAD before anything in it is read (a pinned model; trustedKeys sets it from a signature). */
+  sha256?: string;
+  /** elliptic-curve public keys (PEM text, Buffers or KeyObjects): the artifact must carry an OpenSSF model signing signature by one of them (docs/security.md), or it is refused with E_MODEL_LOAD. */
+  trustedKeys?: Array<string | Buffer | KeyObject>;
+  /** the signature file that trustedKeys checks, when it is not the artifact's path with .sig appended. */
+  signature?: string;
   // </vocabulary options>
 }
 

@@ -4,6 +4,7 @@ const { EventEmitter } = require('node:events');
 const { debuglog } = require('node:util');
 const { native } = require('./binding');
 const { inspect, decode } = require('./decode');
+const { signedDigest } = require('./signature');
 const { ChoripanError, atCallSite } = require('./errors');
 const validate = require('./validate');
 
@@ -202,8 +203,17 @@ async function load(path, options) {
   const callSite = {};
   Error.captureStackTrace(callSite, load);
   validate.modelPath(path);
-  const checked = validate.loadOptions(options);
+  const { trustedKeys, signature, ...checked } = validate.loadOptions(options);
   try {
+    if (trustedKeys !== undefined) {
+      // The core then loads the file only if it is exactly what the trusted key signed.
+      const digest = signedDigest(path, trustedKeys, signature);
+      if (checked.sha256 !== undefined && checked.sha256.toLowerCase() !== digest) {
+        throw new ChoripanError('E_MODEL_LOAD', `cannot load model ${path}: its signature names SHA-256 ${digest}, ` +
+          `not the ${checked.sha256} that options.sha256 pins`);
+      }
+      checked.sha256 = digest;
+    }
     return new Model(await native().load(path, checked), path);
   } catch (error) {
     throw atCallSite(error, callSite);

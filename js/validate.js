@@ -2,6 +2,7 @@
 // Argument checks for the public API: types and names, with messages that name the option. The native
 // core checks values against the ranges it owns, whatever reaches it.
 
+const { KeyObject } = require('node:crypto');
 const { ChoripanError } = require('./errors');
 
 function describe(value) {
@@ -80,13 +81,20 @@ function loadOptions(options) {
       integer: Number.isInteger(value),
       number: typeof value === 'number' && Number.isFinite(value),
       boolean: typeof value === 'boolean',
+      string: typeof value === 'string',
+      keys: Array.isArray(value) && value.length > 0 &&
+        value.every((key) => typeof key === 'string' || key instanceof Uint8Array || key instanceof KeyObject),
       enum: values?.includes(value),
     }[type];
     if (!ok) {
-      const what = { integer: 'an integer', number: 'a finite number', boolean: 'a boolean' }[type] ??
+      const what = { integer: 'an integer', number: 'a finite number', boolean: 'a boolean', string: 'a string',
+        keys: 'a non-empty array of PEM public keys (strings, Buffers or KeyObjects)' }[type] ??
         values.map((v) => `'${v}'`).join(' or ');
       throw invalid(what, `options.${name}`, value);
     }
+  }
+  if (given.signature !== undefined && given.trustedKeys === undefined) {
+    throw new ChoripanError('E_INVALID_ARGUMENT', 'options.signature names the file that options.trustedKeys checks: give trustedKeys too');
   }
   return { ...given };
 }

@@ -111,7 +111,7 @@ function prerequisites() {
 function pythonEnvironment() {
   // In an app, export/ is copied into the environment: an editable install would record this folder's
   // absolute path, and `python -m export` would break once the app moves.
-  const extras = developing ? ['-e', '.[native,test,bench]'] : ['.[native]'];
+  const extras = developing ? ['-e', '.[native,test,bench,sign]'] : ['.[native]'];
   const pyproject = fs.readFileSync(path.join(root, 'pyproject.toml'), 'utf8');
   let python;
   let packages;

@@ -51,21 +51,23 @@ const quote = (value) => (typeof value === 'string' ? `'${value}'` : String(valu
 
 function optionType(option) {
   if (option.type === 'enum') return option.values.map(quote).join(' | ');
-  return option.type === 'boolean' ? 'boolean' : 'number';
+  return { boolean: 'boolean', string: 'string', keys: 'Array<string | Buffer | KeyObject>' }[option.type] ?? 'number';
 }
 
 // Marked regions of other files: `<vocabulary NAME>` … `</vocabulary NAME>` inside a comment.
 const regions = {
   'js/index.d.ts': {
     errors: (v) => v.errors.map((e) => `  | '${e.code}'`),
-    options: (v) => v.options.flatMap((o) => [`  /** ${o.meaning}. Default ${quote(o.default)}. */`, `  ${o.name}?: ${optionType(o)};`]),
+    options: (v) => v.options.flatMap((o) => [`  /** ${o.meaning}.${'default' in o ? ` Default ${quote(o.default)}.` : ''} */`,
+      `  ${o.name}?: ${optionType(o)};`]),
     stats: (v) => v.stats.map((s) => `  /** ${s.meaning}. */\n  ${s.name}: number;`),
   },
   'docs/api.md': {
     errors: (v) => ['| code | HTTP status | meaning |', '| --- | --- | --- |',
       ...v.errors.map((e) => `| \`${e.code}\` | ${e.status} | ${e.meaning}${e.layer ? ` (${e.layer === 'js' ? 'JS only' : 'the service only'})` : ''} |`)],
     options: (v) => ['| option | type | default | range | meaning |', '| --- | --- | --- | --- | --- |',
-      ...v.options.map((o) => `| \`${o.name}\` | ${o.type === 'integer' ? 'integer' : optionType(o)} | ${quote(o.default)} | ${'min' in o ? `${o.min} – ${o.max}` : ''} | ${o.meaning} |`)],
+      ...v.options.map((o) => `| \`${o.name}\` | ${o.type === 'integer' ? 'integer' : optionType(o).replace(/\|/g, '\\|')} | ` +
+        `${'default' in o ? quote(o.default) : ''} | ${'min' in o ? `${o.min} – ${o.max}` : ''} | ${o.meaning}${o.layer === 'js' ? ' (JS only)' : ''} |`)],
     stats: (v) => ['| field | meaning |', '| --- | --- |', ...v.stats.map((s) => `| \`${s.name}\` | ${s.meaning} |`)],
   },
 };

@@ -2,9 +2,11 @@
 // The server's configuration, in one place: every environment variable it reads, checked, turned into
 // plain options. The library itself reads none. A bad value stops start-up with one line naming it.
 
+const fs = require('node:fs');
 const path = require('node:path');
 const { DEFAULT_MODEL_PATH } = require('../index');
 const { native } = require('../binding');
+const { publicKeys } = require('../signature');
 
 class ConfigError extends Error {
   constructor(variable, message) {
@@ -28,6 +30,7 @@ const VARIABLES = {
   CHORIPAN_MAX_BATCH: ['maxBatch of each model', (t) => integer(t, 1, 1024)],
   CHORIPAN_MAX_DELAY_MS: ['maxDelayMs of each model', (t) => number(t, 0, 10_000)],
   CHORIPAN_WORKERS: ['workers of each model (the cores, divided between the models)', (t) => integer(t, 1, 64)],
+  CHORIPAN_TRUSTED_KEYS: ['public keys (PEM files, comma-separated): every model must carry a model signing signature by one of them, MODEL.sig beside it (unset: none is checked)', trustedKeys],
   CHORIPAN_LOG_LEVEL: ['pino log level (info)', (t) => oneOf(t, ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])],
 };
 
@@ -48,6 +51,23 @@ function oneOf(text, values) {
   return text;
 }
 
+function trustedKeys(text) {
+  const files = text.split(',').map((entry) => entry.trim()).filter(Boolean);
+  if (!files.length) throw new Error('lists no key file');
+  const pems = files.map((file) => {
+    try {
+      return fs.readFileSync(file);
+    } catch (error) {
+      throw new Error(`cannot read ${file} (${error.code ?? error.message})`);
+    }
+  });
+  try {
+    return publicKeys(pems, 'key');
+  } catch (error) {
+    throw new Error(error.message.replace(/^key\[(\d+)\]/, (_, i) => files[Number(i)]));
+  }
+}
+
 function models(text) {
   const entries = text.split(',').map((entry) => entry.trim()).filter(Boolean).map((entry) => {
     const match = entry.match(/^([A-Za-z0-9_.-]+)=(.+)$/);
@@ -61,25 +81,29 @@ function models(text) {
   return entries;
 }
 
+/** One variable's value, parsed; undefined when unset or empty. Throws ConfigError naming it. */
+function readVariable(env, name) {
+  if (env[name] === undefined || env[name] === '') return undefined;
+  try {
+    return VARIABLES[name][1](env[name]);
+  } catch (error) {
+    throw new ConfigError(name, error.message);
+  }
+}
+
 /**
  * @param {NodeJS.ProcessEnv} env
  * @param {{ models?: Array<{ name: string | null, path: string }>, port?: number, host?: string }} [overrides]
  *   command-line flags, which win
  */
 function readConfig(env = process.env, overrides = {}) {
-  const read = (name) => {
-    if (env[name] === undefined || env[name] === '') return undefined;
-    try {
-      return VARIABLES[name][1](env[name]);
-    } catch (error) {
-      throw new ConfigError(name, error.message);
-    }
-  };
+  const read = (name) => readVariable(env, name);
   const modelList = overrides.models ?? read('CHORIPAN_MODELS') ?? [{ name: null, path: read('CHORIPAN_MODEL') ?? DEFAULT_MODEL_PATH }];
   // Models in one process share the cores: each gets its share of workers, one thread each.
   const workers = read('CHORIPAN_WORKERS') ?? Math.max(1, Math.floor(native().availableCores() / modelList.length));
   const load = { workers };
-  for (const [variable, option] of [['CHORIPAN_MAX_QUEUE', 'maxQueue'], ['CHORIPAN_MAX_BATCH', 'maxBatch'], ['CHORIPAN_MAX_DELAY_MS', 'maxDelayMs']]) {
+  for (const [variable, option] of [['CHORIPAN_MAX_QUEUE', 'maxQueue'], ['CHORIPAN_MAX_BATCH', 'maxBatch'],
+    ['CHORIPAN_MAX_DELAY_MS', 'maxDelayMs'], ['CHORIPAN_TRUSTED_KEYS', 'trustedKeys']]) {
     const value = read(variable);
     if (value !== undefined) load[option] = value;
   }
@@ -103,4 +127,4 @@ function describeVariables() {
   return Object.entries(VARIABLES).map(([name, [what]]) => `  ${name.padEnd(width)}  ${what}`).join('\n');
 }
 
-module.exports = { readConfig, describeVariables, ConfigError, VARIABLES };
+module.exports = { readConfig, readVariable, describeVariables, ConfigError, VARIABLES };

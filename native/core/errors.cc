@@ -15,12 +15,18 @@ std::string_view CodeName(ErrorCode code) {
   return "E_INTERNAL";
 }
 
+Error ModelLoadError(const std::string& path, const std::string& reason) {
+  return Error(ErrorCode::kModelLoad, "cannot load model " + path + ": " + reason);
+}
+
 std::string FirstLine(std::string_view message) {
   auto end = message.find('\n');
   return std::string(message.substr(0, end));
 }
 
-std::string Describe(const std::exception& error) {
+namespace {
+
+std::string DescribeAsIs(const std::exception& error) {
   if (const auto* c10 = dynamic_cast<const c10::Error*>(&error)) {
     return FirstLine(c10->what_without_backtrace());
   }
@@ -32,6 +38,15 @@ std::string Describe(const std::exception& error) {
     return std::string(message.substr(start == std::string_view::npos ? 0 : start + 1, end - start));
   }
   return FirstLine(message);
+}
+
+}  // namespace
+
+std::string Describe(const std::exception& error) {
+  const auto described = DescribeAsIs(error);
+  // Some of libtorch's checks throw with an empty message: say so rather than nothing.
+  if (described.find_first_not_of(" \t") == std::string::npos) return "libtorch refused it without giving a reason";
+  return described;
 }
 
 }  // namespace choripan

@@ -29,6 +29,9 @@ class Error : public std::runtime_error {
   ErrorCode code_;
 };
 
+// "cannot load model PATH: REASON": every load failure says which file and why, in this one shape.
+Error ModelLoadError(const std::string& path, const std::string& reason);
+
 // The first line of a libtorch message: the rest is a C++ backtrace that means nothing to a user.
 std::string FirstLine(std::string_view message);
 

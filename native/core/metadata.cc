@@ -23,6 +23,15 @@ T Field(const nlohmann::json& object, const char* key, const char* where) {
 }  // namespace
 
 Metadata Metadata::Parse(const std::string& document) {
+  try {
+    return ParseDocument(document);
+  } catch (const nlohmann::json::exception& error) {
+    // A field of the wrong type where a default was allowed.
+    throw Error(ErrorCode::kModelLoad, std::string("metadata is malformed: ") + error.what());
+  }
+}
+
+Metadata Metadata::ParseDocument(const std::string& document) {
   nlohmann::json root;
   try {
     root = nlohmann::json::parse(document);
@@ -77,7 +86,17 @@ Metadata Metadata::Parse(const std::string& document) {
     }
     for (size_t i = 0; i < 3; ++i) p.background[i] = background[i];
   }
-  if (root.contains("runtime") && root["runtime"].value("format", "") == "aoti") {
+  if (!root.contains("checksum") || !root["checksum"].is_object() || !root["checksum"].contains("value") ||
+      !root["checksum"]["value"].is_string()) {
+    throw Error(ErrorCode::kModelLoad, "metadata records no checksum; export the model again");
+  }
+  metadata.checksum = root["checksum"]["value"].get<std::string>();
+  metadata.format = "torchscript";  // artifacts from before the runtime field
+  if (root.contains("runtime")) {
+    if (!root["runtime"].is_object()) throw Error(ErrorCode::kModelLoad, "metadata has a malformed runtime");
+    metadata.format = Field<std::string>(root["runtime"], "format", "runtime");
+  }
+  if (metadata.format == "aoti") {
     const auto& models = root["runtime"].contains("models") ? root["runtime"]["models"] : nlohmann::json::object();
     const auto batch = models.contains("model") ? Field<std::vector<int64_t>>(models["model"], "batch", "runtime.models.model")
                                                 : std::vector<int64_t>{};

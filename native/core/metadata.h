@@ -10,6 +10,10 @@
 namespace choripan {
 
 inline constexpr const char* kMetadataFile = "choripan.json";
+inline constexpr const char* kMetadataRecord = "extra/choripan.json";
+// Records the artifact checksum leaves out: the metadata that holds it, and torch's id of the archive,
+// which hashes the records, metadata included (export/artifact.py).
+inline const std::vector<std::string> kUncheckedRecords = {kMetadataRecord, ".data/serialization_id"};
 inline constexpr int kFormatVersion = 1;
 
 enum class Interpolation { kBilinear, kBicubic };
@@ -26,6 +30,8 @@ struct Preprocessing {
 struct Metadata {
   std::string document;  // the JSON text as stored, handed to the bindings unchanged
   std::string name;
+  std::string format;    // runtime.format: "torchscript" or "aoti"
+  std::string checksum;  // checksum.value: SHA-256 of the records it covers, in hex
   std::vector<std::string> labels;
   Preprocessing preprocessing;
   // A compiled package (runtime.format "aoti") takes exactly [N, 3, crop, crop] with N up to
@@ -34,6 +40,9 @@ struct Metadata {
 
   // Throws Error(kModelLoad) naming what is missing or malformed.
   static Metadata Parse(const std::string& document);
+
+ private:
+  static Metadata ParseDocument(const std::string& document);
 };
 
 }  // namespace choripan

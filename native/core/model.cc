@@ -10,6 +10,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -48,10 +49,17 @@ void Validate(const Options& options) {
   }
   CHORIPAN_NUMERIC_OPTIONS(CHORIPAN_CHECK_OPTION)
 #undef CHORIPAN_CHECK_OPTION
+  if (!options.sha256.empty() && (options.sha256.size() != 64 || !std::ranges::all_of(options.sha256, [](char c) {
+                                    return std::isxdigit(static_cast<unsigned char>(c));
+                                  }))) {
+    throw Error(ErrorCode::kInvalidArgument, "Expected 64 hexadecimal digits for sha256 but received '" +
+                                                 options.sha256.substr(0, 80) + "'");
+  }
 }
 
 // Options with the automatic values (0) replaced by what they mean on this machine.
 Options Resolve(Options options) {
+  std::ranges::transform(options.sha256, options.sha256.begin(), [](unsigned char c) { return std::tolower(c); });
   const int64_t cores = AvailableCores();
   if (options.workers == 0) options.workers = options.device == Device::kCuda ? 1 : cores;
   if (options.intra_op_threads == 0) options.intra_op_threads = std::max<int64_t>(1, cores / options.workers);
@@ -150,10 +158,6 @@ std::shared_ptr<Model> Model::Load(const std::string& path, const Options& reque
   const auto options = Resolve(requested);
   if (options.device == Device::kCuda) RequireCuda();
 
-  std::error_code error;
-  if (!std::filesystem::is_regular_file(path, error)) {
-    throw Error(ErrorCode::kModelLoad, "cannot load model " + path + ": no such file");
-  }
   // Loading runs libtorch's parallel copies. GNU OpenMP keeps a thread pool for every thread that
   // opens a parallel region and, once it manages more threads than there are cores, stops spinning
   // between regions, which makes every forward pass slower. A short-lived loader thread takes its
@@ -163,26 +167,16 @@ std::shared_ptr<Model> Model::Load(const std::string& path, const Options& reque
   std::thread loader([&] {
     try {
       // One runner for each worker, and one for Forward on a caller's thread.
-      artifact = LoadArtifact(path, options.device, options.workers + 1);
+      artifact = LoadArtifact(path, options.device, options.workers + 1, options.sha256);
     } catch (const Error& error) {
       failure = error;
     } catch (const std::exception& error) {
-      failure = Error(ErrorCode::kModelLoad, "cannot load model " + path + ": " + Describe(error));
+      failure = ModelLoadError(path, Describe(error));
     }
   });
   loader.join();
   if (failure) throw *failure;
-  if (artifact.metadata.empty()) {
-    throw Error(ErrorCode::kModelLoad, "cannot load model " + path +
-                                           ": it has no choripan metadata (extra/choripan.json); "
-                                           "export it with `python -m export`");
-  }
-  Metadata metadata;
-  try {
-    metadata = Metadata::Parse(artifact.metadata);
-  } catch (const Error& failure) {
-    throw Error(ErrorCode::kModelLoad, "cannot load model " + path + ": " + failure.what());
-  }
+  auto& metadata = artifact.metadata;
 
   if (metadata.max_batch > 0 && options.max_batch > metadata.max_batch) {
     throw Error(ErrorCode::kInvalidArgument, "max_batch is " + std::to_string(options.max_batch) + " but " + path +
@@ -256,10 +250,9 @@ void Model::WorkerMain(int64_t worker) {
       }
       threads = narrow;
     } catch (const Error& error) {
-      failure = Error(ErrorCode::kModelLoad, "cannot load model " + path_ + ": " + error.what());
+      failure = ModelLoadError(path_, error.what());
     } catch (const std::exception& error) {
-      failure = Error(ErrorCode::kModelLoad,
-                      "cannot load model " + path_ + ": the warm-up forward pass failed: " + Describe(error));
+      failure = ModelLoadError(path_, "the warm-up forward pass failed: " + Describe(error));
     }
   }
   {

@@ -41,6 +41,7 @@ struct Options {
 #undef CHORIPAN_OPTION_FIELD
   Device device = std::string_view(CHORIPAN_DEFAULT_DEVICE) == "cuda" ? Device::kCuda : Device::kCpu;
   bool warmup = CHORIPAN_DEFAULT_WARMUP;
+  std::string sha256;  // the file's digest in hex; when set, any other file is refused before it is read
 };
 
 // The cores this process may run on: affinity mask and cgroup v2 CPU quota, at least 1.

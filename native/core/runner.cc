@@ -1,28 +1,20 @@
 #include "runner.h"
 
-#include <caffe2/serialize/inline_container.h>
+#include <nlohmann/json.hpp>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/script.h>
 
 #include <algorithm>
+#include <map>
 #include <sstream>
 #include <string_view>
 
+#include "archive.h"
 #include "errors.h"
-#include "metadata.h"
 
 namespace choripan {
 
 namespace {
-
-Error LoadError(const std::string& path, const std::string& reason) {
-  return Error(ErrorCode::kModelLoad, "cannot load model " + path + ": " + reason);
-}
-
-std::string ReadRecord(caffe2::serialize::PyTorchStreamReader& reader, const std::string& name) {
-  auto [data, size] = reader.getRecord(name);
-  return std::string(static_cast<const char*>(data.get()), size);
-}
 
 class TorchScriptRunner final : public Runner {
  public:
@@ -44,15 +36,16 @@ class TorchScriptRunner final : public Runner {
   const Device device_;
 };
 
-// Names of the two models that export/aoti.py compiles into a package.
+// Names of the two models that export/aoti.py compiles into a package, and where their files are.
 constexpr const char* kBatchedModel = "model";  // any batch size
 constexpr const char* kSingleModel = "batch1";  // batch 1, its weights packed for that shape
+constexpr std::string_view kCompiledFolder = "data/aotinductor/";
 
 class AotiRunner final : public Runner {
  public:
   AotiRunner(std::unique_ptr<torch::inductor::AOTIModelPackageLoader> batched,
-             std::unique_ptr<torch::inductor::AOTIModelPackageLoader> single)
-      : batched_(std::move(batched)), single_(std::move(single)) {}
+             std::unique_ptr<torch::inductor::AOTIModelPackageLoader> single, std::unique_ptr<Extraction> files)
+      : batched_(std::move(batched)), single_(std::move(single)), files_(std::move(files)) {}
 
   at::Tensor Run(const at::Tensor& batch) override {
     // Compiled for exactly these strides: another layout would be read wrongly, not refused.
@@ -68,15 +61,72 @@ class AotiRunner final : public Runner {
  private:
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> batched_;
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> single_;
+  std::unique_ptr<Extraction> files_;  // kept only where the runner reads from it later (CUDA kernels)
 };
 
 // The vector instructions the compiled code uses (AOTI_CPU_ISA: "AVX2", "AVX512 AVX512_VNNI", …),
 // checked before its library is loaded: running it on a CPU without them would crash the process.
 void RequireCpuIsa(const std::string& path, const std::string& isa) {
+  std::string missing;
+  if (!CpuSupports(isa, &missing)) {
+    throw ModelLoadError(path, "it was compiled for a CPU with " + isa + ", and this CPU lacks " + missing +
+                                   "; export it again on this machine (python -m export … --out NAME.pt2)");
+  }
+}
+
+// What AOTInductor recorded about a compiled model (AOTI_DEVICE_KEY, AOTI_CPU_ISA, …), read from the
+// checked archive rather than from files a loader extracted.
+std::map<std::string, std::string> CompiledMetadata(const Archive& archive, const std::string& model) {
+  const auto folder = std::string(kCompiledFolder) + model + "/";
+  std::string found;
+  for (const auto& name : archive.Names()) {
+    if (name.starts_with(folder) && name.ends_with("_metadata.json") && (found.empty() || name.ends_with("wrapper_metadata.json"))) {
+      found = name;
+    }
+  }
+  if (found.empty()) throw ModelLoadError(archive.path(), "its compiled model '" + model + "' has no metadata");
+  try {
+    return nlohmann::json::parse(archive.Read(found)).get<std::map<std::string, std::string>>();
+  } catch (const nlohmann::json::exception&) {
+    throw ModelLoadError(archive.path(), "its compiled model '" + model + "' has malformed metadata");
+  }
+}
+
+std::unique_ptr<Runner> LoadPackage(const Archive& archive, Device device, int64_t concurrency) {
+  auto compiled = CompiledMetadata(archive, kBatchedModel);
+  const auto wanted = device == Device::kCuda ? "cuda" : "cpu";
+  if (compiled["AOTI_DEVICE_KEY"] != wanted) {
+    throw Error(ErrorCode::kDevice, "cannot load model " + archive.path() + " on device '" + wanted +
+                                        "': it was compiled for '" + compiled["AOTI_DEVICE_KEY"] + "'");
+  }
+  if (device == Device::kCpu) RequireCpuIsa(archive.path(), compiled["AOTI_CPU_ISA"]);
+  const auto single_folder = std::string(kCompiledFolder) + kSingleModel + "/";
+  const bool has_single = std::ranges::any_of(archive.Names(), [&](const auto& name) { return name.starts_with(single_folder); });
+  // The loaders read the checked records from a private folder, never the file itself (which they
+  // would extract, unchecked, into a folder of their own).
+  auto files = archive.Extract(kCompiledFolder);
+  const auto runners = static_cast<size_t>(std::max<int64_t>(1, concurrency));
+  auto batched = std::make_unique<torch::inductor::AOTIModelPackageLoader>(files->path(), kBatchedModel, false, runners);
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> single;
+  if (has_single) single = std::make_unique<torch::inductor::AOTIModelPackageLoader>(files->path(), kSingleModel, false, runners);
+  // On the CPU the libraries are mapped and their weights read by now: the folder can go.
+  if (device == Device::kCpu) files.reset();
+  return std::make_unique<AotiRunner>(std::move(batched), std::move(single), std::move(files));
+}
+
+std::unique_ptr<Runner> LoadTorchScript(const Archive& archive, Device device) {
+  auto module = torch::jit::load(archive.Adapter(), device == Device::kCuda ? at::kCUDA : at::kCPU);
+  return std::make_unique<TorchScriptRunner>(std::move(module), device);
+}
+
+}  // namespace
+
+bool CpuSupports(const std::string& isa, std::string* missing) {
   std::istringstream words(isa);
   std::string word;
   while (words >> word) {
-    bool supported = true;
+    // A word this table does not know is refused: a crash is worse than a load that says why.
+    bool supported = false;
     if (word == "AVX2") {
       supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     } else if (word == "AVX512") {
@@ -84,76 +134,55 @@ void RequireCpuIsa(const std::string& path, const std::string& isa) {
                   __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
     } else if (word == "AVX512_VNNI") {
       supported = __builtin_cpu_supports("avx512vnni");
+    } else if (word == "AMX_TILE") {
+      supported = __builtin_cpu_supports("amx-tile");
     }
     if (!supported) {
-      throw LoadError(path, "it was compiled for a CPU with " + isa + ", and this CPU lacks " + word +
-                                "; export it again on this machine (python -m export … --out NAME.pt2)");
+      if (missing) *missing = word;
+      return false;
     }
   }
+  return true;
 }
 
-Artifact LoadPackage(const std::string& path, caffe2::serialize::PyTorchStreamReader& reader, Device device,
-                     int64_t concurrency) {
-  bool has_single = false;
-  for (const auto& record : reader.getAllRecords()) {
-    if (record.starts_with(std::string("data/aotinductor/") + kSingleModel + "/")) has_single = true;
+Artifact LoadArtifact(const std::string& path, Device device, int64_t concurrency, const std::string& sha256) {
+  const auto archive = Archive::Open(path, sha256);
+  if (!archive.Has(kMetadataRecord)) {
+    // torch.save() writes the same kind of archive without code: say what the file is.
+    if (!archive.Has("constants.pkl") && archive.Has("data.pkl")) {
+      throw ModelLoadError(path,
+                           "it is a checkpoint saved with torch.save (weights or a pickled model), not a choripan "
+                           "artifact; export it first, e.g. `python -m export torchvision --arch ARCH --weights " +
+                               path + " --labels … --out model.pt`");
+    }
+    throw ModelLoadError(path, std::string("it has no choripan metadata (") + kMetadataRecord +
+                                   "); export it with `python -m export`");
   }
   Artifact artifact;
-  if (reader.hasRecord(std::string("extra/") + kMetadataFile)) {
-    artifact.metadata = ReadRecord(reader, std::string("extra/") + kMetadataFile);
-  }
-  auto compiled = torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(path, kBatchedModel);
-  const auto device_key = compiled["AOTI_DEVICE_KEY"];
-  if (device_key != (device == Device::kCuda ? "cuda" : "cpu")) {
-    throw Error(ErrorCode::kDevice, "cannot load model " + path + " on device '" +
-                                        (device == Device::kCuda ? "cuda" : "cpu") + "': it was compiled for '" +
-                                        device_key + "'");
-  }
-  if (device == Device::kCpu) RequireCpuIsa(path, compiled["AOTI_CPU_ISA"]);
-  const auto runners = static_cast<size_t>(std::max<int64_t>(1, concurrency));
-  auto batched = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path, kBatchedModel, false, runners);
-  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> single;
-  if (has_single) single = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path, kSingleModel, false, runners);
-  artifact.runner = std::make_unique<AotiRunner>(std::move(batched), std::move(single));
-  return artifact;
-}
-
-Artifact LoadTorchScript(const std::string& path, caffe2::serialize::PyTorchStreamReader& reader, Device device) {
-  // torch.save() writes the same kind of archive without code: say what the file is, not that
-  // "constants.pkl" is missing.
-  if (!reader.hasRecord("constants.pkl") && reader.hasRecord("data.pkl")) {
-    throw LoadError(path,
-                    "it is a checkpoint saved with torch.save (weights or a pickled model), not a choripan "
-                    "artifact; export it first, e.g. `python -m export torchvision --arch ARCH --weights " +
-                        path + " --labels … --out model.pt`");
-  }
-  torch::jit::ExtraFilesMap extra{{kMetadataFile, ""}};
-  auto module = torch::jit::load(path, device == Device::kCuda ? at::kCUDA : at::kCPU, extra);
-  return Artifact{std::make_unique<TorchScriptRunner>(std::move(module), device), extra[kMetadataFile]};
-}
-
-}  // namespace
-
-Artifact LoadArtifact(const std::string& path, Device device, int64_t concurrency) {
-  std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;
   try {
-    reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
-  } catch (const std::exception& error) {
-    // miniz's reason, without the paragraph of speculation that libtorch appends to it.
-    auto reason = Describe(error);
-    reason = reason.substr(0, reason.find(". "));
-    throw LoadError(path, "it is not a TorchScript or .pt2 archive (" + reason + ")");
+    artifact.metadata = Metadata::Parse(archive.Read(kMetadataRecord));
+  } catch (const Error& error) {
+    throw ModelLoadError(path, error.what());
+  }
+  const bool package = archive.Has("archive_format") && archive.Read("archive_format") == "pt2";
+  if (package != (artifact.metadata.format == "aoti")) {
+    throw ModelLoadError(path, "its metadata says runtime format '" + artifact.metadata.format + "' but it holds " +
+                                   (package ? "an AOTInductor package" : "TorchScript"));
+  }
+  // The checksum says whether the records are the ones exported; only a signature says who exported
+  // them (anyone can compute a checksum).
+  if (archive.RecordsChecksum(kUncheckedRecords) != artifact.metadata.checksum) {
+    throw ModelLoadError(path, "its records do not match the checksum recorded at export: it was changed after "
+                               "export, or damaged");
   }
   try {
-    if (reader->hasRecord("archive_format") && ReadRecord(*reader, "archive_format") == "pt2") {
-      return LoadPackage(path, *reader, device, concurrency);
-    }
-    return LoadTorchScript(path, *reader, device);
+    artifact.runner = package ? LoadPackage(archive, device, concurrency) : LoadTorchScript(archive, device);
   } catch (const Error&) {
     throw;
   } catch (const std::exception& error) {
-    throw LoadError(path, Describe(error));
+    throw ModelLoadError(path, Describe(error));
   }
+  return artifact;
 }
 
 }  // namespace choripan

@@ -8,6 +8,8 @@
 #include <memory>
 #include <string>
 
+#include "metadata.h"
+
 namespace choripan {
 
 enum class Device { kCpu, kCuda };
@@ -26,12 +28,18 @@ class Runner {
 
 struct Artifact {
   std::unique_ptr<Runner> runner;
-  std::string metadata;  // extra/choripan.json as stored; empty when the archive has none
+  Metadata metadata;
 };
 
-// Reads the archive at `path` on the calling thread. Throws Error(kModelLoad) naming the path and what
-// is wrong with it (not an archive, a training checkpoint rather than an artifact, compiled for another
-// CPU or device), or Error(kDevice).
-Artifact LoadArtifact(const std::string& path, Device device, int64_t concurrency);
+// Whether this CPU has the vector instructions that AOTInductor names in AOTI_CPU_ISA ("AVX2",
+// "AVX512 AVX512_VNNI", …); the first one it lacks goes to `missing`.
+bool CpuSupports(const std::string& isa, std::string* missing = nullptr);
+
+// Reads the file at `path` on the calling thread and checks it (archive.h; its SHA-256 too, when
+// `sha256` is not empty), then its metadata and the checksum the metadata records, and only then hands
+// the checked records to libtorch. Throws Error(kModelLoad) naming the path and what is wrong with it
+// (not a regular file, not an archive, an unsafe or modified one, a training checkpoint rather than an
+// artifact, compiled for another CPU), or Error(kDevice).
+Artifact LoadArtifact(const std::string& path, Device device, int64_t concurrency, const std::string& sha256);
 
 }  // namespace choripan

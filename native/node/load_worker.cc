@@ -29,6 +29,7 @@ Options ReadOptions(const Napi::Object& object) {
     options.device = device == "cuda" ? Device::kCuda : Device::kCpu;
   }
   if (object.Has("warmup") && object.Get("warmup").IsBoolean()) options.warmup = object.Get("warmup").As<Napi::Boolean>();
+  if (object.Has("sha256") && object.Get("sha256").IsString()) options.sha256 = object.Get("sha256").As<Napi::String>();
   return options;
 }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../core/model.h"
+#include "../core/sha256.h"
 
 namespace py = pybind11;
 using choripan::Error;
@@ -70,7 +71,7 @@ choripan::Options ReadOptions(const py::kwargs& given) {
   if (given.contains(#name)) options.name = given[#name].cast<type>();
   CHORIPAN_NUMERIC_OPTIONS(CHORIPAN_READ_OPTION)
 #undef CHORIPAN_READ_OPTION
-  known.insert(known.end(), {"device", "warmup"});
+  known.insert(known.end(), {"device", "warmup", "sha256"});
   if (given.contains("device")) {
     const auto device = given["device"].cast<std::string>();
     if (device != "cpu" && device != "cuda") {
@@ -79,6 +80,7 @@ choripan::Options ReadOptions(const py::kwargs& given) {
     options.device = device == "cuda" ? choripan::Device::kCuda : choripan::Device::kCpu;
   }
   if (given.contains("warmup")) options.warmup = given["warmup"].cast<bool>();
+  if (given.contains("sha256")) options.sha256 = given["sha256"].cast<std::string>();
   for (const auto& [key, value] : given) {
     const auto name = key.cast<std::string>();
     if (std::find(known.begin(), known.end(), name) == known.end()) {
@@ -268,6 +270,11 @@ class Error(RuntimeError):
       py::arg("data"), py::arg("width"), py::arg("height"),
       "A JPEG as the core decodes it for predict(): uint8 (height, width, 1 or 3). width and height: its frame's, "
       "as its header says.");
+  m.def(
+      "_sha256",
+      [](py::bytes data, bool portable) { return choripan::Sha256Hex(std::string_view(data), portable); },
+      py::arg("data"), py::arg("portable") = false,
+      "The core's SHA-256 of `data` in hex (portable: without the CPU's SHA extensions); for tests.");
   m.def("cuda_available", [] { return torch::cuda::is_available(); });
   m.def("_dispose_all", [] {
     py::gil_scoped_release release;

@@ -243,10 +243,10 @@ describe('model load errors', () => {
   assert.equal(made.status, 0, String(made.stderr));
 
   const cases = [
-    ['random bytes', random, /random\.pt: it is not a TorchScript or \.pt2 archive/],
+    ['random bytes', random, /random\.pt: it is not a well-formed TorchScript or \.pt2 archive/],
     ['a missing path', path.join(dir, 'missing.pt'), /missing\.pt: no such file/],
     ['a truncated file', truncated, /truncated\.pt: /],
-    ['a folder', dir, /no such file/],
+    ['a folder', dir, /it is a directory, not a model file/],
     ['TorchScript without choripan metadata', plain, /no choripan metadata/],
   ];
   for (const [name, file, message] of cases) {
