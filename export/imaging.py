@@ -30,7 +30,15 @@ COMPOSITE_BAND_PIXELS = 1 << 18
 
 @dataclass(frozen=True)
 class DecodePolicy:
-    """How encoded bytes become RGB pixels, identically in Python (PIL) and Node (sharp)."""
+    """How encoded bytes become RGB pixels, identically in Python (PIL) and Node (sharp).
+
+    Where PIL and libvips part ways by themselves, these rules choose; no field records them, so every
+    artifact follows them, those exported before them too (docs/export.md says why each):
+
+    - A GIF's first frame that reaches past the logical screen enlarges it, as PIL, libvips and browsers
+      do, and the size limit counts the enlarged screen; where the first frame leaves the screen uncovered,
+      the screen is transparent, whatever background colour the GIF names.
+    """
 
     formats: tuple[str, ...] = SUPPORTED_FORMATS
     exif_orientation: str = "apply"  # rotate/flip as the EXIF Orientation tag says
@@ -43,7 +51,7 @@ class DecodePolicy:
     # CMYK JPEGs: their samples as stored, converted to RGB with PIL's integer formula, which the native
     # core repeats (libvips would convert through an ICC profile instead). "reject" refuses them.
     cmyk: str = "convert"
-    animation: str = "first_frame"  # GIF: the first frame; TIFF: the first page
+    animation: str = "first_frame"  # GIF: the first frame, on its logical screen; TIFF: the first page
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -115,6 +123,10 @@ def decode(source: bytes | str | Path, policy: DecodePolicy | None = None) -> np
             )
         if image.mode == "CMYK" and (policy.cmyk != "convert" or image.format != "JPEG"):
             raise ExportError(f"{name} is a CMYK {image.format}; convert it to RGB first", "E_UNSUPPORTED_FORMAT")
+        # PIL has already enlarged a GIF's screen to hold its first frame; the frame is the first tile.
+        frame = image.tile[0][1] if image.format == "GIF" and image.tile else None
+        if frame is not None and not (frame[2] > frame[0] and frame[3] > frame[1]):
+            raise ExportError(f"{name}: the GIF's first frame is empty", "E_DECODE")
         if image.width * image.height > MAX_PIXELS:
             raise ExportError(
                 f"{name} is {image.width}x{image.height}; at most {MAX_PIXELS // 1_000_000} megapixels are decoded",
@@ -122,8 +134,9 @@ def decode(source: bytes | str | Path, policy: DecodePolicy | None = None) -> np
             )
         image.load()
         if policy.exif_orientation == "apply":
-            image = ImageOps.exif_transpose(image)
-        return _to_rgb_or_rgba(image)
+            image = ImageOps.exif_transpose(image)  # a GIF carries no EXIF: its frame does not move
+        pixels = _to_rgb_or_rgba(image)
+        return _transparent_around(pixels, frame) if frame is not None else pixels
     except ExportError:
         raise
     except Image.DecompressionBombError as error:
@@ -132,6 +145,20 @@ def decode(source: bytes | str | Path, policy: DecodePolicy | None = None) -> np
         ) from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ExportError(f"{name} does not decode as an image: {error}", "E_DECODE") from error
+
+
+def _transparent_around(pixels: np.ndarray, frame: tuple[int, int, int, int]) -> np.ndarray:
+    """Transparent wherever a GIF's first frame (left, top, right, bottom) leaves its screen uncovered."""
+    height, width = pixels.shape[:2]
+    left, top, right, bottom = frame
+    if (left, top, right, bottom) == (0, 0, width, height):
+        return pixels
+    if pixels.shape[2] == 3:
+        pixels = np.dstack([pixels, np.full((height, width), 255, np.uint8)])
+    alpha = pixels[..., 3]  # a view: writing it writes the pixels
+    alpha[:top] = alpha[bottom:] = 0
+    alpha[:, :left] = alpha[:, right:] = 0
+    return pixels
 
 
 def _to_rgb_or_rgba(image: Image.Image) -> np.ndarray:

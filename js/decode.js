@@ -6,8 +6,9 @@
 // handed over as their CMYK samples, which the native core converts as PIL does.
 //
 // Every limit that the header allows is checked here, synchronously, before any decoding: format, size,
-// proportions. JPEG, PNG and WebP headers are read by hand (they also say whether there is alpha or
-// CMYK, which no size library reports); the others' sizes come from image-size. No decoder reports
+// proportions. JPEG, PNG, WebP and GIF headers are read by hand (they also say whether there is alpha or
+// CMYK, or where a GIF's first frame lies, which no size library reports); the others' sizes come from
+// image-size. No decoder reports
 // these without a trip through the thread pool first (sharp's metadata() is one), and the point is to
 // refuse before that trip. Then sharp decodes in one pipeline, except for the common JPEG (upright,
 // grey or colour, Huffman-coded): the native core decodes that one itself with libjpeg-turbo, as sharp
@@ -120,7 +121,34 @@ function webpHeader(b) {
   throw truncated('WebP');
 }
 
-// GIF, TIFF and AVIF: their size through image-size; four bytes a pixel at most once decoded.
+// GIF: the logical screen, then the first image descriptor, past the global colour table and any extension
+// blocks (a byte that starts no block is skipped, as PIL skips it). A first frame that reaches past the
+// screen enlarges it, as PIL, libvips and browsers do: that larger screen is what both sides decode, so it is
+// what the limits and the announcement count (image-size reports the screen alone). `frame` says where
+// the first frame lies on it: the rest of the screen is transparent (decode()).
+function gifHeader(b) {
+  if (b.length < 13) throw truncated('GIF');
+  const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  let at = 13 + (b[10] & 0x80 ? 3 << ((b[10] & 7) + 1) : 0);
+  while (at < b.length && b[at] !== 0x2c && b[at] !== 0x3b) {
+    if (b[at] === 0x21) { // an extension: its label, then sub-blocks until an empty one
+      for (at += 2; at < b.length && b[at] !== 0; at += b[at] + 1);
+    }
+    at++;
+  }
+  if (b[at] !== 0x2c || at + 10 > b.length) throw truncated('GIF');
+  const [left, top, width, height] = [1, 3, 5, 7].map((offset) => view.getUint16(at + offset, true));
+  if (!(width > 0 && height > 0)) throw new ChoripanError('E_DECODE', 'The GIF\'s first frame is empty');
+  return {
+    format: 'GIF',
+    width: Math.max(view.getUint16(6, true), left + width),
+    height: Math.max(view.getUint16(8, true), top + height),
+    components: 4,
+    frame: { left, top, width, height },
+  };
+}
+
+// TIFF and AVIF: their size through image-size; four bytes a pixel at most once decoded.
 function sizedBy(format) {
   return (b) => {
     let size;
@@ -169,7 +197,7 @@ const ACCEPTED = [
   [(b) => b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff, jpegHeader],
   [(b) => ascii(b, 0, 8) === '\x89PNG\r\n\x1a\n', pngHeader],
   [(b) => ascii(b, 0, 4) === 'RIFF' && ascii(b, 8, 12) === 'WEBP', webpHeader],
-  [(b) => ascii(b, 0, 4) === 'GIF8', sizedBy('GIF')],
+  [(b) => ascii(b, 0, 4) === 'GIF8', gifHeader],
   [(b) => ['II*\0', 'MM\0*'].includes(ascii(b, 0, 4)), tiffHeader],
   [(b) => ascii(b, 4, 8) === 'ftyp', heifHeader],
 ];
@@ -189,9 +217,10 @@ function listed(formats) {
  * Format, size and proportions from the header alone, synchronously, before anything is decoded.
  * @param {Uint8Array} bytes
  * @param {{ formats?: string[], cmyk?: string }} [policy] the artifact's decode policy
- * @returns {{ format: string, width: number, height: number, bytes: number, cmyk: boolean, inCore: boolean }}
+ * @returns {{ format: string, width: number, height: number, bytes: number, cmyk: boolean, inCore: boolean,
+ *   frame?: { left: number, top: number, width: number, height: number } }}
  *   `bytes`: decoded size, at most; `inCore`: a JPEG that the native core decodes itself (upright, grey or
- *   colour, Huffman-coded), skipping decode()
+ *   colour, Huffman-coded), skipping decode(); `frame`: where a GIF's first frame lies on its screen
  */
 function inspect(bytes, policy = OLD_POLICY) {
   const formats = policy.formats ?? OLD_POLICY.formats;
@@ -201,7 +230,7 @@ function inspect(bytes, policy = OLD_POLICY) {
     if (refused) throw new ChoripanError('E_UNSUPPORTED_FORMAT', `${refused} images are not supported; send ${listed(formats)}`);
     throw new ChoripanError('E_DECODE', `The bytes are not an image of a known format (${listed(formats)})`);
   }
-  const { format, width, height, components, inCore = false } = header(bytes);
+  const { format, width, height, components, inCore = false, frame } = header(bytes);
   if (!formats.includes(POLICY_NAMES[format])) {
     throw new ChoripanError('E_UNSUPPORTED_FORMAT', `${format} images are not taken by this model's decode policy; send ${listed(formats)}`);
   }
@@ -217,23 +246,32 @@ function inspect(bytes, policy = OLD_POLICY) {
     throw new ChoripanError('E_INVALID_ARGUMENT',
       `The image is ${width}x${height}: aspect ratios beyond ${LIMITS.maxAspectRatio}:1 are refused`);
   }
-  return { format, width, height, bytes: width * height * Math.max(3, components), cmyk, inCore };
+  return { format, width, height, bytes: width * height * Math.max(3, components), cmyk, inCore, frame };
 }
+
+const TRANSPARENT = { r: 0, g: 0, b: 0, alpha: 0 };
 
 /**
  * @param {Uint8Array} bytes checked by inspect()
- * @param {{ cmyk: boolean }} header what inspect() said
+ * @param {{ cmyk: boolean, width: number, height: number, frame?: object }} header what inspect() said
  * @returns {Promise<{ pixels: Buffer, width: number, height: number, channels: number, cmyk: boolean }>}
  */
-async function decode(bytes, { cmyk }) {
+async function decode(bytes, { cmyk, width, height, frame }) {
   try {
     // The first frame or page only; for CMYK, the samples as stored (the core converts them as PIL does).
     let pipeline = sharp(bytes, { limitInputPixels: MAX_PIXELS, pages: 1 }).rotate();
+    // Where a GIF's first frame leaves its screen uncovered, the screen is transparent, whatever colour
+    // the GIF names for its background (browsers ignore it too); libvips paints it black unless the GIF
+    // has transparency somewhere.
+    if (frame && (frame.width < width || frame.height < height)) {
+      pipeline = pipeline.extract(frame).extend({ left: frame.left, top: frame.top, right: width - frame.left - frame.width,
+        bottom: height - frame.top - frame.height, background: TRANSPARENT });
+    }
     pipeline = cmyk ? pipeline.pipelineColourspace('cmyk').toColourspace('cmyk') : pipeline.keepIccProfile();
     const { data, info } = await pipeline.raw().toBuffer({ resolveWithObject: true });
     return { pixels: data, width: info.width, height: info.height, channels: info.channels, cmyk };
   } catch (error) {
-    // A frame larger than its header said (a GIF's logical screen is small, its first frame is not).
+    // An image larger than its header said, should libvips read a size that inspect() did not.
     if (/exceeds pixel limit/.test(error.message)) {
       throw new ChoripanError('E_TOO_LARGE', `The image holds more than ${MAX_PIXELS / 1e6} megapixels`, { cause: error });
     }

@@ -13,6 +13,7 @@ from export.errors import ExportError
 from export.imaging import DecodePolicy, Preprocessing, decode, preprocess
 
 from .bombs import bombs
+from .policy_images import policy_images
 
 SPEC = Preprocessing(resize=256, crop=224)
 
@@ -79,6 +80,23 @@ def test_exif_orientation_is_applied(cat):
 def test_bad_images_are_refused(cat, make, message):
     with pytest.raises(ExportError, match=message):
         decode(make(cat))
+
+
+def test_a_gif_screen_that_its_first_frame_leaves_uncovered_is_transparent(cat):
+    """Not the background colour the GIF names (a light one here), not PIL's palette entry 0."""
+    gif = Image.open(io.BytesIO(policy_images()["small-frame.gif"]))
+    assert gif.size == (640, 420) and gif.info["background"] != 0
+    pixels = decode(policy_images()["small-frame.gif"])
+    frame = np.s_[70:370, 120:571]
+    assert pixels.shape == (420, 640, 4)
+    assert np.array_equal(pixels[frame][..., :3], np.asarray(cat.convert("P", palette=Image.ADAPTIVE).convert("RGB")))
+    assert (pixels[frame][..., 3] == 255).all() and (pixels[..., 3] == 0).sum() == 640 * 420 - 451 * 300
+
+
+def test_a_gif_first_frame_larger_than_its_screen_enlarges_it():
+    pixels = decode(policy_images()["large-frame.gif"])  # 451x300 at (30, 20) on a 200x100 screen
+    assert pixels.shape == (320, 481, 4)
+    assert (pixels[:20, :, 3] == 0).all() and (pixels[:, :30, 3] == 0).all() and (pixels[20:, 30:, 3] == 255).all()
 
 
 def test_gif_tiff_avif_and_cmyk_jpeg_decode_under_the_policy(cat):
