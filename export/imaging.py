@@ -38,12 +38,16 @@ class DecodePolicy:
     - A GIF's first frame that reaches past the logical screen enlarges it, as PIL, libvips and browsers
       do, and the size limit counts the enlarged screen; where the first frame leaves the screen uncovered,
       the screen is transparent, whatever background colour the GIF names.
+    - A grey or RGB PNG's colour key (tRNS) is transparency, matched against the samples as stored, as
+      libpng matches it; a 16-bit RGB PNG with a colour key is refused (E_UNSUPPORTED_FORMAT).
     """
 
     formats: tuple[str, ...] = SUPPORTED_FORMATS
     exif_orientation: str = "apply"  # rotate/flip as the EXIF Orientation tag says
     icc_profile: str = "ignore"  # pixel values as stored, no colour conversion (as PIL and training did)
-    alpha: str = "composite"  # over `background`; the alpha channel is then dropped
+    # Over `background`; the alpha channel is then dropped. A palette's transparency and a PNG's colour
+    # key are alpha too.
+    alpha: str = "composite"
     background: tuple[int, int, int] = (255, 255, 255)
     grayscale: str = "replicate"  # one grey channel copied to R, G and B
     high_bit_depth: str = "high_byte"  # 16-bit samples keep their most significant byte
@@ -123,6 +127,7 @@ def decode(source: bytes | str | Path, policy: DecodePolicy | None = None) -> np
             )
         if image.mode == "CMYK" and (policy.cmyk != "convert" or image.format != "JPEG"):
             raise ExportError(f"{name} is a CMYK {image.format}; convert it to RGB first", "E_UNSUPPORTED_FORMAT")
+        key_bits = _colour_key_bits(image, data, name)
         # PIL has already enlarged a GIF's screen to hold its first frame; the frame is the first tile.
         frame = image.tile[0][1] if image.format == "GIF" and image.tile else None
         if frame is not None and not (frame[2] > frame[0] and frame[3] > frame[1]):
@@ -134,8 +139,8 @@ def decode(source: bytes | str | Path, policy: DecodePolicy | None = None) -> np
             )
         image.load()
         if policy.exif_orientation == "apply":
-            image = ImageOps.exif_transpose(image)  # a GIF carries no EXIF: its frame does not move
-        pixels = _to_rgb_or_rgba(image)
+            image = ImageOps.exif_transpose(image)  # keeps info, the colour key with it; a GIF carries no EXIF
+        pixels = _keyed(image, key_bits) if key_bits else _to_rgb_or_rgba(image)
         return _transparent_around(pixels, frame) if frame is not None else pixels
     except ExportError:
         raise
@@ -145,6 +150,39 @@ def decode(source: bytes | str | Path, policy: DecodePolicy | None = None) -> np
         ) from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ExportError(f"{name} does not decode as an image: {error}", "E_DECODE") from error
+
+
+def _colour_key_bits(image: Image.Image, data: bytes, name: str) -> int:
+    """The bit depth of a grey or RGB PNG with a colour key (tRNS); 0 for every other image."""
+    if image.format != "PNG" or image.mode not in ("1", "L", "I", "I;16", "RGB") or "transparency" not in image.info:
+        return 0
+    bits = data[24]  # IHDR, the first chunk: width, height, then the bit depth
+    if image.mode == "RGB" and bits == 16:
+        raise ExportError(
+            f"{name} is a 16-bit RGB PNG with a colour key (tRNS), which PIL reads at 8 bits, where the key cannot"
+            " be matched; convert it to RGBA",
+            "E_UNSUPPORTED_FORMAT",
+        )
+    return bits
+
+
+def _keyed(image: Image.Image, bits: int) -> np.ndarray:
+    """A grey or RGB PNG's pixels with alpha from its colour key, matched as libpng matches it: against the
+    samples as stored. PIL has scaled 1- to 4-bit grey to 8 bits, so the key is scaled alike."""
+    key = image.info["transparency"]
+    if image.mode == "1":
+        image = image.convert("L")  # PIL has already made the key 0 or 255
+    elif image.mode == "L":
+        key *= 255 // ((1 << bits) - 1)
+    samples = np.asarray(image)
+    if samples.ndim == 2:
+        opaque = samples != key
+        grey = (samples.astype(np.uint32) >> 8).astype(np.uint8) if bits == 16 else samples
+        colour = np.repeat(grey[..., None], 3, axis=2)
+    else:
+        opaque = (samples != np.asarray(key)).any(axis=2)
+        colour = samples
+    return np.dstack([colour, opaque.astype(np.uint8) * 255])
 
 
 def _transparent_around(pixels: np.ndarray, frame: tuple[int, int, int, int]) -> np.ndarray:

@@ -92,13 +92,23 @@ function jpegHeader(b) {
   return { format: 'JPEG', height, width, components, inCore };
 }
 
-// PNG: IHDR is the first chunk. Colour types 4 and 6 carry alpha; a palette (3) may, through tRNS.
+// PNG: IHDR is the first chunk. Colour types 4 and 6 carry alpha; a palette (3) may, through tRNS, and so
+// may grey (0) and RGB (2): there tRNS holds a colour key, which libpng turns into alpha.
 function pngHeader(b) {
   if (b.length < 26 || ascii(b, 12, 16) !== 'IHDR') throw truncated('PNG');
   const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  const colourType = b[25];
-  const components = { 0: 1, 2: 3, 3: 4, 4: 2, 6: 4 }[colourType];
+  const [bitDepth, colourType] = [b[24], b[25]];
+  let components = { 0: 1, 2: 3, 3: 4, 4: 2, 6: 4 }[colourType];
   if (!components) throw truncated('PNG');
+  // tRNS comes before the first IDAT; chunks are walked by their lengths, so this reads a few headers.
+  for (let at = 8; at + 8 <= b.length && !['IDAT', 'IEND'].includes(ascii(b, at + 4, at + 8)); at += 12 + view.getUint32(at)) {
+    if (ascii(b, at + 4, at + 8) !== 'tRNS' || colourType === 3) continue;
+    if (colourType === 2 && bitDepth === 16) {
+      throw new ChoripanError('E_UNSUPPORTED_FORMAT', '16-bit RGB PNG images with a colour key (tRNS) are not taken: '
+        + 'the Python reference (PIL) reads them at 8 bits, where the key cannot be matched; convert the image to RGBA');
+    }
+    components = 4; // sharp hands grey over as RGB: with alpha, four bytes a pixel
+  }
   return { format: 'PNG', width: view.getUint32(16), height: view.getUint32(20), components };
 }
 
@@ -246,7 +256,9 @@ function inspect(bytes, policy = OLD_POLICY) {
     throw new ChoripanError('E_INVALID_ARGUMENT',
       `The image is ${width}x${height}: aspect ratios beyond ${LIMITS.maxAspectRatio}:1 are refused`);
   }
-  return { format, width, height, bytes: width * height * Math.max(3, components), cmyk, inCore, frame };
+  // sharp hands grey over as RGB, and grey with alpha as RGBA.
+  const perPixel = components === 2 ? 4 : Math.max(3, components);
+  return { format, width, height, bytes: width * height * perPixel, cmyk, inCore, frame };
 }
 
 const TRANSPARENT = { r: 0, g: 0, b: 0, alpha: 0 };

@@ -3,9 +3,9 @@
 // reference (`python -m export predict --json`, PIL) on files made from real photos. Where both decode
 // to the same pixels the probabilities agree within 1e-5: GIF, its first frame smaller or larger than its
 // screen; TIFF of 1, 8 and 16 bits, grey, palette, alpha, several pages; PNG, WebP and JPEG turned by EXIF;
-// CMYK and YCCK JPEG; and the JPEGs that the native core decodes itself (baseline, progressive, grey,
-// 4:4:4). AVIF's YUV conversion differs between libvips and libavif, and its measured bound is asserted
-// instead.
+// PNG colour keys; CMYK and YCCK JPEG; and the JPEGs that the native core decodes itself (baseline,
+// progressive, grey, 4:4:4). AVIF's YUV conversion differs between libvips and libavif, and its measured
+// bound is asserted instead. What one side refuses, the other refuses with the same code.
 
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
@@ -64,8 +64,10 @@ const CORE_JPEGS = ['cat.jpg', 'progressive.jpg', 'grey.jpg', 'cat444.jpg'];
 const EXACT = ['palette.gif', 'transparent.gif', 'animated.gif', 'rgb.tiff', 'grey.tiff', 'rgba.tiff', 'grey16.tiff',
   'pages.tiff', 'grey-alpha.tiff', 'palette.tiff', 'bilevel.tiff', 'rgb16.tiff', 'rgba16.tiff', 'turned.tiff', 'turned.webp',
   'turned.png', 'turned.jpg', 'cmyk.jpg', 'cmyk-astronaut.jpg', 'ycck.jpg', ...CORE_JPEGS,
-  // Made by tests/python/policy_images.py: GIF frames that do not match their screen.
-  'small-frame.gif', 'large-frame.gif'];
+  // Made by tests/python/policy_images.py: colour keys, GIF frames that do not match their screen.
+  'key-rgb.png', 'key-grey.png', 'key-grey16.png', 'key-grey4.png', 'small-frame.gif', 'large-frame.gif'];
+// Made there too, and refused by both sides.
+const REFUSED_BOTH = { 'key-rgb16.png': 'E_UNSUPPORTED_FORMAT' };
 const AVIF = ['cat.avif', 'coffee.avif'];
 const AVIF_BOUND = 0.03; // measured: 0.012 on the cat (libvips' and libavif's YUV → RGB differ by a level or two)
 
@@ -103,6 +105,43 @@ describe('formats: Node equals the Python reference', () => {
       }
     });
   }
+
+  test('what one side refuses, the other refuses with the same code', async () => {
+    // The reference predictor itself, on each file (the command line stops at the first refusal).
+    const refuse = `
+import json, sys
+from export.errors import ExportError
+from export.predictor import Predictor
+predictor = Predictor(sys.argv[1])
+for path in sys.argv[2:]:
+    try:
+        predictor.predict(path)
+        print(json.dumps({"code": None}))
+    except ExportError as error:
+        print(json.dumps({"code": error.code, "message": str(error)}))
+`;
+    const names = Object.keys(REFUSED_BOTH);
+    const run = spawnSync(env.python, ['-c', refuse, defaultModelPath, ...names.map((name) => path.join(dir, name))],
+      { cwd: root, encoding: 'utf8' });
+    assert.equal(run.status, 0, run.stderr);
+    const python = run.stdout.trim().split('\n').map((line) => JSON.parse(line));
+    for (const [i, name] of names.entries()) {
+      const node = await rejection(model.predict(fs.readFileSync(path.join(dir, name))));
+      assert.equal(node.code, REFUSED_BOTH[name], `${name} in Node: ${node.message}`);
+      assert.equal(python[i].code, REFUSED_BOTH[name], `${name} in Python: ${python[i].message}`);
+    }
+  });
+
+  test('inspect() announces at least the bytes that sharp hands over: grey with a colour key is RGBA', async () => {
+    const { inspect, decode } = require('../../js/decode');
+    const policy = model.metadata.preprocessing.decode;
+    for (const name of EXACT.filter((n) => !CORE_JPEGS.includes(n))) {
+      const bytes = fs.readFileSync(path.join(dir, name));
+      const header = inspect(bytes, policy);
+      const { pixels } = await decode(bytes, header);
+      assert.ok(pixels.length <= header.bytes, `${name}: ${pixels.length} bytes decoded, ${header.bytes} announced`);
+    }
+  });
 
   test('the core decodes the upright grey and colour Huffman JPEGs; sharp the turned, CMYK and YCCK ones', () => {
     const { inspect } = require('../../js/decode');
