@@ -7,6 +7,7 @@ to the bit. The decode policy matches what sharp does with ``rotate().keepIccPro
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, TiffImagePlugin, UnidentifiedImageError
 
 from .errors import ExportError
 
@@ -40,6 +41,7 @@ class DecodePolicy:
       the screen is transparent, whatever background colour the GIF names.
     - A grey or RGB PNG's colour key (tRNS) is transparency, matched against the samples as stored, as
       libpng matches it; a 16-bit RGB PNG with a colour key is refused (E_UNSUPPORTED_FORMAT).
+    - TIFF samples are unsigned integers of at most 16 bits; others are refused (E_UNSUPPORTED_FORMAT).
     """
 
     formats: tuple[str, ...] = SUPPORTED_FORMATS
@@ -118,6 +120,7 @@ def decode(source: bytes | str | Path, policy: DecodePolicy | None = None) -> np
     if not data:
         raise ExportError(f"{name} is empty", "E_DECODE")
     try:
+        _refuse_tiff_samples(data, name)  # before PIL, which cannot open float RGB at all
         with warnings.catch_warnings():  # past MAX_PIXELS PIL warns; the check below refuses it instead
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
@@ -150,6 +153,29 @@ def decode(source: bytes | str | Path, policy: DecodePolicy | None = None) -> np
         ) from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ExportError(f"{name} does not decode as an image: {error}", "E_DECODE") from error
+
+
+def _refuse_tiff_samples(data: bytes, name: str) -> None:
+    """A TIFF's first page must hold unsigned integer samples of 16 bits at most, as js/decode.js checks."""
+    if data[:4] not in (b"II*\0", b"MM\0*"):
+        return
+    try:
+        directory = TiffImagePlugin.ImageFileDirectory_v2(data[:8])
+        stream = io.BytesIO(data)
+        stream.seek(directory.next)
+        directory.load(stream)
+    except (OSError, SyntaxError, ValueError, IndexError, KeyError, TypeError, struct.error):
+        return  # PIL's own reading of the file says what is wrong with it
+
+    def first(tag: int, default: int) -> int:  # libtiff takes the first value for every sample
+        values = directory.get(tag, (default,))
+        values = values if isinstance(values, tuple) else (values,)
+        return values[0] if values else default
+
+    if first(339, 1) != 1 or first(258, 1) > 16:  # SampleFormat (1: unsigned), BitsPerSample
+        raise ExportError(
+            f"{name} is a TIFF of float, signed or 32-bit samples; convert it to 8 or 16 bits", "E_UNSUPPORTED_FORMAT"
+        )
 
 
 def _colour_key_bits(image: Image.Image, data: bytes, name: str) -> int:

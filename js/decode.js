@@ -172,16 +172,32 @@ function sizedBy(format) {
 }
 
 // TIFF: the first page's PhotometricInterpretation (tag 262); 5 is CMYK ("separated"), which PIL keeps as
-// CMYK and libvips converts through an ICC profile: refused, as the Python reference refuses it.
+// CMYK and libvips converts through an ICC profile: refused, as the Python reference refuses it. Samples
+// other than unsigned integers of 16 bits at most (SampleFormat, tag 339; BitsPerSample, tag 258) are
+// refused too: libvips reads float RGB as linear scRGB and converts it, PIL cannot open it, and the two
+// read float grey, signed and 32-bit samples differently. libtiff takes the first value for every sample.
 function tiffHeader(b) {
   const header = sizedBy('TIFF')(b);
   const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
   const little = b[0] === 0x49;
   const first = b.length >= 8 ? view.getUint32(4, little) : 0;
   const count = first + 2 <= b.length ? view.getUint16(first, little) : 0;
+  // An entry's first value: BYTE (type 1), SHORT (3) or LONG (4), inline when the values fit in four bytes.
+  const value = (at) => {
+    const [type, n] = [view.getUint16(at + 2, little), view.getUint32(at + 4, little)];
+    const size = { 1: 1, 3: 2, 4: 4 }[type];
+    const where = n * size <= 4 ? at + 8 : view.getUint32(at + 8, little);
+    if (!size || where + size > b.length) return undefined;
+    return { 1: () => b[where], 2: () => view.getUint16(where, little), 4: () => view.getUint32(where, little) }[size]();
+  };
   for (let i = 0, at = first + 2; i < count && at + 12 <= b.length; i++, at += 12) {
-    if (view.getUint16(at, little) === 262 && view.getUint16(at + 8, little) === 5) {
+    const tag = view.getUint16(at, little);
+    if (tag === 262 && value(at) === 5) {
       throw new ChoripanError('E_UNSUPPORTED_FORMAT', 'CMYK TIFF images are not taken; convert the image to RGB');
+    }
+    if ((tag === 339 && value(at) !== 1) || (tag === 258 && value(at) > 16)) {
+      throw new ChoripanError('E_UNSUPPORTED_FORMAT',
+        'TIFF images of float, signed or 32-bit samples are not taken; convert the image to 8 or 16 bits');
     }
   }
   return header;

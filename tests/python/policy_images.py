@@ -1,6 +1,6 @@
 """Images for the decode policy's finer rules, made from scikit-image's photos: PNG colour keys (tRNS) on RGB
-and grey photos at the bit depths PNG allows, and GIFs whose first frame is smaller or larger than the
-logical screen. `python -m tests.python.policy_images DIR` writes them for
+and grey photos at the bit depths PNG allows, GIFs whose first frame is smaller or larger than the logical
+screen, and a TIFF of float samples. `python -m tests.python.policy_images DIR` writes them for
 the Node tests (tests/js/formats.test.js); tests/python/test_imaging.py reads them through `policy_images()`.
 """
 
@@ -14,6 +14,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import tifffile
 from PIL import Image
 
 from export.photos import data_dir
@@ -120,6 +121,13 @@ def gif_frame_beyond_screen(side: int, screen: int) -> bytes:
     return _gif(cat, (screen, screen), (0, 0))
 
 
+def float_tiff(dtype: type = np.float32) -> bytes:
+    """RGB of float samples in [0, 1]: libvips reads them as linear scRGB, PIL cannot open them."""
+    out = io.BytesIO()
+    tifffile.imwrite(out, (np.asarray(_photo("chelsea.png", "RGB"), np.float32) / 255).astype(dtype), photometric="rgb")
+    return out.getvalue()
+
+
 @functools.cache
 def policy_images() -> dict[str, bytes]:
     """File name → bytes."""
@@ -131,6 +139,8 @@ def policy_images() -> dict[str, bytes]:
         "key-rgb16.png": key_rgb16(),
         "small-frame.gif": gif_small_frame(),
         "large-frame.gif": gif_large_frame(),
+        "float.tiff": float_tiff(),
+        "half-float.tiff": float_tiff(np.float16),  # 16 bits a sample: only SampleFormat says float
     }
 
 

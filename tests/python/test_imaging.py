@@ -74,6 +74,9 @@ def test_exif_orientation_is_applied(cat):
         (lambda cat: encode(cat, "JPEG")[:2000], "does not decode", "E_DECODE"),
         (lambda cat: encode(cat, "BMP"), "BMP", "E_UNSUPPORTED_FORMAT"),
         (lambda cat: encode(cat.convert("CMYK"), "TIFF"), "CMYK TIFF", "E_UNSUPPORTED_FORMAT"),
+        (lambda cat: policy_images()["float.tiff"], "float", "E_UNSUPPORTED_FORMAT"),
+        (lambda cat: encode(cat.convert("F"), "TIFF"), "float", "E_UNSUPPORTED_FORMAT"),  # grey: PIL opens it
+        (lambda cat: encode(cat.convert("I"), "TIFF"), "32-bit", "E_UNSUPPORTED_FORMAT"),
         (lambda cat: policy_images()["key-rgb16.png"], "colour key", "E_UNSUPPORTED_FORMAT"),
     ],
     ids=[
@@ -82,6 +85,9 @@ def test_exif_orientation_is_applied(cat):
         "truncated-jpeg",
         "bmp",
         "cmyk-tiff",
+        "float-tiff",
+        "float-grey-tiff",
+        "int32-tiff",
         "rgb16-colour-key",
     ],
 )
