@@ -42,6 +42,7 @@ class DecodePolicy:
     - A grey or RGB PNG's colour key (tRNS) is transparency, matched against the samples as stored, as
       libpng matches it; a 16-bit RGB PNG with a colour key is refused (E_UNSUPPORTED_FORMAT).
     - TIFF samples are unsigned integers of at most 16 bits; others are refused (E_UNSUPPORTED_FORMAT).
+    - No bytes at all are E_INVALID_ARGUMENT (nothing was sent), as in Node and over HTTP.
     """
 
     formats: tuple[str, ...] = SUPPORTED_FORMATS
@@ -118,7 +119,7 @@ def decode(source: bytes | str | Path, policy: DecodePolicy | None = None) -> np
     except OSError as error:
         raise ExportError(f"cannot read {name}: {error.strerror}", "E_DECODE") from error
     if not data:
-        raise ExportError(f"{name} is empty", "E_DECODE")
+        raise ExportError(f"{name} is empty: there are no image bytes", "E_INVALID_ARGUMENT")
     try:
         _refuse_tiff_samples(data, name)  # before PIL, which cannot open float RGB at all
         with warnings.catch_warnings():  # past MAX_PIXELS PIL warns; the check below refuses it instead

@@ -1,6 +1,6 @@
 """Images for the decode policy's finer rules, made from scikit-image's photos: PNG colour keys (tRNS) on RGB
 and grey photos at the bit depths PNG allows, GIFs whose first frame is smaller or larger than the logical
-screen, and a TIFF of float samples. `python -m tests.python.policy_images DIR` writes them for
+screen, a TIFF of float samples, and empty input. `python -m tests.python.policy_images DIR` writes them for
 the Node tests (tests/js/formats.test.js); tests/python/test_imaging.py reads them through `policy_images()`.
 """
 
@@ -141,6 +141,7 @@ def policy_images() -> dict[str, bytes]:
         "large-frame.gif": gif_large_frame(),
         "float.tiff": float_tiff(),
         "half-float.tiff": float_tiff(np.float16),  # 16 bits a sample: only SampleFormat says float
+        "empty.png": b"",
     }
 
 
