@@ -7,6 +7,7 @@ to the bit. The decode policy matches what sharp does with ``rotate().keepIccPro
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, TiffImagePlugin, UnidentifiedImageError
 
 from .errors import ExportError
 
@@ -30,12 +31,26 @@ COMPOSITE_BAND_PIXELS = 1 << 18
 
 @dataclass(frozen=True)
 class DecodePolicy:
-    """How encoded bytes become RGB pixels, identically in Python (PIL) and Node (sharp)."""
+    """How encoded bytes become RGB pixels, identically in Python (PIL) and Node (sharp).
+
+    Where PIL and libvips part ways by themselves, these rules choose; no field records them, so every
+    artifact follows them, those exported before them too (docs/export.md says why each):
+
+    - A GIF's first frame that reaches past the logical screen enlarges it, as PIL, libvips and browsers
+      do, and the size limit counts the enlarged screen; where the first frame leaves the screen uncovered,
+      the screen is transparent, whatever background colour the GIF names.
+    - A grey or RGB PNG's colour key (tRNS) is transparency, matched against the samples as stored, as
+      libpng matches it; a 16-bit RGB PNG with a colour key is refused (E_UNSUPPORTED_FORMAT).
+    - TIFF samples are unsigned integers of at most 16 bits; others are refused (E_UNSUPPORTED_FORMAT).
+    - No bytes at all are E_INVALID_ARGUMENT (nothing was sent), as in Node and over HTTP.
+    """
 
     formats: tuple[str, ...] = SUPPORTED_FORMATS
     exif_orientation: str = "apply"  # rotate/flip as the EXIF Orientation tag says
     icc_profile: str = "ignore"  # pixel values as stored, no colour conversion (as PIL and training did)
-    alpha: str = "composite"  # over `background`; the alpha channel is then dropped
+    # Over `background`; the alpha channel is then dropped. A palette's transparency and a PNG's colour
+    # key are alpha too.
+    alpha: str = "composite"
     background: tuple[int, int, int] = (255, 255, 255)
     grayscale: str = "replicate"  # one grey channel copied to R, G and B
     high_bit_depth: str = "high_byte"  # 16-bit samples keep their most significant byte
@@ -43,7 +58,7 @@ class DecodePolicy:
     # CMYK JPEGs: their samples as stored, converted to RGB with PIL's integer formula, which the native
     # core repeats (libvips would convert through an ICC profile instead). "reject" refuses them.
     cmyk: str = "convert"
-    animation: str = "first_frame"  # GIF: the first frame; TIFF: the first page
+    animation: str = "first_frame"  # GIF: the first frame, on its logical screen; TIFF: the first page
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -104,8 +119,9 @@ def decode(source: bytes | str | Path, policy: DecodePolicy | None = None) -> np
     except OSError as error:
         raise ExportError(f"cannot read {name}: {error.strerror}", "E_DECODE") from error
     if not data:
-        raise ExportError(f"{name} is empty", "E_DECODE")
+        raise ExportError(f"{name} is empty: there are no image bytes", "E_INVALID_ARGUMENT")
     try:
+        _refuse_tiff_samples(data, name)  # before PIL, which cannot open float RGB at all
         with warnings.catch_warnings():  # past MAX_PIXELS PIL warns; the check below refuses it instead
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
@@ -115,6 +131,11 @@ def decode(source: bytes | str | Path, policy: DecodePolicy | None = None) -> np
             )
         if image.mode == "CMYK" and (policy.cmyk != "convert" or image.format != "JPEG"):
             raise ExportError(f"{name} is a CMYK {image.format}; convert it to RGB first", "E_UNSUPPORTED_FORMAT")
+        key_bits = _colour_key_bits(image, data, name)
+        # PIL has already enlarged a GIF's screen to hold its first frame; the frame is the first tile.
+        frame = image.tile[0][1] if image.format == "GIF" and image.tile else None
+        if frame is not None and not (frame[2] > frame[0] and frame[3] > frame[1]):
+            raise ExportError(f"{name}: the GIF's first frame is empty", "E_DECODE")
         if image.width * image.height > MAX_PIXELS:
             raise ExportError(
                 f"{name} is {image.width}x{image.height}; at most {MAX_PIXELS // 1_000_000} megapixels are decoded",
@@ -122,8 +143,9 @@ def decode(source: bytes | str | Path, policy: DecodePolicy | None = None) -> np
             )
         image.load()
         if policy.exif_orientation == "apply":
-            image = ImageOps.exif_transpose(image)
-        return _to_rgb_or_rgba(image)
+            image = ImageOps.exif_transpose(image)  # keeps info, the colour key with it; a GIF carries no EXIF
+        pixels = _keyed(image, key_bits) if key_bits else _to_rgb_or_rgba(image)
+        return _transparent_around(pixels, frame) if frame is not None else pixels
     except ExportError:
         raise
     except Image.DecompressionBombError as error:
@@ -132,6 +154,76 @@ def decode(source: bytes | str | Path, policy: DecodePolicy | None = None) -> np
         ) from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ExportError(f"{name} does not decode as an image: {error}", "E_DECODE") from error
+
+
+def _refuse_tiff_samples(data: bytes, name: str) -> None:
+    """A TIFF's first page must hold unsigned integer samples of 16 bits at most, as js/decode.js checks."""
+    if data[:4] not in (b"II*\0", b"MM\0*"):
+        return
+    try:
+        directory = TiffImagePlugin.ImageFileDirectory_v2(data[:8])
+        stream = io.BytesIO(data)
+        stream.seek(directory.next)
+        directory.load(stream)
+    except (OSError, SyntaxError, ValueError, IndexError, KeyError, TypeError, struct.error):
+        return  # PIL's own reading of the file says what is wrong with it
+
+    def first(tag: int, default: int) -> int:  # libtiff takes the first value for every sample
+        values = directory.get(tag, (default,))
+        values = values if isinstance(values, tuple) else (values,)
+        return values[0] if values else default
+
+    if first(339, 1) != 1 or first(258, 1) > 16:  # SampleFormat (1: unsigned), BitsPerSample
+        raise ExportError(
+            f"{name} is a TIFF of float, signed or 32-bit samples; convert it to 8 or 16 bits", "E_UNSUPPORTED_FORMAT"
+        )
+
+
+def _colour_key_bits(image: Image.Image, data: bytes, name: str) -> int:
+    """The bit depth of a grey or RGB PNG with a colour key (tRNS); 0 for every other image."""
+    if image.format != "PNG" or image.mode not in ("1", "L", "I", "I;16", "RGB") or "transparency" not in image.info:
+        return 0
+    bits = data[24]  # IHDR, the first chunk: width, height, then the bit depth
+    if image.mode == "RGB" and bits == 16:
+        raise ExportError(
+            f"{name} is a 16-bit RGB PNG with a colour key (tRNS), which PIL reads at 8 bits, where the key cannot"
+            " be matched; convert it to RGBA",
+            "E_UNSUPPORTED_FORMAT",
+        )
+    return bits
+
+
+def _keyed(image: Image.Image, bits: int) -> np.ndarray:
+    """A grey or RGB PNG's pixels with alpha from its colour key, matched as libpng matches it: against the
+    samples as stored. PIL has scaled 1- to 4-bit grey to 8 bits, so the key is scaled alike."""
+    key = image.info["transparency"]
+    if image.mode == "1":
+        image = image.convert("L")  # PIL has already made the key 0 or 255
+    elif image.mode == "L":
+        key *= 255 // ((1 << bits) - 1)
+    samples = np.asarray(image)
+    if samples.ndim == 2:
+        opaque = samples != key
+        grey = (samples.astype(np.uint32) >> 8).astype(np.uint8) if bits == 16 else samples
+        colour = np.repeat(grey[..., None], 3, axis=2)
+    else:
+        opaque = (samples != np.asarray(key)).any(axis=2)
+        colour = samples
+    return np.dstack([colour, opaque.astype(np.uint8) * 255])
+
+
+def _transparent_around(pixels: np.ndarray, frame: tuple[int, int, int, int]) -> np.ndarray:
+    """Transparent wherever a GIF's first frame (left, top, right, bottom) leaves its screen uncovered."""
+    height, width = pixels.shape[:2]
+    left, top, right, bottom = frame
+    if (left, top, right, bottom) == (0, 0, width, height):
+        return pixels
+    if pixels.shape[2] == 3:
+        pixels = np.dstack([pixels, np.full((height, width), 255, np.uint8)])
+    alpha = pixels[..., 3]  # a view: writing it writes the pixels
+    alpha[:top] = alpha[bottom:] = 0
+    alpha[:, :left] = alpha[:, right:] = 0
+    return pixels
 
 
 def _to_rgb_or_rgba(image: Image.Image) -> np.ndarray:

@@ -1,10 +1,11 @@
 'use strict';
 // Every format users upload, under one decode policy on both sides: Node (sharp) answers like the Python
 // reference (`python -m export predict --json`, PIL) on files made from real photos. Where both decode
-// to the same pixels the probabilities agree within 1e-5: GIF; TIFF of 1, 8 and 16 bits, grey, palette,
-// alpha, several pages; PNG, WebP and JPEG turned by EXIF; CMYK and YCCK JPEG; and the JPEGs that the
-// native core decodes itself (baseline, progressive, grey, 4:4:4). AVIF's YUV conversion differs
-// between libvips and libavif, and its measured bound is asserted instead.
+// to the same pixels the probabilities agree within 1e-5: GIF, its first frame smaller or larger than its
+// screen; TIFF of 1, 8 and 16 bits, grey, palette, alpha, several pages; PNG, WebP and JPEG turned by EXIF;
+// PNG colour keys; CMYK and YCCK JPEG; and the JPEGs that the native core decodes itself (baseline,
+// progressive, grey, 4:4:4). AVIF's YUV conversion differs between libvips and libavif, and its measured
+// bound is asserted instead. What one side refuses, the other refuses with the same code.
 
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
@@ -62,7 +63,12 @@ cup.save(f"{out}/coffee.avif", quality=80)
 const CORE_JPEGS = ['cat.jpg', 'progressive.jpg', 'grey.jpg', 'cat444.jpg'];
 const EXACT = ['palette.gif', 'transparent.gif', 'animated.gif', 'rgb.tiff', 'grey.tiff', 'rgba.tiff', 'grey16.tiff',
   'pages.tiff', 'grey-alpha.tiff', 'palette.tiff', 'bilevel.tiff', 'rgb16.tiff', 'rgba16.tiff', 'turned.tiff', 'turned.webp',
-  'turned.png', 'turned.jpg', 'cmyk.jpg', 'cmyk-astronaut.jpg', 'ycck.jpg', ...CORE_JPEGS];
+  'turned.png', 'turned.jpg', 'cmyk.jpg', 'cmyk-astronaut.jpg', 'ycck.jpg', ...CORE_JPEGS,
+  // Made by tests/python/policy_images.py: colour keys, GIF frames that do not match their screen.
+  'key-rgb.png', 'key-grey.png', 'key-grey16.png', 'key-grey4.png', 'small-frame.gif', 'large-frame.gif'];
+// Made there too, and refused by both sides.
+const REFUSED_BOTH = { 'float.tiff': 'E_UNSUPPORTED_FORMAT', 'half-float.tiff': 'E_UNSUPPORTED_FORMAT',
+  'key-rgb16.png': 'E_UNSUPPORTED_FORMAT', 'empty.png': 'E_INVALID_ARGUMENT' };
 const AVIF = ['cat.avif', 'coffee.avif'];
 const AVIF_BOUND = 0.03; // measured: 0.012 on the cat (libvips' and libavif's YUV → RGB differ by a level or two)
 
@@ -75,6 +81,8 @@ describe('formats: Node equals the Python reference', () => {
     const made = spawnSync(env.python, ['-c', MAKE, dir, photoPath('chelsea.png'), photoPath('coffee.png'), photoPath('astronaut.png')],
       { encoding: 'utf8' });
     assert.equal(made.status, 0, made.stderr);
+    const policy = spawnSync(env.python, ['-m', 'tests.python.policy_images', dir], { cwd: root, encoding: 'utf8' });
+    assert.equal(policy.status, 0, policy.stderr);
     const files = [...EXACT, ...AVIF].map((name) => path.join(dir, name));
     const run = spawnSync(env.python, ['-m', 'export', 'predict', '--model', defaultModelPath, '--json', ...files],
       { cwd: root, encoding: 'utf8' });
@@ -98,6 +106,43 @@ describe('formats: Node equals the Python reference', () => {
       }
     });
   }
+
+  test('what one side refuses, the other refuses with the same code', async () => {
+    // The reference predictor itself, on each file (the command line stops at the first refusal).
+    const refuse = `
+import json, sys
+from export.errors import ExportError
+from export.predictor import Predictor
+predictor = Predictor(sys.argv[1])
+for path in sys.argv[2:]:
+    try:
+        predictor.predict(path)
+        print(json.dumps({"code": None}))
+    except ExportError as error:
+        print(json.dumps({"code": error.code, "message": str(error)}))
+`;
+    const names = Object.keys(REFUSED_BOTH);
+    const run = spawnSync(env.python, ['-c', refuse, defaultModelPath, ...names.map((name) => path.join(dir, name))],
+      { cwd: root, encoding: 'utf8' });
+    assert.equal(run.status, 0, run.stderr);
+    const python = run.stdout.trim().split('\n').map((line) => JSON.parse(line));
+    for (const [i, name] of names.entries()) {
+      const node = await rejection(model.predict(fs.readFileSync(path.join(dir, name))));
+      assert.equal(node.code, REFUSED_BOTH[name], `${name} in Node: ${node.message}`);
+      assert.equal(python[i].code, REFUSED_BOTH[name], `${name} in Python: ${python[i].message}`);
+    }
+  });
+
+  test('inspect() announces at least the bytes that sharp hands over: grey with a colour key is RGBA', async () => {
+    const { inspect, decode } = require('../../js/decode');
+    const policy = model.metadata.preprocessing.decode;
+    for (const name of EXACT.filter((n) => !CORE_JPEGS.includes(n))) {
+      const bytes = fs.readFileSync(path.join(dir, name));
+      const header = inspect(bytes, policy);
+      const { pixels } = await decode(bytes, header);
+      assert.ok(pixels.length <= header.bytes, `${name}: ${pixels.length} bytes decoded, ${header.bytes} announced`);
+    }
+  });
 
   test('the core decodes the upright grey and colour Huffman JPEGs; sharp the turned, CMYK and YCCK ones', () => {
     const { inspect } = require('../../js/decode');
@@ -138,13 +183,61 @@ describe('bombs', () => {
       const made = spawnSync(env.python, ['-m', 'tests.python.bombs', dir], { cwd: root, encoding: 'utf8' });
       assert.equal(made.status, 0, made.stderr);
       const names = fs.readdirSync(dir).sort();
-      assert.deepEqual(names, ['huge-frame.gif', 'huge-screen.gif', 'huge.jpg', 'huge.png', 'huge.tiff', 'huge.webp']);
+      assert.deepEqual(names, ['big-frame.gif', 'huge-frame.gif', 'huge-screen.gif', 'huge.jpg', 'huge.png', 'huge.tiff', 'huge.webp']);
+      const { inspect } = require('../../js/decode');
+      const policy = (await choripan.getDefaultModel()).metadata.preprocessing.decode;
       for (const name of names) {
-        const error = await rejection(choripan.predict(fs.readFileSync(path.join(dir, name))));
+        const bytes = fs.readFileSync(path.join(dir, name));
+        const error = await rejection(choripan.predict(bytes));
         assert.equal(error.code, 'E_TOO_LARGE', `${name}: ${error.message}`);
         assert.match(error.message, /100 megapixels/);
+        // From the header, before any decoding: a GIF's first frame counts where it reaches past the screen.
+        assert.throws(() => inspect(bytes, policy), { code: 'E_TOO_LARGE' }, name);
       }
       assert.ok(CAT_LABELS.includes((await choripan.predict(fs.readFileSync(photoPath('chelsea.png')))).label));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('a GIF frame larger than its screen', () => {
+  // 8 at once, each a 3000x3000 frame whose header says the screen is 100x100, against 8 whose header says
+  // 3000x3000, under a pending budget that holds one: the liars must be counted at their real size too.
+  const child = `
+const fs = require('node:fs');
+const choripan = require(process.argv[1]);
+(async () => {
+  const model = await choripan.load(process.argv[2], { workers: 1, maxPendingBytes: 64 * 2 ** 20 });
+  const bytes = fs.readFileSync(process.argv[3]);
+  const settled = await Promise.allSettled(Array.from({ length: 8 }, () => model.predict(bytes)));
+  const outcomes = settled.map((s) => (s.status === 'fulfilled' ? s.value.label : s.reason.code));
+  await model.dispose();
+  console.log(JSON.stringify({ outcomes, maxRssMb: process.resourceUsage().maxRSS / 1024 }));
+})();
+`;
+  const make = `
+import sys
+from tests.python.policy_images import gif_frame_beyond_screen
+open(sys.argv[1], "wb").write(gif_frame_beyond_screen(3000, 3000))
+open(sys.argv[2], "wb").write(gif_frame_beyond_screen(3000, 100))
+`;
+
+  test('is counted at its real size: 8 at once answer and peak as 8 honest ones do', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'choripan-frame-'));
+    try {
+      const [honest, liar] = [path.join(dir, 'honest.gif'), path.join(dir, 'liar.gif')];
+      const made = spawnSync(env.python, ['-c', make, honest, liar], { cwd: root, encoding: 'utf8' });
+      assert.equal(made.status, 0, made.stderr);
+      const run = (file) => {
+        const ran = spawnSync(process.execPath, ['-e', child, root, defaultModelPath, file], { cwd: root, encoding: 'utf8' });
+        assert.equal(ran.status, 0, ran.stderr);
+        return JSON.parse(ran.stdout);
+      };
+      const [truth, lie] = [run(honest), run(liar)];
+      assert.equal(truth.outcomes.filter((o) => o === 'E_QUEUE_FULL').length, 7, JSON.stringify(truth));
+      assert.deepEqual(lie.outcomes, truth.outcomes);
+      assert.ok(lie.maxRssMb < truth.maxRssMb + 64, `liars peaked at ${lie.maxRssMb} MB, honest ones at ${truth.maxRssMb} MB`);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -35,7 +35,7 @@ def _jpeg() -> bytes:
     return bytes(jpeg)
 
 
-def _gif_frame_offset(gif: bytearray) -> int:
+def gif_frame_offset(gif: bytearray) -> int:
     """Where the first image descriptor (0x2C) starts, past the palette and any extensions."""
     at = 13 + (3 * 2 ** ((gif[10] & 7) + 1) if gif[10] & 0x80 else 0)
     while gif[at] == 0x21:  # an extension: label, then sub-blocks until an empty one
@@ -50,16 +50,16 @@ def _gif_frame_offset(gif: bytearray) -> int:
 def _gif_screen() -> bytes:
     gif = _encoded("GIF")
     gif[6:10] = struct.pack("<HH", 65535, 65535)
-    frame = _gif_frame_offset(gif)
+    frame = gif_frame_offset(gif)
     gif[frame + 5 : frame + 9] = struct.pack("<HH", 65535, 65535)
     return bytes(gif)
 
 
-def _gif_frame() -> bytes:
-    """A small logical screen whose first frame is huge: only decoding finds out."""
+def _gif_frame(width: int = 65535, height: int = 65535) -> bytes:
+    """A small logical screen whose first frame is huge: the frame enlarges the screen, as decoders read it."""
     gif = _encoded("GIF")
-    frame = _gif_frame_offset(gif)
-    gif[frame + 5 : frame + 9] = struct.pack("<HH", 65535, 65535)
+    frame = gif_frame_offset(gif)
+    gif[frame + 5 : frame + 9] = struct.pack("<HH", width, height)
     return bytes(gif)
 
 
@@ -90,6 +90,7 @@ def bombs() -> dict[str, bytes]:
         "huge.jpg": _jpeg(),
         "huge-screen.gif": _gif_screen(),
         "huge-frame.gif": _gif_frame(),
+        "big-frame.gif": _gif_frame(12000, 9000),  # 108 MP: under the 200 MP at which PIL refuses on its own
         "huge.tiff": _tiff(),
         "huge.webp": _webp(),
     }

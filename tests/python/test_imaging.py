@@ -13,6 +13,7 @@ from export.errors import ExportError
 from export.imaging import DecodePolicy, Preprocessing, decode, preprocess
 
 from .bombs import bombs
+from .policy_images import most_common, policy_images
 
 SPEC = Preprocessing(resize=256, crop=224)
 
@@ -66,19 +67,77 @@ def test_exif_orientation_is_applied(cat):
 
 
 @pytest.mark.parametrize(
-    ("make", "message"),
+    ("make", "message", "code"),
     [
-        (lambda cat: b"", "empty"),
-        (lambda cat: b"not an image at all", "does not decode"),
-        (lambda cat: encode(cat, "JPEG")[:2000], "does not decode"),
-        (lambda cat: encode(cat, "BMP"), "BMP"),
-        (lambda cat: encode(cat.convert("CMYK"), "TIFF"), "CMYK TIFF"),
+        (lambda cat: b"", "empty", "E_INVALID_ARGUMENT"),  # nothing was sent, as Node and HTTP say
+        (lambda cat: b"not an image at all", "does not decode", "E_DECODE"),
+        (lambda cat: encode(cat, "JPEG")[:2000], "does not decode", "E_DECODE"),
+        (lambda cat: encode(cat, "BMP"), "BMP", "E_UNSUPPORTED_FORMAT"),
+        (lambda cat: encode(cat.convert("CMYK"), "TIFF"), "CMYK TIFF", "E_UNSUPPORTED_FORMAT"),
+        (lambda cat: policy_images()["float.tiff"], "float", "E_UNSUPPORTED_FORMAT"),
+        (lambda cat: encode(cat.convert("F"), "TIFF"), "float", "E_UNSUPPORTED_FORMAT"),  # grey: PIL opens it
+        (lambda cat: encode(cat.convert("I"), "TIFF"), "32-bit", "E_UNSUPPORTED_FORMAT"),
+        (lambda cat: policy_images()["key-rgb16.png"], "colour key", "E_UNSUPPORTED_FORMAT"),
     ],
-    ids=["empty", "garbage", "truncated-jpeg", "bmp", "cmyk-tiff"],
+    ids=[
+        "empty",
+        "garbage",
+        "truncated-jpeg",
+        "bmp",
+        "cmyk-tiff",
+        "float-tiff",
+        "float-grey-tiff",
+        "int32-tiff",
+        "rgb16-colour-key",
+    ],
 )
-def test_bad_images_are_refused(cat, make, message):
-    with pytest.raises(ExportError, match=message):
+def test_bad_images_are_refused(cat, make, message, code):
+    with pytest.raises(ExportError, match=message) as refused:
         decode(make(cat))
+    assert refused.value.code == code
+
+
+@pytest.mark.parametrize(
+    ("name", "photo"), [("key-rgb.png", "astronaut.png"), ("key-grey.png", "camera.png")], ids=["rgb", "grey"]
+)
+def test_a_colour_key_is_transparency(photos, name, photo):
+    """Transparent exactly where the photo holds the key (its most common colour); opaque and unchanged
+    elsewhere."""
+    stored = np.asarray(Image.open(photos / photo).convert("RGB" if name == "key-rgb.png" else "L"))
+    keyed = (stored == most_common(stored)).all(axis=-1) if stored.ndim == 3 else stored == most_common(stored)[0]
+    pixels = decode(policy_images()[name])
+    assert pixels.shape == (*stored.shape[:2], 4)
+    assert np.array_equal(pixels[..., 3] == 0, keyed) and keyed.sum() > 1000
+    assert np.array_equal(pixels[..., 0], stored[..., 0] if stored.ndim == 3 else stored)
+
+
+def test_a_colour_key_matches_every_bit_of_16_bit_grey_and_4_bit_grey_before_scaling():
+    sixteen = Image.open(io.BytesIO(policy_images()["key-grey16.png"]))
+    samples, key = np.asarray(sixteen), sixteen.info["transparency"]
+    pixels = decode(policy_images()["key-grey16.png"])
+    assert np.array_equal(pixels[..., 3] == 0, samples == key)
+    assert ((samples >> 8 == key >> 8) & (samples != key)).any()  # the high byte alone would match these too
+    four = decode(policy_images()["key-grey4.png"])
+    levels = np.asarray(Image.open(io.BytesIO(policy_images()["key-grey4.png"])))  # scaled by PIL: 0, 17, …, 255
+    key = most_common(levels)[0]
+    assert np.array_equal(four[..., 3] == 0, levels == key) and (levels == key).any() and key > 15
+
+
+def test_a_gif_screen_that_its_first_frame_leaves_uncovered_is_transparent(cat):
+    """Not the background colour the GIF names (a light one here), not PIL's palette entry 0."""
+    gif = Image.open(io.BytesIO(policy_images()["small-frame.gif"]))
+    assert gif.size == (640, 420) and gif.info["background"] != 0
+    pixels = decode(policy_images()["small-frame.gif"])
+    frame = np.s_[70:370, 120:571]
+    assert pixels.shape == (420, 640, 4)
+    assert np.array_equal(pixels[frame][..., :3], np.asarray(cat.convert("P", palette=Image.ADAPTIVE).convert("RGB")))
+    assert (pixels[frame][..., 3] == 255).all() and (pixels[..., 3] == 0).sum() == 640 * 420 - 451 * 300
+
+
+def test_a_gif_first_frame_larger_than_its_screen_enlarges_it():
+    pixels = decode(policy_images()["large-frame.gif"])  # 451x300 at (30, 20) on a 200x100 screen
+    assert pixels.shape == (320, 481, 4)
+    assert (pixels[:20, :, 3] == 0).all() and (pixels[:, :30, 3] == 0).all() and (pixels[20:, 30:, 3] == 255).all()
 
 
 def test_gif_tiff_avif_and_cmyk_jpeg_decode_under_the_policy(cat):
