@@ -86,8 +86,7 @@ function createApp({
     res.on('finish', () => {
       const seconds = (performance.now() - started) / 1000;
       const ms = Math.round(seconds * 10_000) / 10;
-      const route = req.route?.path ?? (res.statusCode === 404 ? 'unknown' : req.path);
-      metrics.request(route, req.method, res.statusCode, seconds);
+      metrics.request(req.route?.path, req.method, res.statusCode, seconds);
       const { label, probability, errorCode, model: name } = res.locals;
       const where = req.originalUrl.split('?')[0];
       logger.info({ id, method: req.method, path: where, status: res.statusCode, model: name, label, probability, errorCode, ms },

@@ -109,6 +109,42 @@ describe('one app, two models', () => {
   });
 });
 
+describe('metrics of requests no route matched', () => {
+  test('2,000 distinct 8 KB paths refused on their headers (413) or unknown (404), in every method: /metrics stays small', { timeout: 120_000 }, async () => {
+    const model = await choripan.load(defaultPackagePath, { workers: 1, warmup: false });
+    const { server } = await listen(createApp({ model, logger: pino({ level: 'silent' }) }));
+    const { port } = server.address();
+    const send = (method, route, headers) => new Promise((resolve, reject) => {
+      const request = http.request({ host: '127.0.0.1', port, path: route, method, headers, agent: false }, (response) => {
+        response.resume();
+        response.on('end', () => resolve(response.statusCode));
+      });
+      request.on('error', reject);
+      request.end();
+    });
+    try {
+      const methods = http.METHODS.filter((method) => method !== 'CONNECT'); // a tunnel, not a request Express sees
+      const statuses = new Set();
+      for (let i = 0; i < 1000; i++) {
+        const route = `/${i}-${'x'.repeat(8 * 1024)}`;
+        statuses.add(await send('POST', route, { 'content-length': String(2 ** 30) }));
+        statuses.add(await send(methods[i % methods.length], `${route}/404`));
+      }
+      assert.deepEqual([...statuses].sort(), [404, 413]);
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      const series = text.split('\n').filter((line) => line.startsWith('choripan_http_requests_total{'));
+      const labels = (name) => [...new Set(series.map((line) => line.match(new RegExp(`${name}="([^"]*)"`))[1]))].sort();
+      const routes = labels('route');
+      assert.ok(routes.length === 1 && routes[0] === 'unmatched', `${routes.length} route labels`);
+      assert.deepEqual(labels('method'), ['DELETE', 'GET', 'HEAD', 'OPTIONS', 'PATCH', 'POST', 'PUT', 'other']);
+      assert.ok(text.length < 100_000, `/metrics is ${text.length} bytes`);
+    } finally {
+      server.close();
+      await model.dispose();
+    }
+  });
+});
+
 describe('mounted in another Express app', () => {
   test('its routes answer under the prefix, logged with it; other paths stay the host app\'s', async () => {
     const model = await choripan.load(defaultPackagePath, { workers: 1 });
