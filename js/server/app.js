@@ -17,13 +17,17 @@ const { createOipRouter } = require('./oip');
 const { openapi } = require('./openapi');
 const { retryAfterSeconds } = require('./retry');
 
-/** body-parser's and multer's own errors, in choripan's vocabulary. */
+/** body-parser's, multer's and the router's own errors, in choripan's vocabulary. */
 function translate(error, maxBodyBytes) {
   if (error instanceof ChoripanError) return error;
   if (error?.type === 'entity.too.large' || error?.code === 'LIMIT_FILE_SIZE') {
     return new ChoripanError('E_TOO_LARGE', `The body is over the ${maxBodyBytes}-byte limit`);
   }
   if (error?.status === 415) return new ChoripanError('E_UNSUPPORTED_FORMAT', error.message);
+  // The router's, for a path parameter that is not valid percent-encoding.
+  if (error instanceof URIError && error.status === 400) {
+    return new ChoripanError('E_INVALID_ARGUMENT', `The path is malformed: ${error.message}`);
+  }
   if (error instanceof multer.MulterError || error?.multipart || (error?.status >= 400 && error?.status < 500)) {
     return new ChoripanError('E_INVALID_ARGUMENT', `The request body is malformed: ${error.message}`);
   }
@@ -32,6 +36,8 @@ function translate(error, maxBodyBytes) {
 
 /** Its own routes: the rest belongs to the app it is mounted in. */
 const OWN = /^\/(predict|healthz|readyz|metrics|openapi\.json|v2(\/.*)?|page\.(js|css))?$/;
+/** The Open Inference Protocol's routes, whose errors take its shape: { error: "…" }. */
+const PROTOCOL = /^\/v2(\/|$)/;
 
 /**
  * @param {object} options
@@ -219,7 +225,8 @@ function createApp({
     res.locals.errorCode = failure.code;
     if (res.headersSent || req.socket.destroyed) return;
     if (failure.code === 'E_QUEUE_FULL') res.set('Retry-After', String(res.locals.chosen ? retryAfterSeconds(res.locals.chosen) : 1));
-    res.status(STATUS[failure.code] ?? 500).json({ error: { code: failure.code, message: failure.message } });
+    const { code, message } = failure;
+    res.status(STATUS[code] ?? 500).json({ error: PROTOCOL.test(req.path) ? message : { code, message } });
   });
 
   return app;
