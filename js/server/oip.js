@@ -248,7 +248,7 @@ function createOipRouter({ models, ready, maxBodyBytes, deadline, signal }) {
       const parsed = parseRequest(req);
       const inputs = inputsOf(parsed, chosen);
       const options = { timeoutMs: deadline(req), signal: signal(res) };
-      const rows = await Promise.all(inputs.map((input) => chosen.probabilities(input, options)));
+      const rows = await chosen.probabilitiesMany(inputs, options);
       respond(res, req.params.name, parsed.request, outputsOf(parsed.request, rows, chosen));
     });
   }

@@ -48,24 +48,37 @@ function assertRefused(answer, status, what) {
   assert.equal(typeof JSON.parse(text).error, 'string', `${what}: ${text.slice(0, 300)}`);
 }
 
-describe('client errors on /v2', () => {
-  let model;
-  let server;
-  let port;
-  let jpeg;
+/** Resolves once the core holds nothing: no request announced, queued or running. */
+async function idle(model) {
+  while (model.stats().queued + model.stats().inflight + model.stats().pendingBytes > 0) {
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+}
 
+/**
+ * The default package loaded with `options` and served, for the tests of one describe: `model`, `port`
+ * and a JPEG of the cat, once they run.
+ */
+function serving(options) {
+  const served = {};
   before(async () => {
-    model = await choripan.load(defaultPackagePath);
-    server = await listen(createApp({ model, logger: pino({ level: 'silent' }) }));
-    port = server.address().port;
-    jpeg = await sharp(photo('chelsea.png')).jpeg().toBuffer();
+    served.model = await choripan.load(defaultPackagePath, options);
+    served.server = await listen(createApp({ model: served.model, logger: pino({ level: 'silent' }) }));
+    served.port = served.server.address().port;
+    served.jpeg = await sharp(photo('chelsea.png')).jpeg().toBuffer();
   });
   after(async () => {
-    server.close();
-    await model.dispose();
+    served.server.close();
+    await served.model.dispose();
   });
+  return served;
+}
+
+describe('client errors on /v2', () => {
+  const served = serving();
 
   test('each answers 400 or 415 with { error }, never 500, and runs no forward pass', async () => {
+    const { model, port, jpeg } = served;
     const cat = imageRequest(jpeg);
     const text = JSON.stringify(cat);
     const cases = [
@@ -93,6 +106,7 @@ describe('client errors on /v2', () => {
   });
 
   test('a property: random mutations of valid requests are answered 200 or 4xx with { error }, never 5xx', { timeout: 300_000 }, async () => {
+    const { model, port, jpeg } = served;
     const base64 = jpeg.toString('base64');
     const lengthPrefixed = Buffer.concat([Buffer.from(Uint32Array.of(jpeg.length).buffer), jpeg]);
     const plane = Buffer.alloc(3 * 224 * 224 * 4);
@@ -131,8 +145,12 @@ describe('client errors on /v2', () => {
       fc.array(fc.oneof(fc.string({ maxLength: 8 }), fc.integer(), fc.constant(null)), { maxLength: 4 }),
       fc.constantFrom(2, 1000, 100_000).chain((depth) => fc.boolean().map((object) => new Deep(depth, object))),
     );
+    // Images whose header already says they will not decode: refused before anything of the request runs.
+    const junk = fc.oneof(fc.uint8Array({ minLength: 1, maxLength: 64 }).map((bytes) => Buffer.from(bytes).toString('base64')),
+      fc.constantFrom('iVBORw0KGgo=', Buffer.from('GIF89a').toString('base64'), jpeg.subarray(0, 20).toString('base64')));
     const mutation = fc.oneof(
       fc.record({ set: fc.constantFrom(...FIELDS), value }),
+      fc.record({ set: fc.constantFrom(['inputs', 0, 'data', 0], ['inputs', 0, 'data', 1], ['inputs', 0, 'data', 1, 0]), value: junk }),
       fc.record({ remove: fc.constantFrom(...FIELDS.filter((path) => path.length)) }),
       fc.record({ headerLength: fc.oneof(fc.constantFrom('-1', 'abc', '1e3', '', '99999999', '0x10'), fc.integer({ min: -50, max: 50 })) }),
       fc.record({ cut: fc.nat() }),
@@ -184,11 +202,78 @@ describe('client errors on /v2', () => {
       }
       assert.ok([400, 404, 413, 415].includes(answer.status), `${answer.status} ${answer.body.toString().slice(0, 300)}`);
       assert.equal(typeof JSON.parse(answer.body).error, 'string');
+      await idle(model);
       assert.equal(model.stats().batches, batches, `refused with ${answer.status}, but a forward pass ran`);
     }), { seed: 17, numRuns: 600 });
     assert.ok(answered > 10, `only ${answered} mutated requests were still valid: the mutations never keep one whole`);
     const after = await send(port, INFER, json(imageRequest(jpeg)));
     assert.equal(after.status, 200);
     assert.deepEqual([model.stats().queued, model.stats().inflight, model.stats().pendingBytes], [0, 0, 0], 'nothing left in the core');
+  });
+});
+
+/** A BYTES request for these encoded images, with the binary data extension. */
+function imagesRequest(images) {
+  const data = Buffer.concat(images.flatMap((image) => [Buffer.from(Uint32Array.of(image.length).buffer), image]));
+  const header = JSON.stringify({ inputs: [{ name: 'image', shape: [images.length], datatype: 'BYTES', parameters: { binary_data_size: data.length } }] });
+  return { headers: { 'inference-header-content-length': String(Buffer.byteLength(header)) }, body: Buffer.concat([Buffer.from(header), data]) };
+}
+
+describe('a request of many images is admitted whole and withdrawn whole', () => {
+  const served = serving({ maxBatch: 1 }); // one image a forward pass: the passes count the images that ran
+
+  const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+
+  test('1,000 JPEGs, more than the queue holds, are refused before any runs: a lone client beside them keeps its pace', { timeout: 300_000 }, async () => {
+    const { model, port, jpeg } = served;
+    const thumbnail = await sharp(photo('chelsea.png')).resize(64).jpeg().toBuffer();
+    const many = imagesRequest(Array(1000).fill(thumbnail));
+    const lone = async () => {
+      const started = performance.now();
+      const answer = await send(port, '/predict', { headers: { 'content-type': 'image/jpeg' }, body: jpeg });
+      assert.equal(answer.status, 200, answer.body.toString());
+      return performance.now() - started;
+    };
+    const baseline = [];
+    for (let i = 0; i < 15; i++) baseline.push(await lone());
+    await idle(model);
+    const batches = model.stats().batches;
+    let refusing = true;
+    const beside = [];
+    const client = (async () => {
+      // Until 2 s after the last refusal: the work a refused request left behind ran for 4–7 s.
+      let until = Infinity;
+      while (refusing || performance.now() < until) {
+        beside.push(await lone());
+        if (!refusing && until === Infinity) until = performance.now() + 2000;
+      }
+    })();
+    for (let i = 0; i < 5; i++) {
+      const answer = await send(port, INFER, many);
+      assertRefused(answer, 413, '1,000 images');
+      assert.match(JSON.parse(answer.body).error, /1000 images in one call; the queue holds 256/);
+    }
+    refusing = false;
+    await client;
+    await idle(model);
+    const ran = model.stats().batches - batches - beside.length;
+    assert.ok(ran <= 2, `${ran} forward passes ran for the refused requests`);
+    assert.ok(median(beside) < 2 * median(baseline) + 20,
+      `the lone client's median went from ${median(baseline).toFixed(1)} ms to ${median(beside).toFixed(1)} ms beside the refusals`);
+  });
+
+  test('10 JPEGs whose 3rd is corrupt: 400, and the others are withdrawn before they run', async () => {
+    const { model, port, jpeg } = served;
+    const images = Array(10).fill(jpeg);
+    images[2] = jpeg.subarray(0, Math.floor(jpeg.length * 0.6)); // its header intact: only the core's decoder finds out
+    await idle(model);
+    const batches = model.stats().batches;
+    const answer = await send(port, INFER, imagesRequest(images));
+    assertRefused(answer, 400, 'a corrupt 3rd image');
+    assert.match(JSON.parse(answer.body).error, /premature end|corrupt/i);
+    assert.equal(model.stats().queued, 0, 'answered with images still queued');
+    await idle(model);
+    const ran = model.stats().batches - batches;
+    assert.ok(ran <= 4, `${ran} forward passes ran for a refused request of 10 images`);
   });
 });
