@@ -15,7 +15,7 @@ const { fetchImage, parseAllowlist } = require('./fetch-image');
 const { createMetrics } = require('./metrics');
 const { createOipRouter } = require('./oip');
 const { openapi } = require('./openapi');
-const { retryAfterSeconds } = require('./retry');
+const { retryAfterSeconds, createRetryPacing } = require('./retry');
 
 /** body-parser's, multer's and the router's own errors, in choripan's vocabulary. */
 function translate(error, maxBodyBytes) {
@@ -64,6 +64,8 @@ function createApp({
   const allowed = parseAllowlist(urlAllowlist);
   const [defaultName] = models.keys();
   const metrics = createMetrics(models);
+  const pacing = createRetryPacing(models.values());
+  const holdRetries = pacing.hold((req) => models.get(req.query.model ?? defaultName));
   // Small text fields only: the image is the one file, so the whole body stays near maxBodyBytes.
   const upload = multer({
     storage: multer.memoryStorage(),
@@ -160,7 +162,7 @@ function createApp({
 
   // By the header alone: req.is() answers null for an empty body, which must get 400, not 415.
   const contentType = (req) => req.get('content-type') ?? '';
-  app.post('/predict', (req, res, next) => {
+  app.post('/predict', holdRetries, (req, res, next) => {
     if (typeis.is(contentType(req), ['multipart/form-data'])) {
       const encoding = (req.get('content-encoding') ?? 'identity').toLowerCase();
       if (encoding !== 'identity') {
@@ -183,7 +185,7 @@ function createApp({
     await answer(req, res, image, clientGone(res));
   });
 
-  app.get('/predict', async (req, res) => {
+  app.get('/predict', holdRetries, async (req, res) => {
     const { url } = req.query;
     if (typeof url !== 'string' || url === '') {
       throw new ChoripanError('E_INVALID_ARGUMENT', 'GET /predict needs ?url=<image URL>; or POST the image bytes');
@@ -193,7 +195,8 @@ function createApp({
     await answer(req, res, image, signal);
   });
 
-  app.use(createOipRouter({ models, ready, maxBodyBytes, deadline, signal: clientGone }));
+  app.use(createOipRouter({ models, ready, maxBodyBytes, deadline, signal: clientGone,
+    holdRetries: pacing.hold((req) => models.get(req.params.name)) }));
 
   app.get('/readyz', (req, res) => {
     res.status(ready() ? 200 : 503).json({ status: ready() ? 'ready' : 'draining', models: [...models.keys()] });
@@ -224,7 +227,12 @@ function createApp({
     if (failure.code === 'E_INTERNAL') logger.error({ err: error }, 'unexpected error');
     res.locals.errorCode = failure.code;
     if (res.headersSent || req.socket.destroyed) return;
-    if (failure.code === 'E_QUEUE_FULL') res.set('Retry-After', String(res.locals.chosen ? retryAfterSeconds(res.locals.chosen) : 1));
+    if (failure.code === 'E_QUEUE_FULL') {
+      const { chosen } = res.locals;
+      const seconds = chosen ? retryAfterSeconds(chosen) : 1;
+      res.set('Retry-After', String(seconds));
+      if (chosen) pacing.refused(req, chosen, seconds);
+    }
     const { code, message } = failure;
     res.status(STATUS[code] ?? 500).json({ error: PROTOCOL.test(req.path) ? message : { code, message } });
   });

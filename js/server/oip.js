@@ -218,9 +218,11 @@ function respond(res, name, request, outputs) {
 
 /**
  * @param {{ models: Map<string, import('../model').Model>, ready: () => boolean, maxBodyBytes: number,
- *   deadline: (req: import('express').Request) => number, signal: (res: import('express').Response) => AbortSignal }} options
+ *   deadline: (req: import('express').Request) => number, signal: (res: import('express').Response) => AbortSignal,
+ *   holdRetries: import('express').RequestHandler }} options the app's; `holdRetries` holds the retries that come
+ *   too soon (retry.js)
  */
-function createOipRouter({ models, ready, maxBodyBytes, deadline, signal }) {
+function createOipRouter({ models, ready, maxBodyBytes, deadline, signal, holdRetries }) {
   const router = express.Router();
   const body = express.raw({ type: () => true, limit: maxBodyBytes });
   const model = (req) => {
@@ -241,7 +243,7 @@ function createOipRouter({ models, ready, maxBodyBytes, deadline, signal }) {
       const up = ready() && !model(req).disposed;
       res.status(up ? 200 : 503).json({ name: req.params.name, ready: up });
     });
-    router.post(`${prefix}/infer`, body, async (req, res) => {
+    router.post(`${prefix}/infer`, holdRetries, body, async (req, res) => {
       const chosen = model(req);
       res.locals.model = req.params.name;
       res.locals.chosen = chosen;

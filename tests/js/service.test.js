@@ -273,9 +273,44 @@ describe('the configuration', () => {
 });
 
 describe('overload', () => {
+  test('a client that retries a refusal at once, on the same connection, waits there for a place and is answered', { timeout: 60_000 }, async () => {
+    const sharp = require('sharp');
+    const jpeg = await sharp(photo('chelsea.png')).jpeg().toBuffer();
+    // 6 megapixels: preprocessed on the model's own thread for about 100 ms, and counted in the queue meanwhile.
+    const large = await sharp(photo('chelsea.png')).resize(3000).jpeg().toBuffer();
+    const model = await choripan.load(defaultPackagePath, { maxQueue: 1, workers: 1 });
+    const { server } = await listen(createApp({ model, logger: pino({ level: 'silent' }) }));
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 }); // one connection, reused
+    const send = (body, via) => new Promise((resolve, reject) => {
+      const request = http.request({ host: '127.0.0.1', port: server.address().port, path: '/predict', method: 'POST', agent: via,
+        headers: { 'content-type': 'image/jpeg' } }, (response) => {
+        response.resume();
+        response.on('end', () => resolve({ status: response.statusCode, retryAfter: response.headers['retry-after'], socket: request.socket }));
+      });
+      request.on('error', reject);
+      request.end(body);
+    });
+    try {
+      const filling = send(large, false);
+      while (model.stats().queued === 0) await new Promise((resolve) => setTimeout(resolve, 1));
+      const refused = await send(jpeg, agent);
+      assert.equal(refused.status, 503);
+      assert.match(refused.retryAfter, /^[1-9][0-9]*$/);
+      const retried = await send(jpeg, agent);
+      assert.equal(retried.socket, refused.socket, 'the retry went on the refused connection');
+      assert.equal(retried.status, 200, 'the retry was held until a place freed, and answered');
+      assert.equal((await filling).status, 200);
+    } finally {
+      agent.destroy();
+      server.close();
+      await model.dispose();
+    }
+  });
+
   // 32 clients that retry a refusal at once, or after the Retry-After they were given, against a queue of
   // 4, beside the same clients against a deep queue that never refuses (the capacity), A B C A B C.
-  // Refusals come before decoding and cost little, so goodput stays near capacity.
+  // Refusals come before decoding, and a retry that comes before its Retry-After, on the connection that
+  // was refused, waits there for a place instead of spinning the event loop: goodput stays near capacity.
   test('a retry storm on a short queue keeps goodput near the deep-queue capacity', { timeout: 300_000 }, async () => {
     const sharp = require('sharp');
     const jpeg = await sharp(photo('chelsea.png')).jpeg().toBuffer();
@@ -327,8 +362,9 @@ describe('overload', () => {
       `${runs.atOnce.map((run) => run.refusedPerSecond.toFixed(0)).join(', ')} refusals/s); honouring Retry-After ` +
       `${goodput('honouring').toFixed(1)} req/s (${ratio('honouring').toFixed(2)}×)`);
     assert.ok(runs.atOnce.every((run) => run.refusedPerSecond > 0), 'the short queue was never full: no storm');
-    // Before refusals came ahead of decoding, this storm got 0.05× of capacity.
-    assert.ok(ratio('atOnce') > 0.35, `retrying at once: ${ratio('atOnce').toFixed(2)}× the deep queue's goodput`);
+    // Before refusals came ahead of decoding, this storm got 0.05× of capacity; before early retries were
+    // held, 0.49–0.56× (docs/benchmark.md, Retry storms).
+    assert.ok(ratio('atOnce') > 0.8, `retrying at once: ${ratio('atOnce').toFixed(2)}× the deep queue's goodput`);
     assert.ok(ratio('honouring') > 0.7, `honouring Retry-After: ${ratio('honouring').toFixed(2)}× the deep queue's goodput`);
   });
 });
