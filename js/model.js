@@ -30,6 +30,17 @@ function topK(probabilities, labels, k) {
   return topIndices(probabilities, k).map(([index, probability]) => ({ label: labels[index], probability }));
 }
 
+// Errors of a whole call, not of one of its inputs.
+const CALL_ERRORS = new Set(['E_TIMEOUT', 'E_ABORTED', 'E_DISPOSED', 'E_QUEUE_FULL']);
+
+/** An input's own error, which says which input it was when the call had several. */
+function ofInput(error, index, count) {
+  if (count > 1 && error instanceof ChoripanError && !CALL_ERRORS.has(error.code)) {
+    error.message = `image ${index + 1} of ${count}: ${error.message}`;
+  }
+  return error;
+}
+
 function aborted(signal) {
   return new ChoripanError('E_ABORTED', 'The prediction was aborted', { cause: signal.reason });
 }
@@ -156,7 +167,7 @@ class Model extends EventEmitter {
     const deadline = new Deadline(group && signal ? AbortSignal.any([signal, group.signal]) : group?.signal ?? signal, timeoutMs, started);
     let failure = null;
     const runs = inputs.map((input, i) => this.#one(input, headers[i], deadline).catch((error) => {
-      failure ??= error;
+      failure ??= ofInput(error, i, inputs.length);
       group?.abort();
       throw error;
     }));
@@ -180,12 +191,16 @@ class Model extends EventEmitter {
    */
   #admit(inputs) {
     const { crop, decode: policy } = this.metadata.preprocessing;
-    const headers = inputs.map((input) => {
-      if (!(input instanceof Float32Array)) return inspect(input, policy);
-      if (input.length !== 3 * crop * crop) {
-        throw new ChoripanError('E_INVALID_ARGUMENT', `Expected 3 × ${crop} × ${crop} = ${3 * crop * crop} floats, got ${input.length}`);
+    const headers = inputs.map((input, i) => {
+      try {
+        if (!(input instanceof Float32Array)) return inspect(input, policy);
+        if (input.length !== 3 * crop * crop) {
+          throw new ChoripanError('E_INVALID_ARGUMENT', `Expected 3 × ${crop} × ${crop} = ${3 * crop * crop} floats, got ${input.length}`);
+        }
+        return { bytes: input.byteLength };
+      } catch (error) {
+        throw ofInput(error, i, inputs.length);
       }
-      return { bytes: input.byteLength };
     });
     this.#native.announce(headers.reduce((sum, header) => sum + header.bytes, 0), inputs.length);
     return headers;

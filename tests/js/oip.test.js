@@ -270,7 +270,7 @@ describe('a request of many images is admitted whole and withdrawn whole', () =>
     const batches = model.stats().batches;
     const answer = await send(port, INFER, imagesRequest(images));
     assertRefused(answer, 400, 'a corrupt 3rd image');
-    assert.match(JSON.parse(answer.body).error, /premature end|corrupt/i);
+    assert.match(JSON.parse(answer.body).error, /^image 3 of 10: .*(premature end|corrupt)/i);
     assert.equal(model.stats().queued, 0, 'answered with images still queued');
     await idle(model);
     const ran = model.stats().batches - batches;
