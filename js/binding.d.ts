@@ -43,14 +43,16 @@ export interface NativeModel {
     timeoutMs: number,
     announcedBytes: number | null,
   ): { id: number | null; promise: Promise<NativeAnswer> };
-  /** Queues one preprocessed image: float32 [3, crop, crop]. */
-  predictTensor(input: Float32Array, timeoutMs: number): { id: number | null; promise: Promise<NativeAnswer> };
+  /** Queues one preprocessed image: float32 [3, crop, crop]; otherwise as predict(). */
+  predictTensor(input: Float32Array, timeoutMs: number, announcedBytes?: number | null): { id: number | null; promise: Promise<NativeAnswer> };
   /**
-   * One more call is decoding this many bytes of pixels: a worker holding a batch open waits for it.
-   * Throws E_QUEUE_FULL when maxQueue calls already wait (announced ones included) or the bytes would not
-   * fit in maxPendingBytes, E_DISPOSED after dispose().
+   * `count` (1) calls are decoding this many bytes of pixels between them: a worker holding a batch open
+   * waits for them. They are admitted together or refused together: E_QUEUE_FULL when maxQueue calls
+   * already wait (announced ones included) or the bytes would not fit in maxPendingBytes, E_TOO_LARGE when
+   * they never could (more than maxQueue of them, or several over maxPendingBytes), E_DISPOSED after
+   * dispose(). Each ends with predict…(…, its bytes) or retract(its bytes).
    */
-  announce(bytes: number): void;
+  announce(bytes: number, count?: number): void;
   /** An announced call will not come after all. */
   retract(bytes: number): void;
   /** Withdraws a queued request (its promise rejects with E_ABORTED); false once it runs or ran. */

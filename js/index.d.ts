@@ -154,6 +154,12 @@ export class Model extends EventEmitter {
    * (3 × crop × crop floats, normalised as `metadata.preprocessing` says).
    */
   probabilities(input: Uint8Array | Float32Array, options?: Omit<PredictOptions, 'topk'>): Promise<Float32Array>;
+  /**
+   * probabilities() of several inputs, in order, as one call: admitted together or refused together
+   * (E_QUEUE_FULL, or E_TOO_LARGE when they could never fit) before any is decoded; the first to fail
+   * withdraws the others.
+   */
+  probabilitiesMany(inputs: Array<Uint8Array | Float32Array>, options?: Omit<PredictOptions, 'topk'>): Promise<Float32Array[]>;
   on(event: 'prediction', listener: (timing: PredictionTiming) => void): this;
   stats(): ModelStats;
   /** Queued requests reject with E_DISPOSED; running ones answer. Resolves once the workers have exited. */

@@ -31,6 +31,17 @@ function topK(probabilities, labels, k) {
   return topIndices(probabilities, k).map(([index, probability]) => ({ label: labels[index], probability }));
 }
 
+// Errors of a whole call, not of one of its inputs.
+const CALL_ERRORS = new Set(['E_TIMEOUT', 'E_ABORTED', 'E_DISPOSED', 'E_QUEUE_FULL']);
+
+/** An input's own error, which says which input it was when the call had several. */
+function ofInput(error, index, count) {
+  if (count > 1 && error instanceof ChoripanError && !CALL_ERRORS.has(error.code)) {
+    error.message = `image ${index + 1} of ${count}: ${error.message}`;
+  }
+  return error;
+}
+
 function aborted(signal) {
   return new ChoripanError('E_ABORTED', 'The prediction was aborted', { cause: signal.reason });
 }
@@ -48,9 +59,9 @@ class Deadline {
   #lost;
   #reject;
 
-  constructor(signal, timeoutMs) {
+  constructor(signal, timeoutMs, started = performance.now()) {
     this.timeoutMs = timeoutMs;
-    this.started = performance.now();
+    this.started = started;
     this.#signal = signal;
     if (!signal && timeoutMs === undefined) return;
     this.#lost = new Promise((_, reject) => { this.#reject = reject; });
@@ -109,7 +120,7 @@ class Model extends EventEmitter {
     Error.captureStackTrace(callSite, this.predict);
     const { topk, signal, timeoutMs } = validate.predictOptions(options, this.labels.length);
     validate.imageBytes(image);
-    const probabilities = await this.#run(image, signal, timeoutMs, callSite);
+    const [probabilities] = await this.#run([image], signal, timeoutMs, callSite);
     const top = topK(probabilities, this.labels, topk);
     return { label: top[0].label, probability: top[0].probability, top };
   }
@@ -125,33 +136,93 @@ class Model extends EventEmitter {
     const callSite = {};
     Error.captureStackTrace(callSite, this.probabilities);
     const { signal, timeoutMs } = validate.runOptions(options);
-    if (!(input instanceof Float32Array)) validate.imageBytes(input, 'input');
-    return this.#run(input, signal, timeoutMs, callSite);
+    const [probabilities] = await this.#run([validate.modelInput(input)], signal, timeoutMs, callSite);
+    return probabilities;
   }
 
-  async #run(input, signal, timeoutMs, callSite) {
-    if (this.#native.disposed) throw atCallSite(new ChoripanError('E_DISPOSED', 'The model was disposed'), callSite);
-    const deadline = new Deadline(signal, timeoutMs);
-    // Every check the header allows comes before any decoding. The call is then announced with the
-    // bytes it will decode: the core refuses it if they would not fit (maxPendingBytes), and a worker
-    // holding a batch open waits for it, while a lone call is never kept waiting for company.
-    let announced = null;
+  /**
+   * probabilities() of several inputs, in order, as one call: admitted together or refused together
+   * before any is decoded, and the first to fail withdraws the others.
+   * @param {Array<Uint8Array | Float32Array>} inputs
+   * @param {{ signal?: AbortSignal, timeoutMs?: number }} [options]
+   * @returns {Promise<Float32Array[]>}
+   */
+  async probabilitiesMany(inputs, options) {
+    const callSite = {};
+    Error.captureStackTrace(callSite, this.probabilitiesMany);
+    const { signal, timeoutMs } = validate.runOptions(options);
+    return this.#run(validate.modelInputs(inputs), signal, timeoutMs, callSite);
+  }
+
+  async #run(inputs, signal, timeoutMs, callSite) {
+    const started = performance.now();
+    let headers;
+    try {
+      if (this.#native.disposed) throw new ChoripanError('E_DISPOSED', 'The model was disposed');
+      headers = this.#admit(inputs);
+    } catch (error) {
+      throw atCallSite(error, callSite);
+    }
+    // Several inputs share a deadline, and one that fails aborts the others.
+    const group = inputs.length > 1 ? new AbortController() : null;
+    const deadline = new Deadline(group && signal ? AbortSignal.any([signal, group.signal]) : group?.signal ?? signal, timeoutMs, started);
+    let failure = null;
+    const runs = inputs.map((input, i) => this.#one(input, headers[i], deadline).catch((error) => {
+      failure ??= ofInput(error, i, inputs.length);
+      group?.abort();
+      throw error;
+    }));
+    try {
+      // Answered once every input is answered or withdrawn, so that a failed call leaves nothing queued.
+      await Promise.allSettled(runs);
+      if (failure) throw failure;
+      return await Promise.all(runs);
+    } catch (error) {
+      throw atCallSite(error, callSite);
+    } finally {
+      deadline.release();
+    }
+  }
+
+  /**
+   * Every check the headers allow comes before any decoding; then the inputs are announced to the core
+   * with the bytes they will decode, all at once: it admits them together or refuses them together (the
+   * queue's length, maxPendingBytes), and a worker holding a batch open waits for them, while a lone
+   * call is never kept waiting for company.
+   */
+  #admit(inputs) {
+    const { crop, decode: policy } = this.metadata.preprocessing;
+    const headers = inputs.map((input, i) => {
+      try {
+        if (!(input instanceof Float32Array)) return inspect(input, policy);
+        if (input.length !== 3 * crop * crop) {
+          throw new ChoripanError('E_INVALID_ARGUMENT', `Expected 3 × ${crop} × ${crop} = ${3 * crop * crop} floats, got ${input.length}`);
+        }
+        return { bytes: input.byteLength };
+      } catch (error) {
+        throw ofInput(error, i, inputs.length);
+      }
+    });
+    this.#native.announce(headers.reduce((sum, header) => sum + header.bytes, 0), inputs.length);
+    return headers;
+  }
+
+  /** One admitted input through the core, to its probabilities. Its announcement ends here, whatever happens. */
+  async #one(input, header, deadline) {
+    let announced = header.bytes;
     try {
       let submitted;
       if (input instanceof Float32Array) {
-        submitted = this.#native.predictTensor(input, deadline.remainingMs());
+        announced = null; // the predict…() calls end the announcement, whatever they answer
+        submitted = this.#native.predictTensor(input, deadline.remainingMs(), header.bytes);
+      } else if (header.inCore) {
+        announced = null;
+        submitted = this.#native.predictJpeg(input, header.width, header.height, deadline.remainingMs(), header.bytes);
       } else {
-        const header = inspect(input, this.metadata.preprocessing.decode);
-        this.#native.announce(header.bytes);
-        announced = header.bytes;
-        if (header.inCore) {
-          submitted = this.#native.predictJpeg(input, header.width, header.height, deadline.remainingMs(), announced);
-        } else {
-          const decoded = await deadline.race(decode(input, header));
-          submitted = this.#native.predict(decoded.pixels, decoded.width, decoded.height, decoded.channels,
-            deadline.remainingMs(), announced, decoded.cmyk);
-        }
-        announced = null; // predict() ended the announcement, whatever it answered
+        const decoded = await deadline.race(decode(input, header));
+        announced = null;
+        submitted = this.#native.predict(decoded.pixels, decoded.width, decoded.height, decoded.channels,
+          deadline.remainingMs(), header.bytes, decoded.cmyk);
       }
       let answer;
       try {
@@ -167,11 +238,8 @@ class Model extends EventEmitter {
         this.emit('prediction', { totalMs, queueMs: answer.queueMs, forwardMs: answer.forwardMs, batchSize: answer.batchSize });
       }
       return answer.probabilities;
-    } catch (error) {
-      throw atCallSite(error, callSite);
     } finally {
       if (announced !== null) this.#native.retract(announced);
-      deadline.release();
     }
   }
 

@@ -128,9 +128,20 @@ function imageBytes(value, name = 'image') {
   return value;
 }
 
+/** What probabilities() takes: encoded image bytes, or one preprocessed image as a Float32Array. */
+function modelInput(value, name = 'input') {
+  return value instanceof Float32Array ? value : imageBytes(value, name);
+}
+
+function modelInputs(value) {
+  if (!Array.isArray(value) || value.length === 0) throw invalid('a non-empty array of inputs', 'inputs', value);
+  value.forEach((input, i) => modelInput(input, `inputs[${i}]`));
+  return value;
+}
+
 function modelPath(value) {
   if (typeof value !== 'string' || value.length === 0) throw invalid('a path to a .pt artifact', 'path', value);
   return value;
 }
 
-module.exports = { invalid, loadOptions, predictOptions, runOptions, imageBytes, modelPath };
+module.exports = { invalid, loadOptions, predictOptions, runOptions, imageBytes, modelInput, modelInputs, modelPath };

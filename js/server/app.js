@@ -15,15 +15,19 @@ const { fetchImage, parseAllowlist } = require('./fetch-image');
 const { createMetrics } = require('./metrics');
 const { createOipRouter } = require('./oip');
 const { openapi } = require('./openapi');
-const { retryAfterSeconds } = require('./retry');
+const { retryAfterSeconds, createRetryPacing } = require('./retry');
 
-/** body-parser's and multer's own errors, in choripan's vocabulary. */
+/** body-parser's, multer's and the router's own errors, in choripan's vocabulary. */
 function translate(error, maxBodyBytes) {
   if (error instanceof ChoripanError) return error;
   if (error?.type === 'entity.too.large' || error?.code === 'LIMIT_FILE_SIZE') {
     return new ChoripanError('E_TOO_LARGE', `The body is over the ${maxBodyBytes}-byte limit`);
   }
   if (error?.status === 415) return new ChoripanError('E_UNSUPPORTED_FORMAT', error.message);
+  // The router's, for a path parameter that is not valid percent-encoding.
+  if (error instanceof URIError && error.status === 400) {
+    return new ChoripanError('E_INVALID_ARGUMENT', `The path is malformed: ${error.message}`);
+  }
   if (error instanceof multer.MulterError || error?.multipart || (error?.status >= 400 && error?.status < 500)) {
     return new ChoripanError('E_INVALID_ARGUMENT', `The request body is malformed: ${error.message}`);
   }
@@ -32,6 +36,8 @@ function translate(error, maxBodyBytes) {
 
 /** Its own routes: the rest belongs to the app it is mounted in. */
 const OWN = /^\/(predict|healthz|readyz|metrics|openapi\.json|v2(\/.*)?|page\.(js|css))?$/;
+/** The Open Inference Protocol's routes, whose errors take its shape: { error: "…" }. */
+const PROTOCOL = /^\/v2(\/|$)/;
 
 /**
  * @param {object} options
@@ -58,6 +64,8 @@ function createApp({
   const allowed = parseAllowlist(urlAllowlist);
   const [defaultName] = models.keys();
   const metrics = createMetrics(models);
+  const pacing = createRetryPacing(models.values());
+  const holdRetries = pacing.hold((req) => models.get(req.query.model ?? defaultName));
   // Small text fields only: the image is the one file, so the whole body stays near maxBodyBytes.
   const upload = multer({
     storage: multer.memoryStorage(),
@@ -86,8 +94,7 @@ function createApp({
     res.on('finish', () => {
       const seconds = (performance.now() - started) / 1000;
       const ms = Math.round(seconds * 10_000) / 10;
-      const route = req.route?.path ?? (res.statusCode === 404 ? 'unknown' : req.path);
-      metrics.request(route, req.method, res.statusCode, seconds);
+      metrics.request(req.route?.path, req.method, res.statusCode, seconds);
       const { label, probability, errorCode, model: name } = res.locals;
       const where = req.originalUrl.split('?')[0];
       logger.info({ id, method: req.method, path: where, status: res.statusCode, model: name, label, probability, errorCode, ms },
@@ -155,7 +162,7 @@ function createApp({
 
   // By the header alone: req.is() answers null for an empty body, which must get 400, not 415.
   const contentType = (req) => req.get('content-type') ?? '';
-  app.post('/predict', (req, res, next) => {
+  app.post('/predict', holdRetries, (req, res, next) => {
     if (typeis.is(contentType(req), ['multipart/form-data'])) {
       const encoding = (req.get('content-encoding') ?? 'identity').toLowerCase();
       if (encoding !== 'identity') {
@@ -178,7 +185,7 @@ function createApp({
     await answer(req, res, image, clientGone(res));
   });
 
-  app.get('/predict', async (req, res) => {
+  app.get('/predict', holdRetries, async (req, res) => {
     const { url } = req.query;
     if (typeof url !== 'string' || url === '') {
       throw new ChoripanError('E_INVALID_ARGUMENT', 'GET /predict needs ?url=<image URL>; or POST the image bytes');
@@ -188,7 +195,8 @@ function createApp({
     await answer(req, res, image, signal);
   });
 
-  app.use(createOipRouter({ models, ready, maxBodyBytes, deadline, signal: clientGone }));
+  app.use(createOipRouter({ models, ready, maxBodyBytes, deadline, signal: clientGone,
+    holdRetries: pacing.hold((req) => models.get(req.params.name)) }));
 
   app.get('/readyz', (req, res) => {
     res.status(ready() ? 200 : 503).json({ status: ready() ? 'ready' : 'draining', models: [...models.keys()] });
@@ -219,8 +227,14 @@ function createApp({
     if (failure.code === 'E_INTERNAL') logger.error({ err: error }, 'unexpected error');
     res.locals.errorCode = failure.code;
     if (res.headersSent || req.socket.destroyed) return;
-    if (failure.code === 'E_QUEUE_FULL') res.set('Retry-After', String(res.locals.chosen ? retryAfterSeconds(res.locals.chosen) : 1));
-    res.status(STATUS[failure.code] ?? 500).json({ error: { code: failure.code, message: failure.message } });
+    if (failure.code === 'E_QUEUE_FULL') {
+      const { chosen } = res.locals;
+      const seconds = chosen ? retryAfterSeconds(chosen) : 1;
+      res.set('Retry-After', String(seconds));
+      if (chosen) pacing.refused(req, chosen, seconds);
+    }
+    const { code, message } = failure;
+    res.status(STATUS[code] ?? 500).json({ error: PROTOCOL.test(req.path) ? message : { code, message } });
   });
 
   return app;

@@ -6,6 +6,12 @@ const client = require('prom-client');
 
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
+// Every distinct label value is a series kept until the process exits, so no label takes a value a
+// client chose: a request no route matched (a 404, a body refused on its headers) is `unmatched`, not
+// its path, and a method outside these is `other`.
+const UNMATCHED = 'unmatched';
+const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']);
+
 /**
  * @param {Map<string, import('../model').Model>} models by name
  */
@@ -57,10 +63,14 @@ function createMetrics(models) {
   }
   return {
     registry,
-    /** One answered HTTP request. */
-    request(route, method, status, seconds) {
-      requests.inc({ route, method, status });
-      requestSeconds.observe({ route, method }, seconds);
+    /**
+     * One answered HTTP request.
+     * @param {string | undefined} route the pattern of the route that matched it, if one did
+     */
+    request(route = UNMATCHED, method, status, seconds) {
+      const labels = { route, method: METHODS.has(method) ? method : 'other' };
+      requests.inc({ ...labels, status });
+      requestSeconds.observe(labels, seconds);
     },
     defaultAnswer(model) {
       defaults.inc({ model });

@@ -2,27 +2,19 @@
 // The Open Inference Protocol v2 (KServe, Triton) over REST, with its classification and binary tensor
 // data extensions. Each model takes either encoded images (a BYTES tensor, base64 in JSON) or
 // preprocessed input (FP32 [N, 3, crop, crop]) and answers its probabilities (FP32 [N, classes]), or with
-// `"parameters": { "classification": K }` the top K as "probability:index:label" strings. Errors use the
-// protocol's shape, { "error": "…" }, with choripan's statuses.
+// `"parameters": { "classification": K }` the top K as "probability:index:label" strings. Errors take the
+// protocol's shape, { "error": "…" }, with choripan's statuses: app.js answers them.
 
 const express = require('express');
-const { ChoripanError, STATUS } = require('../errors');
+const { ChoripanError } = require('../errors');
 const { version } = require('../../package.json');
-const { retryAfterSeconds } = require('./retry');
 const { topIndices } = require('../model');
 
 const IMAGE_INPUT = 'image';
 const TENSOR_INPUT = 'input';
 const OUTPUT = 'probabilities';
 
-class ProtocolError extends Error {
-  constructor(status, message) {
-    super(message);
-    this.status = status;
-  }
-}
-
-const bad = (message) => new ProtocolError(400, message);
+const bad = (message) => new ChoripanError('E_INVALID_ARGUMENT', message);
 
 function metadataOf(name, model) {
   const crop = model.metadata.preprocessing.crop;
@@ -64,13 +56,67 @@ function joinBytes(strings) {
 
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
-/** The request's JSON and, with the binary extension, each input's raw data. */
+const isObject = (value) => value !== null && typeof value === 'object' && !Array.isArray(value);
+
+/** Text the client chose, for a message: quoted and cut short. */
+const quoted = (text) => JSON.stringify(text.length > 64 ? `${text.slice(0, 64)}…` : text);
+
+function optionalObject(value, what) {
+  if (value !== undefined && !isObject(value)) throw bad(`${what} must be an object`);
+  return value ?? {};
+}
+
+function optionalBoolean(value, what) {
+  if (value !== undefined && typeof value !== 'boolean') throw bad(`${what} must be true or false`);
+}
+
+/**
+ * Every field of the request that this server reads, typed as the protocol types it, checked before
+ * anything is decoded or run: a request that breaks one is refused whole, not halfway through or after
+ * its inference. No value is walked deeper than the protocol nests it, and none is echoed unchecked.
+ */
+function checkRequest(request) {
+  if (!isObject(request)) throw bad('the inference request must be a JSON object');
+  if (request.id !== undefined && typeof request.id !== 'string') throw bad('"id" must be a string');
+  optionalBoolean(optionalObject(request.parameters, '"parameters"').binary_data_output, 'parameters.binary_data_output');
+  if (!Array.isArray(request.inputs) || request.inputs.length !== 1) {
+    throw bad('the inference request needs "inputs" with exactly one tensor');
+  }
+  const [input] = request.inputs;
+  if (!isObject(input) || typeof input.name !== 'string' || typeof input.datatype !== 'string') {
+    throw bad('the input needs a string "name" and "datatype"');
+  }
+  const name = `input ${quoted(input.name)}`;
+  if (!Array.isArray(input.shape) || input.shape.length > 4 || !input.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+    throw bad(`${name}: "shape" must be a list of at most 4 non-negative integers`);
+  }
+  const binarySize = optionalObject(input.parameters, `${name}: "parameters"`).binary_data_size;
+  if (binarySize !== undefined && !(Number.isSafeInteger(binarySize) && binarySize >= 0)) {
+    throw bad(`${name}: binary_data_size must be a non-negative integer`);
+  }
+  if (binarySize === undefined && !Array.isArray(input.data)) throw bad(`${name} has neither "data" nor binary data`);
+  if (request.outputs === undefined) return;
+  if (!Array.isArray(request.outputs)) throw bad('"outputs" must be a list');
+  for (const output of request.outputs) {
+    if (!isObject(output) || output.name !== OUTPUT) {
+      const named = typeof output?.name === 'string' ? quoted(output.name) : 'without a name';
+      throw bad(`"outputs" asks for an output ${named}; the output is ${OUTPUT}`);
+    }
+    const { classification, binary_data: binary } = optionalObject(output.parameters, `output ${OUTPUT}: "parameters"`);
+    if (classification !== undefined && !(Number.isSafeInteger(classification) && classification >= 1)) {
+      throw bad('classification needs a positive integer');
+    }
+    optionalBoolean(binary, 'binary_data');
+  }
+}
+
+/** The request's JSON, checked, and, with the binary extension, its input's raw data. */
 function parseRequest(req) {
   const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
   const declared = req.get('inference-header-content-length');
   const headerLength = declared === undefined ? body.length : Number(declared);
   if (!Number.isInteger(headerLength) || headerLength < 0 || headerLength > body.length) {
-    throw bad(`Inference-Header-Content-Length ${declared} does not fit a body of ${body.length} bytes`);
+    throw bad(`Inference-Header-Content-Length ${quoted(declared)} does not fit a body of ${body.length} bytes`);
   }
   let request;
   try {
@@ -78,63 +124,57 @@ function parseRequest(req) {
   } catch (error) {
     throw bad(`the inference request is not JSON: ${error.message}`);
   }
-  if (request === null || typeof request !== 'object' || !Array.isArray(request.inputs) || request.inputs.length !== 1) {
-    throw bad('the inference request needs "inputs" with exactly one tensor');
-  }
-  const input = request.inputs[0];
-  if (!Array.isArray(input.shape) || !input.shape.every((d) => Number.isInteger(d) && d >= 0)) {
-    throw bad(`input ${input.name}: "shape" must be a list of non-negative integers`);
-  }
-  let binary = null;
+  checkRequest(request);
+  const [input] = request.inputs;
   const binarySize = input.parameters?.binary_data_size;
-  if (binarySize !== undefined) {
-    if (!Number.isInteger(binarySize) || binarySize < 0 || headerLength + binarySize > body.length) {
-      throw bad(`input ${input.name}: binary_data_size ${binarySize} is more than the ${body.length - headerLength} bytes sent`);
-    }
-    binary = body.subarray(headerLength, headerLength + binarySize);
-  } else if (!Array.isArray(input.data)) {
-    throw bad(`input ${input.name} has neither "data" nor binary data`);
+  if (binarySize === undefined) return { request, input, binary: null };
+  if (headerLength + binarySize > body.length) {
+    throw bad(`input ${quoted(input.name)}: binary_data_size ${binarySize} is more than the ${body.length - headerLength} bytes sent`);
   }
-  return { request, input, binary };
+  return { request, input, binary: body.subarray(headerLength, headerLength + binarySize) };
 }
 
-/** The model inputs a request holds: encoded images or preprocessed Float32Arrays. */
+/**
+ * The model inputs a request holds: encoded images or preprocessed Float32Arrays. JSON data may nest as
+ * deep as its shape, no deeper: flattened that far, whatever is still a list is refused as an element.
+ */
 function inputsOf({ input, binary }, model) {
   const crop = model.metadata.preprocessing.crop;
+  const name = `input ${quoted(input.name)}`;
+  const data = binary ? null : input.data.flat(input.shape.length - 1);
   if (input.datatype === 'BYTES') {
     const n = input.shape[0];
     if (!(input.shape.length === 1 || (input.shape.length === 2 && input.shape[1] === 1)) || !(n >= 1)) {
-      throw bad(`input ${input.name}: BYTES images take the shape [N] or [N, 1], got [${input.shape}]`);
+      throw bad(`${name}: BYTES images take the shape [N] or [N, 1], got [${input.shape}]`);
     }
-    const images = binary ? splitBytes(binary) : input.data.flat(Infinity).map((text, i) => {
+    const images = binary ? splitBytes(binary) : data.map((text, i) => {
       if (typeof text !== 'string' || !BASE64.test(text) || text.length % 4 !== 0) {
-        throw bad(`input ${input.name}: element ${i} is not base64`);
+        throw bad(`${name}: element ${i} is not a base64 string`);
       }
       return Buffer.from(text, 'base64');
     });
-    if (images.length !== n) throw bad(`input ${input.name}: the shape says ${n} images, the data holds ${images.length}`);
+    if (images.length !== n) throw bad(`${name}: the shape says ${n} images, the data holds ${images.length}`);
     return images;
   }
   if (input.datatype === 'FP32') {
     const [n, channels, height, width] = input.shape;
     if (input.shape.length !== 4 || channels !== 3 || height !== crop || width !== crop || !(n >= 1)) {
-      throw bad(`input ${input.name}: FP32 input takes the shape [N, 3, ${crop}, ${crop}], got [${input.shape}]`);
+      throw bad(`${name}: FP32 input takes the shape [N, 3, ${crop}, ${crop}], got [${input.shape}]`);
     }
     let values;
     if (binary) {
-      if (binary.length !== elementCount(input.shape) * 4) throw bad(`input ${input.name}: binary data is not [${input.shape}] float32`);
+      if (binary.length !== elementCount(input.shape) * 4) throw bad(`${name}: binary data is not [${input.shape}] float32`);
       values = new Float32Array(binary.buffer.slice(binary.byteOffset, binary.byteOffset + binary.length));
     } else {
-      const flat = input.data.flat(Infinity);
-      if (flat.length !== elementCount(input.shape) || !flat.every((v) => typeof v === 'number')) {
-        throw bad(`input ${input.name}: data holds ${flat.length} numbers, the shape says ${elementCount(input.shape)}`);
+      if (data.length !== elementCount(input.shape) || !data.every((v) => typeof v === 'number')) {
+        throw bad(`${name}: data must hold the shape's ${elementCount(input.shape)} numbers, nested no deeper than it`);
       }
-      values = Float32Array.from(flat);
+      values = Float32Array.from(data);
     }
     const plane = 3 * crop * crop;
     return Array.from({ length: n }, (_, i) => values.slice(i * plane, (i + 1) * plane));
   }
-  throw bad(`input ${input.name}: datatype ${input.datatype} is not taken; send BYTES (encoded images) or FP32 (preprocessed)`);
+  throw bad(`${name}: datatype ${quoted(input.datatype)} is not taken; send BYTES (encoded images) or FP32 (preprocessed)`);
 }
 
 /** The outputs asked for (all of them, by default), each with its data and whether it goes binary. */
@@ -142,11 +182,9 @@ function outputsOf(request, rows, model) {
   const wanted = request.outputs ?? [{ name: OUTPUT, parameters: {} }];
   const binaryDefault = request.parameters?.binary_data_output === true;
   return wanted.map((asked) => {
-    if (asked?.name !== OUTPUT) throw bad(`output ${asked?.name} does not exist; the output is ${OUTPUT}`);
     const binary = asked.parameters?.binary_data ?? binaryDefault;
     const k = asked.parameters?.classification;
     if (k !== undefined) {
-      if (!Number.isInteger(k) || k < 1) throw bad('classification needs a positive integer');
       const count = Math.min(k, model.labels.length);
       const strings = rows.flatMap((p) => topIndices(p, count).map(([i, probability]) => `${probability}:${i}:${model.labels[i]}`));
       return { name: OUTPUT, datatype: 'BYTES', shape: [rows.length, count], strings, binary };
@@ -180,16 +218,18 @@ function respond(res, name, request, outputs) {
 
 /**
  * @param {{ models: Map<string, import('../model').Model>, ready: () => boolean, maxBodyBytes: number,
- *   deadline: (req: import('express').Request) => number, signal: (res: import('express').Response) => AbortSignal }} options
+ *   deadline: (req: import('express').Request) => number, signal: (res: import('express').Response) => AbortSignal,
+ *   holdRetries: import('express').RequestHandler }} options the app's; `holdRetries` holds the retries that come
+ *   too soon (retry.js)
  */
-function createOipRouter({ models, ready, maxBodyBytes, deadline, signal }) {
+function createOipRouter({ models, ready, maxBodyBytes, deadline, signal, holdRetries }) {
   const router = express.Router();
   const body = express.raw({ type: () => true, limit: maxBodyBytes });
   const model = (req) => {
     const found = models.get(req.params.name);
-    if (!found) throw new ProtocolError(404, `no model named ${req.params.name}; there are ${[...models.keys()].join(', ')}`);
+    if (!found) throw new ChoripanError('E_NOT_FOUND', `no model named ${req.params.name}; there are ${[...models.keys()].join(', ')}`);
     if (req.params.version !== undefined && req.params.version !== '1') {
-      throw new ProtocolError(404, `model ${req.params.name} has version 1 only, not ${req.params.version}`);
+      throw new ChoripanError('E_NOT_FOUND', `model ${req.params.name} has version 1 only, not ${req.params.version}`);
     }
     return found;
   };
@@ -203,28 +243,18 @@ function createOipRouter({ models, ready, maxBodyBytes, deadline, signal }) {
       const up = ready() && !model(req).disposed;
       res.status(up ? 200 : 503).json({ name: req.params.name, ready: up });
     });
-    router.post(`${prefix}/infer`, body, async (req, res) => {
+    router.post(`${prefix}/infer`, holdRetries, body, async (req, res) => {
       const chosen = model(req);
       res.locals.model = req.params.name;
       res.locals.chosen = chosen;
       const parsed = parseRequest(req);
       const inputs = inputsOf(parsed, chosen);
       const options = { timeoutMs: deadline(req), signal: signal(res) };
-      const rows = await Promise.all(inputs.map((input) => chosen.probabilities(input, options)));
+      const rows = await chosen.probabilitiesMany(inputs, options);
       respond(res, req.params.name, parsed.request, outputsOf(parsed.request, rows, chosen));
     });
   }
 
-  // eslint-disable-next-line no-unused-vars -- Express tells error handlers by their four parameters
-  router.use((error, req, res, next) => {
-    let status = error instanceof ProtocolError ? error.status : 500;
-    if (error instanceof ChoripanError) status = STATUS[error.code] ?? 500;
-    if (error?.type === 'entity.too.large') status = 413;
-    res.locals.errorCode = error?.code;
-    if (res.headersSent) return;
-    if (error?.code === 'E_QUEUE_FULL') res.set('Retry-After', String(res.locals.chosen ? retryAfterSeconds(res.locals.chosen) : 1));
-    res.status(status).json({ error: error?.message ?? String(error) });
-  });
   return router;
 }
 

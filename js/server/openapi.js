@@ -19,7 +19,8 @@ function failures(codes) {
 
 const PREDICT_FAILURES = ['E_INVALID_ARGUMENT', 'E_DECODE', 'E_UNSUPPORTED_FORMAT', 'E_TOO_LARGE', 'E_QUEUE_FULL', 'E_TIMEOUT', 'E_INTERNAL'];
 const OIP_FAILURES = { 400: answer('a malformed request', ref('OipError')), 404: answer('no such model', ref('OipError')),
-  413: answer('the body is over the limit', ref('OipError')), 503: answer('the queue is full', ref('OipError')),
+  413: answer('the body is over the limit', ref('OipError')), 415: answer('an unknown Content-Encoding', ref('OipError')),
+  503: answer('the queue is full', ref('OipError')),
   504: answer('no answer in time', ref('OipError')) };
 
 /** @param {Map<string, import('../model').Model>} models */

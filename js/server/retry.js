@@ -13,4 +13,59 @@ function retryAfterSeconds(model) {
   return Math.max(1, Math.ceil((queued + inflight) / drainPerSecond));
 }
 
-module.exports = { retryAfterSeconds };
+const PACED = Symbol('choripan.paced');
+
+/**
+ * Holds the retries that come too soon. A connection whose request a model refused with E_QUEUE_FULL
+ * was told when to come back (Retry-After); a request for that model that comes on it before then, as
+ * a client that retries at once sends it, waits with its body unread until a request of the model is
+ * answered (a worker has then taken a place in its queue), oldest first, or until its Retry-After has
+ * passed, and then goes on as any request does. Clients that retry at once would otherwise keep the
+ * event loop busy refusing them, and on a small machine it takes a core the workers need.
+ * @param {Iterable<import('../model').Model>} models
+ */
+function createRetryPacing(models) {
+  /** @type {Map<import('../model').Model, Set<() => void>>} the held requests of each model, oldest first */
+  const held = new Map();
+  for (const model of models) {
+    const line = new Set();
+    held.set(model, line);
+    model.on('prediction', () => {
+      const [oldest] = line;
+      oldest?.();
+    });
+  }
+  return {
+    /** The request was refused with E_QUEUE_FULL by `model`, and told to come back in `seconds`. */
+    refused(req, model, seconds) {
+      req.socket[PACED] = { model, until: Date.now() + seconds * 1000 };
+    },
+    /**
+     * Middleware that holds a request which came too soon on a connection that its model refused.
+     * @param {(req: import('express').Request) => import('../model').Model | undefined} modelOf
+     */
+    hold(modelOf) {
+      return (req, res, next) => {
+        const paced = req.socket[PACED];
+        const wait = paced ? paced.until - Date.now() : 0;
+        if (!(wait > 0) || modelOf(req) !== paced.model) return next();
+        const line = held.get(paced.model);
+        const leave = () => {
+          line.delete(go);
+          clearTimeout(timer);
+          res.off('close', leave);
+        };
+        const go = () => {
+          leave();
+          next();
+        };
+        const timer = setTimeout(go, wait);
+        line.add(go);
+        res.on('close', leave); // the client went away while held
+        return undefined;
+      };
+    },
+  };
+}
+
+module.exports = { retryAfterSeconds, createRetryPacing };

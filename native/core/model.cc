@@ -511,21 +511,31 @@ void Model::PreprocessorMain() {
   }
 }
 
-void Model::Announce(int64_t bytes) {
+void Model::Announce(int64_t bytes, int64_t count) {
+  if (count < 1) throw Error(ErrorCode::kInvalidArgument, "announce at least one request");
   std::lock_guard lock(mutex_);
   if (disposed_) throw Error(ErrorCode::kDisposed, "the model was disposed");
-  if (Waiting() >= static_cast<size_t>(options_.max_queue)) {
-    ++counters_.rejected;
+  if (count > options_.max_queue) {
+    throw Error(ErrorCode::kTooLarge, std::to_string(count) + " images in one call; the queue holds " +
+                                          std::to_string(options_.max_queue) + " (maxQueue)");
+  }
+  // One image alone may take the whole budget, and more: refusing it could never succeed.
+  if (count > 1 && bytes > options_.max_pending_bytes) {
+    throw Error(ErrorCode::kTooLarge, std::to_string(count) + " images in one call decode to " +
+                                          std::to_string(bytes >> 20) + " MiB, over maxPendingBytes (" +
+                                          std::to_string(options_.max_pending_bytes >> 20) + " MiB)");
+  }
+  if (Waiting() + static_cast<size_t>(count) > static_cast<size_t>(options_.max_queue)) {
+    counters_.rejected += count;
     throw Error(ErrorCode::kQueueFull, "the queue is full (" + std::to_string(options_.max_queue) +
                                            " requests waiting; see maxQueue)");
   }
-  // One image alone may take the whole budget, and more: refusing it could never succeed.
   if (pending_bytes_ > 0 && pending_bytes_ + bytes > options_.max_pending_bytes) {
-    ++counters_.rejected;
+    counters_.rejected += count;
     throw Error(ErrorCode::kQueueFull, std::to_string(pending_bytes_ >> 20) +
                                            " MiB of decoded images are already waiting (maxPendingBytes); retry later");
   }
-  ++announced_;
+  announced_ += count;
   pending_bytes_ += bytes;
 }
 

@@ -107,13 +107,15 @@ class Model {
   RequestId Submit(Input input, Completion done, std::optional<Clock::time_point> deadline = {},
                    std::optional<int64_t> announced_bytes = {});
 
-  // A request is on its way: the caller is decoding `bytes` of pixels for it. Throws
-  // Error(kQueueFull) when max_queue requests are already waiting (announced ones included) or when
-  // announced, queued and running requests already hold max_pending_bytes, so that overload is refused
-  // before anything is decoded; or Error(kDisposed). A worker
-  // waits up to max_delay_ms for company only while other requests are queued or announced: a lone
-  // request runs at once. Each announcement ends with Submit(…, bytes) or Retract(bytes).
-  void Announce(int64_t bytes);
+  // `count` requests are on their way, together `bytes` of pixels: the caller is decoding them. They
+  // are admitted together or not at all, before anything is decoded: Error(kQueueFull) when they would
+  // take the queue past max_queue requests waiting (announced ones included) or the requests announced,
+  // queued and running past max_pending_bytes; Error(kTooLarge) when they never could (more than
+  // max_queue of them, or several over max_pending_bytes: one image alone may take the whole budget);
+  // Error(kDisposed). A worker waits up to max_delay_ms for company only while other requests are
+  // queued or announced: a lone request runs at once. Each request announced ends with
+  // Submit(…, its bytes) or Retract(its bytes).
+  void Announce(int64_t bytes, int64_t count = 1);
   void Retract(int64_t bytes);
 
   // Withdraws a request that has not reached a worker yet; its completion runs with kAborted on this

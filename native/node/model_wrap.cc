@@ -112,24 +112,28 @@ Napi::Value ModelWrap::PredictJpeg(const Napi::CallbackInfo& info) {
   return Submit(env, jpeg, info[0], info[3].As<Napi::Number>().DoubleValue(), announced);
 }
 
-// predictTensor(input: Float32Array, timeoutMs): { id, promise }: one preprocessed image, float32
-// [3, crop, crop] as the artifact's metadata says.
+// predictTensor(input: Float32Array, timeoutMs, announcedBytes?: number | null): { id, promise }: one
+// preprocessed image, float32 [3, crop, crop] as the artifact's metadata says.
 Napi::Value ModelWrap::PredictTensor(const Napi::CallbackInfo& info) {
   auto env = info.Env();
   const auto crop = model_->metadata().preprocessing.crop;
   if (info.Length() < 2 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array ||
-      !info[1].IsNumber()) {
-    throw ToJsError(env, ErrorCode::kInvalidArgument, "predictTensor(input: Float32Array, timeoutMs) received malformed arguments");
+      !info[1].IsNumber() || !(info[2].IsNumber() || info[2].IsNull() || info[2].IsUndefined())) {
+    throw ToJsError(env, ErrorCode::kInvalidArgument,
+                    "predictTensor(input: Float32Array, timeoutMs, announcedBytes) received malformed arguments");
   }
+  std::optional<int64_t> announced;
+  if (info[2].IsNumber()) announced = info[2].As<Napi::Number>().Int64Value();
   auto floats = info[0].As<Napi::Float32Array>();
   if (static_cast<int64_t>(floats.ElementLength()) != 3 * crop * crop) {
+    if (announced) model_->Retract(*announced);
     throw ToJsError(env, ErrorCode::kInvalidArgument,
                     "expected " + std::to_string(3 * crop * crop) + " floats (3 × " + std::to_string(crop) + " × " +
                         std::to_string(crop) + "), got " + std::to_string(floats.ElementLength()));
   }
   // A view of the caller's memory, pinned by the job until a worker has copied it into its batch.
   auto tensor = at::from_blob(floats.Data(), {3, crop, crop}, at::TensorOptions().dtype(at::kFloat));
-  return Submit(env, tensor, info[0], info[1].As<Napi::Number>().DoubleValue(), std::nullopt);
+  return Submit(env, tensor, info[0], info[1].As<Napi::Number>().DoubleValue(), announced);
 }
 
 Napi::Object ModelWrap::Submit(Napi::Env env, Input input, const Napi::Value& pinned, double timeout_ms,
@@ -164,12 +168,14 @@ Napi::Object ModelWrap::Submit(Napi::Env env, Input input, const Napi::Value& pi
   return result;
 }
 
-// announce(bytes): one more call is decoding that many bytes of pixels; throws E_QUEUE_FULL when maxQueue
-// calls already wait or the bytes would not fit in maxPendingBytes. It ends with predict(…, bytes) or retract(bytes).
+// announce(bytes, count = 1): `count` calls are decoding that many bytes of pixels between them, admitted
+// together or refused together (Model::Announce). Each ends with predict…(…, its bytes) or retract(its bytes).
 Napi::Value ModelWrap::Announce(const Napi::CallbackInfo& info) {
-  if (!info[0].IsNumber()) throw ToJsError(info.Env(), ErrorCode::kInvalidArgument, "announce(bytes) needs a number");
+  if (!info[0].IsNumber() || !(info[1].IsNumber() || info[1].IsUndefined())) {
+    throw ToJsError(info.Env(), ErrorCode::kInvalidArgument, "announce(bytes, count) needs numbers");
+  }
   try {
-    model_->Announce(info[0].As<Napi::Number>().Int64Value());
+    model_->Announce(info[0].As<Napi::Number>().Int64Value(), info[1].IsNumber() ? info[1].As<Napi::Number>().Int64Value() : 1);
   } catch (const Error& error) {
     throw ToJsError(info.Env(), error);
   }

@@ -67,6 +67,26 @@ describe('concurrency', () => {
     }
   });
 
+  test('probabilitiesMany() admits its inputs together or refuses them together, before decoding any', async () => {
+    const model = await choripan.load(defaultModelPath, { maxQueue: 4, maxBatch: 1, workers: 1 });
+    try {
+      const three = model.probabilitiesMany([cat, cat, cat]); // PNGs: announced while sharp decodes them
+      const { requests, rejected } = model.stats();
+      const refused = await rejection(model.probabilitiesMany([cat, cat]));
+      assert.equal(refused.code, 'E_QUEUE_FULL');
+      assert.deepEqual([model.stats().requests, model.stats().rejected], [requests, rejected + 2], 'neither reached the queue');
+      const tooMany = await rejection(model.probabilitiesMany([cat, cat, cat, cat, cat]));
+      assert.equal(tooMany.code, 'E_TOO_LARGE');
+      assert.match(tooMany.message, /^5 images in one call; the queue holds 4 \(maxQueue\)$/);
+      assert.equal((await three).length, 3);
+      const four = await model.probabilitiesMany([cat, cat, cat, new Float32Array(3 * 224 * 224)]);
+      assert.equal(four.length, 4);
+      assert.deepEqual(four[0], four[2]);
+    } finally {
+      await model.dispose();
+    }
+  });
+
   test('a full queue refuses before decoding: a 100-megapixel PNG is turned away faster than it decodes', async () => {
     const sharp = require('sharp');
     const huge = await sharp({ create: { width: 10000, height: 10000, channels: 4, background: '#0000' } }).png().toBuffer();
@@ -96,6 +116,22 @@ describe('memory', () => {
       assert.deepEqual(new Set(codes), new Set(['ok', 'E_QUEUE_FULL']), codes.join());
       assert.ok(model.stats().requests < 12, 'refused calls never reached the queue');
       assert.equal((await model.predict(cat)).label.length > 0, true, 'the budget is given back');
+    } finally {
+      await model.dispose();
+    }
+  });
+
+  test('probabilitiesMany(): inputs that fit maxPendingBytes only apart are refused with E_TOO_LARGE', async () => {
+    const model = await choripan.load(defaultModelPath, { maxPendingBytes: 2 ** 20, maxBatch: 1 });
+    try {
+      const together = await rejection(model.probabilitiesMany([cat, cat, cat]));
+      assert.equal(together.code, 'E_TOO_LARGE');
+      assert.match(together.message, /maxPendingBytes/);
+      const two = model.probabilitiesMany([cat, cat]);
+      assert.equal((await rejection(model.probabilitiesMany([cat, cat]))).code, 'E_QUEUE_FULL', 'not while two are waiting');
+      assert.equal((await two).length, 2);
+      assert.equal((await model.probabilitiesMany([cat, cat])).length, 2, 'the budget is given back');
+      assert.equal(model.stats().pendingBytes, 0);
     } finally {
       await model.dispose();
     }

@@ -11,13 +11,14 @@ async function main(): Promise<void> {
   const batch: number = stats.meanBatchSize;
   const labels: readonly string[] = model.labels;
   const crop = model.metadata.input.shape[2];
+  const rows: Float32Array[] = await model.probabilitiesMany([bytes, new Float32Array(3 * 224 * 224)], { timeoutMs: 1000 });
   await model.dispose();
   try {
     await choripan.predict(new Uint8Array(0));
   } catch (error) {
     if (error instanceof ChoripanError && error.code === 'E_INVALID_ARGUMENT') console.log(error.message);
   }
-  console.log(label, batch, labels.length, crop, choripan.codes.E_QUEUE_FULL);
+  console.log(label, batch, labels.length, crop, rows.length, choripan.codes.E_QUEUE_FULL);
   // @ts-expect-error: misspelled options are type errors too
   await predict(bytes, { topK: 3 });
   // @ts-expect-error: devices are 'cpu' or 'cuda'
