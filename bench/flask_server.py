@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from flask import Flask, jsonify, request
 
-from export.imaging import decode, preprocess
-from export.sources import default
-from export.tracing import Probabilities
+from choripan.imaging import decode, preprocess
+from choripan.sources import default
+from choripan.tracing import Probabilities
 
 model, metadata = default.build()
 model = Probabilities(model).eval()

@@ -10,8 +10,8 @@ import numpy as np
 import onnxruntime
 import torch
 
-from export.imaging import Preprocessing, load_batch
-from export.photos import reference_photos
+from choripan.imaging import Preprocessing, load_batch
+from choripan.photos import reference_photos
 
 
 def main():
@@ -19,7 +19,7 @@ def main():
     parser.add_argument("--model", type=Path, required=True, help="a TorchScript artifact (.pt)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    from export import artifact
+    from choripan import artifact
 
     module, metadata = artifact.load(args.model)
     batch = load_batch(reference_photos()[:4], Preprocessing.from_json(metadata["preprocessing"]))

@@ -22,7 +22,7 @@ import torch
 
 
 def load(system: str, model: str, photo: str):
-    from export.imaging import decode, preprocess
+    from choripan.imaging import decode, preprocess
 
     if system == "core":
         import choripan_core
@@ -39,8 +39,8 @@ def load(system: str, model: str, photo: str):
 
         return predict, core.stats
 
-    from export.sources import default
-    from export.tracing import Probabilities
+    from choripan.sources import default
+    from choripan.tracing import Probabilities
 
     eager, metadata = default.build()
     eager = Probabilities(eager).eval()

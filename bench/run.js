@@ -48,6 +48,9 @@ const settings = {
 const env = recorded() ?? probe();
 const models = path.join(root, 'models');
 const artifacts = { torchscript: path.join(models, 'default.pt'), aoti: path.join(models, 'default.pt2') };
+// What the prebuilt platform package ships: the default model compiled for any AVX2 CPU (x86-64-v3).
+const { baselinePackage, CPU_BASELINE } = require('../scripts/default-models');
+const PREBUILT = `choripan (prebuilt .pt2, ${CPU_BASELINE})`;
 const { DEFAULT_MODEL_PATH } = require('choripan');
 const outDir = path.resolve(flags.out);
 const CAT_LABELS = ['tiger cat', 'Egyptian cat', 'tabby'];
@@ -294,6 +297,9 @@ function goals(inProcess, httpRows, cold) {
   return [
     { goal: `p50 at concurrency 1, ${mine} / ${peer}`, ratio: row(mine, 1).p50_ms / row(peer, 1).p50_ms, target: '<= 1.0', pass: row(mine, 1).p50_ms <= row(peer, 1).p50_ms },
     { goal: `throughput at concurrency 8, ${mine} / ${peer}`, ratio: row(mine, 8).throughput_per_s / row(peer, 8).throughput_per_s, target: '>= 1.0', pass: row(mine, 8).throughput_per_s >= row(peer, 8).throughput_per_s },
+    { goal: `p50 at concurrency 1, ${PREBUILT} / ${peer}`, ratio: row(PREBUILT, 1).p50_ms / row(peer, 1).p50_ms, target: '<= 1.0', pass: row(PREBUILT, 1).p50_ms <= row(peer, 1).p50_ms },
+    { goal: `throughput at concurrency 8, ${PREBUILT} / ${peer}`, ratio: row(PREBUILT, 8).throughput_per_s / row(peer, 8).throughput_per_s, target: '>= 1.0', pass: row(PREBUILT, 8).throughput_per_s >= row(peer, 8).throughput_per_s },
+    { goal: `p50 at concurrency 1, ${PREBUILT} / choripan (aoti) compiled for this CPU`, ratio: row(PREBUILT, 1).p50_ms / row('choripan (aoti)', 1).p50_ms, target: '<= 1.10', pass: row(PREBUILT, 1).p50_ms <= 1.1 * row('choripan (aoti)', 1).p50_ms },
     { goal: 'HTTP throughput, choripan / Flask', ratio: server.throughput_per_s / flask.throughput_per_s, target: '>= 5', pass: server.throughput_per_s >= 5 * flask.throughput_per_s },
     { goal: 'HTTP p99, choripan / Flask', ratio: server.p99_ms / flask.p99_ms, target: '<= 0.333', pass: 3 * server.p99_ms <= flask.p99_ms },
     { goal: "Node's overhead over the C++ core, batch 1", ratio: overhead, target: '<= 0.10', pass: overhead <= 0.10 },
@@ -385,10 +391,12 @@ async function main() {
     if (!fs.existsSync(file)) throw new Error(`${file} is missing: run \`npm install\`, which exports the default model`);
   }
   const onnx = onnxTwin();
-  const metadata = JSON.stringify(JSON.parse(python(['-m', 'export', 'inspect', '--json', artifacts.torchscript])).metadata);
+  const metadata = JSON.stringify(JSON.parse(python(['-m', 'choripan', 'inspect', '--json', artifacts.torchscript])).metadata);
 
+  const baseline = baselinePackage(env.python, log);
   const children = [
     nodeChild('choripan (aoti)', 'choripan', artifacts.aoti, photoFile),
+    nodeChild(PREBUILT, 'choripan', baseline, photoFile),
     nodeChild('choripan (torchscript)', 'choripan', artifacts.torchscript, photoFile),
     nodeChild('onnxruntime-node + sharp', 'onnxruntime', onnx, photoFile, { metadata }),
     Object.assign(pythonChild('C++ core (choripan_core)', 'core', artifacts.aoti, photoFile), { concurrencies: [1, 8] }),

@@ -14,7 +14,7 @@ const HELP = `Usage:
   choripan predict IMAGE… [--model PATH] [--topk K] [--json]
       Classify image files and print the labels (--json: one JSON object per image per line).
 
-  --model PATH   an artifact written by \`python -m export\` (default: CHORIPAN_MODEL, else the default model)
+  --model PATH   an artifact written by \`python -m choripan\` (default: CHORIPAN_MODEL, else the default model)
   --port N       default: PORT, else 8080        --host HOST   default: HOST, else 127.0.0.1
 Environment (serve):
 ${require('../js/server/config').describeVariables()}`;

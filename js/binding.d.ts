@@ -71,8 +71,16 @@ export interface NativeBinding {
   cudaAvailable(): boolean;
   /** The cores this process may use: its affinity and its cgroup's CPU quota (what `workers: 0` means). */
   availableCores(): number;
+  /** Whether a package compiled for these vector instructions (AOTI_CPU_ISA: "AVX2", "AVX512 AVX512_VNNI") runs here. */
+  cpuSupports(isa: string): boolean;
   readonly versions: { libtorch: string };
 }
 
 export function native(): NativeBinding;
-export const ADDON: string;
+/** Where the addon and the default models are: a local build, or the platform package (`from`). */
+export function addonLocation(): { addon: string; models: string; from: string };
+/** This machine as npm's os, cpu and libc fields name it: "linux-x64-gnu". */
+export function platformName(): string;
+export function platformPackage(platform?: string): string;
+export const PREBUILT: string[];
+export const LOCAL_ADDON: string;

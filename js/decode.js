@@ -1,6 +1,6 @@
 'use strict';
 // Encoded bytes → pixels with sharp, under the decode policy the artifact records
-// (export/imaging.py DecodePolicy), so that Node decodes what PIL decodes for the Python reference:
+// (export/choripan/imaging.py DecodePolicy), so that Node decodes what PIL decodes for the Python reference:
 // JPEG, PNG, WebP, GIF (first frame), TIFF (first page) and AVIF where the policy lists them; EXIF
 // orientation applied; ICC profiles ignored (pixel values as stored, as PIL reads them); CMYK JPEGs
 // handed over as their CMYK samples, which the native core converts as PIL does.

@@ -166,7 +166,7 @@ export class Model extends EventEmitter {
   dispose(): Promise<void>;
 }
 
-/** Load an artifact written by `python -m export`. */
+/** Load an artifact written by `python -m choripan`. */
 export function load(path: string, options?: LoadOptions): Promise<Model>;
 
 /** Classify with the default model, loaded once on first use. */
@@ -174,4 +174,5 @@ export function predict(image: Uint8Array, options?: PredictOptions): Promise<Pr
 
 export function getDefaultModel(): Promise<Model>;
 
+/** The default model's file: its AOTInductor package where this CPU runs it, else its TorchScript twin. */
 export const DEFAULT_MODEL_PATH: string;

@@ -1,26 +1,45 @@
 'use strict';
-// choripan: classify images in Node with a PyTorch model exported by `python -m export`.
+// choripan: classify images in Node with a PyTorch model exported by `python -m choripan`.
 
 const fs = require('node:fs');
 const path = require('node:path');
+const { addonLocation, native } = require('./binding');
 const { CODES, ChoripanError } = require('./errors');
 const { Model, load } = require('./model');
 
-// The AOTInductor package when setup compiled one (the fastest on the CPU: docs/benchmark.md), else
-// the TorchScript artifact. (The server's CHORIPAN_MODEL picks another; the library reads no variable.)
-const MODELS = path.resolve(__dirname, '..', 'models');
-const DEFAULT_MODEL_PATH = ['default.pt2', 'default.pt'].map((name) => path.join(MODELS, name)).find((file) => fs.existsSync(file))
-  ?? path.join(MODELS, 'default.pt');
+/**
+ * The default model's file, beside the addon (js/binding.js): the first in models/default.json that this
+ * CPU runs — the AOTInductor package where the CPU has the vector instructions it was compiled for, the
+ * TorchScript artifact everywhere else. (The server's CHORIPAN_MODEL picks another; the library reads no
+ * variable.)
+ */
+function defaultModelPath() {
+  const { models } = addonLocation(); // E_ADDON when there is none
+  let listed;
+  try {
+    listed = JSON.parse(fs.readFileSync(path.join(models, 'default.json'), 'utf8')).models;
+  } catch {
+    listed = [{ file: 'default.pt2' }, { file: 'default.pt' }]; // a build from before the list
+  }
+  const runs = ({ file, cpuIsa }) => fs.existsSync(path.join(models, file)) && (!cpuIsa || native().cpuSupports(cpuIsa));
+  return path.join(models, (listed.find(runs) ?? listed.at(-1)).file);
+}
 
 let defaultModel = null;
 
 /** The default model (EfficientNet-Lite0, ImageNet-1k), loaded once on first use. */
 function getDefaultModel() {
-  if (!defaultModel && !fs.existsSync(DEFAULT_MODEL_PATH)) {
-    return Promise.reject(new ChoripanError('E_MODEL_LOAD', `The default model ${DEFAULT_MODEL_PATH} is missing: ` +
-      'setup exports it: run `npm rebuild choripan` in your app, or `npm install` in choripan\'s own folder'));
+  let file;
+  try {
+    file = defaultModelPath();
+  } catch (error) {
+    return Promise.reject(error);
   }
-  defaultModel ??= load(DEFAULT_MODEL_PATH).catch((error) => {
+  if (!defaultModel && !fs.existsSync(file)) {
+    return Promise.reject(new ChoripanError('E_MODEL_LOAD', `The default model ${file} is missing: ` +
+      'setup exports it: run `npm rebuild choripan --build-from-source` in your app, or `npm install` in a checkout'));
+  }
+  defaultModel ??= load(file).catch((error) => {
     defaultModel = null; // let a later call try again
     throw error;
   });
@@ -44,5 +63,16 @@ module.exports = {
   Model,
   ChoripanError,
   codes: CODES,
-  DEFAULT_MODEL_PATH,
 };
+// Read when asked for: finding it may load the addon, to ask the CPU what it runs. Without an addon it
+// names the local build's model, and load() says why there is no addon.
+Object.defineProperty(module.exports, 'DEFAULT_MODEL_PATH', {
+  enumerable: true,
+  get() {
+    try {
+      return defaultModelPath();
+    } catch {
+      return path.resolve(__dirname, '..', 'models', 'default.pt');
+    }
+  },
+});

@@ -103,7 +103,7 @@ class Model extends EventEmitter {
   constructor(nativeModel, path) {
     super();
     this.#native = nativeModel;
-    /** The artifact's metadata document (export/artifact.py). */
+    /** The artifact's metadata document (export/choripan/artifact.py). */
     this.metadata = Object.freeze(JSON.parse(nativeModel.metadata));
     this.path = path;
     this.name = this.metadata.name;
@@ -262,7 +262,7 @@ class Model extends EventEmitter {
 }
 
 /**
- * Load an artifact written by `python -m export`.
+ * Load an artifact written by `python -m choripan`.
  * @param {string} path
  * @param {import('./index').LoadOptions} [options]
  * @returns {Promise<Model>}

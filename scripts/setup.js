@@ -1,6 +1,9 @@
 'use strict';
-// `npm install`'s own step: Python environment → native addon → default model. Each step skips
-// what is already up to date, so running it again takes seconds.
+// `npm install`'s own step. In an app where npm installed the prebuilt platform package
+// (@choripan/linux-x64-gnu), it checks that the addon loads and stops: nothing to build. Otherwise —
+// in a checkout, or asked with `npm install --build-from-source` (npm_config_build_from_source) or
+// CHORIPAN_BUILD_FROM_SOURCE=1 — it builds from source: Python environment → native addon → default
+// model. Each step skips what is already up to date, so running it again takes seconds.
 //
 //   CHORIPAN_PYTHON=/path/to/python  use that interpreter (it must already have torch) instead of .venv
 //   LIBTORCH=/path/to/libtorch       build the Node addon against that C++ distribution
@@ -11,13 +14,16 @@ const os = require('node:os');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 const { root, venv, envFile, pythonPath, probe, libtorchRoot, nodeHeadersDir } = require('./environment');
+const { writeDefaultModels, FILES: DEFAULT_MODEL_FILES } = require('./default-models');
 
 const TORCH = ['torch==2.14.1', 'torchvision==0.29.1'];
-const DEFAULT_MODELS = ['default.pt', 'default.pt2'].map((name) => path.join(root, 'models', name));
+const DEFAULT_MODELS = DEFAULT_MODEL_FILES.map((name) => path.join(root, 'models', name));
 const ADDON = path.join(root, 'build', 'Release', 'choripan.node');
 const developing = fs.existsSync(path.join(root, 'tests'));
+const fromSource = developing || process.env.npm_config_build_from_source === 'true' ||
+  ['1', 'true'].includes(process.env.CHORIPAN_BUILD_FROM_SOURCE);
 // What fixes a failed step: inside an app, the package is rebuilt from the app's folder.
-const RETRY = developing ? '`npm install` (or `npm run build`)' : '`npm rebuild choripan`';
+const RETRY = developing ? '`npm install` (or `npm run setup`)' : '`npm rebuild choripan --build-from-source`';
 const FREE_GB_FOR_VENV = 7; // torch's wheels with their CUDA libraries, unpacked
 
 class StepError extends Error {
@@ -110,7 +116,7 @@ function prerequisites() {
 
 function pythonEnvironment() {
   // In an app, export/ is copied into the environment: an editable install would record this folder's
-  // absolute path, and `python -m export` would break once the app moves.
+  // absolute path, and `python -m choripan` would break once the app moves.
   const extras = developing ? ['-e', '.[native,test,bench,sign]'] : ['.[native]'];
   const pyproject = fs.readFileSync(path.join(root, 'pyproject.toml'), 'utf8');
   let python;
@@ -220,13 +226,45 @@ function defaultModel(info) {
       log(`default model is present (${path.relative(root, file)})`);
       continue;
     }
-    run(info.python, ['-m', 'export', 'default', '--out', file], {
+    run(info.python, ['-m', 'choripan', 'default', '--out', file], {
       hint: 'the export step failed; its message above says why',
     });
   }
+  log(`wrote ${path.relative(root, writeDefaultModels(info.python, path.dirname(DEFAULT_MODELS[0])))}`);
+}
+
+// The prebuilt addon npm chose for this machine, loaded once in a child process: a broken one fails the
+// install with its reason, not the app's first request.
+function prebuilt() {
+  const binding = require('../js/binding');
+  let location;
+  try {
+    location = binding.addonLocation();
+  } catch (error) {
+    log(`${error.message}. Until then, require('choripan') throws E_ADDON.`);
+    return;
+  }
+  const check = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(path.join(root, 'js', 'binding.js'))}).native()`],
+    { encoding: 'utf8' });
+  if (check.status !== 0) {
+    const reason = check.stderr.trim().split('\n').find((line) => line.includes('E_ADDON') || line.startsWith('Error')) ?? check.stderr.trim();
+    throw new StepError(`the prebuilt addon from ${location.from} does not load: ${reason}`,
+      'reinstall it (`npm install choripan`), or build from source: `npm install choripan --build-from-source`');
+  }
+  log(`using the prebuilt addon from ${location.from}: nothing to build`);
 }
 
 function main() {
+  if (!fromSource) {
+    try {
+      prebuilt();
+    } catch (error) {
+      console.error(`\nchoripan setup failed: ${error.message}`);
+      if (error.hint) console.error(`What to do: ${error.hint}`);
+      process.exit(1);
+    }
+    return;
+  }
   const steps = [
     ['prerequisites', prerequisites],
     ['python environment', pythonEnvironment],

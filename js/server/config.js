@@ -4,7 +4,6 @@
 
 const fs = require('node:fs');
 const path = require('node:path');
-const { DEFAULT_MODEL_PATH } = require('../index');
 const { native } = require('../binding');
 const { publicKeys } = require('../signature');
 
@@ -98,7 +97,7 @@ function readVariable(env, name) {
  */
 function readConfig(env = process.env, overrides = {}) {
   const read = (name) => readVariable(env, name);
-  const modelList = overrides.models ?? read('CHORIPAN_MODELS') ?? [{ name: null, path: read('CHORIPAN_MODEL') ?? DEFAULT_MODEL_PATH }];
+  const modelList = overrides.models ?? read('CHORIPAN_MODELS') ?? [{ name: null, path: read('CHORIPAN_MODEL') ?? require('../index').DEFAULT_MODEL_PATH }];
   // Models in one process share the cores: each gets its share of workers, one thread each.
   const workers = read('CHORIPAN_WORKERS') ?? Math.max(1, Math.floor(native().availableCores() / modelList.length));
   const load = { workers };

@@ -56,7 +56,7 @@ class Archive {
   // The record's bytes, inflated and checked against its CRC-32.
   std::string Read(std::string_view name) const;
   // SHA-256 over every record's name, a NUL and its bytes, in name order, leaving out `unchecked`:
-  // the artifact checksum that export/artifact.py records.
+  // the artifact checksum that export/choripan/artifact.py records.
   std::string RecordsChecksum(const std::vector<std::string>& unchecked) const;
   // The archive as libtorch's readers take it (torch::jit::load).
   std::shared_ptr<caffe2::serialize::ReadAdapterInterface> Adapter() const;

@@ -1,4 +1,4 @@
-// The artifact's metadata document (export/artifact.py writes it into the archive as
+// The artifact's metadata document (export/choripan/artifact.py writes it into the archive as
 // extra/choripan.json): the fields the runtime needs, parsed once at load.
 #pragma once
 
@@ -12,7 +12,7 @@ namespace choripan {
 inline constexpr const char* kMetadataFile = "choripan.json";
 inline constexpr const char* kMetadataRecord = "extra/choripan.json";
 // Records the artifact checksum leaves out: the metadata that holds it, and torch's id of the archive,
-// which hashes the records, metadata included (export/artifact.py).
+// which hashes the records, metadata included (export/choripan/artifact.py).
 inline const std::vector<std::string> kUncheckedRecords = {kMetadataRecord, ".data/serialization_id"};
 inline constexpr int kFormatVersion = 1;
 

@@ -13,7 +13,7 @@ namespace choripan {
 
 namespace {
 
-// Over the background, rounded as export/imaging.py rounds: (colour·α + background·(255 − α) + 127) / 255.
+// Over the background, rounded as export/choripan/imaging.py rounds: (colour·α + background·(255 − α) + 127) / 255.
 // Fixed strides, so that the compiler can vectorise it.
 template <int kColours>
 void Composite(const uint8_t* in, int64_t count, const std::array<int32_t, 3>& background, uint8_t* out) {

@@ -1,4 +1,4 @@
-// Pixels → model input, mirroring export/imaging.py:preprocess operation for operation so that Python
+// Pixels → model input, mirroring export/choripan/imaging.py:preprocess operation for operation so that Python
 // and every binding of this core give the same tensor to the bit.
 #pragma once
 

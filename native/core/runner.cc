@@ -36,7 +36,7 @@ class TorchScriptRunner final : public Runner {
   const Device device_;
 };
 
-// Names of the two models that export/aoti.py compiles into a package, and where their files are.
+// Names of the two models that export/choripan/aoti.py compiles into a package, and where their files are.
 constexpr const char* kBatchedModel = "model";  // any batch size
 constexpr const char* kSingleModel = "batch1";  // batch 1, its weights packed for that shape
 constexpr std::string_view kCompiledFolder = "data/aotinductor/";
@@ -70,7 +70,8 @@ void RequireCpuIsa(const std::string& path, const std::string& isa) {
   std::string missing;
   if (!CpuSupports(isa, &missing)) {
     throw ModelLoadError(path, "it was compiled for a CPU with " + isa + ", and this CPU lacks " + missing +
-                                   "; export it again on this machine (python -m export … --out NAME.pt2)");
+                                   "; export it again on this machine (python -m choripan … --out NAME.pt2), or "
+                                   "for an older x86-64 level (--target-cpu x86-64-v3)");
   }
 }
 
@@ -152,11 +153,11 @@ Artifact LoadArtifact(const std::string& path, Device device, int64_t concurrenc
     if (!archive.Has("constants.pkl") && archive.Has("data.pkl")) {
       throw ModelLoadError(path,
                            "it is a checkpoint saved with torch.save (weights or a pickled model), not a choripan "
-                           "artifact; export it first, e.g. `python -m export torchvision --arch ARCH --weights " +
+                           "artifact; export it first, e.g. `python -m choripan torchvision --arch ARCH --weights " +
                                path + " --labels … --out model.pt`");
     }
     throw ModelLoadError(path, std::string("it has no choripan metadata (") + kMetadataRecord +
-                                   "); export it with `python -m export`");
+                                   "); export it with `python -m choripan`");
   }
   Artifact artifact;
   try {

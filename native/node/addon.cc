@@ -9,6 +9,7 @@
 
 #include "errors.h"
 #include "load_worker.h"
+#include "../core/runner.h"
 #include "model_wrap.h"
 
 namespace choripan::node {
@@ -22,6 +23,7 @@ Addon::Addon(Napi::Env env, Napi::Object exports) {
                            InstanceMethod("load", &Addon::Load),
                            InstanceMethod("cudaAvailable", &Addon::CudaAvailable),
                            InstanceMethod("availableCores", &Addon::Cores),
+                           InstanceMethod("cpuSupports", &Addon::CpuSupportsIsa),
                            InstanceMethod("disposeAll", &Addon::DisposeAll),
                            InstanceValue("versions", versions),
                        });
@@ -68,6 +70,14 @@ Napi::Value Addon::CudaAvailable(const Napi::CallbackInfo& info) {
 // availableCores(): what workers 0 means, the cores this process may use (affinity and cgroup quota).
 Napi::Value Addon::Cores(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(AvailableCores()));
+}
+
+// cpuSupports(isa: string): whether a package compiled for `isa` (AOTI_CPU_ISA's words) runs here.
+Napi::Value Addon::CpuSupportsIsa(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsString()) {
+    throw ToJsError(info.Env(), ErrorCode::kInvalidArgument, "cpuSupports(isa) received malformed arguments");
+  }
+  return Napi::Boolean::New(info.Env(), CpuSupports(info[0].As<Napi::String>().Utf8Value()));
 }
 
 // disposeAll(): stops every live model, waiting for running batches. For process exit (js/binding.js),

@@ -26,6 +26,7 @@ class Addon : public Napi::Addon<Addon> {
   Napi::Value Load(const Napi::CallbackInfo& info);
   Napi::Value CudaAvailable(const Napi::CallbackInfo& info);
   Napi::Value Cores(const Napi::CallbackInfo& info);
+  Napi::Value CpuSupportsIsa(const Napi::CallbackInfo& info);
   Napi::Value DisposeAll(const Napi::CallbackInfo& info);
   void StopAll(bool teardown);
   static void Teardown(void* self);

@@ -114,7 +114,7 @@ with zipfile.ZipFile(source) as a, zipfile.ZipFile(target, "w") as b:
         const error = await rejection(model.predict(fs.readFileSync(file)));
         assert.equal(error.code, 'E_UNSUPPORTED_FORMAT');
         assert.match(error.message, /decode policy/);
-        const python = spawnSync(env.python, ['-m', 'export', 'predict', '--model', old, file], { encoding: 'utf8' });
+        const python = spawnSync(env.python, ['-m', 'choripan', 'predict', '--model', old, file], { encoding: 'utf8' });
         assert.equal(python.status, 2);
         assert.match(python.stderr, /E_UNSUPPORTED_FORMAT/);
       }

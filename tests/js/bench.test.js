@@ -19,8 +19,8 @@ test('npm run bench -- --smoke runs every system and writes the results and a ch
 
   const systems = new Set(results.in_process.map((row) => row.system));
   assert.deepEqual([...systems].sort(), [
-    'C++ core (choripan_core)', 'PyTorch eager (Python)', 'choripan (aoti)', 'choripan (torchscript)',
-    'onnxruntime-node + sharp',
+    'C++ core (choripan_core)', 'PyTorch eager (Python)', 'choripan (aoti)', 'choripan (prebuilt .pt2, x86-64-v3)',
+    'choripan (torchscript)', 'onnxruntime-node + sharp',
   ]);
   for (const row of results.in_process) {
     assert.ok(row.p50_ms > 0 && row.throughput_per_s > 0 && row.requests > 0, JSON.stringify(row));
@@ -31,7 +31,7 @@ test('npm run bench -- --smoke runs every system and writes the results and a ch
     assert.ok(row.requests > 0 && row.rss_mb > 0 && CAT_LABELS.includes(row.label), JSON.stringify(row));
   }
   assert.ok(results.cold_start.require_load_warmup_ms > 0);
-  assert.equal(results.goals.length, 6);
+  assert.equal(results.goals.length, 9);
   for (const goal of results.goals) assert.ok(Number.isFinite(goal.ratio) && typeof goal.pass === 'boolean', goal.goal);
   assert.match(run.stdout, /goal\s+ratio\s+target/);
 

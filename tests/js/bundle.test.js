@@ -9,7 +9,7 @@ const os = require('node:os');
 const path = require('node:path');
 const { spawn, spawnSync } = require('node:child_process');
 const { test } = require('node:test');
-const { root, photo, CAT_LABELS } = require('./helpers');
+const { root, photo, CAT_LABELS, listening } = require('./helpers');
 
 test('the bundle serves without Python, maps nothing from .venv, and weighs at most 600 MB', { timeout: 600_000 }, async () => {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'choripan-bundle-'));
@@ -29,15 +29,7 @@ test('the bundle serves without Python, maps nothing from .venv, and weighs at m
     server = spawn(path.join(elsewhere, 'choripan', 'serve'), ['--port', '0'], {
       env: { PATH: path.dirname(process.execPath), HOME: work, TMPDIR: work },
     });
-    const port = await new Promise((resolve, reject) => {
-      let buffered = '';
-      server.stdout.on('data', (chunk) => {
-        buffered += chunk;
-        const match = buffered.match(/"port":(\d+)/);
-        if (match) resolve(Number(match[1]));
-      });
-      server.on('exit', (code) => reject(new Error(`the bundle's server exited with ${code}: ${buffered}`)));
-    });
+    const port = await listening(server);
     const answer = await fetch(`http://127.0.0.1:${port}/predict`, { method: 'POST', body: photo('chelsea.png'),
       headers: { 'content-type': 'image/png' } }).then((r) => r.json());
     assert.ok(CAT_LABELS.includes(answer.label), JSON.stringify(answer));

@@ -1,7 +1,8 @@
 'use strict';
 // Every code block in the README and in docs/ runs as written, from a new app that depends on choripan
 // (and express and pino), as a reader copying it would: ```js as a CommonJS file with node, ```python with
-// choripan's interpreter, ```sh with bash. ```text blocks are output, not code. ```sh ci blocks are the
+// choripan's interpreter, ```sh with bash (PY, which blocks default to a .venv of the reader's, set to an
+// interpreter that has the choripan Python package). ```text blocks are output, not code. ```sh ci blocks are the
 // README's two commands, which .ci/run itself runs on a clean clone. The blocks of one page share one
 // app folder and run in order, so that a page can build on what it made before.
 
@@ -69,7 +70,8 @@ for (const page of pages) {
         // Output to files, in a process group of its own: whatever a block leaves running is stopped after it.
         const output = path.join(app, `block-${index + 1}.log`);
         const fd = fs.openSync(output, 'w');
-        const run = spawnSync(command, args, { cwd: app, stdio: ['ignore', fd, fd], detached: true, timeout: 600_000 });
+        const run = spawnSync(command, args, { cwd: app, stdio: ['ignore', fd, fd], detached: true, timeout: 600_000,
+          env: { ...process.env, PY: env.python } });
         fs.closeSync(fd);
         try {
           process.kill(-run.pid, 'SIGKILL');

@@ -1,6 +1,6 @@
 'use strict';
 // Every format users upload, under one decode policy on both sides: Node (sharp) answers like the Python
-// reference (`python -m export predict --json`, PIL) on files made from real photos. Where both decode
+// reference (`python -m choripan predict --json`, PIL) on files made from real photos. Where both decode
 // to the same pixels the probabilities agree within 1e-5: GIF, its first frame smaller or larger than its
 // screen; TIFF of 1, 8 and 16 bits, grey, palette, alpha, several pages; PNG, WebP and JPEG turned by EXIF;
 // PNG colour keys; CMYK and YCCK JPEG; and the JPEGs that the native core decodes itself (baseline,
@@ -84,7 +84,7 @@ describe('formats: Node equals the Python reference', () => {
     const policy = spawnSync(env.python, ['-m', 'tests.python.policy_images', dir], { cwd: root, encoding: 'utf8' });
     assert.equal(policy.status, 0, policy.stderr);
     const files = [...EXACT, ...AVIF].map((name) => path.join(dir, name));
-    const run = spawnSync(env.python, ['-m', 'export', 'predict', '--model', defaultModelPath, '--json', ...files],
+    const run = spawnSync(env.python, ['-m', 'choripan', 'predict', '--model', defaultModelPath, '--json', ...files],
       { cwd: root, encoding: 'utf8' });
     assert.equal(run.status, 0, run.stderr);
     reference = Object.fromEntries(run.stdout.trim().split('\n').map((line) => JSON.parse(line)).map((r) => [path.basename(r.file), r]));
@@ -111,8 +111,8 @@ describe('formats: Node equals the Python reference', () => {
     // The reference predictor itself, on each file (the command line stops at the first refusal).
     const refuse = `
 import json, sys
-from export.errors import ExportError
-from export.predictor import Predictor
+from choripan.errors import ExportError
+from choripan.predictor import Predictor
 predictor = Predictor(sys.argv[1])
 for path in sys.argv[2:]:
     try:

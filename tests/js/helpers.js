@@ -36,4 +36,17 @@ async function rejection(promise) {
   throw new Error('expected a rejection, but the promise resolved');
 }
 
-module.exports = { root, env, photosDir, photoPath, photo, golden, defaultModelPath, defaultPackagePath, CAT_LABELS, rejection };
+/** Resolves to the port a server child process logs that it listens on; rejects if it exits first. */
+function listening(child) {
+  return new Promise((resolve, reject) => {
+    let buffered = '';
+    child.stdout.on('data', (chunk) => {
+      buffered += chunk;
+      const match = buffered.match(/"port":(\d+)/);
+      if (match) resolve(Number(match[1]));
+    });
+    child.on('exit', (code) => reject(new Error(`the server exited with ${code}: ${buffered}`)));
+  });
+}
+
+module.exports = { root, env, photosDir, photoPath, photo, golden, defaultModelPath, defaultPackagePath, CAT_LABELS, rejection, listening };

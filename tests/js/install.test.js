@@ -34,7 +34,7 @@ test('the packed tarball installs into a new app and predicts; the app folder mo
     const app = path.join(work, 'app');
     fs.mkdirSync(app);
     fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'an-app', version: '1.0.0', private: true }));
-    const install = spawnSync('npm', ['install', '--no-audit', '--no-fund', tarball], { cwd: app, encoding: 'utf8', env: userEnv });
+    const install = spawnSync('npm', ['install', '--no-audit', '--no-fund', '--build-from-source', tarball], { cwd: app, encoding: 'utf8', env: userEnv });
     assert.equal(install.status, 0, `${install.stdout}\n${install.stderr}`);
 
     const before = predictIn(app);
@@ -46,7 +46,7 @@ test('the packed tarball installs into a new app and predicts; the app folder mo
     assert.deepEqual(after.top, before.top);
     // The exporter too, run as docs/export.md says, from the moved app.
     const model = path.join('node_modules', 'choripan', 'models', 'default.pt');
-    const inspect = spawnSync(path.join('node_modules', 'choripan', '.venv', 'bin', 'python'), ['-m', 'export', 'inspect', '--json', model],
+    const inspect = spawnSync(path.join('node_modules', 'choripan', '.venv', 'bin', 'python'), ['-m', 'choripan', 'inspect', '--json', model],
       { cwd: moved, encoding: 'utf8', env: userEnv });
     assert.equal(inspect.status, 0, inspect.stderr);
     assert.equal(JSON.parse(inspect.stdout).metadata.name, 'efficientnet-lite0');

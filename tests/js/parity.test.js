@@ -1,5 +1,5 @@
 'use strict';
-// Node answers like the Python reference predictor (`python -m export predict`): the golden file that
+// Node answers like the Python reference predictor (`python -m choripan predict`): the golden file that
 // the export wrote holds its top-5 for a fixed set of real photos.
 
 const assert = require('node:assert/strict');
@@ -55,7 +55,7 @@ describe('parity on an exported torchvision model with other preprocessing', () 
       assert.equal(run.status, 0, run.stderr);
     };
     python(['-c', `import torch, torchvision; torch.manual_seed(1); torch.save(torchvision.models.squeezenet1_1(num_classes=3).state_dict(), ${JSON.stringify(weights)})`]);
-    python(['-m', 'export', 'torchvision', '--arch', 'squeezenet1_1', '--weights', weights, '--labels', 'a,b,c',
+    python(['-m', 'choripan', 'torchvision', '--arch', 'squeezenet1_1', '--weights', weights, '--labels', 'a,b,c',
       '--out', artifact, '--resize', '320', '--crop', '300', '--interpolation', 'bicubic']);
     expected = golden(artifact);
     model = await choripan.load(artifact);

@@ -12,7 +12,7 @@ const express = require('express');
 const pino = require('pino');
 const choripan = require('choripan');
 const { createApp } = require('choripan/server');
-const { root, photo, defaultModelPath, defaultPackagePath, CAT_LABELS } = require('./helpers');
+const { root, photo, defaultModelPath, defaultPackagePath, CAT_LABELS, listening } = require('./helpers');
 
 function listen(app) {
   return new Promise((resolve) => {
@@ -172,18 +172,6 @@ describe('mounted in another Express app', () => {
 });
 
 /** The port a server child logs that it listens on. */
-function listening(child) {
-  return new Promise((resolve, reject) => {
-    let buffered = '';
-    child.stdout.on('data', (chunk) => {
-      buffered += chunk;
-      const match = buffered.match(/"port":(\d+)/);
-      if (match) resolve(Number(match[1]));
-    });
-    child.on('exit', (code) => reject(new Error(`exited with ${code}`)));
-  });
-}
-
 describe('the configuration', () => {
   const main = path.join(root, 'js', 'server', 'main.js');
 

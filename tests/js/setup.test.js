@@ -96,8 +96,21 @@ test('the published package holds what an app builds and runs, and no tests, ben
   assert.equal(run.status, 0, run.stderr);
   const files = JSON.parse(run.stdout)[0].files.map((f) => f.path);
   for (const needed of ['LICENSE', 'bin/choripan.js', 'js/index.js', 'native/core/vocabulary.json', 'native/CMakeLists.txt',
-    'scripts/setup.js', 'export/cli.py', 'pyproject.toml', 'binding.gyp']) {
+    'scripts/setup.js', 'export/choripan/cli.py', 'pyproject.toml', 'binding.gyp']) {
     assert.ok(files.includes(needed), needed);
   }
   assert.deepEqual(files.filter((f) => /^(tests|bench|\.ci|models|build)\//.test(f)), []);
+});
+
+test('choripan, its platform package and the Python package move together', () => {
+  const { version, optionalDependencies } = require('../../package.json');
+  const { packages } = require('../../package-lock.json');
+  const { platformPackage, PREBUILT } = require('../../js/binding');
+  for (const platform of PREBUILT) {
+    assert.equal(optionalDependencies[platformPackage(platform)], version, platform);
+    // Listed in the lock too, so that `npm ci` (the bundle, the Dockerfile) works before it is published.
+    assert.equal(packages[`node_modules/${platformPackage(platform)}`]?.version, version, platform);
+  }
+  const pyproject = require('node:fs').readFileSync(path.join(root, 'pyproject.toml'), 'utf8');
+  assert.equal(pyproject.match(/^version = "([^"]+)"$/m)?.[1], version);
 });

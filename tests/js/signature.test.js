@@ -1,6 +1,6 @@
 'use strict';
 // Signed artifacts (docs/security.md): signatures made by OpenSSF model signing's own tools — choripan's
-// `python -m export sign` and the standard's `model_signing sign key` — checked by load()'s trustedKeys
+// `python -m choripan sign` and the standard's `model_signing sign key` — checked by load()'s trustedKeys
 // with Node's crypto, and by the server's CHORIPAN_TRUSTED_KEYS; every way a signature can be wrong is
 // refused with E_MODEL_LOAD before the model is read.
 
@@ -12,7 +12,7 @@ const path = require('node:path');
 const { spawn, spawnSync } = require('node:child_process');
 const { describe, test, before, after } = require('node:test');
 const choripan = require('choripan');
-const { env, root, defaultModelPath, photo, rejection, CAT_LABELS } = require('./helpers');
+const { env, root, defaultModelPath, photo, rejection, CAT_LABELS, listening } = require('./helpers');
 
 function keyPair(dir, name, namedCurve = 'P-256') {
   const { privateKey, publicKey } = crypto.generateKeyPairSync('ec', { namedCurve });
@@ -37,7 +37,7 @@ describe('load(path, { trustedKeys })', () => {
     keys = { signer: keyPair(dir, 'signer'), other: keyPair(dir, 'other'), wide: keyPair(dir, 'wide', 'P-384') };
     model = path.join(dir, 'model.pt');
     fs.copyFileSync(defaultModelPath, model);
-    run(env.python, ['-m', 'export', 'sign', model, '--key', keys.signer.private]);
+    run(env.python, ['-m', 'choripan', 'sign', model, '--key', keys.signer.private]);
   });
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
@@ -112,13 +112,7 @@ describe('load(path, { trustedKeys })', () => {
     test('serves a signed model', { timeout: 120_000 }, async () => {
       const child = start({ CHORIPAN_MODEL: model, CHORIPAN_TRUSTED_KEYS: `${keys.other.public}, ${keys.signer.public}` });
       try {
-        const port = await new Promise((resolve, reject) => {
-          child.stdout.on('data', (chunk) => {
-            const found = String(chunk).match(/listening on http:\/\/[^:]+:(\d+)/);
-            if (found) resolve(Number(found[1]));
-          });
-          child.on('exit', (code) => reject(new Error(`the server exited with ${code}`)));
-        });
+        const port = await listening(child);
         const response = await fetch(`http://127.0.0.1:${port}/predict`, { method: 'POST', body: photo('chelsea.png'), headers: { 'content-type': 'image/png' } });
         assert.equal(response.status, 200);
       } finally {

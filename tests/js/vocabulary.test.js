@@ -53,7 +53,7 @@ test('errors the binding raises are ChoripanErrors built natively, not re-wrappe
   assert.match(error.stack, /vocabulary\.test\.js/); // points at the caller
 });
 
-test('an addon that is not built gives E_ADDON and the command that builds it', () => {
+test('without an addon, E_ADDON names the platform and the two ways out', () => {
   const copy = fs.mkdtempSync(path.join(os.tmpdir(), 'choripan-unbuilt-'));
   try {
     fs.cpSync(path.join(root, 'js'), path.join(copy, 'js'), { recursive: true });
@@ -64,7 +64,8 @@ test('an addon that is not built gives E_ADDON and the command that builds it', 
     const run = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
     const { code, message } = JSON.parse(run.stdout);
     assert.equal(code, 'E_ADDON');
-    assert.match(message, /not built .*`npm rebuild choripan`/);
+    assert.match(message, /^choripan's native addon is not available on linux-x64-gnu \(Node v[\d.]+\): the prebuilt package @choripan\/linux-x64-gnu is not installed/);
+    assert.match(message, /`npm install choripan --build-from-source`/);
   } finally {
     fs.rmSync(copy, { recursive: true, force: true });
   }

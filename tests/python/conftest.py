@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from export.photos import data_dir
-from export.sources import default
-from export.tracing import export_classifier
+from choripan.photos import data_dir
+from choripan.sources import default
+from choripan.tracing import export_classifier
 
 ROOT = Path(__file__).resolve().parents[2]
 CAT_LABELS = {"tiger cat", "Egyptian cat", "tabby"}

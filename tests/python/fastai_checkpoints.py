@@ -127,8 +127,8 @@ def _main(out: Path, archs: list[str]) -> None:
         vision_learner,
     )
 
-    from export.imaging import Preprocessing, load_batch
-    from export.photos import data_dir, reference_photos
+    from choripan.imaging import Preprocessing, load_batch
+    from choripan.photos import data_dir, reference_photos
 
     set_seed(0, reproducible=True)  # before the DataLoaders, which draw their own generator for shuffling
     photos = [data_dir() / name for name in PHOTOS]

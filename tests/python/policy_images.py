@@ -17,7 +17,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from export.photos import data_dir
+from choripan.photos import data_dir
 
 from .bombs import gif_frame_offset
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-from export import aoti, artifact
-from export.imaging import decode, load_batch
-from export.photos import reference_photos
-from export.predictor import Predictor
-from export.tracing import golden_path
+from choripan import aoti, artifact
+from choripan.imaging import decode, load_batch
+from choripan.photos import reference_photos
+from choripan.predictor import Predictor
+from choripan.tracing import golden_path
 
 from .conftest import CAT_LABELS, ROOT
 
@@ -160,7 +160,7 @@ def test_a_training_checkpoint_is_named_as_such(tmp_path):
     with pytest.raises(choripan_core.Error) as caught:
         choripan_core.Model(str(checkpoint))
     assert caught.value.code == "E_MODEL_LOAD"
-    assert "checkpoint" in caught.value.message and "python -m export" in caught.value.message
+    assert "checkpoint" in caught.value.message and "python -m choripan" in caught.value.message
 
 
 @pytest.mark.parametrize(
@@ -173,7 +173,7 @@ def test_a_training_checkpoint_is_named_as_such(tmp_path):
 def test_cli_format_and_suffix_must_agree(tmp_path, arguments, message):
     arguments = [a if not a.startswith("model.") else str(tmp_path / a) for a in arguments]
     run = subprocess.run(
-        [sys.executable, "-m", "export", "default", *arguments], capture_output=True, text=True, cwd=ROOT
+        [sys.executable, "-m", "choripan", "default", *arguments], capture_output=True, text=True, cwd=ROOT
     )
     assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
     assert not list(tmp_path.iterdir())
@@ -181,6 +181,6 @@ def test_cli_format_and_suffix_must_agree(tmp_path, arguments, message):
 
 def test_inspect_names_the_runtime(default_package):
     run = subprocess.run(
-        [sys.executable, "-m", "export", "inspect", str(default_package)], capture_output=True, text=True, cwd=ROOT
+        [sys.executable, "-m", "choripan", "inspect", str(default_package)], capture_output=True, text=True, cwd=ROOT
     )
     assert run.returncode == 0 and "runtime       aoti compiled for" in run.stdout

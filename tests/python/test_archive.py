@@ -1,5 +1,5 @@
-"""A model file is code: both loaders (the native core, for Node and choripan_core; export.artifact, for
-`python -m export predict`) check it before anything in it reaches libtorch, and refuse the same files
+"""A model file is code: both loaders (the native core, for Node and choripan_core; choripan.artifact, for
+`python -m choripan predict`) check it before anything in it reaches libtorch, and refuse the same files
 for the same reasons. The hostile files are made from the real default artifacts."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import choripan_core
 import pytest
 import torch
 
-from export import artifact
-from export.errors import ExportError
+from choripan import artifact
+from choripan.errors import ExportError
 
 
 def _rewrite(source: Path, target: Path, entries) -> Path:

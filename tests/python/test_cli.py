@@ -1,4 +1,4 @@
-"""`python -m export` as a user runs it: output, exit codes, one-line errors."""
+"""`python -m choripan` as a user runs it: output, exit codes, one-line errors."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from .conftest import CAT_LABELS, ROOT
 
 def run(*args: str):
     return subprocess.run(
-        [sys.executable, "-m", "export", *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=600
+        [sys.executable, "-m", "choripan", *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=600
     )
 
 
@@ -72,7 +72,7 @@ def test_export_errors_carry_the_shared_codes():
         used |= set(re.findall(r'"(E_[A-Z_]+)"', source.read_text()))
     assert used and used <= known, used - known
     result = subprocess.run(
-        [sys.executable, "-m", "export", "predict", "--model", str(ROOT / "missing.pt"), "x.jpg"],
+        [sys.executable, "-m", "choripan", "predict", "--model", str(ROOT / "missing.pt"), "x.jpg"],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -14,10 +14,10 @@ import choripan_core
 import pytest
 import torch
 
-from export import artifact
-from export.imaging import decode, load_batch, preprocess
-from export.photos import reference_photos
-from export.predictor import Predictor
+from choripan import artifact
+from choripan.imaging import decode, load_batch, preprocess
+from choripan.photos import reference_photos
+from choripan.predictor import Predictor
 
 from .conftest import CAT_LABELS
 
@@ -260,8 +260,8 @@ def test_bicubic_preprocessing_matches_python(tmp_path):
     """An artifact that asks for bicubic resizing gets it in the core too, to the bit."""
     import torchvision
 
-    from export.sources import torchvision as source
-    from export.tracing import export_classifier
+    from choripan.sources import torchvision as source
+    from choripan.tracing import export_classifier
 
     torch.manual_seed(0)
     weights = tmp_path / "squeezenet.pth"

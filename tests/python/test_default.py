@@ -8,13 +8,13 @@ import zipfile
 import pytest
 import torch
 
-from export import artifact
-from export.errors import ExportError
-from export.imaging import TF_STYLE, load_batch
-from export.photos import reference_photos
-from export.predictor import Predictor
-from export.sources import default
-from export.tracing import Probabilities, export_classifier, golden_path, trace_classifier
+from choripan import artifact
+from choripan.errors import ExportError
+from choripan.imaging import TF_STYLE, load_batch
+from choripan.photos import reference_photos
+from choripan.predictor import Predictor
+from choripan.sources import default
+from choripan.tracing import Probabilities, export_classifier, golden_path, trace_classifier
 
 from .conftest import CAT_LABELS
 
@@ -124,7 +124,7 @@ def test_a_failed_export_leaves_no_file(tmp_path):
 
 def test_a_verification_failure_leaves_no_file(tmp_path, monkeypatch):
     model, metadata = default.build()
-    from export import tracing
+    from choripan import tracing
 
     def broken_verify(eager, candidates, batches):
         raise ExportError("simulated mismatch")

@@ -17,10 +17,10 @@ import pytest
 import torch
 import torchvision
 
-from export import artifact
-from export.errors import ExportError
-from export.sources import fastai
-from export.tracing import export_classifier
+from choripan import artifact
+from choripan.errors import ExportError
+from choripan.sources import fastai
+from choripan.tracing import export_classifier
 
 from . import fastai_checkpoints
 

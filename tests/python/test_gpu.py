@@ -6,9 +6,9 @@ import choripan_core
 import pytest
 import torch
 
-from export.imaging import load_batch
-from export.photos import reference_photos
-from export.predictor import Predictor
+from choripan.imaging import load_batch
+from choripan.photos import reference_photos
+from choripan.predictor import Predictor
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from export.errors import ExportError
-from export.imaging import DecodePolicy, Preprocessing, decode, preprocess
+from choripan.errors import ExportError
+from choripan.imaging import DecodePolicy, Preprocessing, decode, preprocess
 
 from .bombs import bombs
 from .policy_images import most_common, policy_images

@@ -14,9 +14,9 @@ import pytest
 import tritonclient.http as triton
 from openapi_spec_validator import validate
 
-from export.imaging import load_batch
-from export.photos import reference_photos
-from export.predictor import Predictor
+from choripan.imaging import load_batch
+from choripan.photos import reference_photos
+from choripan.predictor import Predictor
 
 from .conftest import CAT_LABELS, ROOT
 

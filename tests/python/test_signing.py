@@ -1,6 +1,6 @@
-"""Signed artifacts on the Python side: `python -m export sign`, `verify` and `predict --trusted-key`,
+"""Signed artifacts on the Python side: `python -m choripan sign`, `verify` and `predict --trusted-key`,
 interoperable with OpenSSF model signing's own command line, and the signed digest enforced by both
-loaders (choripan_core and export.artifact)."""
+loaders (choripan_core and choripan.artifact)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from export import artifact
-from export.errors import ExportError
-from export.signing import verified_digest
+from choripan import artifact
+from choripan.errors import ExportError
+from choripan.signing import verified_digest
 
 
 def _key_pair(folder: Path, name: str, curve=ec.SECP256R1) -> tuple[Path, Path]:
@@ -34,7 +34,7 @@ def _key_pair(folder: Path, name: str, curve=ec.SECP256R1) -> tuple[Path, Path]:
 
 
 def _export(*args, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "export", *map(str, args)], capture_output=True, text=True, env=env)
+    return subprocess.run([sys.executable, "-m", "choripan", *map(str, args)], capture_output=True, text=True, env=env)
 
 
 @pytest.fixture

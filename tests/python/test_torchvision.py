@@ -1,4 +1,4 @@
-"""`python -m export torchvision`: checkpoints as torchvision and torch.save write them."""
+"""`python -m choripan torchvision`: checkpoints as torchvision and torch.save write them."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import pytest
 import torch
 import torchvision
 
-from export import artifact
-from export.errors import ExportError
-from export.imaging import load_batch
-from export.photos import reference_photos
-from export.sources import torchvision as source
-from export.tracing import Probabilities, export_classifier
+from choripan import artifact
+from choripan.errors import ExportError
+from choripan.imaging import load_batch
+from choripan.photos import reference_photos
+from choripan.sources import torchvision as source
+from choripan.tracing import Probabilities, export_classifier
 
 from .conftest import ROOT
 
@@ -49,7 +49,7 @@ def resnet18(tmp_path_factory):
 
 def run(*args):
     return subprocess.run(
-        [sys.executable, "-m", "export", *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=900
+        [sys.executable, "-m", "choripan", *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=900
     )
 
 
@@ -203,8 +203,8 @@ class Branchy(torch.nn.Module):
 
 
 def test_data_dependent_control_flow_is_refused_and_scripting_keeps_it(tmp_path):
-    from export.artifact import Metadata, Source
-    from export.imaging import Preprocessing
+    from choripan.artifact import Metadata, Source
+    from choripan.imaging import Preprocessing
 
     torch.manual_seed(0)
     eager = Branchy().eval()

@@ -1,4 +1,4 @@
-"""`python -m export train`: transfer learning on a folder of real photos, then export."""
+"""`python -m choripan train`: transfer learning on a folder of real photos, then export."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import sys
 import pytest
 from PIL import Image
 
-from export.predictor import Predictor
-from export.tracing import golden_path
-from export.train import TrainConfig, scan_image_folder, split, train
+from choripan.predictor import Predictor
+from choripan.tracing import golden_path
+from choripan.train import TrainConfig, scan_image_folder, split, train
 
 from .conftest import ROOT
 
@@ -112,7 +112,7 @@ def test_split_is_stratified_and_keeps_training_images(photo_folder):
 
 def run(*args):
     return subprocess.run(
-        [sys.executable, "-m", "export", *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=900
+        [sys.executable, "-m", "choripan", *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=900
     )
 
 

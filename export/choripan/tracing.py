@@ -33,7 +33,7 @@ class Probabilities(nn.Module):
 
 _SCRIPT_IT = (
     "script it instead of tracing it, which keeps its control flow: pass --script on the command line, "
-    "or script=True to export.tracing.export_classifier"
+    "or script=True to choripan.tracing.export_classifier"
 )
 
 
@@ -126,17 +126,28 @@ def format_for(out: Path, format: str | None = None) -> str:
 
 
 def export_classifier(
-    model: nn.Module, metadata: Metadata, out: Path, *, script: bool = False, format: str | None = None
+    model: nn.Module,
+    metadata: Metadata,
+    out: Path,
+    *,
+    script: bool = False,
+    format: str | None = None,
+    target_cpu: str = "native",
 ) -> Path:
     """Trace `model` (returning logits), verify it on real photos, write `out` and its golden file.
 
-    `format` is "torchscript" (a frozen trace) or "aoti" (an AOTInductor package, compiled here for this
-    machine's CPU); by default `out`'s suffix decides (`.pt2`: aoti). With `script`, the classifier is
+    `format` is "torchscript" (a frozen trace) or "aoti" (an AOTInductor package, compiled for
+    `target_cpu`: this machine's CPU, or an x86-64 level, aoti.TARGET_CPUS); by default `out`'s suffix
+    decides (`.pt2`: aoti). With `script`, the classifier is
     scripted first (TorchScript only; the softmax around it is still traced, which keeps the scripted part
     whole). Nothing is written unless every check passes; a failure leaves no file.
     """
     out = Path(out)
     format = format_for(out, format)
+    if target_cpu not in aoti.TARGET_CPUS:
+        raise ExportError(f"unknown target CPU {target_cpu!r}; choose one of {', '.join(aoti.TARGET_CPUS)}")
+    if target_cpu != "native" and format != "aoti":
+        raise ExportError("--target-cpu is for AOTInductor packages (*.pt2); TorchScript runs on any CPU")
     if script and format == "aoti":
         raise ExportError("--script is for TorchScript artifacts; an AOTInductor package is captured by torch.export")
     eager = Probabilities(script_classifier(model) if script else model).eval()
@@ -150,7 +161,7 @@ def export_classifier(
         )
     with artifact.atomic_path(out) as partial:
         if format == "aoti":
-            exported = artifact.save_package(eager, metadata, partial, batch)
+            exported = artifact.save_package(eager, metadata, partial, batch, target_cpu)
             # The exported graph (padding folded) run eagerly, then the compiled models loaded back.
             reloaded = artifact.load(partial)[0]
             verify(eager, {"exported": exported, "compiled and reloaded": reloaded}, [batch[:1], batch])

@@ -131,7 +131,7 @@ def read_metadata(path: Path) -> dict:
         ) from error
     except json.JSONDecodeError as error:
         raise ExportError(f"{path} has unreadable metadata: {error}", "E_MODEL_LOAD") from error
-    raise ExportError(f"{path} has no choripan metadata: export it with `python -m export`", "E_MODEL_LOAD")
+    raise ExportError(f"{path} has no choripan metadata: export it with `python -m choripan`", "E_MODEL_LOAD")
 
 
 def _checked(document, path: Path) -> dict:
@@ -338,10 +338,10 @@ class CheckedArchive:
                 raise _refused(
                     self.path,
                     "it is a checkpoint saved with torch.save (weights or a pickled model), not a choripan artifact; "
-                    "export it first, e.g. `python -m export torchvision --arch ARCH --weights "
+                    "export it first, e.g. `python -m choripan torchvision --arch ARCH --weights "
                     f"{self.path} --labels … --out model.pt`",
                 )
-            raise _refused(self.path, f"it has no choripan metadata ({name}); export it with `python -m export`")
+            raise _refused(self.path, f"it has no choripan metadata ({name}); export it with `python -m choripan`")
         try:
             return _checked(json.loads(self.read(name)), self.path)
         except json.JSONDecodeError as error:
@@ -420,16 +420,17 @@ def save(module: torch.jit.ScriptModule, metadata: Metadata, path: Path) -> None
         raise ExportError("saving the module is not deterministic here; the checksum cannot be trusted", "E_INTERNAL")
 
 
-def save_package(model: torch.nn.Module, metadata: Metadata, path: Path, example: torch.Tensor) -> torch.nn.Module:
-    """Compile `model` into an AOTInductor package at `path` with the metadata inside (see export/aoti.py)."""
-    from torch._inductor.cpu_vec_isa import pick_vec_isa
-
+def save_package(
+    model: torch.nn.Module, metadata: Metadata, path: Path, example: torch.Tensor, target_cpu: str = "native"
+) -> torch.nn.Module:
+    """Compile `model` for `target_cpu` into an AOTInductor package at `path` with the metadata inside
+    (see export/choripan/aoti.py)."""
     metadata.exported_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     metadata.versions = versions()
     metadata.runtime = {
         "format": "aoti",
         "models": {aoti.SINGLE: {"batch": [1, 1]}, aoti.BATCHED: {"batch": [1, aoti.MAX_BATCH]}},
         "device": "cpu",
-        "cpu_isa": str(pick_vec_isa()).upper(),
+        "cpu_target": target_cpu,
     }
-    return aoti.compile_package(model, example, path, metadata.to_json())
+    return aoti.compile_package(model, example, path, metadata.to_json(), target_cpu)

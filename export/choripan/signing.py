@@ -74,7 +74,7 @@ def verified_digest(artifact: Path, trusted_keys: list[Path], signature: Path | 
     if not signature.is_file():
         raise ExportError(
             f"cannot load model {artifact}: it has no signature ({signature} is missing); "
-            "sign it with `python -m export sign`",
+            "sign it with `python -m choripan sign`",
             "E_MODEL_LOAD",
         )
     model_signing = _library()

@@ -30,6 +30,14 @@ BATCHED = "model"
 SINGLE = "batch1"
 MAX_BATCH = 1024  # the largest maxBatch the runtime accepts
 _INDUCTOR = {"freezing": True}  # weights become constants: folded, and packed for oneDNN at compile time
+# The CPU a package is compiled for: this machine's ("native"), or an x86-64 level that every CPU of
+# that level runs — the vector width of Inductor's loops (simdlen) and the compiler's -march. oneDNN,
+# inside libtorch, picks its own kernels at run time whatever the package says.
+TARGET_CPUS = {
+    "native": {},
+    "x86-64-v3": {"cpp.simdlen": 256, "cpp.march": "x86-64-v3"},  # AVX2 and FMA: x86 servers since 2013-2015
+    "x86-64-v4": {"cpp.simdlen": 512, "cpp.march": "x86-64-v4"},  # AVX-512
+}
 
 _PAD_OPS = (torch.ops.aten.pad.default, torch.ops.aten.constant_pad_nd.default)
 _CONV = torch.ops.aten.conv2d.default
@@ -127,8 +135,11 @@ def _export(model: nn.Module, example: torch.Tensor, dynamic: bool) -> torch.exp
     return program
 
 
-def compile_package(model: nn.Module, example: torch.Tensor, path: Path, metadata_json: dict) -> nn.Module:
-    """Export `model` (returning probabilities) at batch 1 and for any batch, compile both, write `path`.
+def compile_package(
+    model: nn.Module, example: torch.Tensor, path: Path, metadata_json: dict, target_cpu: str = "native"
+) -> nn.Module:
+    """Export `model` (returning probabilities) at batch 1 and for any batch, compile both for `target_cpu`
+    (a key of TARGET_CPUS), write `path`.
 
     `metadata_json` goes in as `extra/choripan.json`, with the checksum of every other record filled in.
     Returns the dynamic-batch program as a module (padding folded, run eagerly), for verification.
@@ -140,7 +151,7 @@ def compile_package(model: nn.Module, example: torch.Tensor, path: Path, metadat
     files = {}
     for name, program in programs.items():
         args, kwargs = program.example_inputs
-        options = {**_INDUCTOR, "aot_inductor.package": True}
+        options = {**_INDUCTOR, **TARGET_CPUS[target_cpu], "aot_inductor.package": True}
         try:
             # Inductor freezes (folds and prepacks the weights) only with gradients off.
             with torch.no_grad():
@@ -160,6 +171,13 @@ def compile_package(model: nn.Module, example: torch.Tensor, path: Path, metadat
     metadata_json["checksum"]["value"] = artifact.checksum(path)
     with zipfile.ZipFile(path, "a") as archive:
         top = archive.namelist()[0].split("/", 1)[0]
+        # The vector instructions the code uses, as AOTInductor recorded them for the loaders to check.
+        compiled = next(
+            n
+            for n in archive.namelist()
+            if n.startswith(f"{top}/{COMPILED_FOLDER}{BATCHED}/") and n.endswith("wrapper_metadata.json")
+        )
+        metadata_json["runtime"]["cpu_isa"] = json.loads(archive.read(compiled))["AOTI_CPU_ISA"]
         archive.writestr(f"{top}/extra/{artifact.METADATA_FILE}", json.dumps(metadata_json, indent=1))
     return programs[BATCHED].module(check_guards=False)
 
@@ -216,7 +234,8 @@ def require_cpu_isa(path: Path, isa: str) -> None:
         if word not in _CPU_FLAGS or not all(flag in flags for flag in _CPU_FLAGS[word]):
             raise ExportError(
                 f"cannot load model {path}: it was compiled for a CPU with {isa}, and this CPU lacks {word}; "
-                "export it again on this machine (python -m export … --out NAME.pt2)",
+                "export it again on this machine (python -m choripan … --out NAME.pt2), or for an older x86-64 "
+                "level (--target-cpu x86-64-v3)",
                 "E_MODEL_LOAD",
             )
 

@@ -1,4 +1,4 @@
-"""`python -m export …`: the command line over the library API. User errors exit 2 with one line."""
+"""`python -m choripan …`: the command line over the library API. User errors exit 2 with one line."""
 
 from __future__ import annotations
 
@@ -11,14 +11,21 @@ from pathlib import Path
 from .errors import ExportError
 
 
-def _default(args: argparse.Namespace) -> None:
-    from .sources import default
+def _write(args: argparse.Namespace, model, metadata, what: str) -> None:
+    """Export as the flags say, report it, sign it when asked."""
     from .tracing import export_classifier
 
-    model, metadata = default.build()
-    path = export_classifier(model, metadata, args.out, format=args.format)
-    print(f"wrote {path} ({metadata.name}, {len(metadata.labels)} classes)")
+    script = getattr(args, "script", False)
+    path = export_classifier(model, metadata, args.out, script=script, format=args.format, target_cpu=args.target_cpu)
+    print(f"wrote {path} ({what}, {len(metadata.labels)} classes)")
     _sign_if_asked(args, path)
+
+
+def _default(args: argparse.Namespace) -> None:
+    from .sources import default
+
+    model, metadata = default.build()
+    _write(args, model, metadata, metadata.name)
 
 
 def _preprocessing(args: argparse.Namespace, base):
@@ -36,7 +43,6 @@ def _preprocessing(args: argparse.Namespace, base):
 def _torchvision(args: argparse.Namespace) -> None:
     from .labels import parse_labels
     from .sources import torchvision as source
-    from .tracing import export_classifier
 
     labels = parse_labels(args.labels, args.labels_file)
     source.check_architecture(args.arch)
@@ -44,25 +50,20 @@ def _torchvision(args: argparse.Namespace) -> None:
     model, metadata = source.build(
         args.arch, args.weights, labels, trust_pickle=args.trust_pickle, preprocessing=preprocessing
     )
-    path = export_classifier(model, metadata, args.out, script=args.script, format=args.format)
-    print(f"wrote {path} ({args.arch}, {len(labels)} classes)")
-    _sign_if_asked(args, path)
+    _write(args, model, metadata, args.arch)
 
 
 def _fastai(args: argparse.Namespace) -> None:
     from .imaging import Preprocessing
     from .labels import parse_labels
     from .sources import fastai as source
-    from .tracing import export_classifier
 
     labels = parse_labels(args.labels, args.labels_file)
     preprocessing = _preprocessing(args, Preprocessing())
     model, metadata = source.build(
         args.arch, args.checkpoint, labels, trust_pickle=args.trust_pickle, preprocessing=preprocessing
     )
-    path = export_classifier(model, metadata, args.out, script=args.script, format=args.format)
-    print(f"wrote {path} (fastai {args.arch}, {len(labels)} classes)")
-    _sign_if_asked(args, path)
+    _write(args, model, metadata, f"fastai {args.arch}")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -77,6 +78,7 @@ def _train(args: argparse.Namespace) -> None:
         val_fraction=args.val_fraction,
         batch_size=args.batch_size,
         format=args.format,
+        target_cpu=args.target_cpu,
     )
     report = train(config)
     print(f"wrote {report.artifact} ({len(report.labels)} classes: {', '.join(report.labels)})")
@@ -203,6 +205,13 @@ def _add_format_argument(command: argparse.ArgumentParser) -> None:
         help="torchscript (a frozen trace, *.pt) or aoti (an AOTInductor package compiled for this CPU, *.pt2; "
         "the fastest on the CPU); by default the --out suffix decides",
     )
+    command.add_argument(
+        "--target-cpu",
+        choices=["native", "x86-64-v3", "x86-64-v4"],
+        default="native",
+        help="the CPU a .pt2 package is compiled for: this machine's (native, the default and the fastest here), "
+        "or every x86-64 CPU with AVX2 and FMA (x86-64-v3) or with AVX-512 (x86-64-v4)",
+    )
 
 
 def _add_signing_arguments(command: argparse.ArgumentParser, key_flag: str = "--sign-key") -> None:
@@ -256,7 +265,7 @@ def _add_model_arguments(command: argparse.ArgumentParser, weights_flag: str, we
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    root = argparse.ArgumentParser(prog="python -m choripan", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
 
     default = commands.add_parser("default", help="export the default model (EfficientNet-Lite0, ImageNet-1k)")

@@ -38,7 +38,8 @@ class TrainConfig:
     batch_size: int = 16
     learning_rate: float = 3e-3
     fine_tune_learning_rate: float = 1e-4
-    format: str | None = None  # by the suffix of `out` (export.tracing.format_for)
+    format: str | None = None  # by the suffix of `out` (choripan.tracing.format_for)
+    target_cpu: str = "native"  # for a .pt2 package (choripan.aoti.TARGET_CPUS)
 
     def __post_init__(self):
         if self.epochs < 1 or self.fine_tune_epochs < 0:
@@ -256,7 +257,7 @@ def train(config: TrainConfig) -> TrainReport:
     metadata.source = Source(
         kind="train", arch=default.ARCH, checkpoint=str(config.data), pretrained=metadata.source.pretrained
     )
-    report.artifact = export_classifier(model, metadata, config.out, format=config.format)
+    report.artifact = export_classifier(model, metadata, config.out, format=config.format, target_cpu=config.target_cpu)
     best = report.best
     print(
         f"best: {best.phase} epoch {best.epoch} (train acc {best.train_accuracy:.3f}"
