@@ -4,20 +4,7 @@
   "targets": [
     {
       "target_name": "choripan",
-      "sources": [
-        "native/core/archive.cc",
-        "native/core/errors.cc",
-        "native/core/jpeg.cc",
-        "native/core/metadata.cc",
-        "native/core/model.cc",
-        "native/core/preprocess.cc",
-        "native/core/runner.cc",
-        "native/core/sha256.cc",
-        "native/node/addon.cc",
-        "native/node/errors.cc",
-        "native/node/load_worker.cc",
-        "native/node/model_wrap.cc"
-      ],
+      "sources": ["<!@(node scripts/native-sources.js)"],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
         "<!(node scripts/torch-paths.js include)",

@@ -41,11 +41,17 @@ function renderHeader(vocabulary) {
     '// The limits on images, by name (CHORIPAN_MAX_PIXELS, …).',
     ...vocabulary.limits.map((l) => `#define CHORIPAN_${snake(l.name).toUpperCase()} ${l.value}`),
     '',
+    '// The windows the stats are taken over (CHORIPAN_LATENCY_ANSWERS, CHORIPAN_DRAIN_SECONDS).',
+    ...vocabulary.statsWindows.map((w) => `#define CHORIPAN_${snake(w.name).toUpperCase()} ${w.value}`),
+    '',
     `#define CHORIPAN_DEFAULT_DEVICE "${device.default}"`,
     `#define CHORIPAN_DEFAULT_WARMUP ${warmup.default}`,
     '',
   ].join('\n');
 }
+
+// A stat's meaning with its window's size written in ("over the last {latencyAnswers} answers").
+const meaning = (stat, v) => stat.meaning.replace(/\{(\w+)\}/g, (_, name) => v.statsWindows.find((w) => w.name === name).value);
 
 const quote = (value) => (typeof value === 'string' ? `'${value}'` : String(value));
 
@@ -60,7 +66,7 @@ const regions = {
     errors: (v) => v.errors.map((e) => `  | '${e.code}'`),
     options: (v) => v.options.flatMap((o) => [`  /** ${o.meaning}.${'default' in o ? ` Default ${quote(o.default)}.` : ''} */`,
       `  ${o.name}?: ${optionType(o)};`]),
-    stats: (v) => v.stats.map((s) => `  /** ${s.meaning}. */\n  ${s.name}: number;`),
+    stats: (v) => v.stats.map((s) => `  /** ${meaning(s, v)}. */\n  ${s.name}: number;`),
   },
   'docs/api.md': {
     errors: (v) => ['| code | HTTP status | meaning |', '| --- | --- | --- |',
@@ -68,7 +74,7 @@ const regions = {
     options: (v) => ['| option | type | default | range | meaning |', '| --- | --- | --- | --- | --- |',
       ...v.options.map((o) => `| \`${o.name}\` | ${o.type === 'integer' ? 'integer' : optionType(o).replace(/\|/g, '\\|')} | ` +
         `${'default' in o ? quote(o.default) : ''} | ${'min' in o ? `${o.min} – ${o.max}` : ''} | ${o.meaning}${o.layer === 'js' ? ' (JS only)' : ''} |`)],
-    stats: (v) => ['| field | meaning |', '| --- | --- |', ...v.stats.map((s) => `| \`${s.name}\` | ${s.meaning} |`)],
+    stats: (v) => ['| field | meaning |', '| --- | --- |', ...v.stats.map((s) => `| \`${s.name}\` | ${meaning(s, v)} |`)],
   },
 };
 

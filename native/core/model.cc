@@ -25,47 +25,6 @@ bool OutOfMemory(const std::exception& error) {
          std::string_view(error.what()).find("out of memory") != std::string_view::npos;
 }
 
-void RequireCuda() {
-  if (torch::cuda::is_available()) return;
-  // This library links only libtorch's CPU half; the CUDA half registers itself when loaded.
-  std::string reason = "no CUDA device is visible";
-  if (dlopen("libtorch_cuda.so", RTLD_NOW | RTLD_GLOBAL) == nullptr) {
-    const char* why = dlerror();
-    reason = std::string("libtorch_cuda.so does not load (") + (why ? why : "unknown reason") + ")";
-  } else if (torch::cuda::is_available()) {
-    return;
-  }
-  throw Error(ErrorCode::kDevice, "device 'cuda' was requested but CUDA is not available: " + reason);
-}
-
-void Validate(const Options& options) {
-  // Both names: the message reaches JavaScript and Python alike.
-#define CHORIPAN_CHECK_OPTION(name, js, type, fallback, min, max)                                                \
-  if (!(options.name >= (min) && options.name <= (max))) {                                                       \
-    throw Error(ErrorCode::kInvalidArgument, std::string("Expected ") +                                          \
-                                                 (std::is_integral_v<type> ? "an integer" : "a number") +        \
-                                                 " between " + c10::str(min) + " and " + c10::str(max) +         \
-                                                 " for " js " (" #name ") but received " + c10::str(options.name)); \
-  }
-  CHORIPAN_NUMERIC_OPTIONS(CHORIPAN_CHECK_OPTION)
-#undef CHORIPAN_CHECK_OPTION
-  if (!options.sha256.empty() && (options.sha256.size() != 64 || !std::ranges::all_of(options.sha256, [](char c) {
-                                    return std::isxdigit(static_cast<unsigned char>(c));
-                                  }))) {
-    throw Error(ErrorCode::kInvalidArgument, "Expected 64 hexadecimal digits for sha256 but received '" +
-                                                 options.sha256.substr(0, 80) + "'");
-  }
-}
-
-// Options with the automatic values (0) replaced by what they mean on this machine.
-Options Resolve(Options options) {
-  std::ranges::transform(options.sha256, options.sha256.begin(), [](unsigned char c) { return std::tolower(c); });
-  const int64_t cores = AvailableCores();
-  if (options.workers == 0) options.workers = options.device == Device::kCuda ? 1 : cores;
-  if (options.intra_op_threads == 0) options.intra_op_threads = std::max<int64_t>(1, cores / options.workers);
-  return options;
-}
-
 // libtorch gives a thread its process-wide thread count (the last at::set_num_threads of any thread)
 // the first time that thread asks for it, which every parallel operation does, over whatever the thread
 // set before. Unless a worker takes that step before setting its own count, its first operation can
@@ -75,88 +34,13 @@ Options Resolve(Options options) {
 // copy of the flag: at::get_num_threads is libtorch's own.
 void TakeLibtorchThreadCount() { at::get_num_threads(); }
 
-double Milliseconds(Clock::duration duration) {
-  return std::chrono::duration<double, std::milli>(duration).count();
-}
-
-// The CPU quota of this process's cgroup, in cores (rounded down), or nullopt where there is none. cgroup
-// v2: "<quota> <period>" or "max <period>" in cpu.max; v1: cpu.cfs_quota_us (-1: none) over
-// cpu.cfs_period_us. /proc/self/cgroup says where this process's cgroup is in each hierarchy.
-std::optional<int64_t> CgroupCores() {
-  std::ifstream membership("/proc/self/cgroup");
-  std::string line;
-  while (std::getline(membership, line)) {
-    // "<id>:<controllers>:<path>"; controllers are empty for v2, a list holding "cpu" for v1's.
-    const auto first = line.find(':');
-    const auto second = line.find(':', first + 1);
-    if (first == std::string::npos || second == std::string::npos) continue;
-    const auto controllers = line.substr(first + 1, second - first - 1);
-    const auto where = line.substr(second + 1);
-    bool cpu = false;
-    std::istringstream names(controllers);
-    for (std::string name; std::getline(names, name, ',');) cpu = cpu || name == "cpu";
-    std::string quota;
-    int64_t period = 0;
-    if (controllers.empty()) {
-      std::ifstream limit("/sys/fs/cgroup" + where + "/cpu.max");
-      if (!(limit >> quota >> period) || quota == "max") continue;
-    } else if (cpu) {
-      for (const auto* mount : {"/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"}) {
-        std::ifstream quota_file(mount + where + "/cpu.cfs_quota_us");
-        std::ifstream period_file(mount + where + "/cpu.cfs_period_us");
-        if (quota_file >> quota && period_file >> period) break;
-      }
-      if (quota.empty() || quota == "-1") continue;
-    } else {
-      continue;
-    }
-    try {
-      if (period > 0 && std::stoll(quota) > 0) return std::max<int64_t>(1, std::stoll(quota) / period);
-    } catch (const std::exception&) {
-      // Not a number: no limit that can be read.
-    }
-  }
-  return std::nullopt;
-}
-
 Error Withdrawn() { return Error(ErrorCode::kAborted, "the request was withdrawn before it ran"); }
 
-// What an input holds in memory once decoded: what js/ announced for it (decode.js inspect).
-int64_t InputBytes(const Input& input) {
-  if (const auto* image = std::get_if<ImageView>(&input)) return image->height * image->width * image->channels;
-  if (const auto* jpeg = std::get_if<JpegView>(&input)) return jpeg->height * jpeg->width * 3;
-  return static_cast<int64_t>(std::get<at::Tensor>(input).nbytes());
-}
-
-int64_t InputPixels(const Input& input) {
-  if (const auto* image = std::get_if<ImageView>(&input)) return image->height * image->width;
-  if (const auto* jpeg = std::get_if<JpegView>(&input)) return jpeg->height * jpeg->width;
-  return 0;
-}
-
-// Pixels, or a JPEG once decoded, preprocessed into `out`.
-void PreprocessImage(const Input& input, const Preprocessing& spec, at::Tensor out) {
-  if (const auto* jpeg = std::get_if<JpegView>(&input)) {
-    PreprocessInto(DecodeJpeg(*jpeg).image, spec, out);
-  } else {
-    PreprocessInto(std::get<ImageView>(input), spec, out);
-  }
-}
-
 }  // namespace
-
-int64_t AvailableCores() {
-  int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) cores = std::min<int64_t>(cores, CPU_COUNT(&set));
-  if (const auto quota = CgroupCores()) cores = std::min(cores, *quota);
-  return std::max<int64_t>(1, cores);
-}
 
 std::shared_ptr<Model> Model::Load(const std::string& path, const Options& requested) {
   Validate(requested);
   const auto options = Resolve(requested);
-  if (options.device == Device::kCuda) RequireCuda();
 
   // Loading runs libtorch's parallel copies. GNU OpenMP keeps a thread pool for every thread that
   // opens a parallel region and, once it manages more threads than there are cores, stops spinning
@@ -192,11 +76,7 @@ Model::Model(std::string path, Options options, std::shared_ptr<Runner> runner, 
       options_(options),
       metadata_(std::move(metadata)),
       classes_(static_cast<int64_t>(metadata_.labels.size())),
-      runner_(std::move(runner)) {
-  latencies_ms_.reserve(kLatencyWindow);
-  counters_.workers = options_.workers;
-  counters_.intra_op_threads = options_.intra_op_threads;
-}
+      runner_(std::move(runner)) {}
 
 Model::~Model() {
   Dispose();
@@ -307,8 +187,7 @@ std::optional<std::vector<Model::Request>> Model::NextBatch(int64_t worker, bool
         (request.deadline && *request.deadline <= now ? expired : batch).push_back(std::move(request));
         queue_.pop_front();
       }
-      counters_.inflight += batch.size() + expired.size();
-      CountQueued();
+      inflight_ += batch.size() + expired.size();
     }
     // Not while a large image is being preprocessed: that takes a core of its own.
     alone = running_ == 0 && Waiting() == 0;
@@ -330,13 +209,8 @@ void Model::RunBatch(std::vector<Request>& batch, Runner& runner) {
   auto input = at::empty({static_cast<int64_t>(batch.size()), 3, crop, crop}, at::kFloat);
   std::vector<Request*> admitted;
   for (auto& request : batch) {
-    auto row = input[static_cast<int64_t>(admitted.size())];
     try {
-      if (const auto* tensor = std::get_if<at::Tensor>(&request.input)) {
-        row.copy_(*tensor);
-      } else {
-        PreprocessImage(request.input, metadata_.preprocessing, row);
-      }
+      PrepareInto(request.input, metadata_.preprocessing, input[static_cast<int64_t>(admitted.size())]);
       admitted.push_back(&request);
     } catch (const Error& error) {
       Finish(request, Outcome{error, {}}, true);
@@ -353,9 +227,7 @@ void Model::RunBatch(std::vector<Request>& batch, Runner& runner) {
     probabilities = Run(runner, input.narrow(0, 0, static_cast<int64_t>(admitted.size())));
     elapsed = Milliseconds(Clock::now() - started);
     std::lock_guard lock(mutex_);
-    ++counters_.batches;
-    batched_requests_ += admitted.size();
-    forward_ms_total_ += elapsed;
+    statistics_.Batch(admitted.size(), elapsed);
   } catch (const std::exception& error) {
     const auto message = std::string("the forward pass failed: ") + Describe(error);
     for (auto* request : admitted) Finish(*request, Outcome{Error(ErrorCode::kInternal, message), {}}, true);
@@ -415,16 +287,7 @@ at::Tensor Model::Forward(const at::Tensor& batch) {
 RequestId Model::Submit(Input input, Completion done, std::optional<Clock::time_point> deadline,
                         std::optional<int64_t> announced_bytes) {
   if (announced_bytes) Retract(*announced_bytes);
-  const auto crop = metadata_.preprocessing.crop;
-  if (const auto* tensor = std::get_if<at::Tensor>(&input)) {
-    if (!tensor->is_cpu() || tensor->scalar_type() != at::kFloat || tensor->dim() != 3 || tensor->size(0) != 3 ||
-        tensor->size(1) != crop || tensor->size(2) != crop) {
-      throw Error(ErrorCode::kInvalidArgument, "expected a preprocessed float32 CPU tensor of shape [3, " +
-                                                   std::to_string(crop) + ", " + std::to_string(crop) +
-                                                   "], got " + c10::str(tensor->sizes()));
-    }
-  }
-  if (const auto* jpeg = std::get_if<JpegView>(&input)) CheckJpegView(*jpeg);
+  CheckInput(input, metadata_.preprocessing.crop);
   const auto bytes = InputBytes(input);
   const bool large = InputPixels(input) > kOffWorkerPixels;
   RequestId id;
@@ -433,17 +296,16 @@ RequestId Model::Submit(Input input, Completion done, std::optional<Clock::time_
     std::lock_guard lock(mutex_);
     if (disposed_) throw Error(ErrorCode::kDisposed, "the model was disposed");
     if (!announced_bytes && Waiting() >= static_cast<size_t>(options_.max_queue)) {
-      ++counters_.rejected;
+      statistics_.Rejected(1);
       throw Error(ErrorCode::kQueueFull, "the queue is full (" + std::to_string(options_.max_queue) +
                                              " requests waiting; see maxQueue)");
     }
     id = next_id_++;
     Request request{id, std::move(input), std::move(done), Clock::now(), deadline, bytes};
-    ++counters_.requests;
+    statistics_.Accepted();
     pending_bytes_ += bytes;
     if (large) {
       large_.push_back(std::move(request));
-      CountQueued();
     } else {
       helpers = Enqueue(std::move(request));
     }
@@ -459,7 +321,6 @@ RequestId Model::Submit(Input input, Completion done, std::optional<Clock::time_
 
 bool Model::Enqueue(Request request) {
   queue_.push_back(std::move(request));
-  CountQueued();
   return lead_running_ || queue_.size() > 1 || announced_ > 0;
 }
 
@@ -485,7 +346,7 @@ void Model::PreprocessorMain() {
       try {
         const auto crop = metadata_.preprocessing.crop;
         auto tensor = at::empty({3, crop, crop}, at::kFloat);
-        PreprocessImage(request.input, metadata_.preprocessing, tensor);
+        PrepareInto(request.input, metadata_.preprocessing, tensor);
         request.input = std::move(tensor);
       } catch (const Error& error) {
         failure = error;
@@ -498,7 +359,6 @@ void Model::PreprocessorMain() {
     if (!failure && preprocessing_withdrawn_) failure = Withdrawn();
     if (!failure && disposed_) failure = Error(ErrorCode::kDisposed, "the model was disposed before this request ran");
     if (failure) {
-      CountQueued();
       lock.unlock();
       Finish(request, Outcome{*failure, {}}, /*was_running=*/false);
     } else {
@@ -526,12 +386,12 @@ void Model::Announce(int64_t bytes, int64_t count) {
                                           std::to_string(options_.max_pending_bytes >> 20) + " MiB)");
   }
   if (Waiting() + static_cast<size_t>(count) > static_cast<size_t>(options_.max_queue)) {
-    counters_.rejected += count;
+    statistics_.Rejected(count);
     throw Error(ErrorCode::kQueueFull, "the queue is full (" + std::to_string(options_.max_queue) +
                                            " requests waiting; see maxQueue)");
   }
   if (pending_bytes_ > 0 && pending_bytes_ + bytes > options_.max_pending_bytes) {
-    counters_.rejected += count;
+    statistics_.Rejected(count);
     throw Error(ErrorCode::kQueueFull, std::to_string(pending_bytes_ >> 20) +
                                            " MiB of decoded images are already waiting (maxPendingBytes); retry later");
   }
@@ -565,7 +425,6 @@ bool Model::Cancel(RequestId id) {
       preprocessing_withdrawn_ = true;  // answered by the preprocessing thread when it is done with it
       return true;
     }
-    CountQueued();
   }
   Finish(*withdrawn, Outcome{Withdrawn(), {}}, false);
   return true;
@@ -580,7 +439,6 @@ void Model::Dispose() {
     dropped.swap(queue_);
     for (auto& request : large_) dropped.push_back(std::move(request));
     large_.clear();
-    CountQueued();
     runner_.reset();  // workers keep their own reference until their batch ends
   }
   lead_wake_.notify_all();
@@ -608,23 +466,9 @@ void Model::Join() {
 void Model::Finish(Request& request, Outcome outcome, bool was_running) {
   {
     std::lock_guard lock(mutex_);
-    if (was_running) --counters_.inflight;
+    if (was_running) --inflight_;
     pending_bytes_ -= request.bytes;
-    if (outcome.error) {
-      ++counters_.failed;
-    } else {
-      ++counters_.completed;
-      const double latency = Milliseconds(Clock::now() - request.submitted);
-      if (latencies_ms_.size() < kLatencyWindow) {
-        latencies_ms_.push_back(latency);
-      } else {
-        latencies_ms_[latency_next_] = latency;
-      }
-      latency_next_ = (latency_next_ + 1) % kLatencyWindow;
-      const auto now = Clock::now();
-      answered_at_.push_back(now);
-      while (answered_at_.front() < now - kDrainWindow) answered_at_.pop_front();
-    }
+    statistics_.Answered(!outcome.error, Milliseconds(Clock::now() - request.submitted));
   }
   // The caller may free what the input refers to as soon as it hears back (a Python tensor whose last
   // reference then lives here would need the GIL to go): let go of it first.
@@ -642,34 +486,16 @@ Stats Model::GetStats() const {
   std::vector<double> latencies;
   {
     std::lock_guard lock(mutex_);
-    stats = counters_;
+    stats = statistics_.Snapshot(latencies);
+    stats.queued = Queued();
+    stats.inflight = inflight_;
     stats.pending_bytes = static_cast<uint64_t>(pending_bytes_);
-    if (stats.batches > 0) {
-      stats.mean_batch_size = static_cast<double>(batched_requests_) / static_cast<double>(stats.batches);
-      stats.mean_forward_ms = forward_ms_total_ / static_cast<double>(stats.batches);
-    }
-    // answered_at_ is in time order: the recent ones are a suffix.
-    const auto now = Clock::now();
-    const auto recent = answered_at_.end() - std::lower_bound(answered_at_.begin(), answered_at_.end(), now - kDrainWindow);
-    if (recent > 0) {
-      // Over the window, or since the first answer when the model is younger than that.
-      const auto span = std::min<Clock::duration>(kDrainWindow, now - answered_at_.front());
-      stats.drain_per_second = static_cast<double>(recent) / std::max(1.0, Milliseconds(span) / 1000.0);
-    }
-    latencies = latencies_ms_;
   }
-  // Percentiles outside the lock, without a full sort: stats() is read on every refusal (Retry-After),
-  // and the workers take the same lock for every request.
-  if (!latencies.empty()) {
-    auto at = [&](double q) {
-      const auto nth = latencies.begin() + static_cast<std::ptrdiff_t>(q * static_cast<double>(latencies.size() - 1));
-      std::nth_element(latencies.begin(), nth, latencies.end());
-      return *nth;
-    };
-    stats.latency_p50_ms = at(0.50);
-    stats.latency_p99_ms = at(0.99);
-    stats.latency_max_ms = *std::max_element(latencies.begin(), latencies.end());
-  }
+  stats.workers = static_cast<uint64_t>(options_.workers);
+  stats.intra_op_threads = static_cast<uint64_t>(options_.intra_op_threads);
+  // Outside the lock: stats() is read on every refusal (Retry-After), and the workers take the same
+  // lock for every request.
+  Statistics::Percentiles(stats, std::move(latencies));
   return stats;
 }
 

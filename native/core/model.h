@@ -19,42 +19,15 @@
 #include <vector>
 
 #include "errors.h"
-#include "jpeg.h"
+#include "input.h"
 #include "metadata.h"
-#include "preprocess.h"
+#include "options.h"
 #include "runner.h"
-#include "vocabulary.h"
+#include "statistics.h"
 
 namespace choripan {
 
-using Clock = std::chrono::steady_clock;
 using RequestId = uint64_t;
-
-// Load options: names, defaults and ranges come from vocabulary.json (see vocabulary.h), where each is
-// described. In short: workers 0 picks the CPU cores this process may use (cgroup quota and affinity
-// included), or 1 on a GPU; intra_op_threads 0 picks cores / workers. With one thread per worker, a
-// batch that runs alone (no other worker busy, nothing else queued or announced) gets all `workers`
-// threads: a lone request is answered as fast as the cores allow, concurrent ones each take a core.
-struct Options {
-#define CHORIPAN_OPTION_FIELD(name, js, type, fallback, min, max) type name = fallback;
-  CHORIPAN_NUMERIC_OPTIONS(CHORIPAN_OPTION_FIELD)
-#undef CHORIPAN_OPTION_FIELD
-  Device device = std::string_view(CHORIPAN_DEFAULT_DEVICE) == "cuda" ? Device::kCuda : Device::kCpu;
-  bool warmup = CHORIPAN_DEFAULT_WARMUP;
-  std::string sha256;  // the file's digest in hex; when set, any other file is refused before it is read
-};
-
-// The cores this process may run on: affinity mask and cgroup v2 CPU quota, at least 1.
-int64_t AvailableCores();
-
-// What a request is: decoded pixels, a JPEG to decode (see jpeg.h) or an already preprocessed float
-// [3, crop, crop] tensor. Images are decoded and preprocessed on the worker that runs their batch,
-// unless they hold more than kOffWorkerPixels: those go to the model's preprocessing thread first and
-// join the queue when they are ready, so that a huge image never holds up the small ones behind it.
-using Input = std::variant<ImageView, JpegView, at::Tensor>;
-
-// About a forward pass's worth of resizing on one core.
-inline constexpr int64_t kOffWorkerPixels = int64_t{1} << 22;
 
 // Exactly one of the two is set.
 struct Outcome {
@@ -71,18 +44,8 @@ struct Outcome {
 // Cancel or Dispose. It must not throw and must not call back into the model.
 using Completion = std::function<void(Outcome)>;
 
-// Model::GetStats: the fields vocabulary.json lists, where each is described.
-struct Stats {
-#define CHORIPAN_STATS_FIELD(name, js, type) type name = 0;
-  CHORIPAN_STATS(CHORIPAN_STATS_FIELD)
-#undef CHORIPAN_STATS_FIELD
-};
-
 class Model {
  public:
-  static constexpr size_t kLatencyWindow = 2048;
-  static constexpr std::chrono::seconds kDrainWindow{10};
-
   // Loads the artifact, reads its metadata, starts the workers and, with `warmup`, runs a forward
   // pass on each so the first request is not the slow one. Throws Error(kModelLoad | kDevice |
   // kInvalidArgument).
@@ -147,9 +110,10 @@ class Model {
   void StartWorkers();
   void WorkerMain(int64_t worker);
   void PreprocessorMain();
-  // Requests waiting, announced ones included: what max_queue bounds. Under mutex_.
-  size_t Waiting() const { return queue_.size() + large_.size() + preprocessing_ + static_cast<size_t>(announced_); }
-  void CountQueued() { counters_.queued = queue_.size() + large_.size() + preprocessing_; }
+  // Requests queued (those being preprocessed off the workers included), and with the announced ones,
+  // what max_queue bounds. Under mutex_.
+  size_t Queued() const { return queue_.size() + large_.size() + preprocessing_; }
+  size_t Waiting() const { return Queued() + static_cast<size_t>(announced_); }
   // Puts a request on the queue and wakes the workers that would take it. Under mutex_.
   bool Enqueue(Request request);
   // The next batch for `worker`, and whether it runs alone (see Options::intra_op_threads); nullopt
@@ -190,13 +154,8 @@ class Model {
   bool disposed_ = false;
   RequestId next_id_ = 1;
 
-  // Statistics, under mutex_.
-  Stats counters_;
-  uint64_t batched_requests_ = 0;  // requests that reached a forward pass
-  std::vector<double> latencies_ms_;  // ring buffer of kLatencyWindow
-  std::deque<Clock::time_point> answered_at_;  // completions of the last kDrainWindow
-  size_t latency_next_ = 0;
-  double forward_ms_total_ = 0;
+  uint64_t inflight_ = 0;  // requests a worker holds
+  Statistics statistics_;  // under mutex_
 };
 
 }  // namespace choripan
