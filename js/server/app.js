@@ -34,6 +34,12 @@ function translate(error, maxBodyBytes) {
   return new ChoripanError('E_INTERNAL', 'Unexpected server error', { cause: error });
 }
 
+/**
+ * A raw body's types. The format is read from the bytes (js/decode.js), never from the type: a client that
+ * does not know what it holds (a file without an extension) sends application/octet-stream.
+ */
+const RAW_TYPES = ['image/*', 'application/octet-stream'];
+
 /** Its own routes: the rest belongs to the app it is mounted in. */
 const OWN = /^\/(predict|healthz|readyz|metrics|openapi\.json|v2(\/.*)?|page\.(js|css))?$/;
 /** The Open Inference Protocol's routes, whose errors take its shape: { error: "…" }. */
@@ -77,7 +83,7 @@ function createApp({
     if (error && !(error instanceof multer.MulterError)) error.multipart = true;
     next(error);
   });
-  const rawImage = express.raw({ type: 'image/*', limit: maxBodyBytes });
+  const rawImage = express.raw({ type: RAW_TYPES, limit: maxBodyBytes });
   const app = express();
   app.disable('x-powered-by');
   // Set by the server when it drains (main.js): /readyz turns 503 and every answer closes its connection.
@@ -170,10 +176,10 @@ function createApp({
       }
       return parseMultipart(req, res, next);
     }
-    if (typeis.is(contentType(req), ['image/*'])) return rawImage(req, res, next);
+    if (typeis.is(contentType(req), RAW_TYPES)) return rawImage(req, res, next);
     return next(new ChoripanError('E_UNSUPPORTED_FORMAT',
-      `Content-Type ${req.get('content-type') ?? '(none)'} is not accepted: send image bytes with Content-Type image/*, ` +
-      "or multipart/form-data with the image in a field named 'image'"));
+      `Content-Type ${req.get('content-type') ?? '(none)'} is not accepted: send image bytes with Content-Type image/* ` +
+      "or application/octet-stream, or multipart/form-data with the image in a field named 'image'"));
   }, async (req, res) => {
     const image = req.file ? req.file.buffer : req.body;
     if (typeis.is(contentType(req), ['multipart/form-data']) && !req.file) {
