@@ -1,6 +1,7 @@
 'use strict';
 // What the service adds for the people who run it: metrics, readiness, deadlines with a default answer,
-// several models, embedding in another Express app, the OpenAPI document, the configuration, the page.
+// several models, embedding in another Express app, the OpenAPI document, the configuration. The page has
+// its own file (page.test.js).
 
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
@@ -19,8 +20,6 @@ function listen(app) {
     const server = http.createServer(app).listen(0, '127.0.0.1', () => resolve({ server, base: `http://127.0.0.1:${server.address().port}` }));
   });
 }
-
-/* global document, DataTransfer, ClipboardEvent -- in the page, through Playwright's evaluate */
 
 const post = (url, body, headers = {}) => fetch(url, { method: 'POST', body, headers: { 'content-type': 'image/png', ...headers } });
 
@@ -354,45 +353,6 @@ describe('overload', () => {
     // held, 0.49–0.56× (docs/benchmark.md, Retry storms).
     assert.ok(ratio('atOnce') > 0.8, `retrying at once: ${ratio('atOnce').toFixed(2)}× the deep queue's goodput`);
     assert.ok(ratio('honouring') > 0.7, `honouring Retry-After: ${ratio('honouring').toFixed(2)}× the deep queue's goodput`);
-  });
-});
-
-describe('the page', () => {
-  const chromium = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((file) => fs.existsSync(file));
-  const skip = !chromium && 'Chromium is not installed here (apt-get install chromium; .ci/run installs it)';
-  if (skip) console.log(`# the page tests are skipped: ${skip}`);
-
-  test('in Chromium: choose a real photo and read its label; paste works; a bad file shows the error', { skip, timeout: 120_000 }, async () => {
-    const { chromium: browserType } = require('playwright-core');
-    const model = await choripan.load(defaultPackagePath, { workers: 1 });
-    const { server, base } = await listen(createApp({ model, logger: pino({ level: 'silent' }) }));
-    const browser = await browserType.launch({ executablePath: chromium, args: ['--no-sandbox', '--disable-gpu',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'] });
-    try {
-      const page = await browser.newPage();
-      await page.goto(base);
-      await page.setInputFiles('input[type=file]', path.join(require('./helpers').photosDir, 'chelsea.png'));
-      await page.waitForSelector('#result:not([hidden])');
-      assert.ok(CAT_LABELS.includes(await page.textContent('#label')));
-      assert.equal(await page.locator('#top li').count(), 5);
-      assert.match(await page.textContent('#top li'), /%/);
-
-      await page.evaluate(async (bytes) => {
-        const file = new File([new Uint8Array(bytes)], 'coffee.png', { type: 'image/png' });
-        const data = new DataTransfer();
-        data.items.add(file);
-        document.dispatchEvent(new ClipboardEvent('paste', { clipboardData: data }));
-      }, [...photo('coffee.png')]);
-      await page.waitForFunction(() => document.getElementById('label').textContent === 'espresso');
-
-      await page.setInputFiles('input[type=file]', { name: 'notes.png', mimeType: 'image/png', buffer: Buffer.from('not an image') });
-      await page.waitForSelector('#error:not([hidden])');
-      assert.match(await page.textContent('#error'), /That did not work: The bytes are not an image of a known format \(JPEG, PNG, WebP, GIF, TIFF or AVIF\)/);
-    } finally {
-      await browser.close();
-      server.close();
-      await model.dispose();
-    }
   });
 });
 
