@@ -41,7 +41,7 @@ function translate(error, maxBodyBytes) {
 const RAW_TYPES = ['image/*', 'application/octet-stream'];
 
 /** Its own routes: the rest belongs to the app it is mounted in. */
-const OWN = /^\/(predict|healthz|readyz|metrics|openapi\.json|v2(\/.*)?|page\.(js|css))?$/;
+const OWN = /^\/(predict|healthz|readyz|metrics|openapi\.json|v2(\/.*)?|page\.(js|css)|favicon\.ico)?$/;
 /** The Open Inference Protocol's routes, whose errors take its shape: { error: "…" }. */
 const PROTOCOL = /^\/v2(\/|$)/;
 
@@ -224,6 +224,8 @@ function createApp({
   app.get('/', (req, res) => res.sendFile(path.join(page, 'index.html')));
   app.get('/page.js', (req, res) => res.sendFile(path.join(page, 'page.js')));
   app.get('/page.css', (req, res) => res.sendFile(path.join(page, 'page.css')));
+  // An SVG, which every browser that shows favicons reads by its type, whatever the name.
+  app.get('/favicon.ico', (req, res) => res.sendFile(path.join(page, 'favicon.svg')));
 
   app.use((req, res, next) => next(new ChoripanError('E_NOT_FOUND', `No route for ${req.method} ${req.path}`)));
 

@@ -1,8 +1,8 @@
 'use strict';
 // The page at `/`, in Debian's Chromium through playwright-core, against a real server on a loopback
 // port and real photos: choosing, dropping and pasting, the busy state, the keyboard and what a screen
-// reader is given. Each test saves screenshots into one folder under the system's temporary folder,
-// printed at the start, to look at.
+// reader is given, the favicon. Each test saves screenshots into one folder under the system's temporary
+// folder, printed at the start, to look at.
 
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
@@ -16,7 +16,7 @@ const choripan = require('choripan');
 const { createApp } = require('choripan/server');
 const { photo, photoPath, defaultPackagePath, CAT_LABELS, chromiumPath, launchChromium } = require('./helpers');
 
-/* global document, getComputedStyle, DataTransfer, ClipboardEvent, DragEvent -- in the page */
+/* global document, getComputedStyle, Image, DataTransfer, ClipboardEvent, DragEvent -- in the page */
 
 const skip = !chromiumPath && 'Chromium is not installed here (apt-get install chromium; .ci/run installs it)';
 if (skip) console.log(`# the page tests are skipped: ${skip}`);
@@ -257,6 +257,22 @@ describe('the page, in Chromium', { skip }, () => {
     await page.waitForSelector('#error:not([hidden])');
     const error = await accessible(page, '#error-text');
     assert.equal(error.live, 'assertive', `errors interrupt (role=alert): ${JSON.stringify(error)}`);
+    await page.close();
+  });
+
+  test('the favicon: /favicon.ico answers the icon, and the page links one that Chromium draws', async () => {
+    const response = await fetch(`${base}/favicon.ico`);
+    assert.equal(response.status, 200);
+    assert.equal(response.headers.get('content-type'), 'image/svg+xml');
+    const { page, failed } = await open();
+    const size = await page.evaluate(async () => {
+      const image = new Image();
+      image.src = document.querySelector('link[rel=icon]').href;
+      await image.decode();
+      return [image.naturalWidth, image.naturalHeight];
+    });
+    assert.deepEqual(size, [32, 32]);
+    assert.deepEqual(failed, []);
     await page.close();
   });
 
