@@ -219,9 +219,18 @@ function createApp({
 
   app.get('/openapi.json', (req, res) => res.json(openapi(models)));
 
-  // The page: plain HTML, CSS and JS, no build step and nothing from elsewhere.
+  // The page: plain HTML, CSS and JS, no build step and nothing from elsewhere. Its links are relative, so
+  // that it works wherever it is mounted, and behind a proxy that strips a prefix; mounted at /vision, a
+  // request for /vision would resolve them against the host's root, so it is sent to /vision/ first (as
+  // serve-static does for a folder). The Location names only the last segment, relative to the request
+  // ("./vision/"): no input can make it point at another host.
   const page = path.join(__dirname, 'page');
-  app.get('/', (req, res) => res.sendFile(path.join(page, 'index.html')));
+  app.get('/', (req, res) => {
+    const url = req.originalUrl;
+    const pathname = url.includes('?') ? url.slice(0, url.indexOf('?')) : url;
+    if (pathname.endsWith('/')) return res.sendFile(path.join(page, 'index.html'));
+    return res.redirect(301, `./${pathname.slice(pathname.lastIndexOf('/') + 1)}/${url.slice(pathname.length)}`);
+  });
   app.get('/page.js', (req, res) => res.sendFile(path.join(page, 'page.js')));
   app.get('/page.css', (req, res) => res.sendFile(path.join(page, 'page.css')));
   // An SVG, which every browser that shows favicons reads by its type, whatever the name.

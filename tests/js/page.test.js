@@ -1,8 +1,8 @@
 'use strict';
 // The page at `/`, in Debian's Chromium through playwright-core, against a real server on a loopback
 // port and real photos: choosing, dropping and pasting, the busy state, the keyboard and what a screen
-// reader is given, the favicon. Each test saves screenshots into one folder under the system's temporary
-// folder, printed at the start, to look at.
+// reader is given, the favicon, and the page mounted in another Express app. Each test saves screenshots
+// into one folder under the system's temporary folder, printed at the start, to look at.
 
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
@@ -10,6 +10,7 @@ const http = require('node:http');
 const os = require('node:os');
 const path = require('node:path');
 const { test, describe, before, after } = require('node:test');
+const express = require('express');
 const pino = require('pino');
 const sharp = require('sharp');
 const choripan = require('choripan');
@@ -274,6 +275,35 @@ describe('the page, in Chromium', { skip }, () => {
     assert.deepEqual(size, [32, 32]);
     assert.deepEqual(failed, []);
     await page.close();
+  });
+
+  test('mounted at /vision in a host Express app: the page works from /vision and /vision/', async () => {
+    const host = express();
+    host.get('/', (req, res) => res.send('the host app'));
+    host.use('/vision', createApp({ model, logger: pino({ level: 'silent' }) }));
+    const mounted = await listen(host);
+    try {
+      for (const where of ['/vision', '/vision/']) {
+        const { page, failed } = await open(`${mounted.base}${where}`);
+        assert.equal(page.url(), `${mounted.base}/vision/`);
+        assert.equal(await page.evaluate(() => getComputedStyle(document.querySelector('label[for=file]')).backgroundColor), 'rgb(192, 57, 43)',
+          'page.css applied');
+        await page.setInputFiles('#file', photoPath('chelsea.png'));
+        await page.waitForFunction(() => document.getElementById('label').textContent !== '' || !document.getElementById('error').hidden);
+        assert.ok(CAT_LABELS.includes(await page.textContent('#label')), await page.textContent('#error'));
+        assert.equal(await page.evaluate(() => document.querySelector('link[rel=icon]').href), `${mounted.base}/vision/favicon.ico`);
+        assert.deepEqual(failed, [], `${where}: nothing the page asked for failed`);
+        if (where === '/vision') await shoot(page, 'mounted');
+        await page.close();
+      }
+      // /vision is sent to /vision/, relative to itself, with its query.
+      const bare = await fetch(`${mounted.base}/vision?from=a%20link`, { redirect: 'manual' });
+      assert.equal(bare.status, 301);
+      assert.equal(bare.headers.get('location'), './vision/?from=a%20link');
+      assert.equal(await (await fetch(`${mounted.base}/`)).text(), 'the host app');
+    } finally {
+      mounted.server.close();
+    }
   });
 
   test('on a narrow screen the answer stacks under the image', async () => {
