@@ -11,6 +11,11 @@ export interface AppOptions {
   models?: Map<string, Model>;
   /** Comma list of host[:port] that GET /predict?url= may fetch. Default: none. */
   urlAllowlist?: string;
+  /**
+   * Comma list of origins (`https://app.example.com`) whose browser apps may call the service across
+   * origins and read its answers, or `'*'` for any. Default: none.
+   */
+  corsOrigins?: string;
   /** Your logger; one JSON line per request. Default: a new pino logger. */
   logger?: Logger;
   /** The largest body or fetched image. Default 10 MiB. */

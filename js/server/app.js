@@ -13,6 +13,7 @@ const typeis = require('type-is');
 const { ChoripanError, STATUS } = require('../errors');
 const { fetchImage, parseAllowlist } = require('./fetch-image');
 const { createMetrics } = require('./metrics');
+const { corsFor, parseOrigins } = require('./cors');
 const { createOipRouter } = require('./oip');
 const { openapi } = require('./openapi');
 const { retryAfterSeconds, createRetryPacing } = require('./retry');
@@ -50,6 +51,7 @@ const PROTOCOL = /^\/v2(\/|$)/;
  * @param {import('../model').Model} [options.model] the one model served (or `models`)
  * @param {Map<string, import('../model').Model>} [options.models] models by name; the first is the default
  * @param {string} [options.urlAllowlist] comma list of host[:port] that GET /predict?url= may fetch
+ * @param {string} [options.corsOrigins] comma list of origins whose browser apps may call it, or '*'
  * @param {import('pino').Logger} [options.logger]
  * @param {number} [options.maxBodyBytes]
  * @param {number} [options.fetchTimeoutMs]
@@ -60,6 +62,7 @@ function createApp({
   model,
   models = new Map([[model?.name ?? 'model', model]]),
   urlAllowlist = '',
+  corsOrigins = '',
   logger = pino(),
   maxBodyBytes = 10 * 1024 * 1024,
   fetchTimeoutMs = 10_000,
@@ -68,6 +71,12 @@ function createApp({
 }) {
   if (![...models.values()].every(Boolean)) throw new TypeError('createApp needs a model, or a Map of models');
   const allowed = parseAllowlist(urlAllowlist);
+  let crossOrigin;
+  try {
+    crossOrigin = corsFor(parseOrigins(corsOrigins));
+  } catch (error) {
+    throw new TypeError(`corsOrigins: ${error.message}`);
+  }
   const [defaultName] = models.keys();
   const metrics = createMetrics(models);
   const pacing = createRetryPacing(models.values());
@@ -106,6 +115,12 @@ function createApp({
       logger.info({ id, method: req.method, path: where, status: res.statusCode, model: name, label, probability, errorCode, ms },
         label ? `${label} (${probability.toFixed(3)}) in ${ms} ms` : `${req.method} ${where} ${res.statusCode} in ${ms} ms`);
     });
+    return next();
+  });
+  // Before anything can refuse a request: a browser shows a script of another origin an error only when
+  // it carries these headers too.
+  if (crossOrigin) app.use(crossOrigin);
+  app.use((req, res, next) => {
     // A body declared larger than the limit is refused on its headers, and the connection closed rather
     // than read to the end.
     const declared = Number(req.get('content-length'));

@@ -37,6 +37,7 @@ async function embed(): Promise<void> {
   host.use('/vision', createApp({ model, timeoutMs: 5000, defaultLabel: 'unknown' }));
   const two = createApp({ models: new Map([['a', model]]), urlAllowlist: 'example.com' });
   two.locals.draining = true;
+  createApp({ model, corsOrigins: 'https://app.example.com,http://localhost:3000' });
   // @ts-expect-error: createApp takes options, not a model
   createApp(model);
 }
