@@ -2,7 +2,7 @@
 
 import type { Express } from 'express';
 import type { Logger } from 'pino';
-import type { Model } from '../index';
+import type { ErrorCode, Model, Prediction } from '../index';
 
 export interface AppOptions {
   /** The one model served (or `models`). */
@@ -11,6 +11,11 @@ export interface AppOptions {
   models?: Map<string, Model>;
   /** Comma list of host[:port] that GET /predict?url= may fetch. Default: none. */
   urlAllowlist?: string;
+  /**
+   * Comma list of origins (`https://app.example.com`) whose browser apps may call the service across
+   * origins and read its answers, or `'*'` for any. Default: none.
+   */
+  corsOrigins?: string;
   /** Your logger; one JSON line per request. Default: a new pino logger. */
   logger?: Logger;
   /** The largest body or fetched image. Default 10 MiB. */
@@ -29,3 +34,28 @@ export interface AppOptions {
  * own routes and passes the others on. `app.locals.draining = true` turns /readyz to 503.
  */
 export function createApp(options: AppOptions): Express;
+
+/** The 200 answer of `POST /predict` and `GET /predict?url=`. */
+export type PredictResponse = ModelAnswer | DefaultAnswer;
+
+/** The model's answer: its most probable labels. */
+export interface ModelAnswer extends Prediction {
+  /** The model that answered (`?model=`, or the first). */
+  model: string;
+  /** Milliseconds from the request's image in hand to the answer. */
+  elapsedMs: number;
+  default?: never;
+}
+
+/** Past the deadline, with `defaultLabel` set: that label, said to be a default answer, and nothing else. */
+export interface DefaultAnswer {
+  label: string;
+  default: true;
+  model: string;
+  elapsedMs: number;
+}
+
+/** Every failure of the service's own routes (those of the Open Inference Protocol answer `{ error: string }`). */
+export interface ErrorResponse {
+  error: { code: ErrorCode; message: string };
+}

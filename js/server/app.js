@@ -13,6 +13,7 @@ const typeis = require('type-is');
 const { ChoripanError, STATUS } = require('../errors');
 const { fetchImage, parseAllowlist } = require('./fetch-image');
 const { createMetrics } = require('./metrics');
+const { corsFor, parseOrigins } = require('./cors');
 const { createOipRouter } = require('./oip');
 const { openapi } = require('./openapi');
 const { retryAfterSeconds, createRetryPacing } = require('./retry');
@@ -34,8 +35,14 @@ function translate(error, maxBodyBytes) {
   return new ChoripanError('E_INTERNAL', 'Unexpected server error', { cause: error });
 }
 
+/**
+ * A raw body's types. The format is read from the bytes (js/decode.js), never from the type: a client that
+ * does not know what it holds (a file without an extension) sends application/octet-stream.
+ */
+const RAW_TYPES = ['image/*', 'application/octet-stream'];
+
 /** Its own routes: the rest belongs to the app it is mounted in. */
-const OWN = /^\/(predict|healthz|readyz|metrics|openapi\.json|v2(\/.*)?|page\.(js|css))?$/;
+const OWN = /^\/(predict|healthz|readyz|metrics|openapi\.json|v2(\/.*)?|page\.(js|css)|favicon\.ico)?$/;
 /** The Open Inference Protocol's routes, whose errors take its shape: { error: "…" }. */
 const PROTOCOL = /^\/v2(\/|$)/;
 
@@ -44,6 +51,7 @@ const PROTOCOL = /^\/v2(\/|$)/;
  * @param {import('../model').Model} [options.model] the one model served (or `models`)
  * @param {Map<string, import('../model').Model>} [options.models] models by name; the first is the default
  * @param {string} [options.urlAllowlist] comma list of host[:port] that GET /predict?url= may fetch
+ * @param {string} [options.corsOrigins] comma list of origins whose browser apps may call it, or '*'
  * @param {import('pino').Logger} [options.logger]
  * @param {number} [options.maxBodyBytes]
  * @param {number} [options.fetchTimeoutMs]
@@ -54,6 +62,7 @@ function createApp({
   model,
   models = new Map([[model?.name ?? 'model', model]]),
   urlAllowlist = '',
+  corsOrigins = '',
   logger = pino(),
   maxBodyBytes = 10 * 1024 * 1024,
   fetchTimeoutMs = 10_000,
@@ -62,6 +71,12 @@ function createApp({
 }) {
   if (![...models.values()].every(Boolean)) throw new TypeError('createApp needs a model, or a Map of models');
   const allowed = parseAllowlist(urlAllowlist);
+  let crossOrigin;
+  try {
+    crossOrigin = corsFor(parseOrigins(corsOrigins));
+  } catch (error) {
+    throw new TypeError(`corsOrigins: ${error.message}`);
+  }
   const [defaultName] = models.keys();
   const metrics = createMetrics(models);
   const pacing = createRetryPacing(models.values());
@@ -77,7 +92,7 @@ function createApp({
     if (error && !(error instanceof multer.MulterError)) error.multipart = true;
     next(error);
   });
-  const rawImage = express.raw({ type: 'image/*', limit: maxBodyBytes });
+  const rawImage = express.raw({ type: RAW_TYPES, limit: maxBodyBytes });
   const app = express();
   app.disable('x-powered-by');
   // Set by the server when it drains (main.js): /readyz turns 503 and every answer closes its connection.
@@ -100,6 +115,12 @@ function createApp({
       logger.info({ id, method: req.method, path: where, status: res.statusCode, model: name, label, probability, errorCode, ms },
         label ? `${label} (${probability.toFixed(3)}) in ${ms} ms` : `${req.method} ${where} ${res.statusCode} in ${ms} ms`);
     });
+    return next();
+  });
+  // Before anything can refuse a request: a browser shows a script of another origin an error only when
+  // it carries these headers too.
+  if (crossOrigin) app.use(crossOrigin);
+  app.use((req, res, next) => {
     // A body declared larger than the limit is refused on its headers, and the connection closed rather
     // than read to the end.
     const declared = Number(req.get('content-length'));
@@ -170,10 +191,10 @@ function createApp({
       }
       return parseMultipart(req, res, next);
     }
-    if (typeis.is(contentType(req), ['image/*'])) return rawImage(req, res, next);
+    if (typeis.is(contentType(req), RAW_TYPES)) return rawImage(req, res, next);
     return next(new ChoripanError('E_UNSUPPORTED_FORMAT',
-      `Content-Type ${req.get('content-type') ?? '(none)'} is not accepted: send image bytes with Content-Type image/*, ` +
-      "or multipart/form-data with the image in a field named 'image'"));
+      `Content-Type ${req.get('content-type') ?? '(none)'} is not accepted: send image bytes with Content-Type image/* ` +
+      "or application/octet-stream, or multipart/form-data with the image in a field named 'image'"));
   }, async (req, res) => {
     const image = req.file ? req.file.buffer : req.body;
     if (typeis.is(contentType(req), ['multipart/form-data']) && !req.file) {
@@ -213,11 +234,22 @@ function createApp({
 
   app.get('/openapi.json', (req, res) => res.json(openapi(models)));
 
-  // The page: plain HTML, CSS and JS, no build step and nothing from elsewhere.
+  // The page: plain HTML, CSS and JS, no build step and nothing from elsewhere. Its links are relative, so
+  // that it works wherever it is mounted, and behind a proxy that strips a prefix; mounted at /vision, a
+  // request for /vision would resolve them against the host's root, so it is sent to /vision/ first (as
+  // serve-static does for a folder). The Location names only the last segment, relative to the request
+  // ("./vision/"): no input can make it point at another host.
   const page = path.join(__dirname, 'page');
-  app.get('/', (req, res) => res.sendFile(path.join(page, 'index.html')));
+  app.get('/', (req, res) => {
+    const url = req.originalUrl;
+    const pathname = url.includes('?') ? url.slice(0, url.indexOf('?')) : url;
+    if (pathname.endsWith('/')) return res.sendFile(path.join(page, 'index.html'));
+    return res.redirect(301, `./${pathname.slice(pathname.lastIndexOf('/') + 1)}/${url.slice(pathname.length)}`);
+  });
   app.get('/page.js', (req, res) => res.sendFile(path.join(page, 'page.js')));
   app.get('/page.css', (req, res) => res.sendFile(path.join(page, 'page.css')));
+  // An SVG, which every browser that shows favicons reads by its type, whatever the name.
+  app.get('/favicon.ico', (req, res) => res.sendFile(path.join(page, 'favicon.svg')));
 
   app.use((req, res, next) => next(new ChoripanError('E_NOT_FOUND', `No route for ${req.method} ${req.path}`)));
 

@@ -6,6 +6,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { native } = require('../binding');
 const { publicKeys } = require('../signature');
+const { parseOrigins } = require('./cors');
 
 class ConfigError extends Error {
   constructor(variable, message) {
@@ -21,6 +22,11 @@ const VARIABLES = {
   CHORIPAN_MODEL: ['the artifact to serve (the default model)', (t) => path.resolve(t)],
   CHORIPAN_MODELS: ['several models, name=path,… (served under /v2/models/{name} and ?model=name; the first is the default)', models],
   CHORIPAN_URL_ALLOWLIST: ['host[:port],… that GET /predict?url= may fetch (none)', (t) => t],
+  // Checked here, so that a bad origin stops start-up; createApp takes the list as it is written.
+  CHORIPAN_CORS_ORIGINS: ['origins,… (https://app.example.com) whose browser apps may call the service and read its answers, or * for any (none)', (t) => {
+    parseOrigins(t);
+    return t;
+  }],
   CHORIPAN_TIMEOUT_MS: ['the longest a request may take, in ms (30000); X-Request-Timeout-Ms may ask for less', (t) => integer(t, 1, 3_600_000)],
   CHORIPAN_DEFAULT_LABEL: ['answer 200 { label, default: true } instead of 504 when a request runs out of time (unset: 504)', (t) => t],
   CHORIPAN_MAX_BYTES: ['the largest body or fetched image, in bytes (10485760)', (t) => integer(t, 1, 1 << 30)],
@@ -112,6 +118,7 @@ function readConfig(env = process.env, overrides = {}) {
     models: modelList,
     load,
     urlAllowlist: read('CHORIPAN_URL_ALLOWLIST') ?? '',
+    corsOrigins: read('CHORIPAN_CORS_ORIGINS') ?? '',
     timeoutMs: read('CHORIPAN_TIMEOUT_MS') ?? 30_000,
     defaultLabel: read('CHORIPAN_DEFAULT_LABEL'),
     maxBodyBytes: read('CHORIPAN_MAX_BYTES') ?? 10 * 1024 * 1024,

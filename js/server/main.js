@@ -25,7 +25,7 @@ async function serve(config = readConfig()) {
     logger.info({ model: name ?? model.name, path, ms: Math.round(performance.now() - started), workers: model.stats().workers }, 'model loaded');
   }
 
-  const app = createApp({ models, logger, urlAllowlist: config.urlAllowlist, maxBodyBytes: config.maxBodyBytes,
+  const app = createApp({ models, logger, urlAllowlist: config.urlAllowlist, corsOrigins: config.corsOrigins, maxBodyBytes: config.maxBodyBytes,
     fetchTimeoutMs: config.fetchTimeoutMs, timeoutMs: config.timeoutMs, defaultLabel: config.defaultLabel });
   const server = app.listen(port, host, () => {
     const { address, port: bound } = server.address();

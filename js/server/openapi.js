@@ -42,10 +42,11 @@ function openapi(models) {
     paths: {
       '/predict': {
         post: {
-          summary: 'Classify an image sent as the body (image/*) or as the multipart field `image`',
+          summary: 'Classify an image sent as the body (image/* or application/octet-stream: the format is read from the bytes) or as the multipart field `image`',
           parameters: [modelQuery, timeout],
           requestBody: { required: true, content: {
             'image/*': { schema: { type: 'string', format: 'binary' } },
+            'application/octet-stream': { schema: { type: 'string', format: 'binary' } },
             'multipart/form-data': { schema: { type: 'object', required: ['image'], properties: { image: { type: 'string', format: 'binary' } } } },
           } },
           responses: predictAnswers,

@@ -49,4 +49,15 @@ function listening(child) {
   });
 }
 
-module.exports = { root, env, photosDir, photoPath, photo, golden, defaultModelPath, defaultPackagePath, CAT_LABELS, rejection, listening };
+/** Debian's Chromium (apt-get install chromium; .ci/run installs it), or null: then the browser tests skip. */
+const chromiumPath = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((file) => fs.existsSync(file)) ?? null;
+
+/** Chromium through playwright-core, headless, quiet: nothing it starts reaches the network. */
+function launchChromium() {
+  const { chromium } = require('playwright-core');
+  return chromium.launch({ executablePath: chromiumPath, args: ['--no-sandbox', '--disable-gpu',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'] });
+}
+
+module.exports = { root, env, photosDir, photoPath, photo, golden, defaultModelPath, defaultPackagePath, CAT_LABELS, rejection, listening,
+  chromiumPath, launchChromium };

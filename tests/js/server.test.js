@@ -64,6 +64,18 @@ describe('POST /predict and GET /predict', () => {
     assert.ok(line.ms > 0);
   });
 
+  test('a raw application/octet-stream body: the format is read from the bytes → the cat, the espresso', async () => {
+    const jpeg = await require('sharp')(photo('chelsea.png')).jpeg().toBuffer();
+    const cat = await post(jpeg, 'application/octet-stream');
+    assert.equal(cat.status, 200, JSON.stringify(cat.body));
+    assert.ok(CAT_LABELS.includes(cat.body.label));
+    const coffee = await post(photo('coffee.png'), 'application/octet-stream');
+    assert.equal(coffee.body.label, 'espresso');
+    const bitmap = await post(Buffer.concat([Buffer.from('BM'), crypto.randomBytes(200)]), 'application/octet-stream');
+    assert.equal(bitmap.status, 415);
+    assert.match(bitmap.body.error.message, /^BMP images are not supported/, 'refused for what the bytes are, not for their type');
+  });
+
   test('a multipart field named image → the espresso', async () => {
     const form = new FormData();
     form.append('image', new Blob([photo('coffee.png')], { type: 'image/png' }), 'coffee.png');
@@ -76,6 +88,7 @@ describe('POST /predict and GET /predict', () => {
     ['an empty image body', () => post(Buffer.alloc(0), 'image/png'), 400, 'E_INVALID_ARGUMENT'],
     ['random bytes as image/jpeg', () => post(crypto.randomBytes(2048), 'image/jpeg'), 400, 'E_DECODE'],
     ['text as image/png', () => post('hello', 'image/png'), 400, 'E_DECODE'],
+    ['random bytes as application/octet-stream', () => post(crypto.randomBytes(2048), 'application/octet-stream'), 400, 'E_DECODE'],
     ['application/json', () => post('{"a":1}', 'application/json'), 415, 'E_UNSUPPORTED_FORMAT'],
     ['no content type', () => post(photo('coffee.png')), 415, 'E_UNSUPPORTED_FORMAT'],
     ['a body over 10 MB', () => post(crypto.randomBytes(10 * 1024 * 1024 + 1), 'image/jpeg'), 413, 'E_TOO_LARGE'],
@@ -118,6 +131,12 @@ describe('POST /predict and GET /predict', () => {
       assert.equal(next.status, 200);
     });
   }
+
+  test('a Content-Type that is refused: the message says which are accepted', async () => {
+    const { status, body } = await post('hello', 'text/plain');
+    assert.equal(status, 415);
+    assert.match(body.error.message, /^Content-Type text\/plain is not accepted: send image bytes with Content-Type image\/\* or application\/octet-stream, or multipart/);
+  });
 
   test('a declared 20 MB body is refused on its headers: 413 JSON and the connection closed, before any byte of it', async () => {
     const net = require('node:net');

@@ -1,6 +1,6 @@
 // Compiled by `npm test` (tsc --noEmit): the public types describe how the package is used.
 import * as fs from 'node:fs';
-import choripan, { ChoripanError, load, predict, type Model, type Prediction } from 'choripan';
+import choripan, { ChoripanError, load, predict, type ErrorCode, type Model, type Prediction } from 'choripan';
 
 async function main(): Promise<void> {
   const bytes = fs.readFileSync('cat.jpg');
@@ -29,7 +29,7 @@ void main;
 
 // require('choripan/server'), embedded in an app of one's own.
 import express from 'express';
-import { createApp } from 'choripan/server';
+import { createApp, type ErrorResponse, type PredictResponse } from 'choripan/server';
 
 async function embed(): Promise<void> {
   const model: Model = await load('models/default.pt2');
@@ -37,8 +37,29 @@ async function embed(): Promise<void> {
   host.use('/vision', createApp({ model, timeoutMs: 5000, defaultLabel: 'unknown' }));
   const two = createApp({ models: new Map([['a', model]]), urlAllowlist: 'example.com' });
   two.locals.draining = true;
+  createApp({ model, corsOrigins: 'https://app.example.com,http://localhost:3000' });
   // @ts-expect-error: createApp takes options, not a model
   createApp(model);
 }
 
 void embed;
+
+// What POST /predict answers, read by a client of the service.
+async function client(): Promise<void> {
+  const response = await fetch('http://127.0.0.1:8080/predict', { method: 'POST', body: fs.readFileSync('cat.jpg'),
+    headers: { 'Content-Type': 'application/octet-stream' } });
+  const body = (await response.json()) as PredictResponse | ErrorResponse;
+  if ('error' in body) {
+    const code: ErrorCode = body.error.code;
+    console.log(code, body.error.message);
+  } else if (body.default) {
+    const label: string = body.label;
+    // @ts-expect-error: a default answer has no probabilities
+    console.log(label, body.probability);
+  } else {
+    const { label, probability, top, model, elapsedMs } = body;
+    console.log(label, probability.toFixed(3), top[1].label, model, elapsedMs);
+  }
+}
+
+void client;
