@@ -62,7 +62,7 @@ async function main(argv) {
     if (!rest.length) return usage('predict needs at least one image file');
     if ((values.model?.length ?? 0) > 1) return usage('predict takes one --model');
     const modelPath = values.model ? path.resolve(values.model[0]) : process.env.CHORIPAN_MODEL ?? choripan.DEFAULT_MODEL_PATH;
-    const options = values.topk === undefined ? {} : { topk: Number(values.topk) }; // 5, or as many labels as there are
+    const options = values.topk === undefined ? {} : { topK: Number(values.topk) }; // 5, or as many labels as there are
     const { readVariable, ConfigError } = require('../js/server/config');
     let trustedKeys;
     try {
