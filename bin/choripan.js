@@ -94,7 +94,4 @@ async function main(argv) {
   return usage(command ? `unknown command '${command}'` : 'a command is needed');
 }
 
-main(process.argv.slice(2)).catch((error) => {
-  console.error(`choripan: ${error.code ? `${error.code}: ` : ''}${error.message}`);
-  process.exit(1);
-});
+main(process.argv.slice(2)).catch(require('../js/server/main').fail);

@@ -21,6 +21,7 @@ export type ErrorCode =
   | 'E_URL_NOT_ALLOWED'
   | 'E_FETCH'
   | 'E_NOT_FOUND'
+  | 'E_NOT_READY'
   // </vocabulary errors>
   ;
 
