@@ -240,7 +240,13 @@ async function http(photoFile) {
   try {
     for (const s of servers) {
       await untilListening(s.port, s.child, s.name);
-      const answer = await fetch(`http://127.0.0.1:${s.port}/predict`, { method: 'POST', body, headers: { 'content-type': 'image/jpeg' } });
+      const post = () => fetch(`http://127.0.0.1:${s.port}/predict`, { method: 'POST', body, headers: { 'content-type': 'image/jpeg' } });
+      // choripan takes its port before its model loads, and answers 503 until it has.
+      let answer = await post();
+      while (answer.status === 503) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        answer = await post();
+      }
       s.label = (await answer.json()).label;
       if (!CAT_LABELS.includes(s.label)) throw new Error(`${s.name} says the cat photo is a ${s.label}`);
     }

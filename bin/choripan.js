@@ -1,100 +1,176 @@
 #!/usr/bin/env node
 'use strict';
 // The `choripan` command: `npx choripan serve`, `npx choripan predict photo.jpg`, from an app that
-// depends on choripan as from its own folder.
+// depends on choripan as from its own folder. Every argument is checked before a model loads: a usage
+// error is one line on stderr, with where to read more, and exit status 2; a failure that comes later is
+// one line too, and exit status 1.
 
 const fs = require('node:fs');
 const path = require('node:path');
-const { parseArgs } = require('node:util');
+const { Command, CommanderError, Option } = require('commander');
+const { version } = require('../package.json');
+const { ChoripanError, summary } = require('../js/errors');
+const config = require('../js/server/config');
 
-const HELP = `Usage:
-  choripan serve [--model [NAME=]PATH …] [--port N] [--host HOST]
-      Serve models over HTTP (POST /predict, the Open Inference Protocol under /v2, /metrics, a page at /)
-      until SIGTERM or SIGINT. Several --model NAME=PATH serve several models; the first is the default.
-  choripan predict IMAGE… [--model PATH] [--topk K] [--json]
-      Classify image files and print the labels (--json: one JSON object per image per line).
+/** The exit status of a command line that cannot be run as it is: a usage error, a file that cannot be read. */
+const USAGE_STATUS = 2;
 
-  --model PATH   an artifact written by \`python -m choripan\` (default: CHORIPAN_MODEL, else the default model)
-  --port N       default: PORT, else 8080        --host HOST   default: HOST, else 127.0.0.1
-Environment (serve):
-${require('../js/server/config').describeVariables()}`;
+/** Commander's messages ("error: unknown option '--top'\n(Did you mean --top-k?)") as one line of ours. */
+function oneLine(message) {
+  return message.trim().replace(/^error: /, '').replace(/\n\(Did you mean (.*)\?\)$/, ' (did you mean $1?)').replace(/\n/g, ' ').replace(/\.$/, '');
+}
 
-function usage(message) {
-  console.error(`choripan: ${message}\n\n${HELP}`);
-  process.exit(2);
+/**
+ * Each of `command`'s usage errors, commander's and ours (usage()), in one line that says where to read
+ * more; then main() sets the exit status.
+ */
+function reportUsageErrors(command, name) {
+  return command.exitOverride()
+    .configureOutput({ outputError: (message, write) => write(`choripan: ${oneLine(message)}; see \`${name} --help\`\n`) });
+}
+
+/** Stops with a usage error of `command`. */
+function usage(command, message) {
+  command.error(message, { code: 'choripan.usage', exitCode: USAGE_STATUS });
+}
+
+/** A flag's value through `parse(text)`, which throws with what it expected; a usage error names the flag. */
+function flagValue(command, flag, text, parse) {
+  try {
+    return parse(text);
+  } catch (error) {
+    return usage(command, `${flag}: ${error.message}`);
+  }
+}
+
+function positiveInteger(text) {
+  if (!/^\d+$/.test(text) || Number(text) < 1) throw new Error(`expected a positive integer, got '${text}'`);
+  return Number(text);
+}
+
+/** Whether every file can be read; `report(file, problem)` says why for each that cannot. */
+function readable(files, report) {
+  const problems = files.map((file) => [file, config.unreadable(file)]).filter(([, problem]) => problem);
+  for (const [file, problem] of problems) report(file, problem);
+  return problems.length === 0;
+}
+
+/** A file that cannot be read, as a line on stderr: `choripan: cannot read x.jpg: no such file`. */
+const complain = (file, problem) => console.error(`choripan: ${problem}`);
+
+/** Every value of a flag given more than once. */
+const collect = (value, previous = []) => [...previous, value];
+
+function serveCommand() {
+  const command = new Command('serve')
+    .summary('serve models over HTTP until SIGTERM or SIGINT')
+    .description('Serve models over HTTP (POST /predict, the Open Inference Protocol under /v2, /metrics, a page at /) ' +
+      'until SIGTERM or SIGINT, then finish the requests in hand. The port is taken first; /readyz answers 503 until ' +
+      'the models have loaded. The log goes to stdout: JSON lines, or lines for a person on a terminal.')
+    .addOption(new Option('--model <[NAME=]PATH>', 'an artifact written by `python -m choripan`; several --model NAME=PATH ' +
+      'serve several models, the first the default (default: CHORIPAN_MODELS or CHORIPAN_MODEL, else the default model)')
+      .argParser(collect))
+    .option('--port <N>', 'port to listen on, 0 for any free one (default: PORT, else 8080)')
+    .option('--host <HOST>', 'address to listen on (default: HOST, else 127.0.0.1)')
+    .addHelpText('after', `\nEnvironment (a flag wins over its variable):\n${config.describeVariables()}`)
+    .action(async (options) => {
+      const port = options.port === undefined ? undefined : flagValue(command, '--port', options.port, config.VARIABLES.PORT[1]);
+      let models;
+      if (options.model) {
+        const entries = flagValue(command, '--model', options.model, (list) => config.modelEntries(list, { bare: true }));
+        if (!readable(entries.map((entry) => entry.path), complain)) {
+          process.exitCode = USAGE_STATUS;
+          return;
+        }
+        models = entries.map(({ name, path: file }) => ({ name, path: path.resolve(file) }));
+      }
+      const { serve } = require('../js/server/main');
+      await serve(config.readConfig(process.env, { models, port, host: options.host }));
+    });
+  return command;
+}
+
+function predictCommand() {
+  const command = new Command('predict')
+    .summary('classify image files and print their labels')
+    .description('Classify image files (JPEG, PNG, WebP, GIF, TIFF, AVIF) and print the most probable labels of each.')
+    .argument('<image...>', 'image files')
+    .option('--model <PATH>', 'an artifact written by `python -m choripan` (default: CHORIPAN_MODEL, else the default model)', collect)
+    .option('--top-k <K>', 'how many labels to print for each image; more than the model has prints them all (default: 5)')
+    .addOption(new Option('--topk <K>').hideHelp()) // --top-k's old spelling
+    .option('--json', 'one JSON line per image on stdout: {"file", "label", "probability", "top"}, or {"file", "error": {"code", "message"}}')
+    .addHelpText('after', `
+Exit status: 0 when every image was classified; 1 when one was not, or the model did not load; 2 for a
+usage error or a file that cannot be read, and then nothing was run.
+
+Environment:
+${config.describeVariables(['CHORIPAN_MODEL', 'CHORIPAN_TRUSTED_KEYS'])}`)
+    .action(async (images, options) => {
+      if (options.model?.length > 1) usage(command, 'predict takes one --model');
+      if (options.topK !== undefined && options.topk !== undefined) usage(command, '--topk is --top-k: give it once');
+      const topKText = options.topK ?? options.topk;
+      const topK = topKText === undefined ? undefined : flagValue(command, '--top-k', topKText, positiveInteger);
+      const choripan = require('..');
+      const modelPath = options.model?.[0] ?? config.readVariable(process.env, 'CHORIPAN_MODEL') ?? choripan.DEFAULT_MODEL_PATH;
+      const trustedKeys = config.readVariable(process.env, 'CHORIPAN_TRUSTED_KEYS');
+
+      // An image's answer or failure: a JSON line on stdout with --json; else its labels on stdout, or a line on stderr.
+      const answered = options.json ? (file, result) => console.log(JSON.stringify({ file, ...result })) : (file, result) => {
+        console.log(`${file}: ${result.label} (${result.probability.toFixed(3)})`);
+        for (const entry of result.top.slice(1)) console.log(`  ${entry.label} (${entry.probability.toFixed(3)})`);
+      };
+      const failed = options.json
+        ? (file, error) => console.log(JSON.stringify({ file, error: { code: error.code ?? 'E_INTERNAL', message: error.message } }))
+        : (file, error) => console.error(`${file}: ${summary(error)}`);
+
+      // Every file before the model loads (seconds): a file that cannot be read is the command line's error.
+      const unreadableImage = options.json ? (file, problem) => failed(file, new ChoripanError('E_INVALID_ARGUMENT', problem)) : complain;
+      if (![readable([modelPath], complain), readable(images, unreadableImage)].every(Boolean)) {
+        process.exitCode = USAGE_STATUS;
+        return;
+      }
+      const model = await choripan.load(modelPath, trustedKeys ? { trustedKeys } : {});
+      let failures = 0;
+      for (const file of images) {
+        try {
+          // As many labels as asked, or as the model has, as predict() cuts its default 5.
+          const asked = topK === undefined ? {} : { topK: Math.min(topK, model.labels.length) };
+          answered(file, await model.predict(readImage(file), asked));
+        } catch (error) {
+          failures++;
+          failed(file, error);
+        }
+      }
+      await model.dispose();
+      process.exitCode = failures ? 1 : 0;
+    });
+  return command;
+}
+
+/** The file's bytes; a file that went away since it was checked fails as that image's error. */
+function readImage(file) {
+  try {
+    return fs.readFileSync(file);
+  } catch (error) {
+    throw new ChoripanError('E_INVALID_ARGUMENT', `cannot read ${file}: ${config.unreadableBecause(error)}`);
+  }
 }
 
 async function main(argv) {
-  let parsed;
+  const program = reportUsageErrors(new Command('choripan'), 'choripan')
+    .description('Serve a PyTorch image classifier exported by `python -m choripan`, or classify image files with it.')
+    .version(version, '-v, --version', 'print the version');
+  program.addCommand(reportUsageErrors(serveCommand(), 'choripan serve'));
+  program.addCommand(reportUsageErrors(predictCommand(), 'choripan predict'));
+  program.addHelpText('after', '\nEach command has its own help: choripan serve --help, choripan predict --help.');
   try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        model: { type: 'string', multiple: true }, port: { type: 'string' }, host: { type: 'string' },
-        topk: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
-      },
-    });
+    if (!argv.length) usage(program, 'a command is needed: serve or predict');
+    await program.parseAsync(argv, { from: 'user' });
   } catch (error) {
-    return usage(error.message);
+    if (!(error instanceof CommanderError)) throw error;
+    // Help and --version end here too (0); every other error of commander's is one of usage.
+    process.exitCode = error.exitCode === 0 ? 0 : USAGE_STATUS;
   }
-  const { values, positionals: [command, ...rest] } = parsed;
-  if (values.help || command === 'help') return console.log(HELP);
-  const choripan = require('..');
-  if (command === 'serve') {
-    if (rest.length) return usage(`serve takes no arguments, got ${rest.join(' ')}`);
-    const port = values.port === undefined ? undefined : Number(values.port);
-    if (port !== undefined && !(Number.isInteger(port) && port >= 0 && port < 65536)) return usage(`--port ${values.port} is not a port`);
-    const { serve, fail } = require('../js/server/main');
-    const { readConfig } = require('../js/server/config');
-    try {
-      const models = values.model?.map((entry) => {
-        const named = entry.match(/^([A-Za-z0-9_.-]+)=(.+)$/);
-        return named ? { name: named[1], path: path.resolve(named[2]) } : { name: null, path: path.resolve(entry) };
-      });
-      if (models?.length > 1 && models.some((m) => m.name === null)) return usage('with several --model, name each: --model NAME=PATH');
-      return serve(readConfig(process.env, { models, port, host: values.host })).catch(fail);
-    } catch (error) {
-      return fail(error);
-    }
-  }
-  if (command === 'predict') {
-    if (!rest.length) return usage('predict needs at least one image file');
-    if ((values.model?.length ?? 0) > 1) return usage('predict takes one --model');
-    const modelPath = values.model ? path.resolve(values.model[0]) : process.env.CHORIPAN_MODEL ?? choripan.DEFAULT_MODEL_PATH;
-    const options = values.topk === undefined ? {} : { topk: Number(values.topk) }; // 5, or as many labels as there are
-    const { readVariable, ConfigError } = require('../js/server/config');
-    let trustedKeys;
-    try {
-      trustedKeys = readVariable(process.env, 'CHORIPAN_TRUSTED_KEYS');
-    } catch (error) {
-      if (error instanceof ConfigError) return usage(error.message);
-      throw error;
-    }
-    const model = await choripan.load(modelPath, trustedKeys ? { trustedKeys } : {});
-    let failed = false;
-    for (const file of rest) {
-      try {
-        const result = await model.predict(fs.readFileSync(file), options);
-        if (values.json) {
-          console.log(JSON.stringify({ file, ...result }));
-        } else {
-          console.log(`${file}: ${result.label} (${result.probability.toFixed(3)})`);
-          for (const entry of result.top.slice(1)) console.log(`  ${entry.label} (${entry.probability.toFixed(3)})`);
-        }
-      } catch (error) {
-        failed = true;
-        console.error(`${file}: ${error.code ?? 'error'}: ${error.message}`);
-      }
-    }
-    await model.dispose();
-    process.exitCode = failed ? 1 : 0;
-    return undefined;
-  }
-  return usage(command ? `unknown command '${command}'` : 'a command is needed');
 }
 
-main(process.argv.slice(2)).catch((error) => {
-  console.error(`choripan: ${error.code ? `${error.code}: ` : ''}${error.message}`);
-  process.exit(1);
-});
+main(process.argv.slice(2)).catch((error) => require('../js/server/main').fail(error));

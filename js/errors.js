@@ -35,4 +35,13 @@ function atCallSite(error, callSite) {
   return error;
 }
 
-module.exports = { CODES, STATUS, ChoripanError, atCallSite };
+/**
+ * An error in one line, for a person at a terminal: its code, when it has one the message does not
+ * already start with (Node's system errors do: `ENOENT: no such file…`), and its message's first line.
+ */
+function summary(error) {
+  const [line] = String(error?.message ?? error).split('\n');
+  return error?.code && !line.startsWith(error.code) ? `${error.code}: ${line}` : line;
+}
+
+module.exports = { CODES, STATUS, ChoripanError, atCallSite, summary };

@@ -21,6 +21,7 @@ export type ErrorCode =
   | 'E_URL_NOT_ALLOWED'
   | 'E_FETCH'
   | 'E_NOT_FOUND'
+  | 'E_NOT_READY'
   // </vocabulary errors>
   ;
 
@@ -61,7 +62,9 @@ export interface LoadOptions {
 }
 
 export interface PredictOptions {
-  /** How many labels `top` holds, most probable first. Default 5. */
+  /** How many labels `top` holds, most probable first: 1 to the model's label count. Default 5, or every label when there are fewer. */
+  topK?: number;
+  /** @deprecated The old name of `topK` (a DeprecationWarning, CHORIPAN_DEP0001); both at once are refused. */
   topk?: number;
   /** Deadline for the whole call (decode, queue, forward); rejects with E_TIMEOUT. */
   timeoutMs?: number;
@@ -153,13 +156,13 @@ export class Model extends EventEmitter {
    * Every label's probability, in label order, for encoded image bytes or one preprocessed image
    * (3 × crop × crop floats, normalised as `metadata.preprocessing` says).
    */
-  probabilities(input: Uint8Array | Float32Array, options?: Omit<PredictOptions, 'topk'>): Promise<Float32Array>;
+  probabilities(input: Uint8Array | Float32Array, options?: Omit<PredictOptions, 'topK' | 'topk'>): Promise<Float32Array>;
   /**
    * probabilities() of several inputs, in order, as one call: admitted together or refused together
    * (E_QUEUE_FULL, or E_TOO_LARGE when they could never fit) before any is decoded; the first to fail
    * withdraws the others.
    */
-  probabilitiesMany(inputs: Array<Uint8Array | Float32Array>, options?: Omit<PredictOptions, 'topk'>): Promise<Float32Array[]>;
+  probabilitiesMany(inputs: Array<Uint8Array | Float32Array>, options?: Omit<PredictOptions, 'topK' | 'topk'>): Promise<Float32Array[]>;
   on(event: 'prediction', listener: (timing: PredictionTiming) => void): this;
   stats(): ModelStats;
   /** Queued requests reject with E_DISPOSED; running ones answer. Resolves once the workers have exited. */

@@ -26,8 +26,8 @@ function topIndices(probabilities, k) {
   return best;
 }
 
-/** The `topk` most probable labels, most probable first. */
-function topK(probabilities, labels, k) {
+/** The `k` most probable labels, most probable first. */
+function mostProbable(probabilities, labels, k) {
   return topIndices(probabilities, k).map(([index, probability]) => ({ label: labels[index], probability }));
 }
 
@@ -113,15 +113,15 @@ class Model extends EventEmitter {
   /**
    * Classify one encoded image (JPEG, PNG, WebP, GIF, TIFF or AVIF bytes, as the decode policy lists them).
    * @param {Uint8Array} image
-   * @param {{ topk?: number, signal?: AbortSignal, timeoutMs?: number }} [options]
+   * @param {{ topK?: number, signal?: AbortSignal, timeoutMs?: number }} [options]
    */
   async predict(image, options) {
     const callSite = {};
     Error.captureStackTrace(callSite, this.predict);
-    const { topk, signal, timeoutMs } = validate.predictOptions(options, this.labels.length);
+    const { topK, signal, timeoutMs } = validate.predictOptions(options, this.labels.length);
     validate.imageBytes(image);
     const [probabilities] = await this.#run([image], signal, timeoutMs, callSite);
-    const top = topK(probabilities, this.labels, topk);
+    const top = mostProbable(probabilities, this.labels, topK);
     return { label: top[0].label, probability: top[0].probability, top };
   }
 

@@ -99,12 +99,31 @@ function loadOptions(options) {
   return { ...given };
 }
 
+let warnedTopk = false;
+
+/**
+ * `topK` under its old name `topk`, which stays accepted: a DeprecationWarning the first time, as Node's
+ * own deprecated APIs warn, and an error when both are given (which one was meant?).
+ */
+function renamedTopK(given) {
+  const { topk, ...rest } = given;
+  if (topk === undefined) return [given, 'topK'];
+  if (rest.topK !== undefined) {
+    throw new ChoripanError('E_INVALID_ARGUMENT', 'options.topk is the old name of options.topK: give topK alone');
+  }
+  if (!warnedTopk) {
+    warnedTopk = true;
+    process.emitWarning('predict() option topk is deprecated: use topK', { type: 'DeprecationWarning', code: 'CHORIPAN_DEP0001' });
+  }
+  return [{ ...rest, topK: topk }, 'topk'];
+}
+
 /** predict()'s options, complete and checked against the model's class count. */
 function predictOptions(options, classes) {
-  const given = plainObject(options, 'options');
-  rejectUnknown(given, ['topk', 'signal', 'timeoutMs'], 'predict()');
-  const topk = given.topk === undefined ? Math.min(5, classes) : integer(given.topk, 'options.topk', 1, classes);
-  return { topk, ...deadlineOptions(given) };
+  const [given, topKName] = renamedTopK(plainObject(options, 'options'));
+  rejectUnknown(given, ['topK', 'signal', 'timeoutMs'], 'predict()');
+  const topK = given.topK === undefined ? Math.min(5, classes) : integer(given.topK, `options.${topKName}`, 1, classes);
+  return { topK, ...deadlineOptions(given) };
 }
 
 /** probabilities()'s options. */

@@ -72,7 +72,7 @@ function main() {
   });
   const serve = path.join(bundle, 'serve');
   fs.writeFileSync(serve, `#!/bin/sh
-# Serves the bundled model(s): PORT, HOST and the other CHORIPAN_* variables apply (app/bin/choripan.js --help).
+# Serves the bundled model(s): PORT, HOST and the other CHORIPAN_* variables apply (app/bin/choripan.js serve --help).
 here="$(cd "$(dirname "$0")" && pwd)"
 exec node "$here/app/bin/choripan.js" serve ${served.join(' ')} "$@"
 `, { mode: 0o755 });

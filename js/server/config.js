@@ -15,11 +15,39 @@ class ConfigError extends Error {
   }
 }
 
+/** Node's reasons a file cannot be read, in words. */
+const FILE_ERRORS = { ENOENT: 'no such file', ENOTDIR: 'no such file', EISDIR: 'is a directory', EACCES: 'permission denied' };
+
+/** Why a file could not be read, in words ('no such file', 'is a directory', …), from Node's error. */
+function unreadableBecause(error) {
+  return FILE_ERRORS[error.code] ?? error.code ?? error.message;
+}
+
+/** `cannot read FILE: why` when `file` is not a file this process can read; null when it is. */
+function unreadable(file) {
+  try {
+    const stat = fs.statSync(file);
+    if (stat.isDirectory()) return `cannot read ${file}: is a directory`;
+    if (!stat.isFile()) return `cannot read ${file}: not a regular file`;
+    fs.accessSync(file, fs.constants.R_OK);
+    return null;
+  } catch (error) {
+    return `cannot read ${file}: ${unreadableBecause(error)}`;
+  }
+}
+
+/** `text` as an absolute path, once it names a readable file. */
+function existingFile(text) {
+  const problem = unreadable(text);
+  if (problem) throw new Error(problem);
+  return path.resolve(text);
+}
+
 /** name → [what it is, parse(text) → value]; `help` lists them. */
 const VARIABLES = {
   PORT: ['port to listen on (8080)', (t) => integer(t, 0, 65535)],
   HOST: ['address to listen on (127.0.0.1: this machine only; 0.0.0.0 opens it to the network)', (t) => t],
-  CHORIPAN_MODEL: ['the artifact to serve (the default model)', (t) => path.resolve(t)],
+  CHORIPAN_MODEL: ['the artifact to load (the default model)', existingFile],
   CHORIPAN_MODELS: ['several models, name=path,… (served under /v2/models/{name} and ?model=name; the first is the default)', models],
   CHORIPAN_URL_ALLOWLIST: ['host[:port],… that GET /predict?url= may fetch (none)', (t) => t],
   // Checked here, so that a bad origin stops start-up; createApp takes the list as it is written.
@@ -63,7 +91,7 @@ function trustedKeys(text) {
     try {
       return fs.readFileSync(file);
     } catch (error) {
-      throw new Error(`cannot read ${file} (${error.code ?? error.message})`);
+      throw new Error(`cannot read ${file}: ${unreadableBecause(error)}`);
     }
   });
   try {
@@ -73,17 +101,28 @@ function trustedKeys(text) {
   }
 }
 
-function models(text) {
-  const entries = text.split(',').map((entry) => entry.trim()).filter(Boolean).map((entry) => {
-    const match = entry.match(/^([A-Za-z0-9_.-]+)=(.+)$/);
-    if (!match) throw new Error(`expected name=path,…, got '${entry}'`);
-    return { name: match[1], path: path.resolve(match[2]) };
-  });
+/**
+ * Models to serve from `NAME=PATH` entries (CHORIPAN_MODELS, `--model`), names unique; a lone entry may
+ * be a bare PATH where `bare` allows it (named then by its metadata). The files are the caller's to check.
+ */
+function modelEntries(entries, { bare }) {
   if (!entries.length) throw new Error('lists no model');
-  const names = entries.map((e) => e.name);
+  const parsed = entries.map((entry) => {
+    const match = entry.match(/^([A-Za-z0-9_.-]+)=(.+)$/);
+    if (match) return { name: match[1], path: match[2] };
+    if (!bare) throw new Error(`expected name=path,…, got '${entry}'`);
+    if (entries.length > 1) throw new Error(`several models need a name each (NAME=PATH), got '${entry}'`);
+    return { name: null, path: entry };
+  });
+  const names = parsed.map((e) => e.name);
   const twice = names.find((name, i) => names.indexOf(name) !== i);
   if (twice) throw new Error(`names ${twice} twice`);
-  return entries;
+  return parsed;
+}
+
+function models(text) {
+  return modelEntries(text.split(',').map((entry) => entry.trim()).filter(Boolean), { bare: false })
+    .map(({ name, path: file }) => ({ name, path: existingFile(file) }));
 }
 
 /** One variable's value, parsed; undefined when unset or empty. Throws ConfigError naming it. */
@@ -127,10 +166,10 @@ function readConfig(env = process.env, overrides = {}) {
   };
 }
 
-/** The variables and what each does, for --help. */
-function describeVariables() {
-  const width = Math.max(...Object.keys(VARIABLES).map((name) => name.length));
-  return Object.entries(VARIABLES).map(([name, [what]]) => `  ${name.padEnd(width)}  ${what}`).join('\n');
+/** The variables (all, or those named) and what each does, for --help. */
+function describeVariables(names = Object.keys(VARIABLES)) {
+  const width = Math.max(...names.map((name) => name.length));
+  return names.map((name) => `  ${name.padEnd(width)}  ${VARIABLES[name][0]}`).join('\n');
 }
 
-module.exports = { readConfig, readVariable, describeVariables, ConfigError, VARIABLES };
+module.exports = { readConfig, readVariable, describeVariables, modelEntries, unreadable, unreadableBecause, ConfigError, VARIABLES };

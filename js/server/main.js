@@ -5,38 +5,93 @@
 const http = require('node:http');
 const pino = require('pino');
 const { load } = require('..');
+const { STATUS, summary } = require('../errors');
 const { createApp } = require('./app');
 const { readConfig, ConfigError } = require('./config');
 
-let logger = pino();
+/** JSON lines, one per event, for whatever reads them; on a terminal, pino-pretty's lines for a person. */
+function createLogger(level) {
+  if (!process.stdout.isTTY) return pino({ level });
+  const pretty = require('pino-pretty');
+  // Synchronous, so that nothing is lost when the process exits right after a line.
+  return pino({ level }, pretty({ sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', singleLine: true }));
+}
+
+/** What the usual reasons to be refused a port mean. */
+const LISTEN_ERRORS = {
+  EADDRINUSE: 'another process listens there',
+  EADDRNOTAVAIL: 'this machine has no such address',
+  EACCES: 'this user may not listen on that port',
+  ENOTFOUND: 'no such host',
+};
+
+/** host:port, with an IPv6 address in brackets. */
+const hostPort = (host, port) => `${host.includes(':') ? `[${host}]` : host}:${port}`;
+
+/** Binds `server` to host:port; the error says where and why, in one line: `cannot listen on HOST:PORT: EADDRINUSE (…)`. */
+function listen(server, port, host) {
+  return new Promise((resolve, reject) => {
+    const refused = (error) => {
+      const why = LISTEN_ERRORS[error.code] ? ` (${LISTEN_ERRORS[error.code]})` : '';
+      reject(new Error(`cannot listen on ${hostPort(host, port)}: ${error.code ?? error.message}${why}`, { cause: error }));
+    };
+    server.once('error', refused);
+    server.listen(port, host, () => {
+      server.off('error', refused);
+      resolve(server.address());
+    });
+  });
+}
 
 /**
- * Loads the configured models and serves them until SIGTERM or SIGINT, then drains and exits.
+ * Every request while the models load: 503 with Retry-After, `{ status: 'loading' }` on the probes'
+ * routes, E_NOT_READY on the others (in the protocol's own shape under /v2).
+ */
+function answerWhileLoading(req, res) {
+  const path = req.url.split('?')[0];
+  const message = 'The server is loading its models: retry in a moment';
+  let body;
+  if (path === '/healthz' || path === '/readyz') body = { status: 'loading' };
+  else body = { error: /^\/v2(\/|$)/.test(path) ? message : { code: 'E_NOT_READY', message } };
+  res.writeHead(STATUS.E_NOT_READY, { 'Content-Type': 'application/json', 'Retry-After': '1' });
+  res.end(JSON.stringify(body));
+}
+
+/**
+ * Takes the port, loads the configured models, and serves them until SIGTERM or SIGINT, then drains and
+ * exits. The port comes first, so that a port in use or an address this machine lacks fails at once,
+ * not after the models have loaded; while they load, requests are answered 503 (answerWhileLoading).
  * @param {ReturnType<typeof readConfig>} config
  */
 async function serve(config = readConfig()) {
-  logger = pino({ level: config.logLevel });
-  const { port, host } = config;
+  const logger = createLogger(config.logLevel);
+  const { host } = config;
+  let handle = answerWhileLoading;
+  const server = http.createServer((req, res) => handle(req, res));
+  server.on('clientError', answerClientError);
+  const { address, port } = await listen(server, config.port, host);
+  const url = `http://${hostPort(host, port)}`;
+  // No "port" field yet: what reads the log for it (tests/js/helpers.js listening()) waits for the
+  // line that says the models are ready.
+  logger.info({ url }, `listening on ${url}; loading ${config.models.length === 1 ? 'the model' : `${config.models.length} models`}`);
+
   const models = new Map();
-  for (const { name, path } of config.models) {
-    const started = performance.now();
-    const model = await load(path, config.load);
-    models.set(name ?? model.name, model);
-    logger.info({ model: name ?? model.name, path, ms: Math.round(performance.now() - started), workers: model.stats().workers }, 'model loaded');
+  try {
+    for (const { name, path } of config.models) {
+      const started = performance.now();
+      const model = await load(path, config.load);
+      models.set(name ?? model.name, model);
+      logger.info({ model: name ?? model.name, path, ms: Math.round(performance.now() - started), workers: model.stats().workers }, 'model loaded');
+    }
+  } catch (error) {
+    server.close();
+    throw error;
   }
 
   const app = createApp({ models, logger, urlAllowlist: config.urlAllowlist, corsOrigins: config.corsOrigins, maxBodyBytes: config.maxBodyBytes,
     fetchTimeoutMs: config.fetchTimeoutMs, timeoutMs: config.timeoutMs, defaultLabel: config.defaultLabel });
-  const server = app.listen(port, host, () => {
-    const { address, port: bound } = server.address();
-    logger.info({ address, port: bound }, `listening on http://${host}:${bound}`);
-  });
-  server.on('error', (error) => {
-    logger.fatal({ err: error }, `cannot listen on ${host}:${port}`);
-    process.exit(1);
-  });
-
-  server.on('clientError', answerClientError);
+  handle = app;
+  logger.info({ address, port }, `ready: serving ${[...models.keys()].join(', ')} on ${url}`);
 
   // Graceful: stop accepting connections, answer the requests in hand with `Connection: close` (so
   // that keep-alive clients move on), close idle connections as they become idle, free the model,
@@ -78,13 +133,10 @@ function answerClientError(error, socket) {
     `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
 }
 
+/** Why the server did not start, in one line on stderr: a bad variable (exit status 2), or anything else (1). */
 function fail(error) {
-  if (error instanceof ConfigError) {
-    console.error(`choripan: ${error.message}`); // one line naming the variable
-    process.exit(2);
-  }
-  logger.fatal({ err: error, code: error.code }, error.message);
-  process.exit(1);
+  console.error(`choripan: ${summary(error)}`);
+  process.exit(error instanceof ConfigError ? 2 : 1);
 }
 
 if (require.main === module) {

@@ -17,7 +17,8 @@ function failures(codes) {
   return Object.fromEntries(Object.entries(byStatus).map(([status, list]) => [status, answer(list.join(', '), ref('Error'))]));
 }
 
-const PREDICT_FAILURES = ['E_INVALID_ARGUMENT', 'E_DECODE', 'E_UNSUPPORTED_FORMAT', 'E_TOO_LARGE', 'E_QUEUE_FULL', 'E_TIMEOUT', 'E_INTERNAL'];
+// E_NOT_READY: `choripan serve` answers every route so while its models load (js/server/main.js).
+const PREDICT_FAILURES = ['E_INVALID_ARGUMENT', 'E_DECODE', 'E_UNSUPPORTED_FORMAT', 'E_TOO_LARGE', 'E_QUEUE_FULL', 'E_NOT_READY', 'E_TIMEOUT', 'E_INTERNAL'];
 const OIP_FAILURES = { 400: answer('a malformed request', ref('OipError')), 404: answer('no such model', ref('OipError')),
   413: answer('the body is over the limit', ref('OipError')), 415: answer('an unknown Content-Encoding', ref('OipError')),
   503: answer('the queue is full', ref('OipError')),
@@ -57,9 +58,10 @@ function openapi(models) {
           responses: { ...predictAnswers, ...failures(['E_URL_NOT_ALLOWED', 'E_FETCH']) },
         },
       },
-      '/healthz': { get: { summary: 'Alive, with each model\'s stats', responses: { 200: answer('alive', { type: 'object' }) } } },
+      '/healthz': { get: { summary: 'Alive, with each model\'s stats', responses: { 200: answer('alive', { type: 'object' }),
+        503: answer('the models are still loading', { type: 'object' }) } } },
       '/readyz': { get: { summary: 'Every model loaded and warm, and not draining', responses: {
-        200: answer('ready', { type: 'object' }), 503: answer('draining', { type: 'object' }) } } },
+        200: answer('ready', { type: 'object' }), 503: answer('draining, or the models are still loading', { type: 'object' }) } } },
       '/metrics': { get: { summary: 'Prometheus metrics', responses: { 200: { description: 'the text format', content: { 'text/plain': { schema: { type: 'string' } } } } } } },
       '/openapi.json': { get: { summary: 'This document', responses: { 200: answer('OpenAPI 3.1', { type: 'object' }) } } },
       '/': { get: { summary: 'A page to try a photo', responses: { 200: { description: 'HTML', content: { 'text/html': { schema: { type: 'string' } } } } } } },

@@ -4,9 +4,10 @@
 const assert = require('node:assert/strict');
 const { test, describe, after } = require('node:test');
 const crypto = require('node:crypto');
+const { spawnSync } = require('node:child_process');
 const sharp = require('sharp');
 const choripan = require('choripan');
-const { photo, defaultModelPath, defaultPackagePath, CAT_LABELS, rejection } = require('./helpers');
+const { root, photo, photoPath, defaultModelPath, defaultPackagePath, CAT_LABELS, rejection } = require('./helpers');
 
 describe('predict() with the default model', () => {
   test('labels a real cat photo as a cat, with the top 5', async () => {
@@ -24,9 +25,23 @@ describe('predict() with the default model', () => {
     assert.equal((await choripan.predict(photo('rocket.jpg'))).label, 'missile');
   });
 
-  test('honours topk', async () => {
-    const result = await choripan.predict(photo('coffee.png'), { topk: 2 });
+  test('honours topK', async () => {
+    const result = await choripan.predict(photo('coffee.png'), { topK: 2 });
     assert.equal(result.top.length, 2);
+  });
+
+  test('takes the old name topk, with one DeprecationWarning (CHORIPAN_DEP0001) however often it is used', () => {
+    const script = `const fs = require('node:fs');
+      const choripan = require(${JSON.stringify(root)});
+      (async () => {
+        for (let i = 0; i < 3; i++) console.log((await choripan.predict(fs.readFileSync(${JSON.stringify(photoPath('coffee.png'))}), { topk: 2 })).top.length);
+      })();`;
+    const run = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
+    assert.equal(run.status, 0, run.stderr);
+    assert.deepEqual(run.stdout.trim().split('\n'), ['2', '2', '2']);
+    const warnings = run.stderr.split('\n').filter((line) => line.includes('DeprecationWarning'));
+    assert.equal(warnings.length, 1, run.stderr);
+    assert.match(warnings[0], /\[CHORIPAN_DEP0001\] DeprecationWarning: predict\(\) option topk is deprecated: use topK/);
   });
 
   test('takes WebP and JPEG encodings of the same photo', async () => {
@@ -51,8 +66,11 @@ describe('bad calls are rejected with E_INVALID_ARGUMENT', () => {
   const cases = [
     ['a string instead of bytes', () => choripan.predict('chelsea.png'), /Expected a Buffer or Uint8Array .* for image but received "chelsea.png" of type string/],
     ['an empty buffer', () => choripan.predict(Buffer.alloc(0)), /empty buffer/],
-    ['topk 0', () => choripan.predict(photo('coffee.png'), { topk: 0 }), /Expected an integer between 1 and 1000 for options.topk but received 0/],
-    ['a misspelled option', () => choripan.predict(photo('coffee.png'), { topK: 3 }), /Unknown option 'topK' for predict\(\)\. Did you mean 'topk'\?/],
+    ['topK 0', () => choripan.predict(photo('coffee.png'), { topK: 0 }), /Expected an integer between 1 and 1000 for options.topK but received 0/],
+    ['topK over the label count', () => choripan.predict(photo('coffee.png'), { topK: 1001 }), /Expected an integer between 1 and 1000 for options.topK but received 1001/],
+    ['the old name topk, named as given', () => choripan.predict(photo('coffee.png'), { topk: 0 }), /Expected an integer between 1 and 1000 for options.topk but received 0/],
+    ['topK and topk at once', () => choripan.predict(photo('coffee.png'), { topK: 3, topk: 3 }), /^options.topk is the old name of options.topK: give topK alone$/],
+    ['a misspelled option', () => choripan.predict(photo('coffee.png'), { top_k: 3 }), /Unknown option 'top_k' for predict\(\)\. Did you mean 'topK'\?/],
     ['a signal that is not an AbortSignal', () => choripan.predict(photo('coffee.png'), { signal: {} }), /AbortSignal/],
     ['a misspelled load option', () => choripan.load(defaultModelPath, { maxbatch: 4 }), /Did you mean 'maxBatch'\?/],
     ['maxBatch 0', () => choripan.load(defaultModelPath, { maxBatch: 0 }), /between 1 and 1024 for maxBatch \(max_batch\) but received 0/],

@@ -36,7 +36,10 @@ async function rejection(promise) {
   throw new Error('expected a rejection, but the promise resolved');
 }
 
-/** Resolves to the port a server child process logs that it listens on; rejects if it exits first. */
+/**
+ * Resolves to the port of a server child process once it is ready: the log line with "port" comes after
+ * its models load (the one before it, when it takes the port, names only the url). Rejects if it exits first.
+ */
 function listening(child) {
   return new Promise((resolve, reject) => {
     let buffered = '';

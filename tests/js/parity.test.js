@@ -24,7 +24,7 @@ for (const artifact of [defaultModelPath, defaultPackagePath]) {
 
     for (const entry of expected.photos) {
       test(`${entry.file}: same top-5 labels, probabilities within 1e-5`, async () => {
-        const result = await model.predict(photo(entry.file), { topk: 5 });
+        const result = await model.predict(photo(entry.file), { topK: 5 });
         assert.deepEqual(result.top.map((t) => t.label), entry.top.map((t) => t.label));
         for (const [i, t] of result.top.entries()) {
           assert.ok(Math.abs(t.probability - entry.top[i].probability) < 1e-5,
@@ -68,7 +68,7 @@ describe('parity on an exported torchvision model with other preprocessing', () 
   test('every golden photo: same ranking, probabilities within 1e-5', async () => {
     assert.equal(model.metadata.preprocessing.interpolation, 'bicubic');
     for (const entry of expected.photos) {
-      const result = await model.predict(photo(entry.file), { topk: 3 });
+      const result = await model.predict(photo(entry.file), { topK: 3 });
       assert.deepEqual(result.top.map((t) => t.label), entry.top.map((t) => t.label), entry.file);
       for (const [i, t] of result.top.entries()) assert.ok(Math.abs(t.probability - entry.top[i].probability) < 1e-5);
     }

@@ -5,6 +5,7 @@
 
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
+const os = require('node:os');
 const http = require('node:http');
 const path = require('node:path');
 const { spawn, spawnSync } = require('node:child_process');
@@ -174,13 +175,13 @@ describe('mounted in another Express app', () => {
 describe('the configuration', () => {
   const main = path.join(root, 'js', 'server', 'main.js');
 
-  test('docs/service.md and `choripan --help` describe every variable the server reads', () => {
+  test('docs/service.md and `choripan serve --help` describe every variable the server reads', () => {
     const { VARIABLES } = require('../../js/server/config');
     const docs = fs.readFileSync(path.join(root, 'docs', 'service.md'), 'utf8');
-    const help = spawnSync(process.execPath, [path.join(root, 'bin', 'choripan.js'), '--help'], { encoding: 'utf8' }).stdout;
+    const help = spawnSync(process.execPath, [path.join(root, 'bin', 'choripan.js'), 'serve', '--help'], { encoding: 'utf8' }).stdout;
     for (const name of Object.keys(VARIABLES)) {
       assert.match(docs, new RegExp(`\\| \`${name}\` \\|`), `docs/service.md lacks ${name}`);
-      assert.match(help, new RegExp(`^  ${name} `, 'm'), `--help lacks ${name}`);
+      assert.match(help, new RegExp(`^  ${name} `, 'm'), `serve --help lacks ${name}`);
     }
   });
 
@@ -231,13 +232,16 @@ describe('the configuration', () => {
     }
   });
 
-  test('a bad value stops start-up with one line naming the variable', () => {
-    for (const [variable, value] of [['CHORIPAN_MAX_QUEUE', 'many'], ['PORT', '99999'], ['CHORIPAN_MODELS', 'a=x.pt,a=y.pt'],
-      ['CHORIPAN_CORS_ORIGINS', 'https://app.example.com/']]) {
+  test('a bad value stops start-up with one line naming the variable, a model file that cannot be read too', () => {
+    for (const [variable, value, message] of [['CHORIPAN_MAX_QUEUE', 'many'], ['PORT', '99999'], ['CHORIPAN_MODELS', 'a=x.pt,a=y.pt'],
+      ['CHORIPAN_CORS_ORIGINS', 'https://app.example.com/'],
+      ['CHORIPAN_MODEL', 'no-such-model.pt', 'cannot read no-such-model.pt: no such file'],
+      ['CHORIPAN_MODELS', `a=${defaultModelPath},b=${os.tmpdir()}`, `cannot read ${os.tmpdir()}: is a directory`]]) {
       const run = spawnSync(process.execPath, [main], { encoding: 'utf8', env: { ...process.env, [variable]: value }, timeout: 60_000 });
       assert.equal(run.status, 2, `${variable}=${value}: ${run.stderr}`);
       assert.equal(run.stderr.trim().split('\n').length, 1, run.stderr);
       assert.match(run.stderr, new RegExp(`^choripan: ${variable}: `));
+      if (message) assert.equal(run.stderr, `choripan: ${variable}: ${message}\n`);
     }
   });
 

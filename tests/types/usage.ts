@@ -4,7 +4,7 @@ import choripan, { ChoripanError, load, predict, type ErrorCode, type Model, typ
 
 async function main(): Promise<void> {
   const bytes = fs.readFileSync('cat.jpg');
-  const first: Prediction = await predict(bytes, { topk: 3, timeoutMs: 1000, signal: AbortSignal.timeout(5000) });
+  const first: Prediction = await predict(bytes, { topK: 3, timeoutMs: 1000, signal: AbortSignal.timeout(5000) });
   const label: string = first.top[0].label;
   const model: Model = await load('models/default.pt', { maxBatch: 8, maxDelayMs: 2, device: 'cpu' });
   const stats = model.stats();
@@ -20,7 +20,9 @@ async function main(): Promise<void> {
   }
   console.log(label, batch, labels.length, crop, rows.length, choripan.codes.E_QUEUE_FULL);
   // @ts-expect-error: misspelled options are type errors too
-  await predict(bytes, { topK: 3 });
+  await predict(bytes, { top_k: 3 });
+  // @ts-expect-error: probabilities() has no top
+  await model.probabilities(bytes, { topK: 3 });
   // @ts-expect-error: devices are 'cpu' or 'cuda'
   await load('m.pt', { device: 'tpu' });
 }
