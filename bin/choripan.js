@@ -11,6 +11,10 @@ const { Command, CommanderError, Option } = require('commander');
 const { version } = require('../package.json');
 const { ChoripanError, summary } = require('../js/errors');
 const config = require('../js/server/config');
+const { serverVariables, unsetValue } = require('../js/vocabulary');
+
+/** What a server variable comes to when unset (native/core/vocabulary.json). */
+const unset = (name) => unsetValue(serverVariables().find((v) => v.variable === name));
 
 /** The exit status of a command line that cannot be run as it is: a usage error, a file that cannot be read. */
 const USAGE_STATUS = 2;
@@ -70,8 +74,8 @@ function serveCommand() {
     .addOption(new Option('--model <[NAME=]PATH>', 'an artifact written by `python -m choripan`; several --model NAME=PATH ' +
       'serve several models, the first the default (default: CHORIPAN_MODELS or CHORIPAN_MODEL, else the default model)')
       .argParser(collect))
-    .option('--port <N>', 'port to listen on, 0 for any free one (default: PORT, else 8080)')
-    .option('--host <HOST>', 'address to listen on (default: HOST, else 127.0.0.1)')
+    .option('--port <N>', `port to listen on, 0 for any free one (default: PORT, else ${unset('PORT')})`)
+    .option('--host <HOST>', `address to listen on (default: HOST, else ${unset('HOST')})`)
     .addHelpText('after', `\nEnvironment (a flag wins over its variable):\n${config.describeVariables()}`)
     .action(async (options) => {
       const port = options.port === undefined ? undefined : flagValue(command, '--port', options.port, config.VARIABLES.PORT[1]);

@@ -2,8 +2,8 @@
 // native/core/vocabulary.json is the one owner of the error codes, the stats fields, the load options and
 // the limits on images.
 // This writes what repeats them: native/core/vocabulary.h (X-macros for the C++ side), and the marked
-// regions of js/index.d.ts and docs/api.md. js/ reads the JSON itself. `--check` only says whether
-// everything is up to date (tests/js/vocabulary.test.js runs it).
+// regions of js/index.d.ts, js/server/app.d.ts, docs/api.md and docs/service.md. js/ reads the JSON itself (js/vocabulary.js).
+// `--check` only says whether everything is up to date (tests/js/vocabulary.test.js runs it).
 //
 //   node scripts/vocabulary.js [--check]
 
@@ -50,8 +50,18 @@ function renderHeader(vocabulary) {
   ].join('\n');
 }
 
-// A stat's meaning with its window's size written in ("over the last {latencyAnswers} answers").
-const meaning = (stat, v) => stat.meaning.replace(/\{(\w+)\}/g, (_, name) => v.statsWindows.find((w) => w.name === name).value);
+const { statMeaning: meaning, serverVariables, unsetValue } = require('../js/vocabulary');
+
+/** A link from docs/FILE to `target` (a path from the root, maybe with #anchor). */
+const linkFromDocs = (target) => (target.startsWith('docs/') ? target.slice(5) : `../${target}`).replace(/^service\.md#/, '#');
+
+/** A server variable's row: what it sets (and where to read more), what it is when unset, its flag. */
+function variableRow(v) {
+  const what = v.option && v.meaning === `${v.option} of each model` ? `\`${v.option}\` of each model` : v.meaning;
+  const unset = v.default === undefined || v.unset ? unsetValue(v) : `\`${unsetValue(v)}\``;
+  const more = v.see ? ` ([more](${linkFromDocs(v.see)}))` : '';
+  return `| \`${v.variable}\` | ${what}${more} | ${unset} | ${v.flag ? `\`${v.flag}\`` : ''} |`;
+}
 
 const quote = (value) => (typeof value === 'string' ? `'${value}'` : String(value));
 
@@ -75,6 +85,16 @@ const regions = {
       ...v.options.map((o) => `| \`${o.name}\` | ${o.type === 'integer' ? 'integer' : optionType(o).replace(/\|/g, '\\|')} | ` +
         `${'default' in o ? quote(o.default) : ''} | ${'min' in o ? `${o.min} – ${o.max}` : ''} | ${o.meaning}${o.layer === 'js' ? ' (JS only)' : ''} |`)],
     stats: (v) => ['| field | meaning |', '| --- | --- |', ...v.stats.map((s) => `| \`${s.name}\` | ${meaning(s, v)} |`)],
+  },
+  'js/server/app.d.ts': {
+    appOptions: (v) => serverVariables(v).filter((s) => s.app).flatMap((s) => [
+      `  /** ${s.meaning}. Default: ${unsetValue(s)} (${s.variable} for the server). */`,
+      `  ${s.setting}?: ${s.type === 'integer' ? 'number' : 'string'};`]),
+  },
+  'docs/service.md': {
+    variables: (v) => ['| variable | what it sets | when unset | flag |', '| --- | --- | --- | --- |', ...serverVariables(v).map(variableRow)],
+    metrics: (v) => ['| metric | type | read from `stats()` | meaning |', '| --- | --- | --- | --- |',
+      ...v.stats.filter((s) => s.metric).map((s) => `| \`${s.metric.name}{model}\` | ${s.metric.type} | \`${s.name}\` | ${meaning(s, v)} |`)],
   },
 };
 

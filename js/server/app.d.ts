@@ -9,23 +9,22 @@ export interface AppOptions {
   model?: Model;
   /** Models by name; the first is the default, the others are chosen with ?model=name. */
   models?: Map<string, Model>;
-  /** Comma list of host[:port] that GET /predict?url= may fetch. Default: none. */
-  urlAllowlist?: string;
-  /**
-   * Comma list of origins (`https://app.example.com`) whose browser apps may call the service across
-   * origins and read its answers, or `'*'` for any. Default: none.
-   */
-  corsOrigins?: string;
   /** Your logger; one JSON line per request. Default: a new pino logger. */
   logger?: Logger;
-  /** The largest body or fetched image. Default 10 MiB. */
-  maxBodyBytes?: number;
-  /** The longest a ?url= fetch may take. Default 10000. */
-  fetchTimeoutMs?: number;
-  /** The longest a request may take; X-Request-Timeout-Ms may ask for less. Default 30000. */
+  // <vocabulary appOptions>
+  /** host[:port],… that GET /predict?url= may fetch. Default: none (CHORIPAN_URL_ALLOWLIST for the server). */
+  urlAllowlist?: string;
+  /** origins,… (https://app.example.com) whose browser apps may call the service and read its answers, or * for any. Default: none (CHORIPAN_CORS_ORIGINS for the server). */
+  corsOrigins?: string;
+  /** the longest a request may take, in ms; X-Request-Timeout-Ms may ask for less. Default: 30000 (CHORIPAN_TIMEOUT_MS for the server). */
   timeoutMs?: number;
-  /** Past the deadline, answer 200 { label: defaultLabel, default: true } instead of 504. */
+  /** past its deadline, a request is answered 200 { label, default: true } with this label instead of 504. Default: 504 (CHORIPAN_DEFAULT_LABEL for the server). */
   defaultLabel?: string;
+  /** the largest body or fetched image, in bytes. Default: 10485760 (CHORIPAN_MAX_BYTES for the server). */
+  maxBodyBytes?: number;
+  /** the longest a ?url= fetch may take, in ms. Default: 10000 (CHORIPAN_FETCH_TIMEOUT_MS for the server). */
+  fetchTimeoutMs?: number;
+  // </vocabulary appOptions>
 }
 
 /**

@@ -17,6 +17,10 @@ const { corsFor, parseOrigins } = require('./cors');
 const { createOipRouter } = require('./oip');
 const { openapi } = require('./openapi');
 const { retryAfterSeconds, createRetryPacing } = require('./retry');
+const { serverVariables } = require('../vocabulary');
+
+/** createApp's defaults: those of the variables that set its options (native/core/vocabulary.json). */
+const APP_DEFAULTS = Object.fromEntries(serverVariables().filter((v) => v.app).map((v) => [v.setting, v.default]));
 
 /** body-parser's, multer's and the router's own errors, in choripan's vocabulary. */
 function translate(error, maxBodyBytes) {
@@ -61,12 +65,12 @@ const PROTOCOL = /^\/v2(\/|$)/;
 function createApp({
   model,
   models = new Map([[model?.name ?? 'model', model]]),
-  urlAllowlist = '',
-  corsOrigins = '',
+  urlAllowlist = APP_DEFAULTS.urlAllowlist,
+  corsOrigins = APP_DEFAULTS.corsOrigins,
   logger = pino(),
-  maxBodyBytes = 10 * 1024 * 1024,
-  fetchTimeoutMs = 10_000,
-  timeoutMs = 30_000,
+  maxBodyBytes = APP_DEFAULTS.maxBodyBytes,
+  fetchTimeoutMs = APP_DEFAULTS.fetchTimeoutMs,
+  timeoutMs = APP_DEFAULTS.timeoutMs,
   defaultLabel,
 }) {
   if (![...models.values()].every(Boolean)) throw new TypeError('createApp needs a model, or a Map of models');

@@ -7,6 +7,7 @@ const path = require('node:path');
 const { native } = require('../binding');
 const { publicKeys } = require('../signature');
 const { parseOrigins } = require('./cors');
+const { serverVariables, unsetValue } = require('../vocabulary');
 
 class ConfigError extends Error {
   constructor(variable, message) {
@@ -43,29 +44,26 @@ function existingFile(text) {
   return path.resolve(text);
 }
 
-/** name → [what it is, parse(text) → value]; `help` lists them. */
-const VARIABLES = {
-  PORT: ['port to listen on (8080)', (t) => integer(t, 0, 65535)],
-  HOST: ['address to listen on (127.0.0.1: this machine only; 0.0.0.0 opens it to the network)', (t) => t],
-  CHORIPAN_MODEL: ['the artifact to load (the default model)', existingFile],
-  CHORIPAN_MODELS: ['several models, name=path,… (served under /v2/models/{name} and ?model=name; the first is the default)', models],
-  CHORIPAN_URL_ALLOWLIST: ['host[:port],… that GET /predict?url= may fetch (none)', (t) => t],
+/** How the text of each type of variable (native/core/vocabulary.json's `server`) becomes its value. */
+const PARSERS = {
+  integer: ({ min, max }) => (t) => integer(t, min, max),
+  number: ({ min, max }) => (t) => number(t, min, max),
+  string: () => (t) => t,
+  enum: ({ values }) => (t) => oneOf(t, values),
+  file: () => existingFile,
+  models: () => models,
   // Checked here, so that a bad origin stops start-up; createApp takes the list as it is written.
-  CHORIPAN_CORS_ORIGINS: ['origins,… (https://app.example.com) whose browser apps may call the service and read its answers, or * for any (none)', (t) => {
+  origins: () => (t) => {
     parseOrigins(t);
     return t;
-  }],
-  CHORIPAN_TIMEOUT_MS: ['the longest a request may take, in ms (30000); X-Request-Timeout-Ms may ask for less', (t) => integer(t, 1, 3_600_000)],
-  CHORIPAN_DEFAULT_LABEL: ['answer 200 { label, default: true } instead of 504 when a request runs out of time (unset: 504)', (t) => t],
-  CHORIPAN_MAX_BYTES: ['the largest body or fetched image, in bytes (10485760)', (t) => integer(t, 1, 1 << 30)],
-  CHORIPAN_FETCH_TIMEOUT_MS: ['the longest a ?url= fetch may take, in ms (10000)', (t) => integer(t, 1, 600_000)],
-  CHORIPAN_MAX_QUEUE: ['maxQueue of each model', (t) => integer(t, 1, 1_000_000)],
-  CHORIPAN_MAX_BATCH: ['maxBatch of each model', (t) => integer(t, 1, 1024)],
-  CHORIPAN_MAX_DELAY_MS: ['maxDelayMs of each model', (t) => number(t, 0, 10_000)],
-  CHORIPAN_WORKERS: ['workers of each model (the cores, divided between the models)', (t) => integer(t, 1, 64)],
-  CHORIPAN_TRUSTED_KEYS: ['public keys (PEM files, comma-separated): every model must carry a model signing signature by one of them, MODEL.sig beside it (unset: none is checked)', trustedKeys],
-  CHORIPAN_LOG_LEVEL: ['pino log level (info)', (t) => oneOf(t, ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])],
+  },
+  keyFiles: () => trustedKeys,
 };
+
+const SERVER = serverVariables();
+
+/** name → [what it is, parse(text) → value]; `help` lists them. */
+const VARIABLES = Object.fromEntries(SERVER.map((v) => [v.variable, [`${v.meaning} (${unsetValue(v)})`, PARSERS[v.type](v)]]));
 
 function integer(text, min, max) {
   const value = Number(text);
@@ -144,26 +142,19 @@ function readConfig(env = process.env, overrides = {}) {
   const read = (name) => readVariable(env, name);
   const modelList = overrides.models ?? read('CHORIPAN_MODELS') ?? [{ name: null, path: read('CHORIPAN_MODEL') ?? require('../index').DEFAULT_MODEL_PATH }];
   // Models in one process share the cores: each gets its share of workers, one thread each.
-  const workers = read('CHORIPAN_WORKERS') ?? Math.max(1, Math.floor(native().availableCores() / modelList.length));
-  const load = { workers };
-  for (const [variable, option] of [['CHORIPAN_MAX_QUEUE', 'maxQueue'], ['CHORIPAN_MAX_BATCH', 'maxBatch'],
-    ['CHORIPAN_MAX_DELAY_MS', 'maxDelayMs'], ['CHORIPAN_TRUSTED_KEYS', 'trustedKeys']]) {
-    const value = read(variable);
-    if (value !== undefined) load[option] = value;
+  const load = { workers: Math.max(1, Math.floor(native().availableCores() / modelList.length)) };
+  const settings = {};
+  for (const variable of SERVER) {
+    if (variable.setting && overrides[variable.setting] !== undefined) {
+      settings[variable.setting] = overrides[variable.setting]; // a flag wins, and its variable is not read
+    } else if (variable.setting) {
+      settings[variable.setting] = read(variable.variable) ?? variable.default;
+    } else if (variable.option) {
+      const value = read(variable.variable);
+      if (value !== undefined) load[variable.option] = value;
+    }
   }
-  return {
-    port: overrides.port ?? read('PORT') ?? 8080,
-    host: overrides.host ?? read('HOST') ?? '127.0.0.1',
-    models: modelList,
-    load,
-    urlAllowlist: read('CHORIPAN_URL_ALLOWLIST') ?? '',
-    corsOrigins: read('CHORIPAN_CORS_ORIGINS') ?? '',
-    timeoutMs: read('CHORIPAN_TIMEOUT_MS') ?? 30_000,
-    defaultLabel: read('CHORIPAN_DEFAULT_LABEL'),
-    maxBodyBytes: read('CHORIPAN_MAX_BYTES') ?? 10 * 1024 * 1024,
-    fetchTimeoutMs: read('CHORIPAN_FETCH_TIMEOUT_MS') ?? 10_000,
-    logLevel: read('CHORIPAN_LOG_LEVEL') ?? 'info',
-  };
+  return { ...settings, models: modelList, load };
 }
 
 /** The variables (all, or those named) and what each does, for --help. */

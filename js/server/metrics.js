@@ -3,6 +3,7 @@
 // one process do not mix their counts. GET /metrics serves it in the text format.
 
 const client = require('prom-client');
+const { vocabulary, statMeaning } = require('../vocabulary');
 
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
@@ -42,17 +43,23 @@ function createMetrics(models) {
     name: 'choripan_default_answers_total', help: 'requests past their deadline answered with CHORIPAN_DEFAULT_LABEL',
     labelNames: ['model'], registers: [registry],
   });
-  // Read from each model's stats when scraped.
-  const gauge = (name, help, field) => new client.Gauge({
-    name, help, labelNames: ['model'], registers: [registry],
-    collect() {
-      for (const [label, model] of models) if (!model.disposed) this.set({ model: label }, model.stats()[field]);
-    },
-  });
-  gauge('choripan_queue_depth', 'requests waiting for a worker', 'queued');
-  gauge('choripan_inflight', 'requests a worker holds', 'inflight');
-  gauge('choripan_pending_bytes', 'decoded pixels announced, queued or running', 'pendingBytes');
-  gauge('choripan_rejected_total', 'requests refused because the queue was full (a counter, read from the model)', 'rejected');
+  // The model's own counts, read from its stats() when scraped; the vocabulary names each and says
+  // whether it is a gauge (a count now) or a counter (a count since load).
+  for (const stat of vocabulary.stats.filter((s) => s.metric)) {
+    const Metric = stat.metric.type === 'counter' ? client.Counter : client.Gauge;
+    new Metric({
+      name: stat.metric.name, help: statMeaning(stat), labelNames: ['model'], registers: [registry],
+      collect() {
+        this.reset(); // a disposed model's series go
+        for (const [label, model] of models) {
+          if (model.disposed) continue;
+          const value = model.stats()[stat.name];
+          if (stat.metric.type === 'counter') this.inc({ model: label }, value);
+          else this.set({ model: label }, value);
+        }
+      },
+    });
+  }
 
   for (const [label, model] of models) {
     model.on('prediction', ({ queueMs, forwardMs, batchSize: size }) => {

@@ -69,6 +69,15 @@ describe('one app, two models', () => {
     ]) {
       assert.match(text, series);
     }
+    // The counts read from stats(): named, typed and explained as the vocabulary says.
+    const { vocabulary, statMeaning } = require('../../js/vocabulary');
+    const exported = vocabulary.stats.filter((s) => s.metric);
+    assert.deepEqual(exported.map((s) => s.metric.name).sort(),
+      ['choripan_inflight', 'choripan_pending_bytes', 'choripan_queue_depth', 'choripan_rejected_total']);
+    for (const stat of exported) {
+      assert.ok(text.includes(`# HELP ${stat.metric.name} ${statMeaning(stat)}\n# TYPE ${stat.metric.name} ${stat.metric.type}\n`), stat.name);
+    }
+    assert.match(text, /^choripan_rejected_total\{model="traced"\} 0$/m);
   });
 
   test('a request may ask for less time, and past it gets the default label, counted', async () => {

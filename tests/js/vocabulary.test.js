@@ -18,6 +18,13 @@ test('the generated header, index.d.ts and docs/api.md are up to date', () => {
   assert.equal(run.status, 0, run.stderr);
 });
 
+test("the stats the service exports are named as Prometheus names them: a counter's name ends in _total", () => {
+  for (const { name, metric } of vocabulary.stats.filter((s) => s.metric)) {
+    assert.match(metric.name, /^choripan_[a-z_]+$/, name);
+    assert.equal(metric.name.endsWith('_total'), metric.type === 'counter', metric.name);
+  }
+});
+
 test('the codes the package exports are the vocabulary, and the service answers each with its status', () => {
   assert.deepEqual(Object.keys(choripan.codes), vocabulary.errors.map((e) => e.code));
   const { STATUS } = require('../../js/errors');
