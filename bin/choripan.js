@@ -177,4 +177,12 @@ async function main(argv) {
   }
 }
 
+// A reader that stops early (`choripan predict *.jpg | head -1`) is not a failure to report: stop quietly.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (error) => {
+    if (error.code !== 'EPIPE') throw error;
+    process.exit(process.exitCode ?? 0);
+  });
+}
+
 main(process.argv.slice(2)).catch((error) => require('../js/server/main').fail(error));

@@ -238,6 +238,15 @@ describe('usage', () => {
     }
   });
 
+  test('a reader that stops early is no error: nothing on stderr', () => {
+    for (const args of [['serve', '--help'], ['--help'], ['predict', photoPath('chelsea.png'), photoPath('coffee.png')]]) {
+      // `true` has exited before the command writes, so every write meets a closed pipe.
+      const piped = spawnSync('sh', ['-c', `"${process.execPath}" "${bin}" ${args.map((a) => `'${a}'`).join(' ')} | true`],
+        { cwd: root, env, encoding: 'utf8', timeout: 120_000 });
+      assert.equal(piped.stderr, '', args.join(' '));
+    }
+  });
+
   test('each command has its own help (serve\'s lists the variables: service.test.js)', () => {
     const [global, serve, predict] = [['--help'], ['serve', '--help'], ['predict', '--help']].map(run);
     for (const help of [global, serve, predict]) assert.equal(help.status, 0, help.stderr);
