@@ -250,3 +250,16 @@ describe('module resolution', () => {
     assert.equal(typeof imported.load, 'function');
   });
 });
+
+test("require('choripan') loads none of the service's packages: a library user pays for no server", () => {
+  const script = `require('choripan');
+    const loaded = Object.keys(require.cache).map((file) => file.split('/node_modules/')[1]?.split('/')[0]).filter(Boolean);
+    console.log(JSON.stringify([...new Set(loaded)]));`;
+  const run = spawnSync(process.execPath, ['-e', script], { cwd: root, encoding: 'utf8' });
+  assert.equal(run.status, 0, run.stderr);
+  const loaded = JSON.parse(run.stdout);
+  assert.ok(loaded.includes('sharp'), loaded.join(' ')); // the probe sees packages at all
+  for (const server of ['express', 'multer', 'pino', 'prom-client', 'commander', 'cors']) {
+    assert.ok(!loaded.includes(server), `${server} is loaded by require('choripan')`);
+  }
+});
