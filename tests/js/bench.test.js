@@ -31,7 +31,7 @@ test('npm run bench -- --smoke runs every system and writes the results and a ch
     assert.ok(row.requests > 0 && row.rss_mb > 0 && CAT_LABELS.includes(row.label), JSON.stringify(row));
   }
   assert.ok(results.cold_start.require_load_warmup_ms > 0);
-  assert.equal(results.goals.length, 9);
+  assert.equal(results.goals.length, 10);
   for (const goal of results.goals) assert.ok(Number.isFinite(goal.ratio) && typeof goal.pass === 'boolean', goal.goal);
   assert.match(run.stdout, /goal\s+ratio\s+target/);
 
