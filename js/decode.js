@@ -19,8 +19,8 @@ const { imageSize } = require('image-size');
 const { ChoripanError } = require('./errors');
 
 // 10 MB of JPEG can hold far more than 100 MP; 100 MP of RGBA is 400 MB decoded.
-const LIMITS = Object.fromEntries(require('../native/core/vocabulary.json').limits.map((l) => [l.name, l.value]));
-const MAX_PIXELS = LIMITS.maxPixels;
+const LIMITS = Object.fromEntries(require('../native/core/vocabulary.json').limits.map((l) => [l.name, l]));
+const MAX_PIXELS = LIMITS.maxPixels.value;
 
 // Recognised only to say why they are refused: libvips would otherwise parse them.
 const REFUSED = [
@@ -266,11 +266,11 @@ function inspect(bytes, policy = OLD_POLICY) {
     throw new ChoripanError('E_UNSUPPORTED_FORMAT', 'CMYK images are not taken by this model\'s decode policy; convert the image to RGB');
   }
   if (width * height > MAX_PIXELS) {
-    throw new ChoripanError('E_TOO_LARGE', `The image is ${width}x${height}; at most ${MAX_PIXELS / 1e6} megapixels are decoded`);
+    throw new ChoripanError('E_TOO_LARGE', `The image is ${width}x${height}; ${LIMITS.maxPixels.refusal}`);
   }
-  if (Math.max(width, height) > LIMITS.maxAspectRatio * Math.min(width, height)) {
+  if (Math.max(width, height) > LIMITS.maxAspectRatio.value * Math.min(width, height)) {
     throw new ChoripanError('E_INVALID_ARGUMENT',
-      `The image is ${width}x${height}: aspect ratios beyond ${LIMITS.maxAspectRatio}:1 are refused`);
+      `The image is ${width}x${height}: ${LIMITS.maxAspectRatio.refusal}`);
   }
   // sharp hands grey over as RGB, and grey with alpha as RGBA.
   const perPixel = components === 2 ? 4 : Math.max(3, components);
@@ -301,7 +301,7 @@ async function decode(bytes, { cmyk, width, height, frame }) {
   } catch (error) {
     // An image larger than its header said, should libvips read a size that inspect() did not.
     if (/exceeds pixel limit/.test(error.message)) {
-      throw new ChoripanError('E_TOO_LARGE', `The image holds more than ${MAX_PIXELS / 1e6} megapixels`, { cause: error });
+      throw new ChoripanError('E_TOO_LARGE', `The image is larger than its header said; ${LIMITS.maxPixels.refusal}`, { cause: error });
     }
     throw new ChoripanError('E_DECODE', `The image does not decode (${error.message})`, { cause: error });
   }

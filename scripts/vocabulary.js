@@ -1,8 +1,9 @@
 'use strict';
 // native/core/vocabulary.json is the one owner of the error codes, the stats fields, the load options and
 // the limits on images.
-// This writes what repeats them: native/core/vocabulary.h (X-macros for the C++ side), and the marked
-// regions of js/index.d.ts, js/server/app.d.ts, docs/api.md and docs/service.md. js/ reads the JSON itself (js/vocabulary.js).
+// This writes what repeats them: native/core/vocabulary.h (X-macros for the C++ side), the Python
+// package's copy (export/choripan/vocabulary.json), and the marked regions of js/index.d.ts,
+// js/server/app.d.ts, docs/api.md and docs/service.md. js/ reads the JSON itself (js/vocabulary.js).
 // `--check` only says whether everything is up to date (tests/js/vocabulary.test.js runs it).
 //
 //   node scripts/vocabulary.js [--check]
@@ -13,6 +14,8 @@ const path = require('node:path');
 const root = path.join(__dirname, '..');
 const source = path.join(root, 'native', 'core', 'vocabulary.json');
 const header = path.join(root, 'native', 'core', 'vocabulary.h');
+// The Python package's copy, package data of its wheel (which cannot reach native/): choripan/contract.py.
+const pythonCopy = path.join(root, 'export', 'choripan', 'vocabulary.json');
 
 const snake = (name) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 const pascal = (code) => code.replace(/^E_/, '').toLowerCase().replace(/(^|_)([a-z])/g, (_, __, c) => c.toUpperCase());
@@ -38,11 +41,19 @@ function renderHeader(vocabulary) {
     macro('CHORIPAN_NUMERIC_OPTIONS', 'X(snake_name, "jsName", type, default, min, max): load options that are numbers.',
       numeric.map((o) => `${snake(o.name)}, "${o.name}", ${o.type === 'integer' ? 'int64_t' : 'double'}, ` +
         `${o.default}, ${o.min}, ${o.max}`)),
-    '// The limits on images, by name (CHORIPAN_MAX_PIXELS, …).',
-    ...vocabulary.limits.map((l) => `#define CHORIPAN_${snake(l.name).toUpperCase()} ${l.value}`),
+    '// The limits on images, by name (CHORIPAN_MAX_PIXELS, …), and what a refusal says (…_REFUSAL).',
+    ...vocabulary.limits.flatMap((l) => [`#define CHORIPAN_${snake(l.name).toUpperCase()} ${l.value}`,
+      `#define CHORIPAN_${snake(l.name).toUpperCase()}_REFUSAL ${JSON.stringify(l.refusal)}`]),
     '',
     '// The windows the stats are taken over (CHORIPAN_LATENCY_ANSWERS, CHORIPAN_DRAIN_SECONDS).',
     ...vocabulary.statsWindows.map((w) => `#define CHORIPAN_${snake(w.name).toUpperCase()} ${w.value}`),
+    '',
+    '// The artifact (export/choripan/artifact.py writes it): CHORIPAN_ARTIFACT_FORMAT_VERSION, …; lists as X(item).',
+    ...Object.entries(vocabulary.artifact).filter(([key]) => key !== 'about').map(([key, value]) => {
+      const name = `CHORIPAN_ARTIFACT_${snake(key).toUpperCase()}`;
+      if (Array.isArray(value)) return `#define ${name}(X) ${value.map((item) => `X(${JSON.stringify(item)})`).join(' ')}`;
+      return `#define ${name} ${JSON.stringify(value)}`;
+    }),
     '',
     `#define CHORIPAN_DEFAULT_DEVICE "${device.default}"`,
     `#define CHORIPAN_DEFAULT_WARMUP ${warmup.default}`,
@@ -109,8 +120,9 @@ function renderRegions(file, text, vocabulary) {
 }
 
 function main() {
-  const vocabulary = JSON.parse(fs.readFileSync(source, 'utf8'));
-  const outputs = [[header, renderHeader(vocabulary)]];
+  const text = fs.readFileSync(source, 'utf8');
+  const vocabulary = JSON.parse(text);
+  const outputs = [[header, renderHeader(vocabulary)], [pythonCopy, text]];
   for (const file of Object.keys(regions)) {
     const target = path.join(root, file);
     outputs.push([target, renderRegions(file, fs.readFileSync(target, 'utf8'), vocabulary)]);

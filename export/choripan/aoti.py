@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .contract import ARTIFACT, MAX_BATCH
 from .errors import ExportError, first_line
 
 SUFFIX = ".pt2"
-BATCHED = "model"
-SINGLE = "batch1"
-MAX_BATCH = 1024  # the largest maxBatch the runtime accepts
+BATCHED = ARTIFACT["batchedModel"]
+SINGLE = ARTIFACT["singleModel"]
 _INDUCTOR = {"freezing": True}  # weights become constants: folded, and packed for oneDNN at compile time
 # The CPU a package is compiled for: this machine's ("native"), or an x86-64 level that every CPU of
 # that level runs — the vector width of Inductor's loops (simdlen) and the compiler's -march. oneDNN,
@@ -191,7 +191,7 @@ def is_package(path: Path) -> bool:
         return False
 
 
-COMPILED_FOLDER = "data/aotinductor/"
+COMPILED_FOLDER = ARTIFACT["compiledFolder"]
 _CPU_FLAGS = {  # AOTI_CPU_ISA's words → the /proc/cpuinfo flags they need (native/core/runner.cc checks the same)
     "AVX2": ("avx2", "fma"),
     "AVX512": ("avx512f", "avx512bw", "avx512dq", "avx512vl"),

@@ -25,13 +25,14 @@ from pathlib import Path
 import torch
 
 from . import __version__, aoti
+from .contract import ARTIFACT
 from .errors import ExportError, first_line
 from .imaging import Preprocessing
 
-FORMAT = "choripan.artifact"
-FORMAT_VERSION = 1
-METADATA_FILE = "choripan.json"
-_UNCHECKED = {f"extra/{METADATA_FILE}", ".data/serialization_id"}  # the id hashes the records, metadata included
+FORMAT = ARTIFACT["format"]
+FORMAT_VERSION = ARTIFACT["formatVersion"]
+METADATA_FILE = ARTIFACT["metadataFile"]
+_UNCHECKED = set(ARTIFACT["uncheckedRecords"])  # torch's id of the archive hashes the records, metadata included
 
 
 @dataclass
@@ -155,7 +156,7 @@ def _checked(document, path: Path) -> dict:
     return document
 
 
-MAX_INFLATION = 16
+MAX_INFLATION = ARTIFACT["maxInflation"]
 """Deflated code and debug records inflate a few times over; a zip bomb, thousands of times."""
 _UNIX = 3
 _REGULAR_OR_UNSET = (0, stat.S_IFREG)

@@ -17,13 +17,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, TiffImagePlugin, UnidentifiedImageError
 
+from .contract import ARTIFACT, LIMIT_REFUSALS, MAX_ASPECT_RATIO, MAX_PIXELS
 from .errors import ExportError
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "AVIF")
-INTERPOLATIONS = ("bilinear", "bicubic")  # both antialiased, as torchvision's Resize(antialias=True)
-MAX_ASPECT_RATIO = 100
-MAX_PIXELS = 100_000_000
-"""Larger images are refused before decoding, as js/decode.js does: 100 MP of RGBA is 400 MB decoded."""
+INTERPOLATIONS = tuple(ARTIFACT["interpolations"])  # both antialiased, as torchvision's Resize(antialias=True)
+# Larger images are refused before decoding, as js/decode.js does: 100 MP of RGBA is 400 MB decoded.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # PIL's own bomb check, at the same size (it errs at twice this)
 COMPOSITE_BAND_PIXELS = 1 << 18
 """Longer side over shorter side. Beyond it the resized image alone would take hundreds of megabytes."""
@@ -72,7 +71,7 @@ class Preprocessing:
     crop: int = 224
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    interpolation: str = "bilinear"  # or "bicubic"
+    interpolation: str = INTERPOLATIONS[0]  # or any other of INTERPOLATIONS
     antialias: bool = True
     resize_rounding: str = "floor"  # longer side = floor(resize * long / short), as torchvision
     crop_offset: str = "round_half_even"  # top = round((height - crop) / 2), as torchvision's CenterCrop
@@ -138,7 +137,7 @@ def decode(source: bytes | str | Path, policy: DecodePolicy | None = None) -> np
             raise ExportError(f"{name}: the GIF's first frame is empty", "E_DECODE")
         if image.width * image.height > MAX_PIXELS:
             raise ExportError(
-                f"{name} is {image.width}x{image.height}; at most {MAX_PIXELS // 1_000_000} megapixels are decoded",
+                f"{name} is {image.width}x{image.height}; {LIMIT_REFUSALS['maxPixels']}",
                 "E_TOO_LARGE",
             )
         image.load()
@@ -149,9 +148,7 @@ def decode(source: bytes | str | Path, policy: DecodePolicy | None = None) -> np
     except ExportError:
         raise
     except Image.DecompressionBombError as error:
-        raise ExportError(
-            f"{name} is too large to decode; at most {MAX_PIXELS // 1_000_000} megapixels are decoded", "E_TOO_LARGE"
-        ) from error
+        raise ExportError(f"{name} is too large to decode; {LIMIT_REFUSALS['maxPixels']}", "E_TOO_LARGE") from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ExportError(f"{name} does not decode as an image: {error}", "E_DECODE") from error
 
@@ -253,7 +250,7 @@ def preprocess(pixels: np.ndarray | torch.Tensor, spec: Preprocessing) -> torch.
         raise ExportError("the image has no pixels")
     short, long = min(height, width), max(height, width)
     if long > MAX_ASPECT_RATIO * short:
-        raise ExportError(f"the image is {width}x{height}: aspect ratios beyond {MAX_ASPECT_RATIO}:1 are refused")
+        raise ExportError(f"the image is {width}x{height}: {LIMIT_REFUSALS['maxAspectRatio']}")
     colours = 1 if channels <= 2 else 3
     if channels in (1, 3):
         x = x.expand(height, width, 3)

@@ -14,6 +14,8 @@
 #include <string_view>
 #include <vector>
 
+#include "vocabulary.h"
+
 namespace caffe2::serialize {
 class PyTorchStreamReader;
 }
@@ -64,7 +66,7 @@ class Archive {
   std::unique_ptr<Extraction> Extract(std::string_view prefix) const;
 
   // Deflated code and debug records inflate a few times over; a zip bomb, thousands of times.
-  static constexpr uint64_t kMaxInflation = 16;
+  static constexpr uint64_t kMaxInflation = CHORIPAN_ARTIFACT_MAX_INFLATION;
 
  private:
   struct Entry {

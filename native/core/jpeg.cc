@@ -103,8 +103,7 @@ void CheckJpegView(const JpegView& jpeg) {
   }
   if (jpeg.height * jpeg.width > kMaxPixels) {
     throw Error(ErrorCode::kTooLarge, "The image is " + std::to_string(jpeg.width) + "x" + std::to_string(jpeg.height) +
-                                          "; at most " + std::to_string(kMaxPixels / 1'000'000) +
-                                          " megapixels are decoded");
+                                          "; " CHORIPAN_MAX_PIXELS_REFUSAL);
   }
 }
 

@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+
 #include "errors.h"
 
 namespace choripan {
@@ -38,7 +40,7 @@ Metadata Metadata::ParseDocument(const std::string& document) {
   } catch (const nlohmann::json::parse_error& error) {
     throw Error(ErrorCode::kModelLoad, std::string("metadata is not JSON: ") + error.what());
   }
-  if (!root.is_object() || root.value("format", "") != "choripan.artifact") {
+  if (!root.is_object() || root.value("format", "") != CHORIPAN_ARTIFACT_FORMAT) {
     throw Error(ErrorCode::kModelLoad, "metadata is not a choripan artifact document");
   }
   auto version = Field<int>(root, "format_version", "metadata");
@@ -69,13 +71,15 @@ Metadata Metadata::ParseDocument(const std::string& document) {
     p.mean[i] = static_cast<float>(mean[i]);
     p.std[i] = static_cast<float>(std[i]);
   }
-  const auto interpolation = pre.value("interpolation", std::string("bilinear"));
-  if (interpolation == "bicubic") {
-    p.interpolation = Interpolation::kBicubic;
-  } else if (interpolation != "bilinear") {
+  const auto interpolation = pre.value("interpolation", std::string(kInterpolationNames[0]));
+  const auto* known = std::find(kInterpolationNames.begin(), kInterpolationNames.end(), interpolation);
+  if (known == kInterpolationNames.end()) {
+    std::string names;
+    for (const auto* name : kInterpolationNames) names += (names.empty() ? "" : ", ") + std::string(name);
     throw Error(ErrorCode::kModelLoad, "preprocessing.interpolation '" + interpolation +
-                                           "' is not one this choripan knows (bilinear, bicubic)");
+                                           "' is not one this choripan knows (" + names + ")");
   }
+  p.interpolation = static_cast<Interpolation>(known - kInterpolationNames.begin());
   if (p.crop < 1 || p.resize < p.crop) {
     throw Error(ErrorCode::kModelLoad, "preprocessing needs 1 <= crop <= resize");
   }

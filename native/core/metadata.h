@@ -7,16 +7,22 @@
 #include <string>
 #include <vector>
 
+#include "vocabulary.h"
+
 namespace choripan {
 
-inline constexpr const char* kMetadataFile = "choripan.json";
-inline constexpr const char* kMetadataRecord = "extra/choripan.json";
-// Records the artifact checksum leaves out: the metadata that holds it, and torch's id of the archive,
-// which hashes the records, metadata included (export/choripan/artifact.py).
-inline const std::vector<std::string> kUncheckedRecords = {kMetadataRecord, ".data/serialization_id"};
-inline constexpr int kFormatVersion = 1;
+// The artifact's constants are the vocabulary's (its "artifact" section says what each is).
+inline constexpr const char* kMetadataFile = CHORIPAN_ARTIFACT_METADATA_FILE;
+inline constexpr const char* kMetadataRecord = CHORIPAN_ARTIFACT_METADATA_RECORD;
+#define CHORIPAN_ITEM(name) name,
+inline const std::vector<std::string> kUncheckedRecords = {CHORIPAN_ARTIFACT_UNCHECKED_RECORDS(CHORIPAN_ITEM)};
+// In the vocabulary's order, the first the default: Interpolation's values index it.
+inline constexpr std::array kInterpolationNames = {CHORIPAN_ARTIFACT_INTERPOLATIONS(CHORIPAN_ITEM)};
+#undef CHORIPAN_ITEM
+inline constexpr int kFormatVersion = CHORIPAN_ARTIFACT_FORMAT_VERSION;
 
 enum class Interpolation { kBilinear, kBicubic };
+static_assert(kInterpolationNames.size() == 2, "Interpolation has a value for each of the vocabulary's interpolations");
 
 struct Preprocessing {
   int64_t resize = 256;

@@ -47,7 +47,7 @@ void PreprocessInto(const ImageView& image, const Preprocessing& spec, at::Tenso
   if (longer > kMaxAspectRatio * shorter) {
     throw Error(ErrorCode::kInvalidArgument,
                 "the image is " + std::to_string(width) + "x" + std::to_string(height) +
-                    ": aspect ratios beyond " + std::to_string(kMaxAspectRatio) + ":1 are refused");
+                    ": " CHORIPAN_MAX_ASPECT_RATIO_REFUSAL);
   }
 
   // To RGB, one plain pass over the pixels: as int32 tensor arithmetic the same integer formulas cost

@@ -37,9 +37,9 @@ class TorchScriptRunner final : public Runner {
 };
 
 // Names of the two models that export/choripan/aoti.py compiles into a package, and where their files are.
-constexpr const char* kBatchedModel = "model";  // any batch size
-constexpr const char* kSingleModel = "batch1";  // batch 1, its weights packed for that shape
-constexpr std::string_view kCompiledFolder = "data/aotinductor/";
+constexpr const char* kBatchedModel = CHORIPAN_ARTIFACT_BATCHED_MODEL;  // any batch size
+constexpr const char* kSingleModel = CHORIPAN_ARTIFACT_SINGLE_MODEL;    // batch 1, its weights packed for that shape
+constexpr std::string_view kCompiledFolder = CHORIPAN_ARTIFACT_COMPILED_FOLDER;
 
 class AotiRunner final : public Runner {
  public:

@@ -44,13 +44,27 @@
   X(intra_op_threads, "intraOpThreads", int64_t, 0, 0, 256) \
   X(max_pending_bytes, "maxPendingBytes", int64_t, 1073741824, 1048576, 1099511627776)
 
-// The limits on images, by name (CHORIPAN_MAX_PIXELS, …).
+// The limits on images, by name (CHORIPAN_MAX_PIXELS, …), and what a refusal says (…_REFUSAL).
 #define CHORIPAN_MAX_PIXELS 100000000
+#define CHORIPAN_MAX_PIXELS_REFUSAL "at most 100 megapixels are decoded"
 #define CHORIPAN_MAX_ASPECT_RATIO 100
+#define CHORIPAN_MAX_ASPECT_RATIO_REFUSAL "aspect ratios beyond 100:1 are refused"
 
 // The windows the stats are taken over (CHORIPAN_LATENCY_ANSWERS, CHORIPAN_DRAIN_SECONDS).
 #define CHORIPAN_LATENCY_ANSWERS 2048
 #define CHORIPAN_DRAIN_SECONDS 10
+
+// The artifact (export/choripan/artifact.py writes it): CHORIPAN_ARTIFACT_FORMAT_VERSION, …; lists as X(item).
+#define CHORIPAN_ARTIFACT_FORMAT "choripan.artifact"
+#define CHORIPAN_ARTIFACT_FORMAT_VERSION 1
+#define CHORIPAN_ARTIFACT_METADATA_FILE "choripan.json"
+#define CHORIPAN_ARTIFACT_METADATA_RECORD "extra/choripan.json"
+#define CHORIPAN_ARTIFACT_UNCHECKED_RECORDS(X) X("extra/choripan.json") X(".data/serialization_id")
+#define CHORIPAN_ARTIFACT_MAX_INFLATION 16
+#define CHORIPAN_ARTIFACT_COMPILED_FOLDER "data/aotinductor/"
+#define CHORIPAN_ARTIFACT_BATCHED_MODEL "model"
+#define CHORIPAN_ARTIFACT_SINGLE_MODEL "batch1"
+#define CHORIPAN_ARTIFACT_INTERPOLATIONS(X) X("bilinear") X("bicubic")
 
 #define CHORIPAN_DEFAULT_DEVICE "cpu"
 #define CHORIPAN_DEFAULT_WARMUP true

@@ -77,3 +77,9 @@ test('without an addon, E_ADDON names the platform and the two ways out', () => 
     fs.rmSync(copy, { recursive: true, force: true });
   }
 });
+
+test('what a refusal at an image limit says agrees with the limit', () => {
+  const limits = Object.fromEntries(vocabulary.limits.map((l) => [l.name, l]));
+  assert.equal(limits.maxPixels.refusal, `at most ${limits.maxPixels.value / 1e6} megapixels are decoded`);
+  assert.equal(limits.maxAspectRatio.refusal, `aspect ratios beyond ${limits.maxAspectRatio.value}:1 are refused`);
+});
