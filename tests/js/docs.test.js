@@ -12,8 +12,7 @@ const os = require('node:os');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 const { describe, test, before, after } = require('node:test');
-const sharp = require('sharp');
-const { root, env, photoPath } = require('./helpers');
+const { root, env, CAT_LABELS } = require('./helpers');
 
 const pages = ['README.md', ...fs.readdirSync(path.join(root, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
 const RUNNERS = {
@@ -32,7 +31,7 @@ function blocks(text) {
   return found;
 }
 
-async function newApp() {
+function newApp() {
   const app = fs.mkdtempSync(path.join(os.tmpdir(), 'choripan-docs-'));
   const modules = path.join(app, 'node_modules');
   fs.mkdirSync(path.join(modules, '.bin'), { recursive: true });
@@ -40,7 +39,7 @@ async function newApp() {
   for (const dependency of ['express', 'pino']) fs.symlinkSync(path.join(root, 'node_modules', dependency), path.join(modules, dependency));
   fs.symlinkSync(path.join('..', 'choripan', 'bin', 'choripan.js'), path.join(modules, '.bin', 'choripan'));
   fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, dependencies: { choripan: '*' } }));
-  await sharp(photoPath('chelsea.png')).jpeg({ quality: 90 }).toFile(path.join(app, 'cat.jpg'));
+  fs.copyFileSync(path.join(root, 'examples', 'cat.jpg'), path.join(app, 'cat.jpg'));
   return app;
 }
 
@@ -52,14 +51,23 @@ test('every block names its language, and only languages this test runs or shows
   }
 });
 
+// That it is in the published package: setup.test.js.
+test('the photo the examples read is a cat to the default model', () => {
+  const run = spawnSync(process.execPath, ['-e', "require('choripan').predict(require('fs').readFileSync('examples/cat.jpg'))" +
+    '.then((answer) => console.log(JSON.stringify(answer)))'], { cwd: root, encoding: 'utf8' });
+  assert.equal(run.status, 0, run.stderr);
+  const { label } = JSON.parse(run.stdout);
+  assert.ok(CAT_LABELS.includes(label), label);
+});
+
 for (const page of pages) {
   const runnable = blocks(fs.readFileSync(path.join(root, page), 'utf8'))
     .filter((b) => b.language in RUNNERS && b.flags !== 'ci');
   if (!runnable.length) continue;
   describe(page, () => {
     let app;
-    before(async () => {
-      app = await newApp();
+    before(() => {
+      app = newApp();
     });
     after(() => fs.rmSync(app, { recursive: true, force: true }));
     for (const [index, block] of runnable.entries()) {
