@@ -96,7 +96,7 @@ test('the published package holds what an app builds and runs, and no tests, ben
   assert.equal(run.status, 0, run.stderr);
   const files = JSON.parse(run.stdout)[0].files.map((f) => f.path);
   for (const needed of ['LICENSE', 'bin/choripan.js', 'js/index.js', 'native/core/vocabulary.json', 'native/CMakeLists.txt',
-    'scripts/setup.js', 'export/choripan/cli.py', 'pyproject.toml', 'binding.gyp']) {
+    'scripts/setup.js', 'export/choripan/cli.py', 'pyproject.toml', 'binding.gyp', 'examples/cat.jpg', 'examples/cat.jpg.license']) {
     assert.ok(files.includes(needed), needed);
   }
   assert.deepEqual(files.filter((f) => /^(tests|bench|\.ci|models|build)\//.test(f)), []);
