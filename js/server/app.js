@@ -18,6 +18,7 @@ const { createOipRouter } = require('./oip');
 const { openapi } = require('./openapi');
 const { retryAfterSeconds, createRetryPacing } = require('./retry');
 const { serverVariables } = require('../vocabulary');
+const { PATHS, isOwn, isProtocol } = require('./paths');
 
 /** createApp's defaults: those of the variables that set its options (native/core/vocabulary.json). */
 const APP_DEFAULTS = Object.fromEntries(serverVariables().filter((v) => v.app).map((v) => [v.setting, v.default]));
@@ -44,11 +45,6 @@ function translate(error, maxBodyBytes) {
  * does not know what it holds (a file without an extension) sends application/octet-stream.
  */
 const RAW_TYPES = ['image/*', 'application/octet-stream'];
-
-/** Its own routes: the rest belongs to the app it is mounted in. */
-const OWN = /^\/(predict|healthz|readyz|metrics|openapi\.json|v2(\/.*)?|page\.(js|css)|favicon\.ico)?$/;
-/** The Open Inference Protocol's routes, whose errors take its shape: { error: "…" }. */
-const PROTOCOL = /^\/v2(\/|$)/;
 
 /**
  * @param {object} options
@@ -104,7 +100,7 @@ function createApp({
   const ready = () => !app.locals.draining && [...models.values()].every((m) => !m.disposed);
 
   app.use((req, res, next) => {
-    if (app.parent && !OWN.test(req.path)) return next('router'); // mounted: the host app's path
+    if (app.parent && !isOwn(req.path)) return next('router'); // mounted: the host app's path
     if (app.locals.draining) res.set('Connection', 'close');
     // One log line per request, with an id (X-Request-Id, or a new one), echoed back.
     const id = /^[\w.:-]{1,128}$/.test(req.get('x-request-id') ?? '') ? req.get('x-request-id') : crypto.randomUUID();
@@ -187,7 +183,7 @@ function createApp({
 
   // By the header alone: req.is() answers null for an empty body, which must get 400, not 415.
   const contentType = (req) => req.get('content-type') ?? '';
-  app.post('/predict', holdRetries, (req, res, next) => {
+  app.post(PATHS.predict, holdRetries, (req, res, next) => {
     if (typeis.is(contentType(req), ['multipart/form-data'])) {
       const encoding = (req.get('content-encoding') ?? 'identity').toLowerCase();
       if (encoding !== 'identity') {
@@ -210,7 +206,7 @@ function createApp({
     await answer(req, res, image, clientGone(res));
   });
 
-  app.get('/predict', holdRetries, async (req, res) => {
+  app.get(PATHS.predict, holdRetries, async (req, res) => {
     const { url } = req.query;
     if (typeof url !== 'string' || url === '') {
       throw new ChoripanError('E_INVALID_ARGUMENT', 'GET /predict needs ?url=<image URL>; or POST the image bytes');
@@ -223,20 +219,20 @@ function createApp({
   app.use(createOipRouter({ models, ready, maxBodyBytes, deadline, signal: clientGone,
     holdRetries: pacing.hold((req) => models.get(req.params.name)) }));
 
-  app.get('/readyz', (req, res) => {
+  app.get(PATHS.readyz, (req, res) => {
     res.status(ready() ? 200 : 503).json({ status: ready() ? 'ready' : 'draining', models: [...models.keys()] });
   });
 
-  app.get('/healthz', (req, res) => {
+  app.get(PATHS.healthz, (req, res) => {
     const stats = Object.fromEntries([...models].map(([name, m]) => [name, m.disposed ? null : m.stats()]));
     res.json({ status: 'ok', model: defaultName, models: stats });
   });
 
-  app.get('/metrics', async (req, res) => {
+  app.get(PATHS.metrics, async (req, res) => {
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
 
-  app.get('/openapi.json', (req, res) => res.json(openapi(models)));
+  app.get(PATHS.openapi, (req, res) => res.json(openapi(models)));
 
   // The page: plain HTML, CSS and JS, no build step and nothing from elsewhere. Its links are relative, so
   // that it works wherever it is mounted, and behind a proxy that strips a prefix; mounted at /vision, a
@@ -244,16 +240,16 @@ function createApp({
   // serve-static does for a folder). The Location names only the last segment, relative to the request
   // ("./vision/"): no input can make it point at another host.
   const page = path.join(__dirname, 'page');
-  app.get('/', (req, res) => {
+  app.get(PATHS.page, (req, res) => {
     const url = req.originalUrl;
     const pathname = url.includes('?') ? url.slice(0, url.indexOf('?')) : url;
     if (pathname.endsWith('/')) return res.sendFile(path.join(page, 'index.html'));
     return res.redirect(301, `./${pathname.slice(pathname.lastIndexOf('/') + 1)}/${url.slice(pathname.length)}`);
   });
-  app.get('/page.js', (req, res) => res.sendFile(path.join(page, 'page.js')));
-  app.get('/page.css', (req, res) => res.sendFile(path.join(page, 'page.css')));
+  app.get(PATHS.pageScript, (req, res) => res.sendFile(path.join(page, 'page.js')));
+  app.get(PATHS.pageStyle, (req, res) => res.sendFile(path.join(page, 'page.css')));
   // An SVG, which every browser that shows favicons reads by its type, whatever the name.
-  app.get('/favicon.ico', (req, res) => res.sendFile(path.join(page, 'favicon.svg')));
+  app.get(PATHS.favicon, (req, res) => res.sendFile(path.join(page, 'favicon.svg')));
 
   app.use((req, res, next) => next(new ChoripanError('E_NOT_FOUND', `No route for ${req.method} ${req.path}`)));
 
@@ -270,7 +266,7 @@ function createApp({
       if (chosen) pacing.refused(req, chosen, seconds);
     }
     const { code, message } = failure;
-    res.status(STATUS[code] ?? 500).json({ error: PROTOCOL.test(req.path) ? message : { code, message } });
+    res.status(STATUS[code] ?? 500).json({ error: isProtocol(req.path) ? message : { code, message } });
   });
 
   return app;

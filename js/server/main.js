@@ -8,6 +8,7 @@ const { load } = require('..');
 const { STATUS, summary } = require('../errors');
 const { createApp } = require('./app');
 const { readConfig, ConfigError } = require('./config');
+const { PATHS, isProtocol } = require('./paths');
 
 /** JSON lines, one per event, for whatever reads them; on a terminal, pino-pretty's lines for a person. */
 function createLogger(level) {
@@ -51,8 +52,8 @@ function answerWhileLoading(req, res) {
   const path = req.url.split('?')[0];
   const message = 'The server is loading its models: retry in a moment';
   let body;
-  if (path === '/healthz' || path === '/readyz') body = { status: 'loading' };
-  else body = { error: /^\/v2(\/|$)/.test(path) ? message : { code: 'E_NOT_READY', message } };
+  if (path === PATHS.healthz || path === PATHS.readyz) body = { status: 'loading' };
+  else body = { error: isProtocol(path) ? message : { code: 'E_NOT_READY', message } };
   res.writeHead(STATUS.E_NOT_READY, { 'Content-Type': 'application/json', 'Retry-After': '1' });
   res.end(JSON.stringify(body));
 }

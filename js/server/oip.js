@@ -9,6 +9,7 @@ const express = require('express');
 const { ChoripanError } = require('../errors');
 const { version } = require('../../package.json');
 const { topIndices } = require('../model');
+const { OIP_PATHS } = require('./paths');
 
 const IMAGE_INPUT = 'image';
 const TENSOR_INPUT = 'input';
@@ -234,16 +235,17 @@ function createOipRouter({ models, ready, maxBodyBytes, deadline, signal, holdRe
     return found;
   };
 
-  router.get('/v2', (req, res) => res.json({ name: 'choripan', version, extensions: ['classification', 'binary_tensor_data'] }));
-  router.get('/v2/health/live', (req, res) => res.json({ live: true }));
-  router.get('/v2/health/ready', (req, res) => res.status(ready() ? 200 : 503).json({ ready: ready() }));
-  for (const prefix of ['/v2/models/:name', '/v2/models/:name/versions/:version']) {
-    router.get(prefix, (req, res) => res.json(metadataOf(req.params.name, model(req))));
-    router.get(`${prefix}/ready`, (req, res) => {
+  router.get(OIP_PATHS.server, (req, res) => res.json({ name: 'choripan', version, extensions: ['classification', 'binary_tensor_data'] }));
+  router.get(OIP_PATHS.live, (req, res) => res.json({ live: true }));
+  router.get(OIP_PATHS.ready, (req, res) => res.status(ready() ? 200 : 503).json({ ready: ready() }));
+  const { metadata, ready: modelReady, infer } = OIP_PATHS.modelRoutes;
+  for (const prefix of OIP_PATHS.modelPrefixes) {
+    router.get(`${prefix}${metadata}`, (req, res) => res.json(metadataOf(req.params.name, model(req))));
+    router.get(`${prefix}${modelReady}`, (req, res) => {
       const up = ready() && !model(req).disposed;
       res.status(up ? 200 : 503).json({ name: req.params.name, ready: up });
     });
-    router.post(`${prefix}/infer`, holdRetries, body, async (req, res) => {
+    router.post(`${prefix}${infer}`, holdRetries, body, async (req, res) => {
       const chosen = model(req);
       res.locals.model = req.params.name;
       res.locals.chosen = chosen;
