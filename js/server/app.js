@@ -10,35 +10,19 @@ const express = require('express');
 const multer = require('multer');
 const pino = require('pino');
 const typeis = require('type-is');
-const { ChoripanError, STATUS } = require('../errors');
+const { ChoripanError } = require('../errors');
 const { fetchImage, parseAllowlist } = require('./fetch-image');
 const { createMetrics } = require('./metrics');
 const { corsFor, parseOrigins } = require('./cors');
 const { createOipRouter } = require('./oip');
 const { openapi } = require('./openapi');
-const { retryAfterSeconds, createRetryPacing } = require('./retry');
+const { createRetryPacing } = require('./retry');
+const { toHttpError, errorBody } = require('./http-error');
 const { serverVariables } = require('../vocabulary');
-const { PATHS, isOwn, isProtocol } = require('./paths');
+const { PATHS, isOwn } = require('./paths');
 
 /** createApp's defaults: those of the variables that set its options (native/core/vocabulary.json). */
 const APP_DEFAULTS = Object.fromEntries(serverVariables().filter((v) => v.app).map((v) => [v.setting, v.default]));
-
-/** body-parser's, multer's and the router's own errors, in choripan's vocabulary. */
-function translate(error, maxBodyBytes) {
-  if (error instanceof ChoripanError) return error;
-  if (error?.type === 'entity.too.large' || error?.code === 'LIMIT_FILE_SIZE') {
-    return new ChoripanError('E_TOO_LARGE', `The body is over the ${maxBodyBytes}-byte limit`);
-  }
-  if (error?.status === 415) return new ChoripanError('E_UNSUPPORTED_FORMAT', error.message);
-  // The router's, for a path parameter that is not valid percent-encoding.
-  if (error instanceof URIError && error.status === 400) {
-    return new ChoripanError('E_INVALID_ARGUMENT', `The path is malformed: ${error.message}`);
-  }
-  if (error instanceof multer.MulterError || error?.multipart || (error?.status >= 400 && error?.status < 500)) {
-    return new ChoripanError('E_INVALID_ARGUMENT', `The request body is malformed: ${error.message}`);
-  }
-  return new ChoripanError('E_INTERNAL', 'Unexpected server error', { cause: error });
-}
 
 /**
  * A raw body's types. The format is read from the bytes (js/decode.js), never from the type: a client that
@@ -255,18 +239,16 @@ function createApp({
 
   // eslint-disable-next-line no-unused-vars -- Express tells error handlers by their four parameters
   app.use((error, req, res, next) => {
-    const failure = translate(error, maxBodyBytes);
+    const { chosen } = res.locals;
+    const failure = toHttpError(error, { maxBodyBytes, model: chosen });
     if (failure.code === 'E_INTERNAL') logger.error({ err: error }, 'unexpected error');
     res.locals.errorCode = failure.code;
     if (res.headersSent || req.socket.destroyed) return;
-    if (failure.code === 'E_QUEUE_FULL') {
-      const { chosen } = res.locals;
-      const seconds = chosen ? retryAfterSeconds(chosen) : 1;
-      res.set('Retry-After', String(seconds));
-      if (chosen) pacing.refused(req, chosen, seconds);
+    if (failure.retryAfter !== undefined) {
+      res.set('Retry-After', String(failure.retryAfter));
+      if (chosen && failure.code === 'E_QUEUE_FULL') pacing.refused(req, chosen, failure.retryAfter);
     }
-    const { code, message } = failure;
-    res.status(STATUS[code] ?? 500).json({ error: isProtocol(req.path) ? message : { code, message } });
+    res.status(failure.status).json(errorBody(req.path, failure));
   });
 
   return app;

@@ -3,7 +3,7 @@
 // data extensions. Each model takes either encoded images (a BYTES tensor, base64 in JSON) or
 // preprocessed input (FP32 [N, 3, crop, crop]) and answers its probabilities (FP32 [N, classes]), or with
 // `"parameters": { "classification": K }` the top K as "probability:index:label" strings. Errors take the
-// protocol's shape, { "error": "…" }, with choripan's statuses: app.js answers them.
+// protocol's shape, { "error": "…" }, with choripan's statuses: js/server/http-error.js shapes them.
 
 const express = require('express');
 const { ChoripanError } = require('../errors');
