@@ -21,7 +21,7 @@ function translate(error, maxBodyBytes) {
     return new ChoripanError('E_INVALID_ARGUMENT', `The path is malformed: ${error.message}`);
   }
   // multer passes the multipart parser's own errors (no boundary, truncated body) on as plain Errors,
-  // which js/server/app.js marks `multipart`.
+  // which js/server/predict.js marks `multipart`.
   if (error instanceof multer.MulterError || error?.multipart || (error?.status >= 400 && error?.status < 500)) {
     return new ChoripanError('E_INVALID_ARGUMENT', `The request body is malformed: ${error.message}`);
   }

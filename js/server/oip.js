@@ -10,6 +10,7 @@ const { ChoripanError } = require('../errors');
 const { version } = require('../../package.json');
 const { topIndices } = require('../model');
 const { OIP_PATHS } = require('./paths');
+const { requestDeadline, clientGone } = require('./request');
 
 const IMAGE_INPUT = 'image';
 const TENSOR_INPUT = 'input';
@@ -218,14 +219,17 @@ function respond(res, name, request, outputs) {
 }
 
 /**
- * @param {{ models: Map<string, import('../model').Model>, ready: () => boolean, maxBodyBytes: number,
- *   deadline: (req: import('express').Request) => number, signal: (res: import('express').Response) => AbortSignal,
- *   holdRetries: import('express').RequestHandler }} options the app's; `holdRetries` holds the retries that come
- *   too soon (retry.js)
+ * @param {object} options createApp's
+ * @param {Map<string, import('../index').Model>} options.models by name
+ * @param {() => boolean} options.ready every model loaded and not disposed, and the server not draining
+ * @param {number} options.maxBodyBytes
+ * @param {number} options.timeoutMs
+ * @param {ReturnType<typeof import('./retry').createRetryPacing>} options.pacing holds the retries that come too soon
  */
-function createOipRouter({ models, ready, maxBodyBytes, deadline, signal, holdRetries }) {
+function createOipRouter({ models, ready, maxBodyBytes, timeoutMs, pacing }) {
   const router = express.Router();
   const body = express.raw({ type: () => true, limit: maxBodyBytes });
+  const holdRetries = pacing.hold((req) => models.get(req.params.name));
   const model = (req) => {
     const found = models.get(req.params.name);
     if (!found) throw new ChoripanError('E_NOT_FOUND', `no model named ${req.params.name}; there are ${[...models.keys()].join(', ')}`);
@@ -251,7 +255,7 @@ function createOipRouter({ models, ready, maxBodyBytes, deadline, signal, holdRe
       res.locals.chosen = chosen;
       const parsed = parseRequest(req);
       const inputs = inputsOf(parsed, chosen);
-      const options = { timeoutMs: deadline(req), signal: signal(res) };
+      const options = { timeoutMs: requestDeadline(req, timeoutMs), signal: clientGone(res) };
       const rows = await chosen.probabilitiesMany(inputs, options);
       respond(res, req.params.name, parsed.request, outputsOf(parsed.request, rows, chosen));
     });
