@@ -8,7 +8,7 @@
 const express = require('express');
 const { ChoripanError } = require('../errors');
 const { version } = require('../../package.json');
-const { topIndices } = require('../model');
+const { topIndices } = require('..');
 const { OIP_PATHS } = require('./paths');
 const { requestDeadline, clientGone } = require('./request');
 

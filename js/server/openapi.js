@@ -25,7 +25,7 @@ const OIP_FAILURES = { 400: answer('a malformed request', ref('OipError')), 404:
   503: answer('the queue is full', ref('OipError')),
   504: answer('no answer in time', ref('OipError')) };
 
-/** @param {Map<string, import('../model').Model>} models */
+/** @param {Map<string, import('../index').Model>} models */
 function openapi(models) {
   const name = { name: 'name', in: 'path', required: true, schema: { type: 'string', enum: [...models.keys()] } };
   const versioned = { name: 'version', in: 'path', required: true, schema: { type: 'string', enum: ['1'] } };
