@@ -177,5 +177,18 @@ export function predict(image: Uint8Array, options?: PredictOptions): Promise<Pr
 
 export function getDefaultModel(): Promise<Model>;
 
+/**
+ * The `k` most probable `[index, probability]` pairs of a row of probabilities (as `probabilities()`
+ * answers it), most probable first, ties to the lower index; every entry when the row has fewer.
+ * `model.labels[index]` names each.
+ */
+export function topIndices(probabilities: Float32Array | readonly number[], k: number): Array<[index: number, probability: number]>;
+
+/**
+ * The CPU cores this process may use (its affinity mask and cgroup CPU quota): what `workers: 0` and
+ * `intraOpThreads: 0` count. Loads the addon (E_ADDON where there is none).
+ */
+export function availableCores(): number;
+
 /** The default model's file: its AOTInductor package where this CPU runs it, else its TorchScript twin. */
 export const DEFAULT_MODEL_PATH: string;

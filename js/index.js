@@ -5,7 +5,8 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { addonLocation, native } = require('./binding');
 const { CODES, ChoripanError } = require('./errors');
-const { Model, load } = require('./model');
+const { Model, load, topIndices: rankIndices } = require('./model');
+const validate = require('./validate');
 
 /**
  * The default model's file, beside the addon (js/binding.js): the first in models/default.json that this
@@ -56,10 +57,34 @@ async function predict(image, options) {
   return model.predict(image, options);
 }
 
+/**
+ * The `k` most probable `[index, probability]` pairs of a row of probabilities (as `probabilities()`
+ * answers it), most probable first, ties to the lower index; every entry when the row has fewer.
+ * `model.labels[index]` names each.
+ * @param {Float32Array | number[]} probabilities
+ * @param {number} k
+ * @returns {Array<[number, number]>}
+ */
+function topIndices(probabilities, k) {
+  validate.ranking(probabilities, k);
+  return rankIndices(probabilities, k);
+}
+
+/**
+ * The CPU cores this process may use (its affinity mask and cgroup CPU quota): what `workers: 0` and
+ * `intraOpThreads: 0` count. Loads the addon (E_ADDON where there is none).
+ * @returns {number}
+ */
+function availableCores() {
+  return native().availableCores();
+}
+
 module.exports = {
   predict,
   load,
   getDefaultModel,
+  topIndices,
+  availableCores,
   Model,
   ChoripanError,
   codes: CODES,

@@ -158,9 +158,17 @@ function modelInputs(value) {
   return value;
 }
 
+/** topIndices()'s arguments: a row of probabilities, and how many of them. */
+function ranking(probabilities, k) {
+  if (!(probabilities instanceof Float32Array) && !(Array.isArray(probabilities) && probabilities.every((p) => typeof p === 'number'))) {
+    throw invalid('a Float32Array or an array of numbers', 'probabilities', probabilities);
+  }
+  if (!Number.isSafeInteger(k) || k < 1) throw invalid('a positive integer', 'k', k);
+}
+
 function modelPath(value) {
   if (typeof value !== 'string' || value.length === 0) throw invalid('a path to a .pt artifact', 'path', value);
   return value;
 }
 
-module.exports = { invalid, loadOptions, predictOptions, runOptions, imageBytes, modelInput, modelInputs, modelPath };
+module.exports = { invalid, loadOptions, predictOptions, runOptions, imageBytes, modelInput, modelInputs, ranking, modelPath };

@@ -3,57 +3,29 @@
 // for allow-listed hosts, the Open Inference Protocol v2 under /v2, /healthz, /readyz, /metrics,
 // /openapi.json and a page at /. Every failure of its own routes answers JSON { error: { code, message } }
 // (the protocol's routes, its { error }); mounted in another app, it passes other routes on.
+// createApp checks its options and composes the parts: the middleware (js/server/middleware.js, cors.js),
+// the routes (predict.js, oip.js, operations.js), the page (page.js), and the answer to every failure.
 
-const crypto = require('node:crypto');
-const path = require('node:path');
 const express = require('express');
-const multer = require('multer');
 const pino = require('pino');
-const typeis = require('type-is');
-const { ChoripanError, STATUS } = require('../errors');
-const { fetchImage, parseAllowlist } = require('./fetch-image');
+const { parseAllowlist } = require('./fetch-image');
 const { createMetrics } = require('./metrics');
 const { corsFor, parseOrigins } = require('./cors');
+const { createRetryPacing } = require('./retry');
+const { passOthers, closeWhileDraining, requestLog, bodyLimit, notFound, answerErrors } = require('./middleware');
+const { createPredictRouter } = require('./predict');
 const { createOipRouter } = require('./oip');
-const { openapi } = require('./openapi');
-const { retryAfterSeconds, createRetryPacing } = require('./retry');
+const { createOperationsRouter } = require('./operations');
+const { createPageRouter } = require('./page');
 const { serverVariables } = require('../vocabulary');
 
 /** createApp's defaults: those of the variables that set its options (native/core/vocabulary.json). */
 const APP_DEFAULTS = Object.fromEntries(serverVariables().filter((v) => v.app).map((v) => [v.setting, v.default]));
 
-/** body-parser's, multer's and the router's own errors, in choripan's vocabulary. */
-function translate(error, maxBodyBytes) {
-  if (error instanceof ChoripanError) return error;
-  if (error?.type === 'entity.too.large' || error?.code === 'LIMIT_FILE_SIZE') {
-    return new ChoripanError('E_TOO_LARGE', `The body is over the ${maxBodyBytes}-byte limit`);
-  }
-  if (error?.status === 415) return new ChoripanError('E_UNSUPPORTED_FORMAT', error.message);
-  // The router's, for a path parameter that is not valid percent-encoding.
-  if (error instanceof URIError && error.status === 400) {
-    return new ChoripanError('E_INVALID_ARGUMENT', `The path is malformed: ${error.message}`);
-  }
-  if (error instanceof multer.MulterError || error?.multipart || (error?.status >= 400 && error?.status < 500)) {
-    return new ChoripanError('E_INVALID_ARGUMENT', `The request body is malformed: ${error.message}`);
-  }
-  return new ChoripanError('E_INTERNAL', 'Unexpected server error', { cause: error });
-}
-
-/**
- * A raw body's types. The format is read from the bytes (js/decode.js), never from the type: a client that
- * does not know what it holds (a file without an extension) sends application/octet-stream.
- */
-const RAW_TYPES = ['image/*', 'application/octet-stream'];
-
-/** Its own routes: the rest belongs to the app it is mounted in. */
-const OWN = /^\/(predict|healthz|readyz|metrics|openapi\.json|v2(\/.*)?|page\.(js|css)|favicon\.ico)?$/;
-/** The Open Inference Protocol's routes, whose errors take its shape: { error: "…" }. */
-const PROTOCOL = /^\/v2(\/|$)/;
-
 /**
  * @param {object} options
- * @param {import('../model').Model} [options.model] the one model served (or `models`)
- * @param {Map<string, import('../model').Model>} [options.models] models by name; the first is the default
+ * @param {import('../index').Model} [options.model] the one model served (or `models`)
+ * @param {Map<string, import('../index').Model>} [options.models] models by name; the first is the default
  * @param {string} [options.urlAllowlist] comma list of host[:port] that GET /predict?url= may fetch
  * @param {string} [options.corsOrigins] comma list of origins whose browser apps may call it, or '*'
  * @param {import('pino').Logger} [options.logger]
@@ -81,198 +53,25 @@ function createApp({
   } catch (error) {
     throw new TypeError(`corsOrigins: ${error.message}`);
   }
-  const [defaultName] = models.keys();
   const metrics = createMetrics(models);
   const pacing = createRetryPacing(models.values());
-  const holdRetries = pacing.hold((req) => models.get(req.query.model ?? defaultName));
-  // Small text fields only: the image is the one file, so the whole body stays near maxBodyBytes.
-  const upload = multer({
-    storage: multer.memoryStorage(),
-    limits: { fileSize: maxBodyBytes, files: 1, fields: 20, fieldSize: 1024, parts: 21 },
-  });
-  // multer passes the multipart parser's own errors (no boundary, truncated body) through as plain
-  // Errors: mark them as the client's.
-  const parseMultipart = (req, res, next) => upload.single('image')(req, res, (error) => {
-    if (error && !(error instanceof multer.MulterError)) error.multipart = true;
-    next(error);
-  });
-  const rawImage = express.raw({ type: RAW_TYPES, limit: maxBodyBytes });
   const app = express();
   app.disable('x-powered-by');
   // Set by the server when it drains (main.js): /readyz turns 503 and every answer closes its connection.
   app.locals.draining = false;
   const ready = () => !app.locals.draining && [...models.values()].every((m) => !m.disposed);
 
-  app.use((req, res, next) => {
-    if (app.parent && !OWN.test(req.path)) return next('router'); // mounted: the host app's path
-    if (app.locals.draining) res.set('Connection', 'close');
-    // One log line per request, with an id (X-Request-Id, or a new one), echoed back.
-    const id = /^[\w.:-]{1,128}$/.test(req.get('x-request-id') ?? '') ? req.get('x-request-id') : crypto.randomUUID();
-    res.set('X-Request-Id', id);
-    const started = performance.now();
-    res.on('finish', () => {
-      const seconds = (performance.now() - started) / 1000;
-      const ms = Math.round(seconds * 10_000) / 10;
-      metrics.request(req.route?.path, req.method, res.statusCode, seconds);
-      const { label, probability, errorCode, model: name } = res.locals;
-      const where = req.originalUrl.split('?')[0];
-      logger.info({ id, method: req.method, path: where, status: res.statusCode, model: name, label, probability, errorCode, ms },
-        label ? `${label} (${probability.toFixed(3)}) in ${ms} ms` : `${req.method} ${where} ${res.statusCode} in ${ms} ms`);
-    });
-    return next();
-  });
+  app.use(passOthers(app), closeWhileDraining(app), requestLog({ logger, metrics }));
   // Before anything can refuse a request: a browser shows a script of another origin an error only when
   // it carries these headers too.
   if (crossOrigin) app.use(crossOrigin);
-  app.use((req, res, next) => {
-    // A body declared larger than the limit is refused on its headers, and the connection closed rather
-    // than read to the end.
-    const declared = Number(req.get('content-length'));
-    if (declared > maxBodyBytes) {
-      res.set('Connection', 'close');
-      return next(new ChoripanError('E_TOO_LARGE', `The body is ${declared} bytes; the limit is ${maxBodyBytes}`));
-    }
-    return next();
-  });
-
-  // Aborts when the client goes away before the answer is written, so that no work is done for nobody.
-  function clientGone(res) {
-    const controller = new AbortController();
-    res.on('close', () => {
-      if (!res.writableEnded) controller.abort();
-    });
-    return controller.signal;
-  }
-
-  // A request may ask for less time than the server allows, never more.
-  function deadline(req) {
-    const asked = req.get('x-request-timeout-ms');
-    if (asked === undefined) return timeoutMs;
-    const value = Number(asked);
-    if (!Number.isInteger(value) || value < 1) {
-      throw new ChoripanError('E_INVALID_ARGUMENT', `X-Request-Timeout-Ms must be a positive integer, got '${asked}'`);
-    }
-    return Math.min(value, timeoutMs);
-  }
-
-  function modelFor(req) {
-    const name = req.query.model ?? defaultName;
-    const found = typeof name === 'string' && models.get(name);
-    if (!found) {
-      throw new ChoripanError('E_INVALID_ARGUMENT', `There is no model named ${JSON.stringify(name)}; there are ${[...models.keys()].join(', ')}`);
-    }
-    return [name, found];
-  }
-
-  async function answer(req, res, image, signal) {
-    const started = performance.now();
-    const [name, chosen] = modelFor(req);
-    res.locals.model = name;
-    res.locals.chosen = chosen;
-    let result;
-    try {
-      result = await chosen.predict(image, { signal, timeoutMs: deadline(req) });
-    } catch (error) {
-      if (error.code !== 'E_TIMEOUT' || defaultLabel === undefined) throw error;
-      // Past the deadline, Clipper's way: a default answer, said to be one, and counted.
-      metrics.defaultAnswer(name);
-      res.locals.label = defaultLabel;
-      res.locals.probability = 0;
-      return res.json({ label: defaultLabel, default: true, model: name, elapsedMs: Math.round((performance.now() - started) * 100) / 100 });
-    }
-    res.locals.label = result.label;
-    res.locals.probability = result.probability;
-    return res.json({ ...result, model: name, elapsedMs: Math.round((performance.now() - started) * 100) / 100 });
-  }
-
-  // By the header alone: req.is() answers null for an empty body, which must get 400, not 415.
-  const contentType = (req) => req.get('content-type') ?? '';
-  app.post('/predict', holdRetries, (req, res, next) => {
-    if (typeis.is(contentType(req), ['multipart/form-data'])) {
-      const encoding = (req.get('content-encoding') ?? 'identity').toLowerCase();
-      if (encoding !== 'identity') {
-        return next(new ChoripanError('E_UNSUPPORTED_FORMAT', `Content-Encoding ${encoding} is not accepted on multipart bodies`));
-      }
-      return parseMultipart(req, res, next);
-    }
-    if (typeis.is(contentType(req), RAW_TYPES)) return rawImage(req, res, next);
-    return next(new ChoripanError('E_UNSUPPORTED_FORMAT',
-      `Content-Type ${req.get('content-type') ?? '(none)'} is not accepted: send image bytes with Content-Type image/* ` +
-      "or application/octet-stream, or multipart/form-data with the image in a field named 'image'"));
-  }, async (req, res) => {
-    const image = req.file ? req.file.buffer : req.body;
-    if (typeis.is(contentType(req), ['multipart/form-data']) && !req.file) {
-      throw new ChoripanError('E_INVALID_ARGUMENT', "The multipart body has no file in a field named 'image'");
-    }
-    if (!Buffer.isBuffer(image) || image.length === 0) {
-      throw new ChoripanError('E_INVALID_ARGUMENT', 'The request body is empty: send the image bytes');
-    }
-    await answer(req, res, image, clientGone(res));
-  });
-
-  app.get('/predict', holdRetries, async (req, res) => {
-    const { url } = req.query;
-    if (typeof url !== 'string' || url === '') {
-      throw new ChoripanError('E_INVALID_ARGUMENT', 'GET /predict needs ?url=<image URL>; or POST the image bytes');
-    }
-    const signal = clientGone(res);
-    const image = await fetchImage(url, { allowed, maxBytes: maxBodyBytes, timeoutMs: fetchTimeoutMs, signal });
-    await answer(req, res, image, signal);
-  });
-
-  app.use(createOipRouter({ models, ready, maxBodyBytes, deadline, signal: clientGone,
-    holdRetries: pacing.hold((req) => models.get(req.params.name)) }));
-
-  app.get('/readyz', (req, res) => {
-    res.status(ready() ? 200 : 503).json({ status: ready() ? 'ready' : 'draining', models: [...models.keys()] });
-  });
-
-  app.get('/healthz', (req, res) => {
-    const stats = Object.fromEntries([...models].map(([name, m]) => [name, m.disposed ? null : m.stats()]));
-    res.json({ status: 'ok', model: defaultName, models: stats });
-  });
-
-  app.get('/metrics', async (req, res) => {
-    res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
-  });
-
-  app.get('/openapi.json', (req, res) => res.json(openapi(models)));
-
-  // The page: plain HTML, CSS and JS, no build step and nothing from elsewhere. Its links are relative, so
-  // that it works wherever it is mounted, and behind a proxy that strips a prefix; mounted at /vision, a
-  // request for /vision would resolve them against the host's root, so it is sent to /vision/ first (as
-  // serve-static does for a folder). The Location names only the last segment, relative to the request
-  // ("./vision/"): no input can make it point at another host.
-  const page = path.join(__dirname, 'page');
-  app.get('/', (req, res) => {
-    const url = req.originalUrl;
-    const pathname = url.includes('?') ? url.slice(0, url.indexOf('?')) : url;
-    if (pathname.endsWith('/')) return res.sendFile(path.join(page, 'index.html'));
-    return res.redirect(301, `./${pathname.slice(pathname.lastIndexOf('/') + 1)}/${url.slice(pathname.length)}`);
-  });
-  app.get('/page.js', (req, res) => res.sendFile(path.join(page, 'page.js')));
-  app.get('/page.css', (req, res) => res.sendFile(path.join(page, 'page.css')));
-  // An SVG, which every browser that shows favicons reads by its type, whatever the name.
-  app.get('/favicon.ico', (req, res) => res.sendFile(path.join(page, 'favicon.svg')));
-
-  app.use((req, res, next) => next(new ChoripanError('E_NOT_FOUND', `No route for ${req.method} ${req.path}`)));
-
-  // eslint-disable-next-line no-unused-vars -- Express tells error handlers by their four parameters
-  app.use((error, req, res, next) => {
-    const failure = translate(error, maxBodyBytes);
-    if (failure.code === 'E_INTERNAL') logger.error({ err: error }, 'unexpected error');
-    res.locals.errorCode = failure.code;
-    if (res.headersSent || req.socket.destroyed) return;
-    if (failure.code === 'E_QUEUE_FULL') {
-      const { chosen } = res.locals;
-      const seconds = chosen ? retryAfterSeconds(chosen) : 1;
-      res.set('Retry-After', String(seconds));
-      if (chosen) pacing.refused(req, chosen, seconds);
-    }
-    const { code, message } = failure;
-    res.status(STATUS[code] ?? 500).json({ error: PROTOCOL.test(req.path) ? message : { code, message } });
-  });
-
+  app.use(bodyLimit(maxBodyBytes));
+  app.use(createPredictRouter({ models, allowed, maxBodyBytes, fetchTimeoutMs, timeoutMs, defaultLabel, metrics, pacing }));
+  app.use(createOipRouter({ models, ready, maxBodyBytes, timeoutMs, pacing }));
+  app.use(createOperationsRouter({ models, ready, metrics }));
+  app.use(createPageRouter());
+  app.use(notFound);
+  app.use(answerErrors({ logger, maxBodyBytes, pacing }));
   return app;
 }
 

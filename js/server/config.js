@@ -4,7 +4,6 @@
 
 const fs = require('node:fs');
 const path = require('node:path');
-const { native } = require('../binding');
 const { publicKeys } = require('../signature');
 const { parseOrigins } = require('./cors');
 const { serverVariables, unsetValue } = require('../vocabulary');
@@ -140,9 +139,10 @@ function readVariable(env, name) {
  */
 function readConfig(env = process.env, overrides = {}) {
   const read = (name) => readVariable(env, name);
-  const modelList = overrides.models ?? read('CHORIPAN_MODELS') ?? [{ name: null, path: read('CHORIPAN_MODEL') ?? require('../index').DEFAULT_MODEL_PATH }];
+  const choripan = require('..'); // here, not above: `choripan --help` reads this module, and needs no decoder
+  const modelList = overrides.models ?? read('CHORIPAN_MODELS') ?? [{ name: null, path: read('CHORIPAN_MODEL') ?? choripan.DEFAULT_MODEL_PATH }];
   // Models in one process share the cores: each gets its share of workers, one thread each.
-  const load = { workers: Math.max(1, Math.floor(native().availableCores() / modelList.length)) };
+  const load = { workers: Math.max(1, Math.floor(choripan.availableCores() / modelList.length)) };
   const settings = {};
   for (const variable of SERVER) {
     if (variable.setting && overrides[variable.setting] !== undefined) {

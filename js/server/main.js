@@ -5,9 +5,11 @@
 const http = require('node:http');
 const pino = require('pino');
 const { load } = require('..');
-const { STATUS, summary } = require('../errors');
+const { ChoripanError, summary } = require('../errors');
 const { createApp } = require('./app');
 const { readConfig, ConfigError } = require('./config');
+const { PATHS } = require('./paths');
+const { toHttpError, errorBody } = require('./http-error');
 
 /** JSON lines, one per event, for whatever reads them; on a terminal, pino-pretty's lines for a person. */
 function createLogger(level) {
@@ -49,11 +51,9 @@ function listen(server, port, host) {
  */
 function answerWhileLoading(req, res) {
   const path = req.url.split('?')[0];
-  const message = 'The server is loading its models: retry in a moment';
-  let body;
-  if (path === '/healthz' || path === '/readyz') body = { status: 'loading' };
-  else body = { error: /^\/v2(\/|$)/.test(path) ? message : { code: 'E_NOT_READY', message } };
-  res.writeHead(STATUS.E_NOT_READY, { 'Content-Type': 'application/json', 'Retry-After': '1' });
+  const failure = toHttpError(new ChoripanError('E_NOT_READY', 'The server is loading its models: retry in a moment'));
+  const body = path === PATHS.healthz || path === PATHS.readyz ? { status: 'loading' } : errorBody(path, failure);
+  res.writeHead(failure.status, { 'Content-Type': 'application/json', 'Retry-After': String(failure.retryAfter) });
   res.end(JSON.stringify(body));
 }
 
@@ -127,9 +127,9 @@ function answerClientError(error, socket) {
     socket.destroy();
     return;
   }
-  const [status, code] = error.code === 'HPE_HEADER_OVERFLOW' ? [431, 'E_TOO_LARGE'] : [400, 'E_INVALID_ARGUMENT'];
-  const body = JSON.stringify({ error: { code, message: `The request could not be parsed (${error.code ?? error.message})` } });
-  socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: application/json\r\n` +
+  const failure = toHttpError(error, { unparsed: true });
+  const body = JSON.stringify(errorBody(undefined, failure));
+  socket.end(`HTTP/1.1 ${failure.status} ${http.STATUS_CODES[failure.status]}\r\nContent-Type: application/json\r\n` +
     `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
 }
 

@@ -14,7 +14,7 @@ const UNMATCHED = 'unmatched';
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']);
 
 /**
- * @param {Map<string, import('../model').Model>} models by name
+ * @param {Map<string, import('../index').Model>} models by name
  */
 function createMetrics(models) {
   const registry = new client.Registry();

@@ -3,12 +3,14 @@
 // data extensions. Each model takes either encoded images (a BYTES tensor, base64 in JSON) or
 // preprocessed input (FP32 [N, 3, crop, crop]) and answers its probabilities (FP32 [N, classes]), or with
 // `"parameters": { "classification": K }` the top K as "probability:index:label" strings. Errors take the
-// protocol's shape, { "error": "…" }, with choripan's statuses: app.js answers them.
+// protocol's shape, { "error": "…" }, with choripan's statuses: js/server/http-error.js shapes them.
 
 const express = require('express');
 const { ChoripanError } = require('../errors');
 const { version } = require('../../package.json');
-const { topIndices } = require('../model');
+const { topIndices } = require('..');
+const { OIP_PATHS } = require('./paths');
+const { requestDeadline, clientGone } = require('./request');
 
 const IMAGE_INPUT = 'image';
 const TENSOR_INPUT = 'input';
@@ -217,14 +219,17 @@ function respond(res, name, request, outputs) {
 }
 
 /**
- * @param {{ models: Map<string, import('../model').Model>, ready: () => boolean, maxBodyBytes: number,
- *   deadline: (req: import('express').Request) => number, signal: (res: import('express').Response) => AbortSignal,
- *   holdRetries: import('express').RequestHandler }} options the app's; `holdRetries` holds the retries that come
- *   too soon (retry.js)
+ * @param {object} options createApp's
+ * @param {Map<string, import('../index').Model>} options.models by name
+ * @param {() => boolean} options.ready every model loaded and not disposed, and the server not draining
+ * @param {number} options.maxBodyBytes
+ * @param {number} options.timeoutMs
+ * @param {ReturnType<typeof import('./retry').createRetryPacing>} options.pacing holds the retries that come too soon
  */
-function createOipRouter({ models, ready, maxBodyBytes, deadline, signal, holdRetries }) {
+function createOipRouter({ models, ready, maxBodyBytes, timeoutMs, pacing }) {
   const router = express.Router();
   const body = express.raw({ type: () => true, limit: maxBodyBytes });
+  const holdRetries = pacing.hold((req) => models.get(req.params.name));
   const model = (req) => {
     const found = models.get(req.params.name);
     if (!found) throw new ChoripanError('E_NOT_FOUND', `no model named ${req.params.name}; there are ${[...models.keys()].join(', ')}`);
@@ -234,22 +239,23 @@ function createOipRouter({ models, ready, maxBodyBytes, deadline, signal, holdRe
     return found;
   };
 
-  router.get('/v2', (req, res) => res.json({ name: 'choripan', version, extensions: ['classification', 'binary_tensor_data'] }));
-  router.get('/v2/health/live', (req, res) => res.json({ live: true }));
-  router.get('/v2/health/ready', (req, res) => res.status(ready() ? 200 : 503).json({ ready: ready() }));
-  for (const prefix of ['/v2/models/:name', '/v2/models/:name/versions/:version']) {
-    router.get(prefix, (req, res) => res.json(metadataOf(req.params.name, model(req))));
-    router.get(`${prefix}/ready`, (req, res) => {
+  router.get(OIP_PATHS.server, (req, res) => res.json({ name: 'choripan', version, extensions: ['classification', 'binary_tensor_data'] }));
+  router.get(OIP_PATHS.live, (req, res) => res.json({ live: true }));
+  router.get(OIP_PATHS.ready, (req, res) => res.status(ready() ? 200 : 503).json({ ready: ready() }));
+  const { metadata, ready: modelReady, infer } = OIP_PATHS.modelRoutes;
+  for (const prefix of OIP_PATHS.modelPrefixes) {
+    router.get(`${prefix}${metadata}`, (req, res) => res.json(metadataOf(req.params.name, model(req))));
+    router.get(`${prefix}${modelReady}`, (req, res) => {
       const up = ready() && !model(req).disposed;
       res.status(up ? 200 : 503).json({ name: req.params.name, ready: up });
     });
-    router.post(`${prefix}/infer`, holdRetries, body, async (req, res) => {
+    router.post(`${prefix}${infer}`, holdRetries, body, async (req, res) => {
       const chosen = model(req);
       res.locals.model = req.params.name;
       res.locals.chosen = chosen;
       const parsed = parseRequest(req);
       const inputs = inputsOf(parsed, chosen);
-      const options = { timeoutMs: deadline(req), signal: signal(res) };
+      const options = { timeoutMs: requestDeadline(req, timeoutMs), signal: clientGone(res) };
       const rows = await chosen.probabilitiesMany(inputs, options);
       respond(res, req.params.name, parsed.request, outputsOf(parsed.request, rows, chosen));
     });

@@ -3,6 +3,7 @@
 
 const vocabulary = require('../../native/core/vocabulary.json');
 const { version } = require('../../package.json');
+const { PATHS, OIP_PATHS, openapiPath } = require('./paths');
 
 const json = (schema) => ({ 'application/json': { schema } });
 const ref = (name) => ({ $ref: `#/components/schemas/${name}` });
@@ -24,7 +25,7 @@ const OIP_FAILURES = { 400: answer('a malformed request', ref('OipError')), 404:
   503: answer('the queue is full', ref('OipError')),
   504: answer('no answer in time', ref('OipError')) };
 
-/** @param {Map<string, import('../model').Model>} models */
+/** @param {Map<string, import('../index').Model>} models */
 function openapi(models) {
   const name = { name: 'name', in: 'path', required: true, schema: { type: 'string', enum: [...models.keys()] } };
   const versioned = { name: 'version', in: 'path', required: true, schema: { type: 'string', enum: ['1'] } };
@@ -33,15 +34,16 @@ function openapi(models) {
   const timeout = { name: 'X-Request-Timeout-Ms', in: 'header', required: false, schema: { type: 'integer', minimum: 1 },
     description: 'less time than the server allows, never more' };
   const predictAnswers = { 200: answer('the most probable labels', ref('Prediction')), ...failures(PREDICT_FAILURES) };
+  const [model, modelVersion] = OIP_PATHS.modelPrefixes.map(openapiPath);
   const oip = (suffix, operation) => ({
-    [`/v2/models/{name}${suffix}`]: { ...operation, parameters: [name, ...(operation.parameters ?? [])] },
-    [`/v2/models/{name}/versions/{version}${suffix}`]: { ...operation, parameters: [name, versioned, ...(operation.parameters ?? [])] },
+    [`${model}${suffix}`]: { ...operation, parameters: [name, ...(operation.parameters ?? [])] },
+    [`${modelVersion}${suffix}`]: { ...operation, parameters: [name, versioned, ...(operation.parameters ?? [])] },
   });
   return {
     openapi: '3.1.0',
     info: { title: 'choripan', version, description: 'Image classification with a PyTorch model served through libtorch.' },
     paths: {
-      '/predict': {
+      [PATHS.predict]: {
         post: {
           summary: 'Classify an image sent as the body (image/* or application/octet-stream: the format is read from the bytes) or as the multipart field `image`',
           parameters: [modelQuery, timeout],
@@ -58,19 +60,19 @@ function openapi(models) {
           responses: { ...predictAnswers, ...failures(['E_URL_NOT_ALLOWED', 'E_FETCH']) },
         },
       },
-      '/healthz': { get: { summary: 'Alive, with each model\'s stats', responses: { 200: answer('alive', { type: 'object' }),
+      [PATHS.healthz]: { get: { summary: 'Alive, with each model\'s stats', responses: { 200: answer('alive', { type: 'object' }),
         503: answer('the models are still loading', { type: 'object' }) } } },
-      '/readyz': { get: { summary: 'Every model loaded and warm, and not draining', responses: {
+      [PATHS.readyz]: { get: { summary: 'Every model loaded and warm, and not draining', responses: {
         200: answer('ready', { type: 'object' }), 503: answer('draining, or the models are still loading', { type: 'object' }) } } },
-      '/metrics': { get: { summary: 'Prometheus metrics', responses: { 200: { description: 'the text format', content: { 'text/plain': { schema: { type: 'string' } } } } } } },
-      '/openapi.json': { get: { summary: 'This document', responses: { 200: answer('OpenAPI 3.1', { type: 'object' }) } } },
-      '/': { get: { summary: 'A page to try a photo', responses: { 200: { description: 'HTML', content: { 'text/html': { schema: { type: 'string' } } } } } } },
-      '/v2': { get: { summary: 'Open Inference Protocol: server metadata', responses: { 200: answer('name, version, extensions', { type: 'object' }) } } },
-      '/v2/health/live': { get: { summary: 'Open Inference Protocol: live', responses: { 200: answer('live', { type: 'object' }) } } },
-      '/v2/health/ready': { get: { summary: 'Open Inference Protocol: ready', responses: { 200: answer('ready', { type: 'object' }), 503: answer('not ready', { type: 'object' }) } } },
-      ...oip('', { get: { summary: 'Open Inference Protocol: model metadata', responses: { 200: answer('inputs and outputs', { type: 'object' }), 404: OIP_FAILURES[404] } } }),
-      ...oip('/ready', { get: { summary: 'Open Inference Protocol: model ready', responses: { 200: answer('ready', { type: 'object' }), 404: OIP_FAILURES[404], 503: answer('not ready', { type: 'object' }) } } }),
-      ...oip('/infer', { post: {
+      [PATHS.metrics]: { get: { summary: 'Prometheus metrics', responses: { 200: { description: 'the text format', content: { 'text/plain': { schema: { type: 'string' } } } } } } },
+      [PATHS.openapi]: { get: { summary: 'This document', responses: { 200: answer('OpenAPI 3.1', { type: 'object' }) } } },
+      [PATHS.page]: { get: { summary: 'A page to try a photo', responses: { 200: { description: 'HTML', content: { 'text/html': { schema: { type: 'string' } } } } } } },
+      [OIP_PATHS.server]: { get: { summary: 'Open Inference Protocol: server metadata', responses: { 200: answer('name, version, extensions', { type: 'object' }) } } },
+      [OIP_PATHS.live]: { get: { summary: 'Open Inference Protocol: live', responses: { 200: answer('live', { type: 'object' }) } } },
+      [OIP_PATHS.ready]: { get: { summary: 'Open Inference Protocol: ready', responses: { 200: answer('ready', { type: 'object' }), 503: answer('not ready', { type: 'object' }) } } },
+      ...oip(OIP_PATHS.modelRoutes.metadata, { get: { summary: 'Open Inference Protocol: model metadata', responses: { 200: answer('inputs and outputs', { type: 'object' }), 404: OIP_FAILURES[404] } } }),
+      ...oip(OIP_PATHS.modelRoutes.ready, { get: { summary: 'Open Inference Protocol: model ready', responses: { 200: answer('ready', { type: 'object' }), 404: OIP_FAILURES[404], 503: answer('not ready', { type: 'object' }) } } }),
+      ...oip(OIP_PATHS.modelRoutes.infer, { post: {
         summary: 'Open Inference Protocol: infer. An encoded image as a BYTES tensor (base64 in JSON, or the binary extension), or FP32 [N, 3, crop, crop]',
         parameters: [timeout, { name: 'Inference-Header-Content-Length', in: 'header', required: false, schema: { type: 'integer' },
           description: 'binary tensor data extension: the length of the JSON part' }],

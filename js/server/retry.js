@@ -22,10 +22,10 @@ const PACED = Symbol('choripan.paced');
  * answered (a worker has then taken a place in its queue), oldest first, or until its Retry-After has
  * passed, and then goes on as any request does. Clients that retry at once would otherwise keep the
  * event loop busy refusing them, and on a small machine it takes a core the workers need.
- * @param {Iterable<import('../model').Model>} models
+ * @param {Iterable<import('../index').Model>} models
  */
 function createRetryPacing(models) {
-  /** @type {Map<import('../model').Model, Set<() => void>>} the held requests of each model, oldest first */
+  /** @type {Map<import('../index').Model, Set<() => void>>} the held requests of each model, oldest first */
   const held = new Map();
   for (const model of models) {
     const line = new Set();
@@ -42,7 +42,7 @@ function createRetryPacing(models) {
     },
     /**
      * Middleware that holds a request which came too soon on a connection that its model refused.
-     * @param {(req: import('express').Request) => import('../model').Model | undefined} modelOf
+     * @param {(req: import('express').Request) => import('../index').Model | undefined} modelOf
      */
     hold(modelOf) {
       return (req, res, next) => {

@@ -243,6 +243,40 @@ describe('load() and Model', () => {
   });
 });
 
+describe('topIndices() and availableCores()', () => {
+  test('topIndices() ranks a probabilities() row as predict() ranks its top; ties go to the lower index', async () => {
+    const model = await choripan.getDefaultModel();
+    const bytes = photo('coffee.png');
+    const [row, answer] = await Promise.all([model.probabilities(bytes), model.predict(bytes, { topK: 3 })]);
+    const ranked = choripan.topIndices(row, 3).map(([index, probability]) => ({ label: model.labels[index], probability }));
+    assert.deepEqual(ranked, answer.top);
+    assert.deepEqual(choripan.topIndices([0.1, 0.6, 0.3, 0.6], 9), [[1, 0.6], [3, 0.6], [2, 0.3], [0, 0.1]]);
+  });
+
+  test('topIndices() refuses a row that is not numbers, and a k that is not a positive integer, with E_INVALID_ARGUMENT', () => {
+    for (const [args, message] of [
+      [['0.5', 1], /^Expected a Float32Array or an array of numbers for probabilities but received "0.5" of type string$/],
+      [[[0.5, '0.5'], 1], /for probabilities but received Array of type object$/],
+      [[[0.5], 0], /^Expected a positive integer for k but received 0 of type number$/],
+      [[new Float32Array(2), 1.5], /for k but received 1.5 of type number$/],
+    ]) {
+      assert.throws(() => choripan.topIndices(...args), (error) => error instanceof choripan.ChoripanError &&
+        error.code === 'E_INVALID_ARGUMENT' && message.test(error.message));
+    }
+  });
+
+  test('availableCores() counts the cores that workers: 0 gives a model', async () => {
+    const cores = choripan.availableCores();
+    assert.ok(Number.isInteger(cores) && cores >= 1, String(cores));
+    const model = await choripan.load(defaultModelPath, { warmup: false });
+    try {
+      assert.equal(model.stats().workers, cores);
+    } finally {
+      await model.dispose();
+    }
+  });
+});
+
 describe('module resolution', () => {
   test("import('choripan') resolves to the same API", async () => {
     const imported = await import('choripan');

@@ -12,13 +12,18 @@ async function main(): Promise<void> {
   const labels: readonly string[] = model.labels;
   const crop = model.metadata.input.shape[2];
   const rows: Float32Array[] = await model.probabilitiesMany([bytes, new Float32Array(3 * 224 * 224)], { timeoutMs: 1000 });
+  const best: Array<[number, number]> = choripan.topIndices(rows[0], 3);
+  const bestLabel: string = model.labels[best[0][0]];
+  const workers: number = Math.max(1, Math.floor(choripan.availableCores() / 2));
+  // @ts-expect-error: topIndices ranks a row of numbers, not labels
+  choripan.topIndices(model.labels, 3);
   await model.dispose();
   try {
     await choripan.predict(new Uint8Array(0));
   } catch (error) {
     if (error instanceof ChoripanError && error.code === 'E_INVALID_ARGUMENT') console.log(error.message);
   }
-  console.log(label, batch, labels.length, crop, rows.length, choripan.codes.E_QUEUE_FULL);
+  console.log(label, batch, labels.length, crop, rows.length, bestLabel, workers, choripan.codes.E_QUEUE_FULL);
   // @ts-expect-error: misspelled options are type errors too
   await predict(bytes, { top_k: 3 });
   // @ts-expect-error: probabilities() has no top

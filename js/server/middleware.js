@@ -1,0 +1,91 @@
+'use strict';
+// What the app does around its routes, in the order createApp (js/server/app.js) mounts it: leave a
+// host app's paths to it, close connections while draining, log and count each request, refuse a body
+// declared over the limit on its headers; after the routes, 404 and the answer to every failure.
+// (Cross-origin headers, between the log and the body limit, are js/server/cors.js's.)
+
+const crypto = require('node:crypto');
+const { ChoripanError } = require('../errors');
+const { isOwn } = require('./paths');
+const { toHttpError, errorBody } = require('./http-error');
+
+/** Mounted in another app, `app` answers its own paths only: the rest is the host's. */
+function passOthers(app) {
+  return (req, res, next) => (app.parent && !isOwn(req.path) ? next('router') : next());
+}
+
+/** Set by the server when it drains (js/server/main.js): every answer then closes its connection. */
+function closeWhileDraining(app) {
+  return (req, res, next) => {
+    if (app.locals.draining) res.set('Connection', 'close');
+    next();
+  };
+}
+
+/**
+ * One log line per request, with an id (X-Request-Id, or a new one) echoed back, and its count and
+ * latency in the metrics. The routes leave what the line says of the answer in `res.locals`.
+ * @param {{ logger: import('pino').Logger, metrics: ReturnType<typeof import('./metrics').createMetrics> }} options
+ */
+function requestLog({ logger, metrics }) {
+  return (req, res, next) => {
+    const id = /^[\w.:-]{1,128}$/.test(req.get('x-request-id') ?? '') ? req.get('x-request-id') : crypto.randomUUID();
+    res.set('X-Request-Id', id);
+    const started = performance.now();
+    res.on('finish', () => {
+      const seconds = (performance.now() - started) / 1000;
+      const ms = Math.round(seconds * 10_000) / 10;
+      metrics.request(req.route?.path, req.method, res.statusCode, seconds);
+      const { label, probability, errorCode, model: name } = res.locals;
+      const where = req.originalUrl.split('?')[0];
+      logger.info({ id, method: req.method, path: where, status: res.statusCode, model: name, label, probability, errorCode, ms },
+        label ? `${label} (${probability.toFixed(3)}) in ${ms} ms` : `${req.method} ${where} ${res.statusCode} in ${ms} ms`);
+    });
+    next();
+  };
+}
+
+/**
+ * A body declared larger than the limit is refused on its headers, and the connection closed rather
+ * than read to the end.
+ * @param {number} maxBodyBytes
+ */
+function bodyLimit(maxBodyBytes) {
+  return (req, res, next) => {
+    const declared = Number(req.get('content-length'));
+    if (declared > maxBodyBytes) {
+      res.set('Connection', 'close');
+      return next(new ChoripanError('E_TOO_LARGE', `The body is ${declared} bytes; the limit is ${maxBodyBytes}`));
+    }
+    return next();
+  };
+}
+
+/** What no route answered. */
+function notFound(req, res, next) {
+  next(new ChoripanError('E_NOT_FOUND', `No route for ${req.method} ${req.path}`));
+}
+
+/**
+ * Every failure, answered as js/server/http-error.js says; a queue's refusal also tells the retry
+ * pacing (js/server/retry.js) when the connection may come back.
+ * @param {{ logger: import('pino').Logger, maxBodyBytes: number,
+ *   pacing: ReturnType<typeof import('./retry').createRetryPacing> }} options
+ */
+function answerErrors({ logger, maxBodyBytes, pacing }) {
+  // eslint-disable-next-line no-unused-vars -- Express tells error handlers by their four parameters
+  return (error, req, res, next) => {
+    const { chosen } = res.locals;
+    const failure = toHttpError(error, { maxBodyBytes, model: chosen });
+    if (failure.code === 'E_INTERNAL') logger.error({ err: error }, 'unexpected error');
+    res.locals.errorCode = failure.code;
+    if (res.headersSent || req.socket.destroyed) return;
+    if (failure.retryAfter !== undefined) {
+      res.set('Retry-After', String(failure.retryAfter));
+      if (chosen && failure.code === 'E_QUEUE_FULL') pacing.refused(req, chosen, failure.retryAfter);
+    }
+    res.status(failure.status).json(errorBody(req.path, failure));
+  };
+}
+
+module.exports = { passOthers, closeWhileDraining, requestLog, bodyLimit, notFound, answerErrors };

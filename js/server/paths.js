@@ -1,0 +1,42 @@
+'use strict';
+// The service's paths, named once: its routers mount on them, app.js tells its own requests from those
+// of an app it is mounted in by them, main.js answers them while the models load, and openapi.js
+// documents each (tests/js/service.test.js checks that what is mounted is what is documented).
+
+/** Each route outside the Open Inference Protocol, as Express writes it. */
+const PATHS = Object.freeze({
+  predict: '/predict',
+  healthz: '/healthz',
+  readyz: '/readyz',
+  metrics: '/metrics',
+  openapi: '/openapi.json',
+  page: '/',
+  pageScript: '/page.js',
+  pageStyle: '/page.css',
+  favicon: '/favicon.ico',
+});
+
+/** The Open Inference Protocol's prefix: every path under it is the protocol's. */
+const PROTOCOL = '/v2';
+
+/** The protocol's routes (js/server/oip.js): a model's, `modelRoutes`, each under both `modelPrefixes`. */
+const OIP_PATHS = Object.freeze({
+  server: PROTOCOL,
+  live: `${PROTOCOL}/health/live`,
+  ready: `${PROTOCOL}/health/ready`,
+  modelPrefixes: Object.freeze([`${PROTOCOL}/models/:name`, `${PROTOCOL}/models/:name/versions/:version`]),
+  modelRoutes: Object.freeze({ metadata: '', ready: '/ready', infer: '/infer' }),
+});
+
+const OWN = new Set(Object.values(PATHS));
+
+/** Whether `path` is the protocol's, whose answers take its shape (an error is `{ error: "…" }`). */
+const isProtocol = (path) => path === PROTOCOL || path.startsWith(`${PROTOCOL}/`);
+
+/** Whether `path` is one of the service's own, not the app's it is mounted in. */
+const isOwn = (path) => OWN.has(path) || isProtocol(path);
+
+/** An Express path as OpenAPI writes it: `/v2/models/:name` is `/v2/models/{name}`. */
+const openapiPath = (path) => path.replace(/:(\w+)/g, '{$1}');
+
+module.exports = { PATHS, PROTOCOL, OIP_PATHS, isProtocol, isOwn, openapiPath };
