@@ -19,7 +19,9 @@ const { imageSize } = require('image-size');
 const { ChoripanError } = require('./errors');
 
 // 10 MB of JPEG can hold far more than 100 MP; 100 MP of RGBA is 400 MB decoded.
-const LIMITS = Object.fromEntries(require('../native/core/vocabulary.json').limits.map((l) => [l.name, l]));
+const vocabulary = require('../native/core/vocabulary.json');
+
+const LIMITS = Object.fromEntries(vocabulary.limits.map((l) => [l.name, l]));
 const MAX_PIXELS = LIMITS.maxPixels.value;
 
 // Recognised only to say why they are refused: libvips would otherwise parse them.
@@ -216,7 +218,7 @@ function heifHeader(b) {
   const declared = brands(b);
   if (declared.some((brand) => brand === 'avif' || brand === 'avis')) return sizedBy('AVIF')(b);
   throw new ChoripanError('E_UNSUPPORTED_FORMAT',
-    'HEIC images (HEIF with HEVC) cannot be decoded here: there is no HEVC decoder; send JPEG, PNG, WebP, GIF, TIFF or AVIF');
+    `HEIC images (HEIF with HEVC) cannot be decoded here: there is no HEVC decoder; send ${listed(Object.values(POLICY_NAMES))}`);
 }
 
 const ACCEPTED = [
@@ -228,10 +230,10 @@ const ACCEPTED = [
   [(b) => ascii(b, 4, 8) === 'ftyp', heifHeader],
 ];
 
-// The artifact's decode policy names formats as PIL does.
-const POLICY_NAMES = { JPEG: 'JPEG', PNG: 'PNG', WebP: 'WEBP', GIF: 'GIF', TIFF: 'TIFF', AVIF: 'AVIF' };
+// Each format by its usual name → the name the artifact's decode policy gives it (PIL's).
+const POLICY_NAMES = Object.fromEntries(vocabulary.formats.map((f) => [f.name, f.policy]));
 // Artifacts exported before the policy named more formats or converted CMYK.
-const OLD_POLICY = { formats: ['JPEG', 'PNG', 'WEBP'], cmyk: 'reject' };
+const OLD_POLICY = vocabulary.artifact.decodeBeforePolicy;
 
 /** "JPEG, PNG or WebP": a policy's formats by their usual names, for messages. */
 function listed(formats) {

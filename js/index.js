@@ -49,7 +49,7 @@ function getDefaultModel() {
 
 /**
  * Classify an image with the default model.
- * @param {Uint8Array} image encoded image bytes (JPEG, PNG, WebP, GIF, TIFF, AVIF)
+ * @param {Uint8Array} image an encoded image, in a format of docs/api.md's list
  * @param {import('./index').PredictOptions} [options]
  */
 async function predict(image, options) {

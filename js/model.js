@@ -111,7 +111,7 @@ class Model extends EventEmitter {
   }
 
   /**
-   * Classify one encoded image (JPEG, PNG, WebP, GIF, TIFF or AVIF bytes, as the decode policy lists them).
+   * Classify one encoded image, in a format the artifact's decode policy lists (docs/api.md#formats).
    * @param {Uint8Array} image
    * @param {{ topK?: number, signal?: AbortSignal, timeoutMs?: number }} [options]
    */

@@ -49,7 +49,7 @@ function renderHeader(vocabulary) {
     ...vocabulary.statsWindows.map((w) => `#define CHORIPAN_${snake(w.name).toUpperCase()} ${w.value}`),
     '',
     '// The artifact (export/choripan/artifact.py writes it): CHORIPAN_ARTIFACT_FORMAT_VERSION, …; lists as X(item).',
-    ...Object.entries(vocabulary.artifact).filter(([key]) => key !== 'about').map(([key, value]) => {
+    ...Object.entries(vocabulary.artifact).filter(([key, value]) => (key !== 'about' && typeof value !== 'object') || Array.isArray(value)).map(([key, value]) => {
       const name = `CHORIPAN_ARTIFACT_${snake(key).toUpperCase()}`;
       if (Array.isArray(value)) return `#define ${name}(X) ${value.map((item) => `X(${JSON.stringify(item)})`).join(' ')}`;
       return `#define ${name} ${JSON.stringify(value)}`;
@@ -96,6 +96,8 @@ const regions = {
       ...v.options.map((o) => `| \`${o.name}\` | ${o.type === 'integer' ? 'integer' : optionType(o).replace(/\|/g, '\\|')} | ` +
         `${'default' in o ? quote(o.default) : ''} | ${'min' in o ? `${o.min} – ${o.max}` : ''} | ${o.meaning}${o.layer === 'js' ? ' (JS only)' : ''} |`)],
     stats: (v) => ['| field | meaning |', '| --- | --- |', ...v.stats.map((s) => `| \`${s.name}\` | ${meaning(s, v)} |`)],
+    formats: (v) => ['| format | in the decode policy | what is read |', '| --- | --- | --- |',
+      ...v.formats.map((f) => `| ${f.name} | \`${f.policy}\` | ${f.note ?? 'the image'} |`)],
   },
   'js/server/app.d.ts': {
     appOptions: (v) => serverVariables(v).filter((s) => s.app).flatMap((s) => [

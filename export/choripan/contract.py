@@ -12,6 +12,7 @@ from importlib import resources
 VOCABULARY = json.loads(resources.files(__package__).joinpath("vocabulary.json").read_text(encoding="utf-8"))
 
 ARTIFACT = VOCABULARY["artifact"]
+FORMATS = VOCABULARY["formats"]
 ERROR_CODES = frozenset(error["code"] for error in VOCABULARY["errors"])
 LIMITS = {limit["name"]: limit["value"] for limit in VOCABULARY["limits"]}
 LIMIT_REFUSALS = {limit["name"]: limit["refusal"] for limit in VOCABULARY["limits"]}  # "at most 100 megapixels …"

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, TiffImagePlugin, UnidentifiedImageError
 
-from .contract import ARTIFACT, LIMIT_REFUSALS, MAX_ASPECT_RATIO, MAX_PIXELS
+from .contract import ARTIFACT, FORMATS, LIMIT_REFUSALS, MAX_ASPECT_RATIO, MAX_PIXELS
 from .errors import ExportError
 
-SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "AVIF")
+SUPPORTED_FORMATS = tuple(f["policy"] for f in FORMATS)  # as PIL names them
 INTERPOLATIONS = tuple(ARTIFACT["interpolations"])  # both antialiased, as torchvision's Resize(antialias=True)
 # Larger images are refused before decoding, as js/decode.js does: 100 MP of RGBA is 400 MB decoded.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # PIL's own bomb check, at the same size (it errs at twice this)
@@ -95,11 +95,12 @@ class Preprocessing:
 
     @classmethod
     def from_json(cls, doc: dict) -> Preprocessing:
-        decode = dict(doc.get("decode", {}))
+        # An artifact exported before its metadata named formats or CMYK keeps the policy it had then, as
+        # in Node (js/decode.js).
+        decode = {**ARTIFACT["decodeBeforePolicy"], **doc.get("decode", {})}
         if "background" in decode:
             decode["background"] = tuple(decode["background"])
-        if "formats" in decode:
-            decode["formats"] = tuple(decode["formats"])
+        decode["formats"] = tuple(decode["formats"])
         fields = {k: v for k, v in doc.items() if k != "decode"}
         fields["mean"], fields["std"] = tuple(fields["mean"]), tuple(fields["std"])
         return cls(**fields, decode=DecodePolicy(**decode))

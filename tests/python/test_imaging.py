@@ -200,6 +200,19 @@ def test_extreme_aspect_ratio_is_refused():
         preprocess(np.zeros((2, 500, 3), np.uint8), SPEC)
 
 
+def test_an_artifact_from_before_the_decode_policy_keeps_the_one_it_had_as_in_node():
+    """js/decode.js reads such metadata the same way: JPEG, PNG and WebP; CMYK refused."""
+    old = Preprocessing(resize=300, crop=260, mean=(0.5, 0.4, 0.3), std=(0.2, 0.2, 0.2)).to_json()
+    del old["decode"]
+    assert Preprocessing.from_json(old).decode.formats == ("JPEG", "PNG", "WEBP")
+    assert Preprocessing.from_json(old).decode.cmyk == "reject"
+    partial = {**old, "decode": {"formats": ["PNG"]}}
+    assert (Preprocessing.from_json(partial).decode.formats, Preprocessing.from_json(partial).decode.cmyk) == (
+        ("PNG",),
+        "reject",
+    )
+
+
 def test_policy_round_trips_through_json():
     spec = Preprocessing(resize=300, crop=260, mean=(0.5, 0.4, 0.3), std=(0.2, 0.2, 0.2))
     assert Preprocessing.from_json(spec.to_json()) == spec
