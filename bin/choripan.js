@@ -177,11 +177,13 @@ async function main(argv) {
   }
 }
 
-// A reader that stops early (`choripan predict *.jpg | head -1`) is not a failure to report: stop quietly.
+// A reader that stops early (`choripan predict *.jpg | head -1`) is not a failure to report: stop quietly,
+// with 128 + SIGPIPE, as a command the signal stopped reports (python -m choripan does the same).
+const SIGPIPE_STATUS = 128 + require('node:os').constants.signals.SIGPIPE;
 for (const stream of [process.stdout, process.stderr]) {
   stream.on('error', (error) => {
     if (error.code !== 'EPIPE') throw error;
-    process.exit(process.exitCode ?? 0);
+    process.exit(SIGPIPE_STATUS);
   });
 }
 
