@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import ExportError
+from .errors import ExportError, counted
 
 
 def _write(args: argparse.Namespace, model, metadata, what: str) -> None:
@@ -17,7 +17,7 @@ def _write(args: argparse.Namespace, model, metadata, what: str) -> None:
 
     script = getattr(args, "script", False)
     path = export_classifier(model, metadata, args.out, script=script, format=args.format, target_cpu=args.target_cpu)
-    print(f"wrote {path} ({what}, {len(metadata.labels)} classes)")
+    print(f"wrote {path} ({what}, {counted(len(metadata.labels), 'class', 'classes')})")
     _sign_if_asked(args, path)
 
 
@@ -81,7 +81,8 @@ def _train(args: argparse.Namespace) -> None:
         target_cpu=args.target_cpu,
     )
     report = train(config)
-    print(f"wrote {report.artifact} ({len(report.labels)} classes: {', '.join(report.labels)})")
+    classes = counted(len(report.labels), "class", "classes")
+    print(f"wrote {report.artifact} ({classes}: {', '.join(report.labels)})")
     _sign_if_asked(args, report.artifact)
 
 

@@ -14,6 +14,7 @@ from . import aoti, artifact
 from .artifact import Metadata
 from .errors import ExportError, first_line
 from .imaging import load_batch
+from .labels import check_count
 from .photos import reference_photos
 from .predictor import Predictor
 
@@ -155,10 +156,12 @@ def export_classifier(
     batch = load_batch(photos[:4], metadata.preprocessing)
     with torch.no_grad():
         probabilities = eager(batch[:1])
-    if probabilities.dim() != 2 or probabilities.shape[1] != len(metadata.labels):
+    if probabilities.dim() != 2:
         raise ExportError(
-            f"the model has {tuple(probabilities.shape[1:])} outputs but {len(metadata.labels)} labels were given"
+            f"the model answers a tensor of shape {list(probabilities.shape)} for one image; a classifier "
+            "answers [1, classes], one score per class"
         )
+    check_count(metadata.labels, probabilities.shape[1], "the model")
     with artifact.atomic_path(out) as partial:
         if format == "aoti":
             exported = artifact.save_package(eager, metadata, partial, batch, target_cpu)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 
@@ -86,7 +87,26 @@ def test_a_pickle_is_refused_without_trust_and_leaves_no_file(resnet18, tmp_path
     assert result.returncode == 2
     assert "--trust-pickle" in result.stderr and "runs code" in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "weights_only" not in result.stderr  # torch's advice to load it anyway is --trust-pickle's to give
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
+class _Runs:
+    """Pickles as a call of os.system: the weights-only unpickler blocks its module outright."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("true",))
+
+
+def test_a_pickled_call_is_refused_in_choripans_words(tmp_path):
+    checkpoint = tmp_path / "runs.pth"
+    torch.save({"state_dict": {}, "hook": _Runs()}, checkpoint)
+    result = export_torchvision(checkpoint, tmp_path / "x.pt")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "holds pickled Python objects" in result.stderr and "--trust-pickle" in result.stderr
+    assert "weights_only" not in result.stderr and "torch.load" not in result.stderr
 
 
 def test_a_trusted_pickle_exports(resnet18, tmp_path):
@@ -109,7 +129,22 @@ def test_weights_of_another_architecture_name_the_keys(resnet18, tmp_path):
 def test_label_count_must_match_the_classifier(resnet18, tmp_path):
     _, _, paths = resnet18
     result = export_torchvision(paths["plain"], tmp_path / "x.pt", labels="cat,dog")
-    assert result.returncode == 2 and "3 classes but 2 labels" in result.stderr
+    assert result.returncode == 2 and "3 classes but 2 labels were given" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("classes", "labels", "message"),
+    [
+        (3, ["cat"], "m.pth has 3 classes but 1 label was given"),
+        (1, ["cat", "dog"], "m.pth has 1 class but 2 labels were given"),
+    ],
+)
+def test_label_counts_are_worded_in_the_singular_too(classes, labels, message):
+    from choripan.labels import check_count
+
+    with pytest.raises(ExportError) as refused:
+        check_count(labels, classes, "m.pth")
+    assert str(refused.value) == message
 
 
 def test_labels_file(resnet18, tmp_path):
@@ -123,16 +158,22 @@ def test_labels_file(resnet18, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("damage", "message"),
-    [(lambda b: b[: len(b) // 2], "not a readable PyTorch checkpoint"), (lambda b: b"\x00" * 256, "not a readable")],
-    ids=["truncated", "garbage"],
+    "damage",
+    [lambda b: b[: len(b) // 2], lambda b: b"\x00" * 256, lambda b: pickle.dumps({"weights": [1, 2]})],
+    ids=["truncated", "garbage", "not-torch-save"],
 )
-def test_corrupt_checkpoints(resnet18, tmp_path, damage, message):
+def test_corrupt_checkpoints(resnet18, tmp_path, damage):
+    """Said in choripan's words: torch's are advice to load with weights_only=False, a request to file an
+    issue, its zip reader's internals, and a warning about pickle protocols."""
     _, _, paths = resnet18
     broken = tmp_path / "broken.pth"
     broken.write_bytes(damage(paths["plain"].read_bytes()))
     result = export_torchvision(broken, tmp_path / "x.pt")
-    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr == (
+        f"error: {broken} is not a readable PyTorch checkpoint: it is truncated or corrupt, or torch.save did not "
+        "write it (E_INVALID_ARGUMENT)\n"
+    )
 
 
 def test_unknown_architecture_suggests_close_names(tmp_path):
