@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from .errors import ExportError, counted
 
@@ -265,8 +268,32 @@ def _add_model_arguments(command: argparse.ArgumentParser, weights_flag: str, we
     tuning.add_argument("--interpolation", choices=["bilinear", "bicubic"])
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line that says where to read more, exit status 2 (as `choripan`, the Node command).
+
+    Arguments a command does not take are its own error (argparse leaves them to the top parser), with the
+    option meant where one is close (`--jsno`: `--json`)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            command = getattr(parsed, "parser", self)
+            close = [
+                match
+                for given in unknown
+                for match in difflib.get_close_matches(given.split("=")[0], command._option_string_actions, 1, 0.75)
+                if given.startswith("--")
+            ]
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            command.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+        return parsed
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="python -m choripan", description=__doc__)
+    root = _Parser(prog="python -m choripan", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
 
     default = commands.add_parser("default", help="export the default model (EfficientNet-Lite0, ImageNet-1k)")
@@ -289,7 +316,7 @@ def parser() -> argparse.ArgumentParser:
         "train", help="train a new head on the default pretrained body from an image folder, then export"
     )
     train.add_argument("--data", type=Path, required=True, help="an image folder: DIR/<label>/*.jpg")
-    train.add_argument("--out", type=Path, required=True)
+    train.add_argument("--out", type=Path, required=True, help="artifact path, e.g. models/choripan.pt")
     _add_format_argument(train)
     _add_signing_arguments(train)
     train.add_argument("--epochs", type=_positive, default=6, help="epochs of head training (default 6)")
@@ -324,16 +351,25 @@ def parser() -> argparse.ArgumentParser:
     _add_trust_arguments(verify)
     verify.add_argument("--signature", type=Path, help="the signature file (default: ARTIFACT.sig)")
     verify.set_defaults(run=_verify)
+    for command in commands.choices.values():
+        command.set_defaults(parser=command)
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return args.run(args) or 0
+        status = args.run(args) or 0
+        sys.stdout.flush()  # here, where a reader that has gone (`| head`) is caught, not at exit
+        return status
     except ExportError as error:
         print(f"error: {error} ({error.code})", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; nothing was written", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # What reads stdout stopped reading (`inspect --json | head -c 10`): nothing to say, and Python must
+        # not try to flush the rest at exit. 128 + SIGPIPE, as a command the signal stopped reports.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE

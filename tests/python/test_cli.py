@@ -122,3 +122,44 @@ def test_malformed_metadata_ends_in_one_line_e_model_load(default_artifact, phot
         result = run(*command)
         assert result.returncode == 2 and result.stderr.count("\n") == 1, (command, result.stderr)
         assert "E_MODEL_LOAD" in result.stderr and "Traceback" not in result.stderr
+
+
+def _one_line_usage_error(result, command: str) -> str:
+    """A usage error: exit 2, one line on stderr that says where to read more, nothing on stdout."""
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stdout == "", result.stderr
+    assert result.stderr.startswith("error: ") and f"see `python -m choripan {command} --help`" in result.stderr
+    return result.stderr
+
+
+def test_usage_errors_are_one_line_of_the_command_meant():
+    assert "the following arguments are required: --out" in _one_line_usage_error(run("default"), "default")
+    assert "unrecognized arguments: --top 3; see" in _one_line_usage_error(
+        run("torchvision", "--arch", "resnet18", "--weights", "w.pth", "--labels", "a", "--out", "x.pt", "--top", "3"),
+        "torchvision",
+    )
+    assert "unrecognized arguments: --jsno (did you mean --json?)" in _one_line_usage_error(
+        run("predict", "--model", "m.pt", "a.jpg", "--jsno"), "predict"
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["inspect", "--json"], ["inspect"], ["predict", "--json"]],
+    ids=["inspect-json", "inspect", "predict-json"],
+)
+def test_a_reader_that_stops_early_ends_it_quietly(default_artifact, photos, command):
+    """`python -m choripan inspect --json x | head -c 10`: the reader has gone before the answer is written
+    (here, before the command has even started): no BrokenPipeError, no traceback, 128 + SIGPIPE."""
+    images = [photos / "coffee.png"] * 3
+    arguments = [default_artifact] if command[0] == "inspect" else ["--model", default_artifact, *images]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "choripan", *command, *map(str, arguments)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        text=True,
+    )
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=600) == 141 and stderr == "", stderr
