@@ -14,6 +14,13 @@ from typing import NoReturn
 from .errors import ExportError, counted
 
 
+def _check_export(args: argparse.Namespace) -> None:
+    """The export flags agree (--out's suffix, --format, --target-cpu, --script), before anything loads."""
+    from .tracing import check_export
+
+    check_export(args.out, script=getattr(args, "script", False), format=args.format, target_cpu=args.target_cpu)
+
+
 def _write(args: argparse.Namespace, model, metadata, what: str) -> None:
     """Export as the flags say, report it, sign it when asked."""
     from .tracing import export_classifier
@@ -27,6 +34,7 @@ def _write(args: argparse.Namespace, model, metadata, what: str) -> None:
 def _default(args: argparse.Namespace) -> None:
     from .sources import default
 
+    _check_export(args)
     model, metadata = default.build()
     _write(args, model, metadata, metadata.name)
 
@@ -49,6 +57,7 @@ def _torchvision(args: argparse.Namespace) -> None:
 
     labels = parse_labels(args.labels, args.labels_file)
     source.check_architecture(args.arch)
+    _check_export(args)
     preprocessing = _preprocessing(args, source.preprocessing_for(args.arch))
     model, metadata = source.build(
         args.arch, args.weights, labels, trust_pickle=args.trust_pickle, preprocessing=preprocessing
@@ -62,6 +71,8 @@ def _fastai(args: argparse.Namespace) -> None:
     from .sources import fastai as source
 
     labels = parse_labels(args.labels, args.labels_file)
+    source.check_architecture(args.arch)
+    _check_export(args)
     preprocessing = _preprocessing(args, Preprocessing())
     model, metadata = source.build(
         args.arch, args.checkpoint, labels, trust_pickle=args.trust_pickle, preprocessing=preprocessing

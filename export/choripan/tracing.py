@@ -112,17 +112,42 @@ def script_classifier(model: nn.Module) -> torch.jit.ScriptModule:
 
 
 FORMATS = ("torchscript", "aoti")
+SUFFIXES = {"torchscript": ".pt", "aoti": aoti.SUFFIX}
+_WHAT = {"torchscript": "TorchScript", "aoti": "an AOTInductor package"}
 
 
 def format_for(out: Path, format: str | None = None) -> str:
-    """The artifact format: as given, or by the file name (`.pt2`: an AOTInductor package)."""
-    suffix = Path(out).suffix
-    if format is None:
-        return "aoti" if suffix == aoti.SUFFIX else "torchscript"
-    if format not in FORMATS:
+    """The artifact format: as given, or by the file name; either way the name must end as that format's
+    files do (SUFFIXES: `.pt` TorchScript, `.pt2` an AOTInductor package), so that a file says what it is."""
+    if format is not None and format not in FORMATS:
         raise ExportError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
-    if (format == "aoti") != (suffix == aoti.SUFFIX):
-        raise ExportError(f"{out}: AOTInductor packages are named *.pt2 and TorchScript artifacts are not")
+    out = Path(out)
+    chosen = format or next((f for f, suffix in SUFFIXES.items() if suffix == out.suffix), None)
+    if chosen is None:
+        which = f"'{out.suffix}'" if out.suffix else "no suffix"
+        raise ExportError(
+            f"--out {out} has {which}; its suffix says what to write: {out.with_suffix('.pt')} for TorchScript "
+            f"or {out.with_suffix(aoti.SUFFIX)} for an AOTInductor package"
+        )
+    if out.suffix != SUFFIXES[chosen]:
+        other = next(f for f in FORMATS if f != chosen)
+        raise ExportError(
+            f"--out {out}: --format {chosen} writes {_WHAT[chosen]}, named *{SUFFIXES[chosen]}: name it "
+            f"{out.with_suffix(SUFFIXES[chosen])} (or {out.with_suffix(SUFFIXES[other])} for {_WHAT[other]})"
+        )
+    return chosen
+
+
+def check_export(out: Path, *, script: bool = False, format: str | None = None, target_cpu: str = "native") -> str:
+    """The format `export_classifier(…, out, …)` writes, once the options agree; an ExportError otherwise.
+    Cheap: the command line calls it before it loads anything."""
+    format = format_for(out, format)
+    if target_cpu not in aoti.TARGET_CPUS:
+        raise ExportError(f"unknown target CPU {target_cpu!r}; choose one of {', '.join(aoti.TARGET_CPUS)}")
+    if target_cpu != "native" and format != "aoti":
+        raise ExportError("--target-cpu is for AOTInductor packages (*.pt2); TorchScript runs on any CPU")
+    if script and format == "aoti":
+        raise ExportError("--script is for TorchScript artifacts; an AOTInductor package is captured by torch.export")
     return format
 
 
@@ -139,18 +164,12 @@ def export_classifier(
 
     `format` is "torchscript" (a frozen trace) or "aoti" (an AOTInductor package, compiled for
     `target_cpu`: this machine's CPU, or an x86-64 level, aoti.TARGET_CPUS); by default `out`'s suffix
-    decides (`.pt2`: aoti). With `script`, the classifier is
+    decides, and either way it must be the format's (SUFFIXES). With `script`, the classifier is
     scripted first (TorchScript only; the softmax around it is still traced, which keeps the scripted part
     whole). Nothing is written unless every check passes; a failure leaves no file.
     """
     out = Path(out)
-    format = format_for(out, format)
-    if target_cpu not in aoti.TARGET_CPUS:
-        raise ExportError(f"unknown target CPU {target_cpu!r}; choose one of {', '.join(aoti.TARGET_CPUS)}")
-    if target_cpu != "native" and format != "aoti":
-        raise ExportError("--target-cpu is for AOTInductor packages (*.pt2); TorchScript runs on any CPU")
-    if script and format == "aoti":
-        raise ExportError("--script is for TorchScript artifacts; an AOTInductor package is captured by torch.export")
+    format = check_export(out, script=script, format=format, target_cpu=target_cpu)
     eager = Probabilities(script_classifier(model) if script else model).eval()
     photos = reference_photos()
     batch = load_batch(photos[:4], metadata.preprocessing)

@@ -22,7 +22,7 @@ from .artifact import Source
 from .errors import ExportError
 from .imaging import decode, preprocess
 from .sources import default
-from .tracing import export_classifier
+from .tracing import check_export, export_classifier
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
@@ -42,6 +42,7 @@ class TrainConfig:
     target_cpu: str = "native"  # for a .pt2 package (choripan.aoti.TARGET_CPUS)
 
     def __post_init__(self):
+        check_export(self.out, format=self.format, target_cpu=self.target_cpu)  # before the training, not after
         if self.epochs < 1 or self.fine_tune_epochs < 0:
             raise ExportError("--epochs must be at least 1 and --fine-tune-epochs at least 0")
         if not 0 <= self.val_fraction < 1:

@@ -163,22 +163,6 @@ def test_a_training_checkpoint_is_named_as_such(tmp_path):
     assert "checkpoint" in caught.value.message and "python -m choripan" in caught.value.message
 
 
-@pytest.mark.parametrize(
-    ("arguments", "message"),
-    [
-        (["--format", "aoti", "--out", "model.pt"], "AOTInductor packages are named *.pt2"),
-        (["--format", "torchscript", "--out", "model.pt2"], "AOTInductor packages are named *.pt2"),
-    ],
-)
-def test_cli_format_and_suffix_must_agree(tmp_path, arguments, message):
-    arguments = [a if not a.startswith("model.") else str(tmp_path / a) for a in arguments]
-    run = subprocess.run(
-        [sys.executable, "-m", "choripan", "default", *arguments], capture_output=True, text=True, cwd=ROOT
-    )
-    assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
-    assert not list(tmp_path.iterdir())
-
-
 def test_inspect_names_the_runtime(default_package):
     run = subprocess.run(
         [sys.executable, "-m", "choripan", "inspect", str(default_package)], capture_output=True, text=True, cwd=ROOT

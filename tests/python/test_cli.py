@@ -144,6 +144,60 @@ def test_usage_errors_are_one_line_of_the_command_meant():
 
 
 @pytest.mark.parametrize(
+    ("arguments", "wanted"),
+    [
+        (
+            ["--out", "model.onnx"],
+            "--out {d}/model.onnx has '.onnx'; its suffix says what to write: "
+            "{d}/model.pt for TorchScript or {d}/model.pt2 for an AOTInductor package",
+        ),
+        (
+            ["--out", "model"],
+            "--out {d}/model has no suffix; its suffix says what to write: "
+            "{d}/model.pt for TorchScript or {d}/model.pt2 for an AOTInductor package",
+        ),
+        (
+            ["--format", "aoti", "--out", "model.pt"],
+            "--out {d}/model.pt: --format aoti writes an AOTInductor "
+            "package, named *.pt2: name it {d}/model.pt2 (or {d}/model.pt for TorchScript)",
+        ),
+        (
+            ["--format", "torchscript", "--out", "model.pt2"],
+            "--out {d}/model.pt2: --format torchscript writes "
+            "TorchScript, named *.pt: name it {d}/model.pt (or {d}/model.pt2 for an AOTInductor package)",
+        ),
+        (
+            ["--format", "torchscript", "--out", "model.onnx"],
+            "--out {d}/model.onnx: --format torchscript writes "
+            "TorchScript, named *.pt: name it {d}/model.pt (or {d}/model.pt2 for an AOTInductor package)",
+        ),
+    ],
+    ids=["onnx", "no-suffix", "aoti-as-pt", "torchscript-as-pt2", "torchscript-as-onnx"],
+)
+def test_an_out_suffix_of_another_format_is_refused_with_those_that_would_do(tmp_path, arguments, wanted):
+    arguments = [str(tmp_path / a) if a.startswith("model") else a for a in arguments]
+    result = run("default", *arguments)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr == f"error: {wanted.format(d=tmp_path)} (E_INVALID_ARGUMENT)\n"
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_out_suffix_is_checked_before_the_weights_load(tmp_path):
+    result = run(
+        "torchvision",
+        "--arch",
+        "resnet18",
+        "--weights",
+        tmp_path / "missing.pth",
+        "--labels",
+        "a,b",
+        "--out",
+        tmp_path / "m.onnx",
+    )
+    assert result.returncode == 2 and "m.pt2 for an AOTInductor package" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
     "command",
     [["inspect", "--json"], ["inspect"], ["predict", "--json"]],
     ids=["inspect-json", "inspect", "predict-json"],

@@ -9,6 +9,7 @@ import sys
 import pytest
 from PIL import Image
 
+from choripan.errors import ExportError
 from choripan.predictor import Predictor
 from choripan.tracing import golden_path
 from choripan.train import TrainConfig, scan_image_folder, split, train
@@ -123,6 +124,11 @@ def test_the_command_prints_epochs_and_writes_the_artifact(photo_folder, tmp_pat
     assert result.returncode == 0, result.stderr
     assert "head epoch 1/2  train loss" in result.stderr and "head epoch 2/2" in result.stderr
     assert "wrote" in result.stdout and out.is_file()
+
+
+def test_the_out_suffix_is_checked_before_training(tmp_path):
+    with pytest.raises(ExportError, match="m.pt2 for an AOTInductor package"):
+        TrainConfig(data=tmp_path, out=tmp_path / "m.onnx")
 
 
 def test_bad_folders_exit_2_with_one_line(tmp_path, photo_folder):
