@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from .errors import ExportError, counted
+from .names import NAME_RULE, check_name, name_from
 
 
 def _check_export(args: argparse.Namespace) -> None:
@@ -21,13 +22,15 @@ def _check_export(args: argparse.Namespace) -> None:
     check_export(args.out, script=getattr(args, "script", False), format=args.format, target_cpu=args.target_cpu)
 
 
-def _write(args: argparse.Namespace, model, metadata, what: str) -> None:
-    """Export as the flags say, report it, sign it when asked."""
+def _write(args: argparse.Namespace, model, metadata, what: str, name: str | None = None) -> None:
+    """Export as the flags say, report it, sign it when asked. The model is named by --name, else `name`, else
+    after the --out file."""
     from .tracing import export_classifier
 
     script = getattr(args, "script", False)
+    metadata.name = args.name or name or name_from(args.out)
     path = export_classifier(model, metadata, args.out, script=script, format=args.format, target_cpu=args.target_cpu)
-    print(f"wrote {path} ({what}, {counted(len(metadata.labels), 'class', 'classes')})")
+    print(f"wrote {path} ({what}, {counted(len(metadata.labels), 'class', 'classes')}, served as {metadata.name})")
     _sign_if_asked(args, path)
 
 
@@ -36,7 +39,7 @@ def _default(args: argparse.Namespace) -> None:
 
     _check_export(args)
     model, metadata = default.build()
-    _write(args, model, metadata, metadata.name)
+    _write(args, model, metadata, metadata.name, name=metadata.name)  # the architecture's, as npm install's
 
 
 def _preprocessing(args: argparse.Namespace, base):
@@ -93,10 +96,11 @@ def _train(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         format=args.format,
         target_cpu=args.target_cpu,
+        name=args.name,
     )
     report = train(config)
     classes = counted(len(report.labels), "class", "classes")
-    print(f"wrote {report.artifact} ({classes}: {', '.join(report.labels)})")
+    print(f"wrote {report.artifact} ({classes}: {', '.join(report.labels)}, served as {report.name})")
     _sign_if_asked(args, report.artifact)
 
 
@@ -213,6 +217,22 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _model_name(text: str) -> str:
+    try:
+        return check_name(text)
+    except ExportError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def _add_name_argument(command: argparse.ArgumentParser, default: str) -> None:
+    command.add_argument(
+        "--name",
+        type=_model_name,
+        help=f'the model\'s name where it is served (/v2/models/NAME, "model" in answers): {NAME_RULE} '
+        f"(default: {default})",
+    )
+
+
 def _add_format_argument(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--format",
@@ -259,6 +279,7 @@ def _add_model_arguments(command: argparse.ArgumentParser, weights_flag: str, we
     labels.add_argument("--labels", help="class names in class-index order, comma-separated")
     labels.add_argument("--labels-file", type=Path, help="a file with one class name per line")
     command.add_argument("--out", type=Path, required=True, help="artifact path, e.g. models/choripan.pt")
+    _add_name_argument(command, "the --out file's name without its suffix")
     _add_format_argument(command)
     _add_signing_arguments(command)
     command.add_argument(
@@ -309,6 +330,7 @@ def parser() -> argparse.ArgumentParser:
 
     default = commands.add_parser("default", help="export the default model (EfficientNet-Lite0, ImageNet-1k)")
     default.add_argument("--out", type=Path, required=True, help="artifact path, e.g. models/default.pt")
+    _add_name_argument(default, "efficientnet-lite0")
     _add_format_argument(default)
     _add_signing_arguments(default)
     default.set_defaults(run=_default)
@@ -328,6 +350,7 @@ def parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--data", type=Path, required=True, help="an image folder: DIR/<label>/*.jpg")
     train.add_argument("--out", type=Path, required=True, help="artifact path, e.g. models/choripan.pt")
+    _add_name_argument(train, "the --out file's name without its suffix")
     _add_format_argument(train)
     _add_signing_arguments(train)
     train.add_argument("--epochs", type=_positive, default=6, help="epochs of head training (default 6)")

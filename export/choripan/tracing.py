@@ -15,6 +15,7 @@ from .artifact import Metadata
 from .errors import ExportError, first_line
 from .imaging import load_batch
 from .labels import check_count
+from .names import check_name
 from .photos import reference_photos
 from .predictor import Predictor
 
@@ -166,10 +167,12 @@ def export_classifier(
     `target_cpu`: this machine's CPU, or an x86-64 level, aoti.TARGET_CPUS); by default `out`'s suffix
     decides, and either way it must be the format's (SUFFIXES). With `script`, the classifier is
     scripted first (TorchScript only; the softmax around it is still traced, which keeps the scripted part
-    whole). Nothing is written unless every check passes; a failure leaves no file.
+    whole). `metadata.name` must be a served model's name (names.NAME_RULE). Nothing is written unless
+    every check passes; a failure leaves no file.
     """
     out = Path(out)
     format = check_export(out, script=script, format=format, target_cpu=target_cpu)
+    check_name(metadata.name)
     eager = Probabilities(script_classifier(model) if script else model).eval()
     photos = reference_photos()
     batch = load_batch(photos[:4], metadata.preprocessing)

@@ -143,6 +143,24 @@ def test_usage_errors_are_one_line_of_the_command_meant():
     )
 
 
+@pytest.mark.parametrize("name", ["my model", "../up", ".hidden", "-dash", "a/b", "café", "what?", ""])
+def test_a_name_urls_cannot_carry_is_a_usage_error(tmp_path, name):
+    out = tmp_path / "m.pt"
+    message = _one_line_usage_error(run("default", "--out", out, f"--name={name}"), "default")
+    assert f"argument --name: {name!r} cannot be a model's name" in message
+    assert "letters, digits, '_', '.' and '-', beginning with a letter or a digit" in message
+    assert not out.exists()
+
+
+def test_the_name_rule_is_what_choripan_serve_takes():
+    """`choripan serve --model NAME=PATH` (js/server/config.js) takes these characters: a name exported
+    here is one it serves."""
+    from choripan.names import NAME_PATTERN
+
+    assert "[A-Za-z0-9_.-]" in NAME_PATTERN.pattern
+    assert "/^([A-Za-z0-9_.-]+)=(.+)$/" in (ROOT / "js" / "server" / "config.js").read_text()
+
+
 @pytest.mark.parametrize(
     ("arguments", "wanted"),
     [

@@ -261,3 +261,25 @@ def test_data_dependent_control_flow_is_refused_and_scripting_keeps_it(tmp_path)
         for sample in (x, -x):  # one input per branch
             torch.testing.assert_close(module(sample), Probabilities(eager)(sample))
         assert not torch.allclose(module(x), module(-x))
+
+
+@pytest.fixture(scope="module")
+def squeezenet(tmp_path_factory):
+    """A small model's weights, saved under the name trainers give them."""
+    weights = tmp_path_factory.mktemp("squeezenet") / "best.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.squeezenet1_1(num_classes=2).state_dict(), weights)
+    return weights
+
+
+@pytest.mark.parametrize(
+    ("out", "extra", "name"),
+    [("cat or not.pt", [], "cat-or-not"), ("m.pt", ["--name", "choripan-v2.1"], "choripan-v2.1")],
+    ids=["after-out", "given"],
+)
+def test_the_served_name_is_the_out_files_or_the_one_given(squeezenet, tmp_path, out, extra, name):
+    """Not the weights file's (best.pth would serve as /v2/models/best)."""
+    result = export_torchvision(squeezenet, tmp_path / out, *extra, arch="squeezenet1_1", labels="cat,not")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"wrote {tmp_path / out} (squeezenet1_1, 2 classes, served as {name})\n"
+    assert artifact.read_metadata(tmp_path / out)["name"] == name
