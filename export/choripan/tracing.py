@@ -18,6 +18,7 @@ from .labels import check_count
 from .names import check_name
 from .photos import reference_photos
 from .predictor import Predictor
+from .progress import Steps
 
 TOLERANCE = 1e-4
 
@@ -160,6 +161,7 @@ def export_classifier(
     script: bool = False,
     format: str | None = None,
     target_cpu: str = "native",
+    progress: bool | None = None,
 ) -> Path:
     """Trace `model` (returning logits), verify it on real photos, write `out` and its golden file.
 
@@ -168,34 +170,46 @@ def export_classifier(
     decides, and either way it must be the format's (SUFFIXES). With `script`, the classifier is
     scripted first (TorchScript only; the softmax around it is still traced, which keeps the scripted part
     whole). `metadata.name` must be a served model's name (names.NAME_RULE). Nothing is written unless
-    every check passes; a failure leaves no file.
+    every check passes; a failure leaves no file. `progress`: each step on stderr where it is a terminal
+    (None), always (True) or never (False).
     """
     out = Path(out)
     format = check_export(out, script=script, format=format, target_cpu=target_cpu)
     check_name(metadata.name)
-    eager = Probabilities(script_classifier(model) if script else model).eval()
-    photos = reference_photos()
-    batch = load_batch(photos[:4], metadata.preprocessing)
-    with torch.no_grad():
-        probabilities = eager(batch[:1])
-    if probabilities.dim() != 2:
-        raise ExportError(
-            f"the model answers a tensor of shape {list(probabilities.shape)} for one image; a classifier "
-            "answers [1, classes], one score per class"
-        )
-    check_count(metadata.labels, probabilities.shape[1], "the model")
-    with artifact.atomic_path(out) as partial:
-        if format == "aoti":
-            exported = artifact.save_package(eager, metadata, partial, batch, target_cpu)
-            # The exported graph (padding folded) run eagerly, then the compiled models loaded back.
-            reloaded = artifact.load(partial)[0]
-            verify(eager, {"exported": exported, "compiled and reloaded": reloaded}, [batch[:1], batch])
-        else:
-            traced = trace_classifier(eager, batch[:1], check_inputs=[batch[1:2], batch])
-            artifact.save(traced, metadata, partial)
-            reloaded = artifact.load(partial)[0]
-            verify(eager, {"traced": traced, "saved and reloaded": reloaded}, [batch[:1], batch])
-        golden = Predictor(partial).golden(photos)
-        with artifact.atomic_path(golden_path(out)) as golden_partial:
-            golden_partial.write_text(json.dumps(golden, indent=1) + "\n")
+    # Checking, verifying, the golden answers; and tracing and saving, or capturing and compiling twice.
+    total = int(script) + 3 + (4 if format == "aoti" else 2)
+    with Steps(total, show=progress) as steps:
+        if script:
+            steps.step("scripting")
+        eager = Probabilities(script_classifier(model) if script else model).eval()
+        steps.step("checking the model on photos")
+        photos = reference_photos()
+        batch = load_batch(photos[:4], metadata.preprocessing)
+        with torch.no_grad():
+            probabilities = eager(batch[:1])
+        if probabilities.dim() != 2:
+            raise ExportError(
+                f"the model answers a tensor of shape {list(probabilities.shape)} for one image; a classifier "
+                "answers [1, classes], one score per class"
+            )
+        check_count(metadata.labels, probabilities.shape[1], "the model")
+        with artifact.atomic_path(out) as partial:
+            if format == "aoti":
+                exported = artifact.save_package(eager, metadata, partial, batch, target_cpu, step=steps.step)
+                steps.step("verifying")
+                # The exported graph (padding folded) run eagerly, then the compiled models loaded back.
+                reloaded = artifact.load(partial)[0]
+                verify(eager, {"exported": exported, "compiled and reloaded": reloaded}, [batch[:1], batch])
+            else:
+                steps.step("tracing")
+                traced = trace_classifier(eager, batch[:1], check_inputs=[batch[1:2], batch])
+                steps.step("saving")
+                artifact.save(traced, metadata, partial)
+                steps.step("verifying")
+                reloaded = artifact.load(partial)[0]
+                verify(eager, {"traced": traced, "saved and reloaded": reloaded}, [batch[:1], batch])
+            steps.step("writing the golden answers")
+            golden = Predictor(partial).golden(photos)
+            with artifact.atomic_path(golden_path(out)) as golden_partial:
+                golden_partial.write_text(json.dumps(golden, indent=1) + "\n")
     return out

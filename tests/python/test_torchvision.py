@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import re
 import subprocess
 import sys
 
@@ -18,7 +20,7 @@ from choripan.photos import reference_photos
 from choripan.sources import torchvision as source
 from choripan.tracing import Probabilities, export_classifier
 
-from .conftest import ROOT
+from .conftest import ROOT, shown_steps
 
 LABELS = "cat,espresso,missile"
 
@@ -283,3 +285,34 @@ def test_the_served_name_is_the_out_files_or_the_one_given(squeezenet, tmp_path,
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"wrote {tmp_path / out} (squeezenet1_1, 2 classes, served as {name})\n"
     assert artifact.read_metadata(tmp_path / out)["name"] == name
+
+
+def test_progress_shows_on_a_terminal_and_nowhere_else(squeezenet, tmp_path):
+    arguments = ["--arch", "squeezenet1_1", "--weights", squeezenet, "--labels", "cat,not", "--out", tmp_path / "m.pt"]
+    command = [sys.executable, "-m", "choripan", "torchvision", *map(str, arguments)]
+    # An unsized pseudo-terminal (0x0), as a container's can be: tqdm by itself would print nothing there.
+    terminal, stderr = os.openpty()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, cwd=ROOT)
+    os.close(stderr)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # EIO: the command has closed its end
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(terminal)
+    assert process.wait(timeout=900) == 0 and b"wrote" in process.stdout.read()
+    assert shown_steps(shown.decode()) == [
+        "exporting 1/5: checking the model on photos",
+        "exporting 2/5: tracing",
+        "exporting 3/5: saving",
+        "exporting 4/5: verifying",
+        "exporting 5/5: writing the golden answers",
+    ]
+    assert re.search(r"\r +\r$", shown.decode()), shown  # the line is cleared at the end
+
+    quiet = run("torchvision", *arguments)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
