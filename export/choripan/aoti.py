@@ -18,6 +18,7 @@ import subprocess
 import sysconfig
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -136,20 +137,28 @@ def _export(model: nn.Module, example: torch.Tensor, dynamic: bool) -> torch.exp
 
 
 def compile_package(
-    model: nn.Module, example: torch.Tensor, path: Path, metadata_json: dict, target_cpu: str = "native"
+    model: nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    metadata_json: dict,
+    target_cpu: str = "native",
+    step: Callable[[str], None] = lambda name: None,
 ) -> nn.Module:
     """Export `model` (returning probabilities) at batch 1 and for any batch, compile both for `target_cpu`
-    (a key of TARGET_CPUS), write `path`.
+    (a key of TARGET_CPUS), write `path`. `step(name)` is told as each of the four steps begins (progress.Steps).
 
     `metadata_json` goes in as `extra/choripan.json`, with the checksum of every other record filled in.
     Returns the dynamic-batch program as a module (padding folded, run eagerly), for verification.
     """
     path = Path(path)
+    step("capturing the batch-1 model")
     programs = {SINGLE: _export(model, example[:1], dynamic=False)}
+    step("capturing the any-batch model")
     # The dynamic batch dimension needs an example with a batch size above 1 to stay symbolic.
     programs[BATCHED] = _export(model, example if len(example) > 1 else example.expand(2, -1, -1, -1), dynamic=True)
     files = {}
     for name, program in programs.items():
+        step(f"compiling the {'batch-1' if name == SINGLE else 'any-batch'} model")
         args, kwargs = program.example_inputs
         options = {**_INDUCTOR, **TARGET_CPUS[target_cpu], "aot_inductor.package": True}
         try:

@@ -17,7 +17,7 @@ import struct
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -422,10 +422,15 @@ def save(module: torch.jit.ScriptModule, metadata: Metadata, path: Path) -> None
 
 
 def save_package(
-    model: torch.nn.Module, metadata: Metadata, path: Path, example: torch.Tensor, target_cpu: str = "native"
+    model: torch.nn.Module,
+    metadata: Metadata,
+    path: Path,
+    example: torch.Tensor,
+    target_cpu: str = "native",
+    step: Callable[[str], None] = lambda name: None,
 ) -> torch.nn.Module:
     """Compile `model` for `target_cpu` into an AOTInductor package at `path` with the metadata inside
-    (see export/choripan/aoti.py)."""
+    (see export/choripan/aoti.py); `step(name)` is told as each step begins."""
     metadata.exported_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     metadata.versions = versions()
     metadata.runtime = {
@@ -434,4 +439,4 @@ def save_package(
         "device": "cpu",
         "cpu_target": target_cpu,
     }
-    return aoti.compile_package(model, example, path, metadata.to_json(), target_cpu)
+    return aoti.compile_package(model, example, path, metadata.to_json(), target_cpu, step)

@@ -3,39 +3,59 @@
 from __future__ import annotations
 
 import pickle
+import re
+import warnings
 import zipfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .errors import ExportError, first_line
+from .errors import ExportError
+
+_UNREADABLE = "is not a readable PyTorch checkpoint: it is truncated or corrupt, or torch.save did not write it"
+_REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+) ")
 
 
 def load_checkpoint(path: Path, *, trust_pickle: bool = False) -> object:
-    """The checkpoint's contents. Without `trust_pickle`, only tensors and plain containers load."""
+    """The checkpoint's contents. Without `trust_pickle`, only tensors and plain containers load.
+
+    torch's own messages are not passed on: they advise `weights_only=False` (what --trust-pickle means here,
+    and only for files one trusts), ask to file issues and name its zip reader's internals.
+    """
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"{path}: no such file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+        with warnings.catch_warnings():  # "Detected pickle protocol 4 … please file an issue": not the user's to act on
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as error:
-        # The weights-only unpickler names the first class it refused ("Unsupported global: …");
-        # garbage bytes fail on an opcode instead.
-        if not trust_pickle and "Unsupported global" in str(error):
-            needs = ", ".join(sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))[:4])
+        # The weights-only unpickler names the first global it refused ("Unsupported global: GLOBAL x.Y was not
+        # an allowed global", "unsupported GLOBAL posix.system whose module posix is blocked"); garbage bytes and
+        # pickles torch.save did not write fail on an opcode instead.
+        refused = _REFUSED_GLOBAL.search(str(error))
+        if not trust_pickle and refused:
             raise ExportError(
-                f"{path} holds pickled Python objects ({needs}: a whole model saved with torch.save(model)?), and "
-                "unpickling runs code from the file; pass --trust-pickle only if you trust where it came from, "
-                "or save model.state_dict() instead"
+                f"{path} holds pickled Python objects ({_pickled_globals(path) or refused.group(1)}: a whole model "
+                "saved with torch.save(model)?), and unpickling runs code from the file; pass --trust-pickle only "
+                "if you trust where it came from, or save model.state_dict() instead"
             ) from error
-        raise ExportError(f"{path} is not a readable PyTorch checkpoint: {first_line(error)}") from error
+        raise ExportError(f"{path} {_UNREADABLE}") from error
     except ImportError as error:  # a trusted pickle names classes from modules that are not installed
         raise ExportError(f"{path} pickles objects of {error.name}, which is not installed here") from error
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
-        raise ExportError(
-            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {first_line(error)}"
-        ) from error
+    except OSError as error:
+        raise ExportError(f"cannot read {path}: {error.strerror}") from error
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as error:
+        raise ExportError(f"{path} {_UNREADABLE}") from error
+
+
+def _pickled_globals(path: Path) -> str:
+    """The first few globals a torch.save archive's pickle names that the weights-only unpickler refuses."""
+    try:
+        return ", ".join(sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))[:4])
+    except Exception:  # it reads torch.save's zip archives only; the refused global then speaks for them
+        return ""
 
 
 def state_dict_of(checkpoint: object, path: Path | str = "the checkpoint") -> dict[str, torch.Tensor]:

@@ -3,29 +3,43 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
-from .errors import ExportError
+from .errors import ExportError, counted
+from .names import NAME_RULE, check_name, name_from
 
 
-def _write(args: argparse.Namespace, model, metadata, what: str) -> None:
-    """Export as the flags say, report it, sign it when asked."""
+def _check_export(args: argparse.Namespace) -> None:
+    """The export flags agree (--out's suffix, --format, --target-cpu, --script), before anything loads."""
+    from .tracing import check_export
+
+    check_export(args.out, script=getattr(args, "script", False), format=args.format, target_cpu=args.target_cpu)
+
+
+def _write(args: argparse.Namespace, model, metadata, what: str, name: str | None = None) -> None:
+    """Export as the flags say, report it, sign it when asked. The model is named by --name, else `name`, else
+    after the --out file."""
     from .tracing import export_classifier
 
     script = getattr(args, "script", False)
+    metadata.name = args.name or name or name_from(args.out)
     path = export_classifier(model, metadata, args.out, script=script, format=args.format, target_cpu=args.target_cpu)
-    print(f"wrote {path} ({what}, {len(metadata.labels)} classes)")
+    print(f"wrote {path} ({what}, {counted(len(metadata.labels), 'class', 'classes')}, served as {metadata.name})")
     _sign_if_asked(args, path)
 
 
 def _default(args: argparse.Namespace) -> None:
     from .sources import default
 
+    _check_export(args)
     model, metadata = default.build()
-    _write(args, model, metadata, metadata.name)
+    _write(args, model, metadata, metadata.name, name=metadata.name)  # the architecture's, as npm install's
 
 
 def _preprocessing(args: argparse.Namespace, base):
@@ -46,6 +60,7 @@ def _torchvision(args: argparse.Namespace) -> None:
 
     labels = parse_labels(args.labels, args.labels_file)
     source.check_architecture(args.arch)
+    _check_export(args)
     preprocessing = _preprocessing(args, source.preprocessing_for(args.arch))
     model, metadata = source.build(
         args.arch, args.weights, labels, trust_pickle=args.trust_pickle, preprocessing=preprocessing
@@ -59,6 +74,8 @@ def _fastai(args: argparse.Namespace) -> None:
     from .sources import fastai as source
 
     labels = parse_labels(args.labels, args.labels_file)
+    source.check_architecture(args.arch)
+    _check_export(args)
     preprocessing = _preprocessing(args, Preprocessing())
     model, metadata = source.build(
         args.arch, args.checkpoint, labels, trust_pickle=args.trust_pickle, preprocessing=preprocessing
@@ -79,9 +96,11 @@ def _train(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         format=args.format,
         target_cpu=args.target_cpu,
+        name=args.name,
     )
     report = train(config)
-    print(f"wrote {report.artifact} ({len(report.labels)} classes: {', '.join(report.labels)})")
+    classes = counted(len(report.labels), "class", "classes")
+    print(f"wrote {report.artifact} ({classes}: {', '.join(report.labels)}, served as {report.name})")
     _sign_if_asked(args, report.artifact)
 
 
@@ -198,6 +217,22 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _model_name(text: str) -> str:
+    try:
+        return check_name(text)
+    except ExportError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def _add_name_argument(command: argparse.ArgumentParser, default: str) -> None:
+    command.add_argument(
+        "--name",
+        type=_model_name,
+        help=f'the model\'s name where it is served (/v2/models/NAME, "model" in answers): {NAME_RULE} '
+        f"(default: {default})",
+    )
+
+
 def _add_format_argument(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--format",
@@ -244,6 +279,7 @@ def _add_model_arguments(command: argparse.ArgumentParser, weights_flag: str, we
     labels.add_argument("--labels", help="class names in class-index order, comma-separated")
     labels.add_argument("--labels-file", type=Path, help="a file with one class name per line")
     command.add_argument("--out", type=Path, required=True, help="artifact path, e.g. models/choripan.pt")
+    _add_name_argument(command, "the --out file's name without its suffix")
     _add_format_argument(command)
     _add_signing_arguments(command)
     command.add_argument(
@@ -264,12 +300,37 @@ def _add_model_arguments(command: argparse.ArgumentParser, weights_flag: str, we
     tuning.add_argument("--interpolation", choices=["bilinear", "bicubic"])
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line that says where to read more, exit status 2 (as `choripan`, the Node command).
+
+    Arguments a command does not take are its own error (argparse leaves them to the top parser), with the
+    option meant where one is close (`--jsno`: `--json`)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            command = getattr(parsed, "parser", self)
+            close = [
+                match
+                for given in unknown
+                for match in difflib.get_close_matches(given.split("=")[0], command._option_string_actions, 1, 0.75)
+                if given.startswith("--")
+            ]
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            command.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+        return parsed
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="python -m choripan", description=__doc__)
+    root = _Parser(prog="python -m choripan", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
 
     default = commands.add_parser("default", help="export the default model (EfficientNet-Lite0, ImageNet-1k)")
     default.add_argument("--out", type=Path, required=True, help="artifact path, e.g. models/default.pt")
+    _add_name_argument(default, "efficientnet-lite0")
     _add_format_argument(default)
     _add_signing_arguments(default)
     default.set_defaults(run=_default)
@@ -288,7 +349,8 @@ def parser() -> argparse.ArgumentParser:
         "train", help="train a new head on the default pretrained body from an image folder, then export"
     )
     train.add_argument("--data", type=Path, required=True, help="an image folder: DIR/<label>/*.jpg")
-    train.add_argument("--out", type=Path, required=True)
+    train.add_argument("--out", type=Path, required=True, help="artifact path, e.g. models/choripan.pt")
+    _add_name_argument(train, "the --out file's name without its suffix")
     _add_format_argument(train)
     _add_signing_arguments(train)
     train.add_argument("--epochs", type=_positive, default=6, help="epochs of head training (default 6)")
@@ -323,16 +385,25 @@ def parser() -> argparse.ArgumentParser:
     _add_trust_arguments(verify)
     verify.add_argument("--signature", type=Path, help="the signature file (default: ARTIFACT.sig)")
     verify.set_defaults(run=_verify)
+    for command in commands.choices.values():
+        command.set_defaults(parser=command)
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return args.run(args) or 0
+        status = args.run(args) or 0
+        sys.stdout.flush()  # here, where a reader that has gone (`| head`) is caught, not at exit
+        return status
     except ExportError as error:
         print(f"error: {error} ({error.code})", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; nothing was written", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # What reads stdout stopped reading (`inspect --json | head -c 10`): nothing to say, and Python must
+        # not try to flush the rest at exit. 128 + SIGPIPE, as a command the signal stopped reports.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE

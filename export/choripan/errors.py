@@ -1,4 +1,6 @@
-"""The one exception class for user errors (bad arguments, unusable checkpoints or data)."""
+"""The one exception class for user errors (bad arguments, unusable checkpoints or data), and how they are worded."""
+
+from __future__ import annotations
 
 
 class ExportError(Exception):
@@ -15,3 +17,8 @@ class ExportError(Exception):
 def first_line(error: BaseException) -> str:
     """The first line of an exception's message: library errors append tracebacks users cannot act on."""
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def counted(number: int, singular: str, plural: str | None = None) -> str:
+    """`1 label`, `2 labels`; `plural` where adding an s is wrong (`class`, `classes`)."""
+    return f"{number} {singular if number == 1 else plural or singular + 's'}"

@@ -7,6 +7,7 @@ to the bit. The decode policy matches what sharp does with ``rotate().keepIccPro
 from __future__ import annotations
 
 import io
+import re
 import struct
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -150,8 +151,19 @@ def decode(source: bytes | str | Path, policy: DecodePolicy | None = None) -> np
         raise
     except Image.DecompressionBombError as error:
         raise ExportError(f"{name} is too large to decode; {LIMIT_REFUSALS['maxPixels']}", "E_TOO_LARGE") from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ExportError(f"{name} does not decode as an image: {error}", "E_DECODE") from error
+    except UnidentifiedImageError as error:  # PIL's message names its own stream object: say what it means
+        known = f"a known format ({', '.join(policy.formats)})"
+        raise ExportError(f"{name} does not decode: it is not an image of {known}", "E_DECODE") from error
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ExportError(f"{name} does not decode as an image: {_reason(error)}", "E_DECODE") from error
+
+
+_OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def _reason(error: BaseException) -> str:
+    """PIL's message without the reprs of its own objects (`<_io.BytesIO object at 0x…>`), which say nothing."""
+    return _OBJECT_REPR.sub("", str(error)).strip() or "it is damaged"
 
 
 def _refuse_tiff_samples(data: bytes, name: str) -> None:

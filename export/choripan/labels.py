@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import ExportError
+from .errors import ExportError, counted
 
 
 def parse_labels(labels: str | None = None, labels_file: Path | None = None) -> list[str]:
@@ -15,7 +15,8 @@ def parse_labels(labels: str | None = None, labels_file: Path | None = None) -> 
         try:
             text = Path(labels_file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
-            raise ExportError(f"cannot read labels from {labels_file}: {error}") from error
+            reason = error.strerror if isinstance(error, OSError) else "it is not UTF-8 text"
+            raise ExportError(f"cannot read labels from {labels_file}: {reason}") from error
         names = [line.strip() for line in text.splitlines() if line.strip()]
     else:
         names = [name.strip() for name in labels.split(",")]
@@ -26,4 +27,5 @@ def parse_labels(labels: str | None = None, labels_file: Path | None = None) -> 
 
 def check_count(labels: list[str], classes: int, where: str) -> None:
     if len(labels) != classes:
-        raise ExportError(f"{where} has {classes} classes but {len(labels)} labels were given")
+        given = f"{counted(len(labels), 'label')} {'was' if len(labels) == 1 else 'were'} given"
+        raise ExportError(f"{where} has {counted(classes, 'class', 'classes')} but {given}")

@@ -14,8 +14,11 @@ from . import aoti, artifact
 from .artifact import Metadata
 from .errors import ExportError, first_line
 from .imaging import load_batch
+from .labels import check_count
+from .names import check_name
 from .photos import reference_photos
 from .predictor import Predictor
+from .progress import Steps
 
 TOLERANCE = 1e-4
 
@@ -111,17 +114,42 @@ def script_classifier(model: nn.Module) -> torch.jit.ScriptModule:
 
 
 FORMATS = ("torchscript", "aoti")
+SUFFIXES = {"torchscript": ".pt", "aoti": aoti.SUFFIX}
+_WHAT = {"torchscript": "TorchScript", "aoti": "an AOTInductor package"}
 
 
 def format_for(out: Path, format: str | None = None) -> str:
-    """The artifact format: as given, or by the file name (`.pt2`: an AOTInductor package)."""
-    suffix = Path(out).suffix
-    if format is None:
-        return "aoti" if suffix == aoti.SUFFIX else "torchscript"
-    if format not in FORMATS:
+    """The artifact format: as given, or by the file name; either way the name must end as that format's
+    files do (SUFFIXES: `.pt` TorchScript, `.pt2` an AOTInductor package), so that a file says what it is."""
+    if format is not None and format not in FORMATS:
         raise ExportError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
-    if (format == "aoti") != (suffix == aoti.SUFFIX):
-        raise ExportError(f"{out}: AOTInductor packages are named *.pt2 and TorchScript artifacts are not")
+    out = Path(out)
+    chosen = format or next((f for f, suffix in SUFFIXES.items() if suffix == out.suffix), None)
+    if chosen is None:
+        which = f"'{out.suffix}'" if out.suffix else "no suffix"
+        raise ExportError(
+            f"--out {out} has {which}; its suffix says what to write: {out.with_suffix('.pt')} for TorchScript "
+            f"or {out.with_suffix(aoti.SUFFIX)} for an AOTInductor package"
+        )
+    if out.suffix != SUFFIXES[chosen]:
+        other = next(f for f in FORMATS if f != chosen)
+        raise ExportError(
+            f"--out {out}: --format {chosen} writes {_WHAT[chosen]}, named *{SUFFIXES[chosen]}: name it "
+            f"{out.with_suffix(SUFFIXES[chosen])} (or {out.with_suffix(SUFFIXES[other])} for {_WHAT[other]})"
+        )
+    return chosen
+
+
+def check_export(out: Path, *, script: bool = False, format: str | None = None, target_cpu: str = "native") -> str:
+    """The format `export_classifier(…, out, …)` writes, once the options agree; an ExportError otherwise.
+    Cheap: the command line calls it before it loads anything."""
+    format = format_for(out, format)
+    if target_cpu not in aoti.TARGET_CPUS:
+        raise ExportError(f"unknown target CPU {target_cpu!r}; choose one of {', '.join(aoti.TARGET_CPUS)}")
+    if target_cpu != "native" and format != "aoti":
+        raise ExportError("--target-cpu is for AOTInductor packages (*.pt2); TorchScript runs on any CPU")
+    if script and format == "aoti":
+        raise ExportError("--script is for TorchScript artifacts; an AOTInductor package is captured by torch.export")
     return format
 
 
@@ -133,44 +161,55 @@ def export_classifier(
     script: bool = False,
     format: str | None = None,
     target_cpu: str = "native",
+    progress: bool | None = None,
 ) -> Path:
     """Trace `model` (returning logits), verify it on real photos, write `out` and its golden file.
 
     `format` is "torchscript" (a frozen trace) or "aoti" (an AOTInductor package, compiled for
     `target_cpu`: this machine's CPU, or an x86-64 level, aoti.TARGET_CPUS); by default `out`'s suffix
-    decides (`.pt2`: aoti). With `script`, the classifier is
+    decides, and either way it must be the format's (SUFFIXES). With `script`, the classifier is
     scripted first (TorchScript only; the softmax around it is still traced, which keeps the scripted part
-    whole). Nothing is written unless every check passes; a failure leaves no file.
+    whole). `metadata.name` must be a served model's name (names.NAME_RULE). Nothing is written unless
+    every check passes; a failure leaves no file. `progress`: each step on stderr where it is a terminal
+    (None), always (True) or never (False).
     """
     out = Path(out)
-    format = format_for(out, format)
-    if target_cpu not in aoti.TARGET_CPUS:
-        raise ExportError(f"unknown target CPU {target_cpu!r}; choose one of {', '.join(aoti.TARGET_CPUS)}")
-    if target_cpu != "native" and format != "aoti":
-        raise ExportError("--target-cpu is for AOTInductor packages (*.pt2); TorchScript runs on any CPU")
-    if script and format == "aoti":
-        raise ExportError("--script is for TorchScript artifacts; an AOTInductor package is captured by torch.export")
-    eager = Probabilities(script_classifier(model) if script else model).eval()
-    photos = reference_photos()
-    batch = load_batch(photos[:4], metadata.preprocessing)
-    with torch.no_grad():
-        probabilities = eager(batch[:1])
-    if probabilities.dim() != 2 or probabilities.shape[1] != len(metadata.labels):
-        raise ExportError(
-            f"the model has {tuple(probabilities.shape[1:])} outputs but {len(metadata.labels)} labels were given"
-        )
-    with artifact.atomic_path(out) as partial:
-        if format == "aoti":
-            exported = artifact.save_package(eager, metadata, partial, batch, target_cpu)
-            # The exported graph (padding folded) run eagerly, then the compiled models loaded back.
-            reloaded = artifact.load(partial)[0]
-            verify(eager, {"exported": exported, "compiled and reloaded": reloaded}, [batch[:1], batch])
-        else:
-            traced = trace_classifier(eager, batch[:1], check_inputs=[batch[1:2], batch])
-            artifact.save(traced, metadata, partial)
-            reloaded = artifact.load(partial)[0]
-            verify(eager, {"traced": traced, "saved and reloaded": reloaded}, [batch[:1], batch])
-        golden = Predictor(partial).golden(photos)
-        with artifact.atomic_path(golden_path(out)) as golden_partial:
-            golden_partial.write_text(json.dumps(golden, indent=1) + "\n")
+    format = check_export(out, script=script, format=format, target_cpu=target_cpu)
+    check_name(metadata.name)
+    # Checking, verifying, the golden answers; and tracing and saving, or capturing and compiling twice.
+    total = int(script) + 3 + (4 if format == "aoti" else 2)
+    with Steps(total, show=progress) as steps:
+        if script:
+            steps.step("scripting")
+        eager = Probabilities(script_classifier(model) if script else model).eval()
+        steps.step("checking the model on photos")
+        photos = reference_photos()
+        batch = load_batch(photos[:4], metadata.preprocessing)
+        with torch.no_grad():
+            probabilities = eager(batch[:1])
+        if probabilities.dim() != 2:
+            raise ExportError(
+                f"the model answers a tensor of shape {list(probabilities.shape)} for one image; a classifier "
+                "answers [1, classes], one score per class"
+            )
+        check_count(metadata.labels, probabilities.shape[1], "the model")
+        with artifact.atomic_path(out) as partial:
+            if format == "aoti":
+                exported = artifact.save_package(eager, metadata, partial, batch, target_cpu, step=steps.step)
+                steps.step("verifying")
+                # The exported graph (padding folded) run eagerly, then the compiled models loaded back.
+                reloaded = artifact.load(partial)[0]
+                verify(eager, {"exported": exported, "compiled and reloaded": reloaded}, [batch[:1], batch])
+            else:
+                steps.step("tracing")
+                traced = trace_classifier(eager, batch[:1], check_inputs=[batch[1:2], batch])
+                steps.step("saving")
+                artifact.save(traced, metadata, partial)
+                steps.step("verifying")
+                reloaded = artifact.load(partial)[0]
+                verify(eager, {"traced": traced, "saved and reloaded": reloaded}, [batch[:1], batch])
+            steps.step("writing the golden answers")
+            golden = Predictor(partial).golden(photos)
+            with artifact.atomic_path(golden_path(out)) as golden_partial:
+                golden_partial.write_text(json.dumps(golden, indent=1) + "\n")
     return out

@@ -21,8 +21,9 @@ from tqdm import tqdm
 from .artifact import Source
 from .errors import ExportError
 from .imaging import decode, preprocess
+from .names import check_name, name_from
 from .sources import default
-from .tracing import export_classifier
+from .tracing import check_export, export_classifier
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
@@ -40,8 +41,12 @@ class TrainConfig:
     fine_tune_learning_rate: float = 1e-4
     format: str | None = None  # by the suffix of `out` (choripan.tracing.format_for)
     target_cpu: str = "native"  # for a .pt2 package (choripan.aoti.TARGET_CPUS)
+    name: str | None = None  # the served model's name (choripan.names.NAME_RULE); by default `out`'s stem
 
     def __post_init__(self):
+        check_export(self.out, format=self.format, target_cpu=self.target_cpu)  # before the training, not after
+        if self.name is not None:
+            check_name(self.name)
         if self.epochs < 1 or self.fine_tune_epochs < 0:
             raise ExportError("--epochs must be at least 1 and --fine-tune-epochs at least 0")
         if not 0 <= self.val_fraction < 1:
@@ -68,6 +73,7 @@ class TrainReport:
     history: list[EpochReport] = field(default_factory=list)
     best: EpochReport | None = None
     artifact: Path | None = None
+    name: str = ""  # the served model's name
 
 
 def scan_image_folder(root: Path) -> tuple[list[tuple[Path, int]], list[str]]:
@@ -252,7 +258,7 @@ def train(config: TrainConfig) -> TrainReport:
             model.load_state_dict(before)
 
     model.eval()
-    metadata.name = Path(config.out).stem
+    metadata.name = report.name = config.name or name_from(config.out)
     metadata.labels = labels
     metadata.source = Source(
         kind="train", arch=default.ARCH, checkpoint=str(config.data), pretrained=metadata.source.pretrained

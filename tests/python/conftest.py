@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -68,3 +69,15 @@ def cpu_quota_cgroup():
         pytest.skip(f"cannot make a cgroup here ({error.strerror}); it needs root")
     yield ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh"]
     group.rmdir()
+
+
+def shown_steps(output: str) -> list[str]:
+    """The steps an export's progress line (choripan.progress) showed on a terminal, in order, from what it wrote
+    there: each redraw begins with a carriage return, `exporting 2/5: tracing (00:03)` shows `exporting 2/5:
+    tracing`."""
+    steps = []
+    for line in output.split("\r"):
+        shown = re.fullmatch(r"(exporting \d+/\d+: .+) \(\d\d:\d\d\) *", line)
+        if shown and shown[1] not in steps:
+            steps.append(shown[1])
+    return steps

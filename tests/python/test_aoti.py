@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -13,12 +14,13 @@ import torch
 from torch import nn
 
 from choripan import aoti, artifact
-from choripan.imaging import decode, load_batch
+from choripan.errors import ExportError
+from choripan.imaging import Preprocessing, decode, load_batch
 from choripan.photos import reference_photos
 from choripan.predictor import Predictor
-from choripan.tracing import golden_path
+from choripan.tracing import export_classifier, golden_path
 
-from .conftest import CAT_LABELS, ROOT
+from .conftest import CAT_LABELS, ROOT, shown_steps
 
 
 class SamePadded(nn.Module):
@@ -163,20 +165,32 @@ def test_a_training_checkpoint_is_named_as_such(tmp_path):
     assert "checkpoint" in caught.value.message and "python -m choripan" in caught.value.message
 
 
-@pytest.mark.parametrize(
-    ("arguments", "message"),
-    [
-        (["--format", "aoti", "--out", "model.pt"], "AOTInductor packages are named *.pt2"),
-        (["--format", "torchscript", "--out", "model.pt2"], "AOTInductor packages are named *.pt2"),
-    ],
-)
-def test_cli_format_and_suffix_must_agree(tmp_path, arguments, message):
-    arguments = [a if not a.startswith("model.") else str(tmp_path / a) for a in arguments]
-    run = subprocess.run(
-        [sys.executable, "-m", "choripan", "default", *arguments], capture_output=True, text=True, cwd=ROOT
+def test_compiling_shows_its_steps_on_a_terminal(monkeypatch, tmp_path):
+    """Each compilation takes up to half a minute: a terminal is told which one runs, and for how long."""
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setattr(torch._inductor, "aot_compile", no_compiler)
+    tiny = nn.Sequential(nn.Conv2d(3, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    metadata = artifact.Metadata(
+        name="tiny", labels=["a", "b"], preprocessing=Preprocessing(), source=artifact.Source(kind="custom", arch="t")
     )
-    assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
-    assert not list(tmp_path.iterdir())
+    with pytest.raises(ExportError, match="AOTInductor could not compile the model: no compiler here"):
+        export_classifier(tiny, metadata, tmp_path / "tiny.pt2")
+    assert shown_steps(terminal.getvalue()) == [
+        "exporting 1/7: checking the model on photos",
+        "exporting 2/7: capturing the batch-1 model",
+        "exporting 3/7: capturing the any-batch model",
+        "exporting 4/7: compiling the batch-1 model",
+    ]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_inspect_names_the_runtime(default_package):

@@ -122,3 +122,116 @@ def test_malformed_metadata_ends_in_one_line_e_model_load(default_artifact, phot
         result = run(*command)
         assert result.returncode == 2 and result.stderr.count("\n") == 1, (command, result.stderr)
         assert "E_MODEL_LOAD" in result.stderr and "Traceback" not in result.stderr
+
+
+def _one_line_usage_error(result, command: str) -> str:
+    """A usage error: exit 2, one line on stderr that says where to read more, nothing on stdout."""
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stdout == "", result.stderr
+    assert result.stderr.startswith("error: ") and f"see `python -m choripan {command} --help`" in result.stderr
+    return result.stderr
+
+
+def test_usage_errors_are_one_line_of_the_command_meant():
+    assert "the following arguments are required: --out" in _one_line_usage_error(run("default"), "default")
+    assert "unrecognized arguments: --top 3; see" in _one_line_usage_error(
+        run("torchvision", "--arch", "resnet18", "--weights", "w.pth", "--labels", "a", "--out", "x.pt", "--top", "3"),
+        "torchvision",
+    )
+    assert "unrecognized arguments: --jsno (did you mean --json?)" in _one_line_usage_error(
+        run("predict", "--model", "m.pt", "a.jpg", "--jsno"), "predict"
+    )
+
+
+@pytest.mark.parametrize("name", ["my model", "../up", ".hidden", "-dash", "a/b", "café", "what?", ""])
+def test_a_name_urls_cannot_carry_is_a_usage_error(tmp_path, name):
+    out = tmp_path / "m.pt"
+    message = _one_line_usage_error(run("default", "--out", out, f"--name={name}"), "default")
+    assert f"argument --name: {name!r} cannot be a model's name" in message
+    assert "letters, digits, '_', '.' and '-', beginning with a letter or a digit" in message
+    assert not out.exists()
+
+
+def test_the_name_rule_is_what_choripan_serve_takes():
+    """`choripan serve --model NAME=PATH` (js/server/config.js) takes these characters: a name exported
+    here is one it serves."""
+    from choripan.names import NAME_PATTERN
+
+    assert "[A-Za-z0-9_.-]" in NAME_PATTERN.pattern
+    assert "/^([A-Za-z0-9_.-]+)=(.+)$/" in (ROOT / "js" / "server" / "config.js").read_text()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "wanted"),
+    [
+        (
+            ["--out", "model.onnx"],
+            "--out {d}/model.onnx has '.onnx'; its suffix says what to write: "
+            "{d}/model.pt for TorchScript or {d}/model.pt2 for an AOTInductor package",
+        ),
+        (
+            ["--out", "model"],
+            "--out {d}/model has no suffix; its suffix says what to write: "
+            "{d}/model.pt for TorchScript or {d}/model.pt2 for an AOTInductor package",
+        ),
+        (
+            ["--format", "aoti", "--out", "model.pt"],
+            "--out {d}/model.pt: --format aoti writes an AOTInductor "
+            "package, named *.pt2: name it {d}/model.pt2 (or {d}/model.pt for TorchScript)",
+        ),
+        (
+            ["--format", "torchscript", "--out", "model.pt2"],
+            "--out {d}/model.pt2: --format torchscript writes "
+            "TorchScript, named *.pt: name it {d}/model.pt (or {d}/model.pt2 for an AOTInductor package)",
+        ),
+        (
+            ["--format", "torchscript", "--out", "model.onnx"],
+            "--out {d}/model.onnx: --format torchscript writes "
+            "TorchScript, named *.pt: name it {d}/model.pt (or {d}/model.pt2 for an AOTInductor package)",
+        ),
+    ],
+    ids=["onnx", "no-suffix", "aoti-as-pt", "torchscript-as-pt2", "torchscript-as-onnx"],
+)
+def test_an_out_suffix_of_another_format_is_refused_with_those_that_would_do(tmp_path, arguments, wanted):
+    arguments = [str(tmp_path / a) if a.startswith("model") else a for a in arguments]
+    result = run("default", *arguments)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr == f"error: {wanted.format(d=tmp_path)} (E_INVALID_ARGUMENT)\n"
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_out_suffix_is_checked_before_the_weights_load(tmp_path):
+    result = run(
+        "torchvision",
+        "--arch",
+        "resnet18",
+        "--weights",
+        tmp_path / "missing.pth",
+        "--labels",
+        "a,b",
+        "--out",
+        tmp_path / "m.onnx",
+    )
+    assert result.returncode == 2 and "m.pt2 for an AOTInductor package" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["inspect", "--json"], ["inspect"], ["predict", "--json"]],
+    ids=["inspect-json", "inspect", "predict-json"],
+)
+def test_a_reader_that_stops_early_ends_it_quietly(default_artifact, photos, command):
+    """`python -m choripan inspect --json x | head -c 10`: the reader has gone before the answer is written
+    (here, before the command has even started): no BrokenPipeError, no traceback, 128 + SIGPIPE."""
+    images = [photos / "coffee.png"] * 3
+    arguments = [default_artifact] if command[0] == "inspect" else ["--model", default_artifact, *images]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "choripan", *command, *map(str, arguments)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        text=True,
+    )
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=600) == 141 and stderr == "", stderr

@@ -95,6 +95,14 @@ def test_bad_images_are_refused(cat, make, message, code):
     with pytest.raises(ExportError, match=message) as refused:
         decode(make(cat))
     assert refused.value.code == code
+    assert " object at 0x" not in str(refused.value)  # PIL names its stream (<_io.BytesIO object at 0x…>)
+
+
+def test_bytes_in_no_known_format_are_said_to_be_so():
+    with pytest.raises(ExportError) as refused:
+        decode(b"not an image at all")
+    known = "a known format (JPEG, PNG, WEBP, GIF, TIFF, AVIF)"
+    assert str(refused.value) == f"image does not decode: it is not an image of {known}"
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import pickle
+import re
 import subprocess
 import sys
 
@@ -17,7 +20,7 @@ from choripan.photos import reference_photos
 from choripan.sources import torchvision as source
 from choripan.tracing import Probabilities, export_classifier
 
-from .conftest import ROOT
+from .conftest import ROOT, shown_steps
 
 LABELS = "cat,espresso,missile"
 
@@ -86,7 +89,26 @@ def test_a_pickle_is_refused_without_trust_and_leaves_no_file(resnet18, tmp_path
     assert result.returncode == 2
     assert "--trust-pickle" in result.stderr and "runs code" in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "weights_only" not in result.stderr  # torch's advice to load it anyway is --trust-pickle's to give
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
+class _Runs:
+    """Pickles as a call of os.system: the weights-only unpickler blocks its module outright."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("true",))
+
+
+def test_a_pickled_call_is_refused_in_choripans_words(tmp_path):
+    checkpoint = tmp_path / "runs.pth"
+    torch.save({"state_dict": {}, "hook": _Runs()}, checkpoint)
+    result = export_torchvision(checkpoint, tmp_path / "x.pt")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "holds pickled Python objects" in result.stderr and "--trust-pickle" in result.stderr
+    assert "weights_only" not in result.stderr and "torch.load" not in result.stderr
 
 
 def test_a_trusted_pickle_exports(resnet18, tmp_path):
@@ -109,7 +131,22 @@ def test_weights_of_another_architecture_name_the_keys(resnet18, tmp_path):
 def test_label_count_must_match_the_classifier(resnet18, tmp_path):
     _, _, paths = resnet18
     result = export_torchvision(paths["plain"], tmp_path / "x.pt", labels="cat,dog")
-    assert result.returncode == 2 and "3 classes but 2 labels" in result.stderr
+    assert result.returncode == 2 and "3 classes but 2 labels were given" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("classes", "labels", "message"),
+    [
+        (3, ["cat"], "m.pth has 3 classes but 1 label was given"),
+        (1, ["cat", "dog"], "m.pth has 1 class but 2 labels were given"),
+    ],
+)
+def test_label_counts_are_worded_in_the_singular_too(classes, labels, message):
+    from choripan.labels import check_count
+
+    with pytest.raises(ExportError) as refused:
+        check_count(labels, classes, "m.pth")
+    assert str(refused.value) == message
 
 
 def test_labels_file(resnet18, tmp_path):
@@ -123,16 +160,22 @@ def test_labels_file(resnet18, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("damage", "message"),
-    [(lambda b: b[: len(b) // 2], "not a readable PyTorch checkpoint"), (lambda b: b"\x00" * 256, "not a readable")],
-    ids=["truncated", "garbage"],
+    "damage",
+    [lambda b: b[: len(b) // 2], lambda b: b"\x00" * 256, lambda b: pickle.dumps({"weights": [1, 2]})],
+    ids=["truncated", "garbage", "not-torch-save"],
 )
-def test_corrupt_checkpoints(resnet18, tmp_path, damage, message):
+def test_corrupt_checkpoints(resnet18, tmp_path, damage):
+    """Said in choripan's words: torch's are advice to load with weights_only=False, a request to file an
+    issue, its zip reader's internals, and a warning about pickle protocols."""
     _, _, paths = resnet18
     broken = tmp_path / "broken.pth"
     broken.write_bytes(damage(paths["plain"].read_bytes()))
     result = export_torchvision(broken, tmp_path / "x.pt")
-    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr == (
+        f"error: {broken} is not a readable PyTorch checkpoint: it is truncated or corrupt, or torch.save did not "
+        "write it (E_INVALID_ARGUMENT)\n"
+    )
 
 
 def test_unknown_architecture_suggests_close_names(tmp_path):
@@ -220,3 +263,56 @@ def test_data_dependent_control_flow_is_refused_and_scripting_keeps_it(tmp_path)
         for sample in (x, -x):  # one input per branch
             torch.testing.assert_close(module(sample), Probabilities(eager)(sample))
         assert not torch.allclose(module(x), module(-x))
+
+
+@pytest.fixture(scope="module")
+def squeezenet(tmp_path_factory):
+    """A small model's weights, saved under the name trainers give them."""
+    weights = tmp_path_factory.mktemp("squeezenet") / "best.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.squeezenet1_1(num_classes=2).state_dict(), weights)
+    return weights
+
+
+@pytest.mark.parametrize(
+    ("out", "extra", "name"),
+    [("cat or not.pt", [], "cat-or-not"), ("m.pt", ["--name", "choripan-v2.1"], "choripan-v2.1")],
+    ids=["after-out", "given"],
+)
+def test_the_served_name_is_the_out_files_or_the_one_given(squeezenet, tmp_path, out, extra, name):
+    """Not the weights file's (best.pth would serve as /v2/models/best)."""
+    result = export_torchvision(squeezenet, tmp_path / out, *extra, arch="squeezenet1_1", labels="cat,not")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"wrote {tmp_path / out} (squeezenet1_1, 2 classes, served as {name})\n"
+    assert artifact.read_metadata(tmp_path / out)["name"] == name
+
+
+def test_progress_shows_on_a_terminal_and_nowhere_else(squeezenet, tmp_path):
+    arguments = ["--arch", "squeezenet1_1", "--weights", squeezenet, "--labels", "cat,not", "--out", tmp_path / "m.pt"]
+    command = [sys.executable, "-m", "choripan", "torchvision", *map(str, arguments)]
+    # An unsized pseudo-terminal (0x0), as a container's can be: tqdm by itself would print nothing there.
+    terminal, stderr = os.openpty()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, cwd=ROOT)
+    os.close(stderr)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # EIO: the command has closed its end
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(terminal)
+    assert process.wait(timeout=900) == 0 and b"wrote" in process.stdout.read()
+    assert shown_steps(shown.decode()) == [
+        "exporting 1/5: checking the model on photos",
+        "exporting 2/5: tracing",
+        "exporting 3/5: saving",
+        "exporting 4/5: verifying",
+        "exporting 5/5: writing the golden answers",
+    ]
+    assert re.search(r"\r +\r$", shown.decode()), shown  # the line is cleared at the end
+
+    quiet = run("torchvision", *arguments)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr

@@ -9,6 +9,8 @@ import sys
 import pytest
 from PIL import Image
 
+from choripan.artifact import read_metadata
+from choripan.errors import ExportError
 from choripan.predictor import Predictor
 from choripan.tracing import golden_path
 from choripan.train import TrainConfig, scan_image_folder, split, train
@@ -119,10 +121,18 @@ def run(*args):
 def test_the_command_prints_epochs_and_writes_the_artifact(photo_folder, tmp_path):
     data, _ = photo_folder
     out = tmp_path / "m.pt"
-    result = run("train", "--data", data, "--out", out, "--epochs", "2", "--val-fraction", "0")
+    result = run("train", "--data", data, "--out", out, "--epochs", "2", "--val-fraction", "0", "--name", "cat-or-not")
     assert result.returncode == 0, result.stderr
     assert "head epoch 1/2  train loss" in result.stderr and "head epoch 2/2" in result.stderr
-    assert "wrote" in result.stdout and out.is_file()
+    assert result.stdout == f"wrote {out} (2 classes: cat, espresso, served as cat-or-not)\n"
+    assert read_metadata(out)["name"] == "cat-or-not"
+
+
+def test_the_out_suffix_and_the_name_are_checked_before_training(tmp_path):
+    with pytest.raises(ExportError, match="m.pt2 for an AOTInductor package"):
+        TrainConfig(data=tmp_path, out=tmp_path / "m.onnx")
+    with pytest.raises(ExportError, match="cannot be a model's name"):
+        TrainConfig(data=tmp_path, out=tmp_path / "m.pt", name="cat or not")
 
 
 def test_bad_folders_exit_2_with_one_line(tmp_path, photo_folder):

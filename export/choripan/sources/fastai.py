@@ -20,6 +20,7 @@ from ..checkpoints import load_checkpoint, load_strict, state_dict_of
 from ..errors import ExportError, first_line
 from ..imaging import Preprocessing
 from ..labels import check_count
+from ..names import name_from
 from .torchvision import architecture, check_architecture
 
 # fastai.vision.core.imagenet_stats: what vision_learner normalises with when the body is pretrained.
@@ -140,7 +141,7 @@ def build(
     model = nn.Sequential(cut, head(_features(arch, cut, preprocessing.crop), classes))
     load_strict(model, state_dict, f"fastai's vision_learner on {arch}")
     metadata = Metadata(
-        name=checkpoint.stem,
+        name=name_from(checkpoint),
         labels=labels,
         preprocessing=preprocessing,
         source=Source(

@@ -14,6 +14,7 @@ from ..checkpoints import load_checkpoint, load_strict, state_dict_of
 from ..errors import ExportError
 from ..imaging import Preprocessing
 from ..labels import check_count
+from ..names import name_from
 
 # Models whose auxiliary classifiers exist only in training checkpoints; eval mode never runs them.
 _AUXILIARY = {"inception_v3": "AuxLogits.", "googlenet": "aux1."}
@@ -109,7 +110,7 @@ def build(
         model = load_strict(architecture(arch, classes, **config), state_dict, arch).eval()
     check_count(labels, classes, f"{weights.name} ({arch})")
     metadata = Metadata(
-        name=weights.stem,
+        name=name_from(weights),
         labels=labels,
         preprocessing=preprocessing,
         source=Source(kind="torchvision", arch=arch, checkpoint=weights.name, checkpoint_sha256=sha256_file(weights)),
