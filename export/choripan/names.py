@@ -7,12 +7,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .contract import VOCABULARY
 from .errors import ExportError
 
-NAME_RULE = "letters, digits, '_', '.' and '-', beginning with a letter or a digit"
+NAME_RULE = VOCABULARY["modelName"]["rule"]
 """What a name may hold: what a URL path carries as it is, and what `choripan serve --model NAME=PATH`
-takes (js/server/config.js, whose names are these characters too)."""
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+takes (the vocabulary's modelName, which js/server/config.js reads too)."""
+NAME_PATTERN = re.compile(VOCABULARY["modelName"]["pattern"])
 
 
 def check_name(name: str) -> str:

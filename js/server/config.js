@@ -6,7 +6,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { publicKeys } = require('../signature');
 const { parseOrigins } = require('./cors');
-const { serverVariables, unsetValue } = require('../vocabulary');
+const { vocabulary, serverVariables, unsetValue } = require('../vocabulary');
 
 class ConfigError extends Error {
   constructor(variable, message) {
@@ -61,6 +61,9 @@ const PARSERS = {
 
 const SERVER = serverVariables();
 
+/** NAME=PATH, NAME as the vocabulary's modelName allows (the names python -m choripan exports). */
+const NAMED_ENTRY = new RegExp(`^(${vocabulary.modelName.pattern})=(.+)$`);
+
 /** name → [what it is, parse(text) → value]; `help` lists them. */
 const VARIABLES = Object.fromEntries(SERVER.map((v) => [v.variable, [`${v.meaning} (${unsetValue(v)})`, PARSERS[v.type](v)]]));
 
@@ -105,8 +108,11 @@ function trustedKeys(text) {
 function modelEntries(entries, { bare }) {
   if (!entries.length) throw new Error('lists no model');
   const parsed = entries.map((entry) => {
-    const match = entry.match(/^([A-Za-z0-9_.-]+)=(.+)$/);
+    const match = entry.match(NAMED_ENTRY);
     if (match) return { name: match[1], path: match[2] };
+    if (!bare && entry.includes('=')) {
+      throw new Error(`'${entry.slice(0, entry.indexOf('='))}' cannot be a model's name: use ${vocabulary.modelName.rule}`);
+    }
     if (!bare) throw new Error(`expected name=path,…, got '${entry}'`);
     if (entries.length > 1) throw new Error(`several models need a name each (NAME=PATH), got '${entry}'`);
     return { name: null, path: entry };

@@ -152,13 +152,19 @@ def test_a_name_urls_cannot_carry_is_a_usage_error(tmp_path, name):
     assert not out.exists()
 
 
-def test_the_name_rule_is_what_choripan_serve_takes():
-    """`choripan serve --model NAME=PATH` (js/server/config.js) takes these characters: a name exported
-    here is one it serves."""
+def test_the_name_rule_is_what_choripan_serve_takes(tmp_path):
+    """`choripan serve --model NAME=PATH` takes the names exported here, and refuses the others."""
+    script = (
+        "const { modelEntries } = require('./js/server/config');"
+        "for (const name of process.argv.slice(1)) {"
+        "  try { modelEntries([`${name}=x.pt`], { bare: false }); console.log('ok'); } catch { console.log('no'); } }"
+    )
+    names = ["cat-or-not", "resnet18.v2", "A_1", "..", ".hidden", "-x", "a/b", "a b", "é"]
+    run = subprocess.run(["node", "-e", script, *names], cwd=ROOT, capture_output=True, text=True, check=True)
     from choripan.names import NAME_PATTERN
 
-    assert "[A-Za-z0-9_.-]" in NAME_PATTERN.pattern
-    assert "/^([A-Za-z0-9_.-]+)=(.+)$/" in (ROOT / "js" / "server" / "config.js").read_text()
+    assert run.stdout.split() == ["ok" if NAME_PATTERN.fullmatch(name) else "no" for name in names]
+    assert run.stdout.split() == ["ok"] * 3 + ["no"] * 6
 
 
 @pytest.mark.parametrize(
