@@ -1,3 +1,4 @@
+// @ts-check
 'use strict';
 // The one place that finds and loads the compiled addon, in this order:
 //   1. a build of choripan's own, build/Release/choripan.node: a checkout's `npm install`, or

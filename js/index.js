@@ -1,3 +1,4 @@
+// @ts-check
 'use strict';
 // choripan: classify images in Node with a PyTorch model exported by `python -m choripan`.
 

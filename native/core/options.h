@@ -14,7 +14,7 @@ namespace choripan {
 
 // In short: workers 0 picks the CPU cores this process may use (cgroup quota and affinity included), or
 // 1 on a GPU; intra_op_threads 0 picks cores / workers. With one thread per worker, a batch that runs
-// alone (no other worker busy, nothing else queued or announced) gets all `workers` threads: a lone
+// alone (no other worker busy, nothing else queued or reserved) gets all `workers` threads: a lone
 // request is answered as fast as the cores allow, concurrent ones each take a core.
 struct Options {
 #define CHORIPAN_OPTION_FIELD(name, js, type, fallback, min, max) type name = fallback;

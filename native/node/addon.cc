@@ -11,11 +11,13 @@
 #include "load_worker.h"
 #include "../core/runner.h"
 #include "model_wrap.h"
+#include "request_wrap.h"
 
 namespace choripan::node {
 
 Addon::Addon(Napi::Env env, Napi::Object exports) {
   model_constructor = Napi::Persistent(ModelWrap::Define(env));
+  request_constructor = Napi::Persistent(RequestWrap::Define(env));
   auto versions = Napi::Object::New(env);
   versions.Set("libtorch", Napi::String::New(env, TORCH_VERSION));
   DefineAddon(exports, {

@@ -16,6 +16,7 @@ class Addon : public Napi::Addon<Addon> {
   ~Addon();
 
   Napi::FunctionReference model_constructor;
+  Napi::FunctionReference request_constructor;
   Napi::FunctionReference error_constructor;  // js/errors.js ChoripanError, given by init()
 
   void Register(ModelWrap* model) { live_.insert(model); }

@@ -220,27 +220,14 @@ class Error(RuntimeError):
             std::vector<at::Tensor> owned;
             for (const auto& input : inputs) owned.push_back(input.contiguous());
             py::gil_scoped_release release;
-            // Announced first: the worker that takes the first one waits for the rest.
-            size_t announced = 0;
-            try {
-              for (; announced < owned.size(); ++announced) {
-                model.Announce(static_cast<int64_t>(owned[announced].nbytes()));
-              }
-            } catch (...) {
-              for (size_t i = 0; i < announced; ++i) model.Retract(static_cast<int64_t>(owned[i].nbytes()));
-              throw;
-            }
+            // A place for each first, so that the worker that takes the first one waits for the rest;
+            // what is left of them goes back when the reservations do, whatever happens.
+            std::vector<choripan::Reservation> reservations;
+            for (const auto& input : owned) reservations.push_back(model.Reserve(static_cast<int64_t>(input.nbytes())));
             for (size_t i = 0; i < owned.size(); ++i) {
               auto promise = std::make_shared<std::promise<choripan::Outcome>>();
               futures.push_back(promise->get_future());
-              try {
-                model.Submit(
-                    owned[i], [promise](choripan::Outcome o) { promise->set_value(std::move(o)); }, {},
-                    static_cast<int64_t>(owned[i].nbytes()));
-              } catch (...) {
-                for (size_t j = i + 1; j < owned.size(); ++j) model.Retract(static_cast<int64_t>(owned[j].nbytes()));
-                throw;
-              }
+              reservations[i].Submit(owned[i], [promise](choripan::Outcome o) { promise->set_value(std::move(o)); });
             }
             std::vector<at::Tensor> results;
             for (auto& future : futures) results.push_back(ToTensor(future.get()));
