@@ -1,9 +1,13 @@
 // The raw native binding (build/Release/choripan.node), typed apart from the public API, and checked
 // against its use: the JS files that call it have `// @ts-check`, and `npm test`'s tsc stage compiles them
-// (tests/types/binding.ts). js/ checks types and names; the native core checks values.
+// (tests/types/binding.ts). js/ checks what only JS has (buffers, AbortSignals, trustedKeys); the native
+// core reads and checks load()'s options.
 
-/** load()'s options as the caller gave them (native/core/vocabulary.json); the core fills in the rest. */
-export type NativeOptions = import('./index').LoadOptions;
+/**
+ * load()'s options as the caller gave them, less those js/ reads itself (trustedKeys, signature): the core
+ * checks their names, types and ranges (native/core/vocabulary.json) and fills in the rest.
+ */
+export type NativeOptions = Omit<import('./index').LoadOptions, 'trustedKeys' | 'signature'>;
 
 /** One answer, and where its time went (the core's Outcome). */
 export interface NativeAnswer {
@@ -70,8 +74,14 @@ export interface NativeModel {
 }
 
 export interface NativeBinding {
-  /** Hands over the class of every error the binding raises. */
-  init(classes: { ChoripanError: typeof import('./index').ChoripanError }): void;
+  /**
+   * Hands over the class of every error the binding raises, and how a message shows a refused JS value
+   * (js/validate.js received(): "2.5 of type number").
+   */
+  init(helpers: { ChoripanError: typeof import('./index').ChoripanError; received: (value: unknown) => string }): void;
+  /** Throws E_INVALID_ARGUMENT for options that load() would refuse (a name, a type or a range), in the core's words. */
+  checkOptions(options: NativeOptions): void;
+  /** Throws as checkOptions() does; then reads and warms the artifact on the libuv pool. */
   load(path: string, options: NativeOptions): Promise<NativeModel>;
   /** Stops every live model of this thread, waiting for running batches: for process exit. */
   disposeAll(): void;

@@ -11,6 +11,7 @@
 const fs = require('node:fs');
 const path = require('node:path');
 const { ChoripanError } = require('./errors');
+const { received } = require('./validate');
 
 const root = path.resolve(__dirname, '..');
 const LOCAL_ADDON = path.join(root, 'build', 'Release', 'choripan.node');
@@ -78,7 +79,7 @@ function native() {
     throw new ChoripanError('E_ADDON', `choripan's native addon (${addon}, from ${from}) does not load ` +
       `(${error.message.split('\n')[0]}): ${remedy}`, { cause: error });
   }
-  binding.init({ ChoripanError });
+  binding.init({ ChoripanError, received });
   // C's exit() (process.exit, an uncaught exception) would tear libtorch down under a worker still
   // inside a forward pass: stop this thread's models first. Environment teardown does the same.
   process.once('exit', () => binding.disposeAll());

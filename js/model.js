@@ -318,18 +318,20 @@ async function load(path, options) {
   const callSite = {};
   Error.captureStackTrace(callSite, load);
   validate.modelPath(path);
-  const { trustedKeys, signature, ...checked } = validate.loadOptions(options);
+  const { trustedKeys, signature, core } = validate.loadOptions(options);
   try {
+    const binding = native();
+    binding.checkOptions(core); // a bad call is refused before anything is read
     if (trustedKeys !== undefined) {
       // The core then loads the file only if it is exactly what the trusted key signed.
       const digest = signedDigest(path, trustedKeys, signature);
-      if (checked.sha256 !== undefined && checked.sha256.toLowerCase() !== digest) {
+      if (core.sha256 !== undefined && core.sha256.toLowerCase() !== digest) {
         throw new ChoripanError('E_MODEL_LOAD', `cannot load model ${path}: its signature names SHA-256 ${digest}, ` +
-          `not the ${checked.sha256} that options.sha256 pins`);
+          `not the ${core.sha256} that options.sha256 pins`);
       }
-      checked.sha256 = digest;
+      core.sha256 = digest;
     }
-    return new Model(await native().load(path, checked), path);
+    return new Model(await binding.load(path, core), path);
   } catch (error) {
     throw atCallSite(error, callSite);
   }
