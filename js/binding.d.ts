@@ -1,6 +1,6 @@
 // The raw native binding (build/Release/choripan.node), typed apart from the public API, and checked
 // against its use: the JS files that call it have `// @ts-check`, and `npm test`'s tsc stage compiles them
-// (tests/types/binding.ts). js/ checks what only JS has (buffers, AbortSignals, trustedKeys); the native
+// (tests/types/tsconfig.json). js/ checks what only JS has (buffers, AbortSignals, trustedKeys); the native
 // core reads and checks load()'s options.
 
 /**
@@ -78,7 +78,7 @@ export interface NativeBinding {
    * Hands over the class of every error the binding raises, and how a message shows a refused JS value
    * (js/validate.js received(): "2.5 of type number").
    */
-  init(helpers: { ChoripanError: typeof import('./index').ChoripanError; received: (value: unknown) => string }): void;
+  init(helpers: { ChoripanError: new (code: string, message: string) => Error; received: (value: unknown) => string }): void;
   /** Throws E_INVALID_ARGUMENT for options that load() would refuse (a name, a type or a range), in the core's words. */
   checkOptions(options: NativeOptions): void;
   /** Throws as checkOptions() does; then reads and warms the artifact on the libuv pool. */
