@@ -1,8 +1,13 @@
-// The raw native binding (build/Release/choripan.node), typed apart from the public API. js/ checks
-// types and names; the native core checks values.
+// The raw native binding (build/Release/choripan.node), typed apart from the public API, and checked
+// against its use: the JS files that call it have `// @ts-check`, and `npm test`'s tsc stage compiles them
+// (tests/types/tsconfig.json). js/ checks what only JS has (buffers, AbortSignals, trustedKeys); the native
+// core reads and checks load()'s options.
 
-/** load()'s options as the caller gave them (native/core/vocabulary.json); the core fills in the rest. */
-export type NativeOptions = import('./index').LoadOptions;
+/**
+ * load()'s options as the caller gave them, less those js/ reads itself (trustedKeys, signature): the core
+ * checks their names, types and ranges (native/core/vocabulary.json) and fills in the rest.
+ */
+export type NativeOptions = Omit<import('./index').LoadOptions, 'trustedKeys' | 'signature'>;
 
 /** One answer, and where its time went (the core's Outcome). */
 export interface NativeAnswer {
@@ -13,58 +18,70 @@ export interface NativeAnswer {
   batchSize: number;
 }
 
+/** What NativeModel.reserve() admits: `count` inputs, `bytes` of decoded pixels between them at most. */
+export interface NativeReservation {
+  count: number;
+  bytes: number;
+  /** What is left of the call's timeoutMs; absent: no deadline. A request still queued when it passes never runs. */
+  timeoutMs?: number | undefined;
+}
+
+/** One input as the core takes it. */
+export type NativeInput =
+  /** A JPEG for the core to decode (one that js/decode.js `inCore` picks), with its frame's size as the header says. */
+  | { jpeg: Uint8Array; width: number; height: number }
+  /** Decoded pixels, height × width × channels bytes, row-major; `cmyk`: a JPEG's CMYK samples (4 channels), converted to RGB by the core. */
+  | { pixels: Uint8Array; width: number; height: number; channels: number; cmyk?: boolean }
+  /** One preprocessed image: float32 [3, crop, crop]. */
+  | { tensor: Float32Array };
+
+/**
+ * The places one call reserved in the model's queue (the core's Reservation). Each input goes through
+ * submit(); the call ends with release(), or cancel() when it gives up. Collected without either, it
+ * releases itself.
+ */
+export interface NativeRequest {
+  /**
+   * Queues one input in one of the places; the place ends here, whatever the answer. The promise rejects
+   * at once when the core refuses it (E_DISPOSED, E_ABORTED after cancel(), E_INVALID_ARGUMENT for an input
+   * it cannot take); a malformed input or one with no place left throws E_INVALID_ARGUMENT.
+   */
+  submit(input: NativeInput): Promise<NativeAnswer>;
+  /** Gives back the places not used; what was submitted still runs. */
+  release(): void;
+  /**
+   * release(), and withdraws what was submitted and has not reached a worker (its promise rejects with
+   * E_ABORTED); later submit() calls are refused. False when nothing was left to withdraw.
+   */
+  cancel(): boolean;
+}
+
 export interface NativeModel {
   /** The artifact's metadata document, as stored (JSON text). */
   readonly metadata: string;
   readonly disposed: boolean;
   /**
-   * Queues decoded pixels (height × width × channels bytes, row-major). `id` is null when the call was
-   * refused at once (the promise is then already rejected). `timeoutMs` 0 means no deadline.
-   * `announcedBytes`: this call was announced with that many bytes, and this ends the announcement.
+   * Reserves places for `count` inputs that js/ is about to decode, `bytes` of pixels between them: a
+   * worker holding a batch open waits for them. They are admitted together or refused together:
+   * E_QUEUE_FULL when maxQueue calls already wait (reserved places included) or the bytes would not fit in
+   * maxPendingBytes, E_TOO_LARGE when they never could (more than maxQueue of them, or several over
+   * maxPendingBytes), E_DISPOSED after dispose().
    */
-  predict(
-    pixels: Uint8Array,
-    width: number,
-    height: number,
-    channels: number,
-    timeoutMs: number,
-    announcedBytes: number | null,
-    /** The pixels are a JPEG's CMYK samples (4 channels), converted to RGB by the core. */
-    cmyk?: boolean,
-  ): { id: number | null; promise: Promise<NativeAnswer> };
-  /**
-   * Queues a JPEG for the core to decode (one that js/decode.js `inCore` picks), with its frame's size
-   * as the header says; otherwise as predict().
-   */
-  predictJpeg(
-    bytes: Uint8Array,
-    width: number,
-    height: number,
-    timeoutMs: number,
-    announcedBytes: number | null,
-  ): { id: number | null; promise: Promise<NativeAnswer> };
-  /** Queues one preprocessed image: float32 [3, crop, crop]; otherwise as predict(). */
-  predictTensor(input: Float32Array, timeoutMs: number, announcedBytes?: number | null): { id: number | null; promise: Promise<NativeAnswer> };
-  /**
-   * `count` (1) calls are decoding this many bytes of pixels between them: a worker holding a batch open
-   * waits for them. They are admitted together or refused together: E_QUEUE_FULL when maxQueue calls
-   * already wait (announced ones included) or the bytes would not fit in maxPendingBytes, E_TOO_LARGE when
-   * they never could (more than maxQueue of them, or several over maxPendingBytes), E_DISPOSED after
-   * dispose(). Each ends with predict…(…, its bytes) or retract(its bytes).
-   */
-  announce(bytes: number, count?: number): void;
-  /** An announced call will not come after all. */
-  retract(bytes: number): void;
-  /** Withdraws a queued request (its promise rejects with E_ABORTED); false once it runs or ran. */
-  cancel(id: number): boolean;
+  reserve(reservation: NativeReservation): NativeRequest;
   stats(): import('./index').ModelStats;
   /** Queued requests reject with E_DISPOSED; resolves once the worker threads have exited. */
   dispose(): Promise<void>;
 }
 
 export interface NativeBinding {
-  /** Hands over the class of every error the binding raises. */
-  init(classes: { ChoripanError: typeof import('./index').ChoripanError }): void;
+  /**
+   * Hands over the class of every error the binding raises, and how a message shows a refused JS value
+   * (js/validate.js received(): "2.5 of type number").
+   */
+  init(helpers: { ChoripanError: new (code: string, message: string) => Error; received: (value: unknown) => string }): void;
+  /** Throws E_INVALID_ARGUMENT for options that load() would refuse (a name, a type or a range), in the core's words. */
+  checkOptions(options: NativeOptions): void;
+  /** Throws as checkOptions() does; then reads and warms the artifact on the libuv pool. */
   load(path: string, options: NativeOptions): Promise<NativeModel>;
   /** Stops every live model of this thread, waiting for running batches: for process exit. */
   disposeAll(): void;

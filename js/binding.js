@@ -1,3 +1,4 @@
+// @ts-check
 'use strict';
 // The one place that finds and loads the compiled addon, in this order:
 //   1. a build of choripan's own, build/Release/choripan.node: a checkout's `npm install`, or
@@ -10,6 +11,7 @@
 const fs = require('node:fs');
 const path = require('node:path');
 const { ChoripanError } = require('./errors');
+const { received } = require('./validate');
 
 const root = path.resolve(__dirname, '..');
 const LOCAL_ADDON = path.join(root, 'build', 'Release', 'choripan.node');
@@ -18,14 +20,16 @@ const PREBUILT = ['linux-x64-gnu'];
 const BUILD_FROM_SOURCE = 'build it from source: `npm install choripan --build-from-source` (Python 3.10+, a C++20 ' +
   "compiler, cmake and libjpeg-turbo's headers; docs/building.md)";
 
+/** @type {import('./binding').NativeBinding | undefined} */
 let binding;
+/** @type {{ addon: string, models: string, from: string } | undefined} */
 let location;
 
 /** This machine as npm's os, cpu and libc fields see it: "linux-x64-gnu", "linux-arm64-musl", … */
 function platformName() {
   let libc = '';
   if (process.platform === 'linux') {
-    const { glibcVersionRuntime } = process.report.getReport().header;
+    const { glibcVersionRuntime } = /** @type {{ header: { glibcVersionRuntime?: string } }} */ (process.report.getReport()).header;
     libc = glibcVersionRuntime ? '-gnu' : '-musl';
   }
   return `${process.platform}-${process.arch}${libc}`;
@@ -69,18 +73,21 @@ function native() {
   // 26 with 10,000, which a quiet machine measured the same (npm run bench -- --sweep [--busy 2]). It is
   // read once, when libgomp loads with the addon; a value of your own wins.
   process.env.GOMP_SPINCOUNT ??= '10000';
+  /** @type {import('./binding').NativeBinding} */
+  let loaded;
   try {
-    binding = require(addon);
+    loaded = require(addon);
   } catch (error) {
     const remedy = from === 'a local build' ? 'rebuild it: `npm install` in a checkout, `npm rebuild choripan --build-from-source` in an app'
       : `reinstall ${from}, or ${BUILD_FROM_SOURCE}`;
     throw new ChoripanError('E_ADDON', `choripan's native addon (${addon}, from ${from}) does not load ` +
-      `(${error.message.split('\n')[0]}): ${remedy}`, { cause: error });
+      `(${String(/** @type {Error} */ (error).message).split('\n')[0]}): ${remedy}`, { cause: error });
   }
-  binding.init({ ChoripanError });
+  loaded.init({ ChoripanError, received });
   // C's exit() (process.exit, an uncaught exception) would tear libtorch down under a worker still
   // inside a forward pass: stop this thread's models first. Environment teardown does the same.
-  process.once('exit', () => binding.disposeAll());
+  process.once('exit', () => loaded.disposeAll());
+  binding = loaded;
   return binding;
 }
 

@@ -136,7 +136,7 @@ function webpHeader(b) {
 // GIF: the logical screen, then the first image descriptor, past the global colour table and any extension
 // blocks (a byte that starts no block is skipped, as PIL skips it). A first frame that reaches past the
 // screen enlarges it, as PIL, libvips and browsers do: that larger screen is what both sides decode, so it is
-// what the limits and the announcement count (image-size reports the screen alone). `frame` says where
+// what the limits and the reservation count (image-size reports the screen alone). `frame` says where
 // the first frame lies on it: the rest of the screen is transparent (decode()).
 function gifHeader(b) {
   if (b.length < 13) throw truncated('GIF');

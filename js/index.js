@@ -1,3 +1,4 @@
+// @ts-check
 'use strict';
 // choripan: classify images in Node with a PyTorch model exported by `python -m choripan`.
 
@@ -16,16 +17,19 @@ const validate = require('./validate');
  */
 function defaultModelPath() {
   const { models } = addonLocation(); // E_ADDON when there is none
+  /** @type {Array<{ file: string, cpuIsa?: string }>} */
   let listed;
   try {
     listed = JSON.parse(fs.readFileSync(path.join(models, 'default.json'), 'utf8')).models;
   } catch {
     listed = [{ file: 'default.pt2' }, { file: 'default.pt' }]; // a build from before the list
   }
+  /** @param {{ file: string, cpuIsa?: string }} entry */
   const runs = ({ file, cpuIsa }) => fs.existsSync(path.join(models, file)) && (!cpuIsa || native().cpuSupports(cpuIsa));
-  return path.join(models, (listed.find(runs) ?? listed.at(-1)).file);
+  return path.join(models, (listed.find(runs) ?? listed[listed.length - 1]).file);
 }
 
+/** @type {Promise<import('./model').Model> | null} */
 let defaultModel = null;
 
 /** The default model (EfficientNet-Lite0, ImageNet-1k), loaded once on first use. */

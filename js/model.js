@@ -1,3 +1,4 @@
+// @ts-check
 'use strict';
 
 const { EventEmitter } = require('node:events');
@@ -10,8 +11,13 @@ const validate = require('./validate');
 
 const debug = debuglog('choripan');
 
-/** The `k` most probable [index, probability] pairs, most probable first (ties: the lower index). */
+/**
+ * The `k` most probable [index, probability] pairs, most probable first (ties: the lower index).
+ * @param {ArrayLike<number>} probabilities
+ * @param {number} k
+ */
 function topIndices(probabilities, k) {
+  /** @type {Array<[number, number]>} */
   const best = []; // kept sorted descending; k is small
   for (let i = 0; i < probabilities.length; i++) {
     const p = probabilities[i];
@@ -26,15 +32,26 @@ function topIndices(probabilities, k) {
   return best;
 }
 
-/** The `k` most probable labels, most probable first. */
+/**
+ * The `k` most probable labels, most probable first.
+ * @param {ArrayLike<number>} probabilities
+ * @param {readonly string[]} labels
+ * @param {number} k
+ */
 function mostProbable(probabilities, labels, k) {
   return topIndices(probabilities, k).map(([index, probability]) => ({ label: labels[index], probability }));
 }
 
 // Errors of a whole call, not of one of its inputs.
+/** @type {Set<string | number>} */
 const CALL_ERRORS = new Set(['E_TIMEOUT', 'E_ABORTED', 'E_DISPOSED', 'E_QUEUE_FULL']);
 
-/** An input's own error, which says which input it was when the call had several. */
+/**
+ * An input's own error, which says which input it was when the call had several.
+ * @param {unknown} error
+ * @param {number} index
+ * @param {number} count
+ */
 function ofInput(error, index, count) {
   if (count > 1 && error instanceof ChoripanError && !CALL_ERRORS.has(error.code)) {
     error.message = `image ${index + 1} of ${count}: ${error.message}`;
@@ -42,23 +59,34 @@ function ofInput(error, index, count) {
   return error;
 }
 
+/** @param {AbortSignal} signal */
 function aborted(signal) {
   return new ChoripanError('E_ABORTED', 'The prediction was aborted', { cause: signal.reason });
 }
 
 /**
  * The caller's signal and timeoutMs for one call: every await in it races against them. This is where a
- * call's deadline is set; the core only receives what is left of it (remainingMs), so that a request
- * that expires while queued never reaches a forward pass even when this event loop is too busy to run
- * the timer, and cancel(id) withdraws a queued request when the timer or the signal comes first.
+ * call's deadline is set; the core's reservation receives what is left of it (remainingMs), so that a
+ * request that expires while queued never reaches a forward pass even when this event loop is too busy
+ * to run the timer, and cancel() withdraws a queued request when the timer or the signal comes first.
  */
 class Deadline {
+  /** @type {NodeJS.Timeout | undefined} */
   #timer;
+  /** @type {AbortSignal | undefined} */
   #signal;
+  /** @type {(() => void) | undefined} */
   #onAbort;
+  /** @type {Promise<never> | undefined} */
   #lost;
+  /** @type {((error: ChoripanError) => void) | undefined} */
   #reject;
 
+  /**
+   * @param {AbortSignal | undefined} signal
+   * @param {number | undefined} timeoutMs
+   * @param {number} [started]
+   */
   constructor(signal, timeoutMs, started = performance.now()) {
     this.timeoutMs = timeoutMs;
     this.started = started;
@@ -67,30 +95,38 @@ class Deadline {
     this.#lost = new Promise((_, reject) => { this.#reject = reject; });
     this.#lost.catch(() => {}); // observed through race()
     if (signal) {
-      this.#onAbort = () => this.#reject(aborted(signal));
+      this.#onAbort = () => this.#reject?.(aborted(signal));
       signal.addEventListener('abort', this.#onAbort, { once: true });
     }
     if (timeoutMs !== undefined) {
-      this.#timer = setTimeout(() => this.#reject(new ChoripanError('E_TIMEOUT', `No answer within timeoutMs (${timeoutMs} ms)`)), timeoutMs);
+      this.#timer = setTimeout(() => this.#reject?.(new ChoripanError('E_TIMEOUT', `No answer within timeoutMs (${timeoutMs} ms)`)), timeoutMs);
     }
   }
 
-  /** `promise`, unless the signal aborts or the time runs out first. */
+  /**
+   * `promise`, unless the signal aborts or the time runs out first.
+   * @template T
+   * @param {Promise<T>} promise
+   * @returns {Promise<T>}
+   */
   race(promise) {
     if (this.#signal?.aborted) return Promise.reject(aborted(this.#signal));
     return this.#lost ? Promise.race([promise, this.#lost]) : promise;
   }
 
-  /** What is left of timeoutMs, for the native deadline (0: none). */
+  /** What is left of timeoutMs, for the native deadline (undefined: none). */
   remainingMs() {
-    return this.timeoutMs === undefined ? 0 : Math.max(1, this.timeoutMs - (performance.now() - this.started));
+    return this.timeoutMs === undefined ? undefined : Math.max(1, this.timeoutMs - (performance.now() - this.started));
   }
 
   release() {
     clearTimeout(this.#timer);
-    this.#signal?.removeEventListener('abort', this.#onAbort);
+    if (this.#onAbort) this.#signal?.removeEventListener('abort', this.#onAbort);
   }
 }
+
+/** @typedef {ReturnType<typeof inspect>} ImageHeader what an encoded input's header says */
+/** @typedef {ImageHeader | { bytes: number }} Header an input's header, or a tensor's size */
 
 /**
  * A loaded artifact. Create with `load()`; reuse it for every request; `dispose()` when done. Its state
@@ -99,7 +135,7 @@ class Deadline {
 class Model extends EventEmitter {
   #native;
 
-  /** @param {object} nativeModel @param {string} path */
+  /** @param {import('./binding').NativeModel} nativeModel @param {string} path */
   constructor(nativeModel, path) {
     super();
     this.#native = nativeModel;
@@ -154,25 +190,39 @@ class Model extends EventEmitter {
     return this.#run(validate.modelInputs(inputs), signal, timeoutMs, callSite);
   }
 
+  /**
+   * @param {Array<Uint8Array | Float32Array>} inputs
+   * @param {AbortSignal | undefined} signal
+   * @param {number | undefined} timeoutMs
+   * @param {object} callSite
+   * @returns {Promise<Float32Array[]>}
+   */
   async #run(inputs, signal, timeoutMs, callSite) {
-    const started = performance.now();
-    let headers;
-    try {
-      if (this.#native.disposed) throw new ChoripanError('E_DISPOSED', 'The model was disposed');
-      headers = this.#admit(inputs);
-    } catch (error) {
-      throw atCallSite(error, callSite);
-    }
     // Several inputs share a deadline, and one that fails aborts the others.
     const group = inputs.length > 1 ? new AbortController() : null;
-    const deadline = new Deadline(group && signal ? AbortSignal.any([signal, group.signal]) : group?.signal ?? signal, timeoutMs, started);
-    let failure = null;
-    const runs = inputs.map((input, i) => this.#one(input, headers[i], deadline).catch((error) => {
-      failure ??= ofInput(error, i, inputs.length);
-      group?.abort();
-      throw error;
-    }));
+    const deadline = new Deadline(group && signal ? AbortSignal.any([signal, group.signal]) : group?.signal ?? signal, timeoutMs);
+    /** @type {import('./binding').NativeRequest | undefined} */
+    let request;
     try {
+      if (this.#native.disposed) throw new ChoripanError('E_DISPOSED', 'The model was disposed');
+      const headers = this.#inspect(inputs);
+      // Every check the headers allow came first; now the core reserves the inputs' places and the bytes
+      // they will decode, all at once: it admits them together or refuses them together (the queue's
+      // length, maxPendingBytes), and a worker holding a batch open waits for them, while a lone call is
+      // never kept waiting for company.
+      request = this.#native.reserve({
+        count: inputs.length,
+        bytes: headers.reduce((sum, header) => sum + header.bytes, 0),
+        timeoutMs: deadline.remainingMs(),
+      });
+      const reserved = request;
+      /** @type {unknown} */
+      let failure = null;
+      const runs = inputs.map((input, i) => this.#one(input, headers[i], reserved, deadline).catch((error) => {
+        failure ??= ofInput(error, i, inputs.length);
+        group?.abort();
+        throw error;
+      }));
       // Answered once every input is answered or withdrawn, so that a failed call leaves nothing queued.
       await Promise.allSettled(runs);
       if (failure) throw failure;
@@ -180,19 +230,20 @@ class Model extends EventEmitter {
     } catch (error) {
       throw atCallSite(error, callSite);
     } finally {
+      request?.release(); // the places of inputs that never came, if any
       deadline.release();
     }
   }
 
   /**
-   * Every check the headers allow comes before any decoding; then the inputs are announced to the core
-   * with the bytes they will decode, all at once: it admits them together or refuses them together (the
-   * queue's length, maxPendingBytes), and a worker holding a batch open waits for them, while a lone
-   * call is never kept waiting for company.
+   * What each input's header says (format, size, the bytes it decodes to), checked before anything is
+   * decoded; a Float32Array is checked for its length.
+   * @param {Array<Uint8Array | Float32Array>} inputs
+   * @returns {Header[]}
    */
-  #admit(inputs) {
+  #inspect(inputs) {
     const { crop, decode: policy } = this.metadata.preprocessing;
-    const headers = inputs.map((input, i) => {
+    return inputs.map((input, i) => {
       try {
         if (!(input instanceof Float32Array)) return inspect(input, policy);
         if (input.length !== 3 * crop * crop) {
@@ -203,44 +254,40 @@ class Model extends EventEmitter {
         throw ofInput(error, i, inputs.length);
       }
     });
-    this.#native.announce(headers.reduce((sum, header) => sum + header.bytes, 0), inputs.length);
-    return headers;
   }
 
-  /** One admitted input through the core, to its probabilities. Its announcement ends here, whatever happens. */
-  async #one(input, header, deadline) {
-    let announced = header.bytes;
-    try {
-      let submitted;
-      if (input instanceof Float32Array) {
-        announced = null; // the predict…() calls end the announcement, whatever they answer
-        submitted = this.#native.predictTensor(input, deadline.remainingMs(), header.bytes);
-      } else if (header.inCore) {
-        announced = null;
-        submitted = this.#native.predictJpeg(input, header.width, header.height, deadline.remainingMs(), header.bytes);
-      } else {
-        const decoded = await deadline.race(decode(input, header));
-        announced = null;
-        submitted = this.#native.predict(decoded.pixels, decoded.width, decoded.height, decoded.channels,
-          deadline.remainingMs(), header.bytes, decoded.cmyk);
-      }
-      let answer;
-      try {
-        answer = await deadline.race(submitted.promise);
-      } catch (error) {
-        if (submitted.id !== null) this.#native.cancel(submitted.id); // withdraws it if still queued
-        throw error;
-      }
-      const totalMs = performance.now() - deadline.started;
-      debug('%s: %d ms (queue %d, forward %d of a batch of %d)', this.name, Math.round(totalMs),
-        Math.round(answer.queueMs), Math.round(answer.forwardMs), answer.batchSize);
-      if (this.listenerCount('prediction')) {
-        this.emit('prediction', { totalMs, queueMs: answer.queueMs, forwardMs: answer.forwardMs, batchSize: answer.batchSize });
-      }
-      return answer.probabilities;
-    } finally {
-      if (announced !== null) this.#native.retract(announced);
+  /**
+   * One input through the core, to its probabilities: submitted through the call's reservation, as the
+   * core decodes it (a tensor, the common JPEG) or decoded here first.
+   * @param {Uint8Array | Float32Array} input
+   * @param {Header} header
+   * @param {import('./binding').NativeRequest} request
+   * @param {Deadline} deadline
+   * @returns {Promise<Float32Array>}
+   */
+  async #one(input, header, request, deadline) {
+    let submitted;
+    if (input instanceof Float32Array) {
+      submitted = request.submit({ tensor: input });
+    } else if ('inCore' in header && header.inCore) {
+      submitted = request.submit({ jpeg: input, width: header.width, height: header.height });
+    } else {
+      submitted = request.submit(await deadline.race(decode(input, /** @type {ImageHeader} */ (header))));
     }
+    let answer;
+    try {
+      answer = await deadline.race(submitted);
+    } catch (error) {
+      request.cancel(); // withdraws what the call still has queued
+      throw error;
+    }
+    const totalMs = performance.now() - deadline.started;
+    debug('%s: %d ms (queue %d, forward %d of a batch of %d)', this.name, Math.round(totalMs),
+      Math.round(answer.queueMs), Math.round(answer.forwardMs), answer.batchSize);
+    if (this.listenerCount('prediction')) {
+      this.emit('prediction', { totalMs, queueMs: answer.queueMs, forwardMs: answer.forwardMs, batchSize: answer.batchSize });
+    }
+    return answer.probabilities;
   }
 
   /** Counters and latency figures of this model's queue and workers. */
@@ -271,18 +318,20 @@ async function load(path, options) {
   const callSite = {};
   Error.captureStackTrace(callSite, load);
   validate.modelPath(path);
-  const { trustedKeys, signature, ...checked } = validate.loadOptions(options);
+  const { trustedKeys, signature, core } = validate.loadOptions(options);
   try {
+    const binding = native();
+    binding.checkOptions(core); // a bad call is refused before anything is read
     if (trustedKeys !== undefined) {
       // The core then loads the file only if it is exactly what the trusted key signed.
       const digest = signedDigest(path, trustedKeys, signature);
-      if (checked.sha256 !== undefined && checked.sha256.toLowerCase() !== digest) {
+      if (core.sha256 !== undefined && core.sha256.toLowerCase() !== digest) {
         throw new ChoripanError('E_MODEL_LOAD', `cannot load model ${path}: its signature names SHA-256 ${digest}, ` +
-          `not the ${checked.sha256} that options.sha256 pins`);
+          `not the ${core.sha256} that options.sha256 pins`);
       }
-      checked.sha256 = digest;
+      core.sha256 = digest;
     }
-    return new Model(await native().load(path, checked), path);
+    return new Model(await binding.load(path, core), path);
   } catch (error) {
     throw atCallSite(error, callSite);
   }

@@ -1,6 +1,9 @@
 'use strict';
-// Argument checks for the public API: types and names, with messages that name the option. The native
-// core checks values against the ranges it owns, whatever reaches it.
+// Argument checks for what only JS has: buffers, AbortSignals, predict()'s options, and load()'s options
+// that js/ reads itself (trustedKeys, signature). load()'s other options are read and checked by the
+// native core, for Node and Python alike, from vocabulary.json's table (native/core/options.h
+// ReadOptions). Every message has one shape, the core's included: "Expected <what> for <name> but
+// received <value> of type <type>", the value shown by received() below.
 
 const { KeyObject } = require('node:crypto');
 const { ChoripanError } = require('./errors');
@@ -12,11 +15,14 @@ function describe(value) {
   return String(value);
 }
 
+/** "<value> of type <type>": how every message about a bad argument shows it (the binding's too). */
+function received(value) {
+  return `${describe(value)} of type ${value === null ? 'null' : typeof value}`;
+}
+
 /** "Expected <what> for <name> but received <value> of type <type>". */
 function invalid(what, name, value) {
-  const type = value === null ? 'null' : typeof value;
-  return new ChoripanError('E_INVALID_ARGUMENT',
-    `Expected ${what} for ${name} but received ${describe(value)} of type ${type}`);
+  return new ChoripanError('E_INVALID_ARGUMENT', `Expected ${what} for ${name} but received ${received(value)}`);
 }
 
 function distance(a, b) {
@@ -66,37 +72,27 @@ function plainObject(value, name) {
   return value;
 }
 
-// load()'s options, with their types, defaults and ranges: the native core owns them (it applies the
-// defaults and checks the ranges); here only the types and the names are checked.
-const LOAD_OPTIONS = require('../native/core/vocabulary.json').options;
+// The load options that js/ reads itself (vocabulary.json's layer "js"); the core reads the others.
+const JS_LOAD_OPTIONS = require('../native/core/vocabulary.json').options.filter((o) => o.layer === 'js').map((o) => o.name);
 
-/** load()'s options, checked for type and name; what is left out takes the core's default. */
+/**
+ * load()'s options, split: what js/ reads itself (trustedKeys and signature, checked here) and the rest,
+ * which the native core reads and checks (names, types and ranges).
+ */
 function loadOptions(options) {
   const given = plainObject(options, 'options');
-  rejectUnknown(given, LOAD_OPTIONS.map((o) => o.name), 'load()');
-  for (const { name, type, values } of LOAD_OPTIONS) {
-    const value = given[name];
-    if (value === undefined) continue;
-    const ok = {
-      integer: Number.isInteger(value),
-      number: typeof value === 'number' && Number.isFinite(value),
-      boolean: typeof value === 'boolean',
-      string: typeof value === 'string',
-      keys: Array.isArray(value) && value.length > 0 &&
-        value.every((key) => typeof key === 'string' || key instanceof Uint8Array || key instanceof KeyObject),
-      enum: values?.includes(value),
-    }[type];
-    if (!ok) {
-      const what = { integer: 'an integer', number: 'a finite number', boolean: 'a boolean', string: 'a string',
-        keys: 'a non-empty array of PEM public keys (strings, Buffers or KeyObjects)' }[type] ??
-        values.map((v) => `'${v}'`).join(' or ');
-      throw invalid(what, `options.${name}`, value);
-    }
+  const { trustedKeys, signature } = given;
+  const core = { ...given };
+  for (const name of JS_LOAD_OPTIONS) delete core[name];
+  const isKey = (key) => typeof key === 'string' || key instanceof Uint8Array || key instanceof KeyObject;
+  if (trustedKeys !== undefined && !(Array.isArray(trustedKeys) && trustedKeys.length > 0 && trustedKeys.every(isKey))) {
+    throw invalid('a non-empty array of PEM public keys (strings, Buffers or KeyObjects)', 'options.trustedKeys', trustedKeys);
   }
-  if (given.signature !== undefined && given.trustedKeys === undefined) {
+  if (signature !== undefined && typeof signature !== 'string') throw invalid('a string', 'options.signature', signature);
+  if (signature !== undefined && trustedKeys === undefined) {
     throw new ChoripanError('E_INVALID_ARGUMENT', 'options.signature names the file that options.trustedKeys checks: give trustedKeys too');
   }
-  return { ...given };
+  return { trustedKeys, signature, core };
 }
 
 let warnedTopk = false;
@@ -171,4 +167,4 @@ function modelPath(value) {
   return value;
 }
 
-module.exports = { invalid, loadOptions, predictOptions, runOptions, imageBytes, modelInput, modelInputs, ranking, modelPath };
+module.exports = { invalid, received, loadOptions, predictOptions, runOptions, imageBytes, modelInput, modelInputs, ranking, modelPath };

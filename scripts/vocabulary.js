@@ -38,6 +38,8 @@ function renderHeader(vocabulary) {
       core.map((e) => `${pascal(e.code)}, "${e.code}"`)),
     macro('CHORIPAN_STATS', 'X(snake_name, "jsName", type): the fields of Model::GetStats, in order.',
       vocabulary.stats.map((s) => `${snake(s.name)}, "${s.name}", ${s.type === 'count' ? 'uint64_t' : 'double'}`)),
+    macro('CHORIPAN_OPTIONS', 'X(snake_name, "jsName", core): every load option, in order; core: read by the core (the others, by js/).',
+      vocabulary.options.map((o) => `${snake(o.name)}, "${o.name}", ${o.layer ? 'false' : 'true'}`)),
     macro('CHORIPAN_NUMERIC_OPTIONS', 'X(snake_name, "jsName", type, default, min, max): load options that are numbers.',
       numeric.map((o) => `${snake(o.name)}, "${o.name}", ${o.type === 'integer' ? 'int64_t' : 'double'}, ` +
         `${o.default}, ${o.min}, ${o.max}`)),
@@ -48,6 +50,8 @@ function renderHeader(vocabulary) {
     '// The windows the stats are taken over (CHORIPAN_LATENCY_ANSWERS, CHORIPAN_DRAIN_SECONDS).',
     ...vocabulary.statsWindows.map((w) => `#define CHORIPAN_${snake(w.name).toUpperCase()} ${w.value}`),
     '',
+    macro('CHORIPAN_DEVICES', 'X(Name, "name"): the devices, as Device::kName.',
+      device.values.map((v) => `${pascal(v)}, "${v}"`)),
     '// The artifact (export/choripan/artifact.py writes it): CHORIPAN_ARTIFACT_FORMAT_VERSION, …; lists as X(item).',
     ...Object.entries(vocabulary.artifact).filter(([key, value]) => (key !== 'about' && typeof value !== 'object') || Array.isArray(value)).map(([key, value]) => {
       const name = `CHORIPAN_ARTIFACT_${snake(key).toUpperCase()}`;

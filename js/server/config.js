@@ -1,3 +1,4 @@
+// @ts-check
 'use strict';
 // The server's configuration, in one place: every environment variable it reads, checked, turned into
 // plain options. The library itself reads none. A bad value stops start-up with one line naming it.
@@ -9,6 +10,7 @@ const { parseOrigins } = require('./cors');
 const { vocabulary, serverVariables, unsetValue } = require('../vocabulary');
 
 class ConfigError extends Error {
+  /** @param {string} variable @param {string} message */
   constructor(variable, message) {
     super(`${variable}: ${message}`);
     this.variable = variable;
@@ -18,12 +20,20 @@ class ConfigError extends Error {
 /** Node's reasons a file cannot be read, in words. */
 const FILE_ERRORS = { ENOENT: 'no such file', ENOTDIR: 'no such file', EISDIR: 'is a directory', EACCES: 'permission denied' };
 
-/** Why a file could not be read, in words ('no such file', 'is a directory', …), from Node's error. */
+/**
+ * Why a file could not be read, in words ('no such file', 'is a directory', …), from Node's error.
+ * @param {unknown} error
+ * @returns {string}
+ */
 function unreadableBecause(error) {
-  return FILE_ERRORS[error.code] ?? error.code ?? error.message;
+  const { code, message } = /** @type {NodeJS.ErrnoException} */ (error);
+  return FILE_ERRORS[/** @type {keyof FILE_ERRORS} */ (code)] ?? code ?? message;
 }
 
-/** `cannot read FILE: why` when `file` is not a file this process can read; null when it is. */
+/**
+ * `cannot read FILE: why` when `file` is not a file this process can read; null when it is.
+ * @param {string} file
+ */
 function unreadable(file) {
   try {
     const stat = fs.statSync(file);
@@ -36,14 +46,20 @@ function unreadable(file) {
   }
 }
 
-/** `text` as an absolute path, once it names a readable file. */
+/**
+ * `text` as an absolute path, once it names a readable file.
+ * @param {string} text
+ */
 function existingFile(text) {
   const problem = unreadable(text);
   if (problem) throw new Error(problem);
   return path.resolve(text);
 }
 
-/** How the text of each type of variable (native/core/vocabulary.json's `server`) becomes its value. */
+/**
+ * How the text of each type of variable (native/core/vocabulary.json's `server`) becomes its value.
+ * @type {Record<string, (variable: any) => (text: string) => unknown>}
+ */
 const PARSERS = {
   integer: ({ min, max }) => (t) => integer(t, min, max),
   number: ({ min, max }) => (t) => number(t, min, max),
@@ -59,31 +75,39 @@ const PARSERS = {
   keyFiles: () => trustedKeys,
 };
 
+/** @type {any[]} the variables as native/core/vocabulary.json lists them */
 const SERVER = serverVariables();
 
 /** NAME=PATH, NAME as the vocabulary's modelName allows (the names python -m choripan exports). */
 const NAMED_ENTRY = new RegExp(`^(${vocabulary.modelName.pattern})=(.+)$`);
 
-/** name → [what it is, parse(text) → value]; `help` lists them. */
+/**
+ * name → [what it is, parse(text) → value]; `help` lists them.
+ * @type {Record<string, [string, (text: string) => unknown]>}
+ */
 const VARIABLES = Object.fromEntries(SERVER.map((v) => [v.variable, [`${v.meaning} (${unsetValue(v)})`, PARSERS[v.type](v)]]));
 
+/** @param {string} text @param {number} min @param {number} max */
 function integer(text, min, max) {
   const value = Number(text);
   if (!/^\d+$/.test(text.trim()) || value < min || value > max) throw new Error(`expected an integer from ${min} to ${max}, got '${text}'`);
   return value;
 }
 
+/** @param {string} text @param {number} min @param {number} max */
 function number(text, min, max) {
   const value = Number(text);
   if (text.trim() === '' || !Number.isFinite(value) || value < min || value > max) throw new Error(`expected a number from ${min} to ${max}, got '${text}'`);
   return value;
 }
 
+/** @param {string} text @param {string[]} values */
 function oneOf(text, values) {
   if (!values.includes(text)) throw new Error(`expected one of ${values.join(', ')}, got '${text}'`);
   return text;
 }
 
+/** @param {string} text */
 function trustedKeys(text) {
   const files = text.split(',').map((entry) => entry.trim()).filter(Boolean);
   if (!files.length) throw new Error('lists no key file');
@@ -97,13 +121,16 @@ function trustedKeys(text) {
   try {
     return publicKeys(pems, 'key');
   } catch (error) {
-    throw new Error(error.message.replace(/^key\[(\d+)\]/, (_, i) => files[Number(i)]));
+    throw new Error(/** @type {Error} */ (error).message.replace(/^key\[(\d+)\]/, (_, i) => files[Number(i)]));
   }
 }
 
 /**
  * Models to serve from `NAME=PATH` entries (CHORIPAN_MODELS, `--model`), names unique; a lone entry may
  * be a bare PATH where `bare` allows it (named then by its metadata). The files are the caller's to check.
+ * @param {string[]} entries
+ * @param {{ bare: boolean }} options
+ * @returns {Array<{ name: string | null, path: string }>}
  */
 function modelEntries(entries, { bare }) {
   if (!entries.length) throw new Error('lists no model');
@@ -123,32 +150,41 @@ function modelEntries(entries, { bare }) {
   return parsed;
 }
 
+/** @param {string} text */
 function models(text) {
   return modelEntries(text.split(',').map((entry) => entry.trim()).filter(Boolean), { bare: false })
     .map(({ name, path: file }) => ({ name, path: existingFile(file) }));
 }
 
-/** One variable's value, parsed; undefined when unset or empty. Throws ConfigError naming it. */
+/**
+ * One variable's value, parsed; undefined when unset or empty. Throws ConfigError naming it.
+ * @param {NodeJS.ProcessEnv} env
+ * @param {string} name
+ * @returns {any}
+ */
 function readVariable(env, name) {
   if (env[name] === undefined || env[name] === '') return undefined;
   try {
     return VARIABLES[name][1](env[name]);
   } catch (error) {
-    throw new ConfigError(name, error.message);
+    throw new ConfigError(name, /** @type {Error} */ (error).message);
   }
 }
 
 /**
  * @param {NodeJS.ProcessEnv} env
- * @param {{ models?: Array<{ name: string | null, path: string }>, port?: number, host?: string }} [overrides]
- *   command-line flags, which win
+ * @param {{ models?: Array<{ name: string | null, path: string }>, port?: number, host?: string,
+ *   [setting: string]: unknown }} [overrides] command-line flags, which win
  */
 function readConfig(env = process.env, overrides = {}) {
+  /** @param {string} name */
   const read = (name) => readVariable(env, name);
   const choripan = require('..'); // here, not above: `choripan --help` reads this module, and needs no decoder
   const modelList = overrides.models ?? read('CHORIPAN_MODELS') ?? [{ name: null, path: read('CHORIPAN_MODEL') ?? choripan.DEFAULT_MODEL_PATH }];
   // Models in one process share the cores: each gets its share of workers, one thread each.
+  /** @type {Record<string, unknown>} */
   const load = { workers: Math.max(1, Math.floor(choripan.availableCores() / modelList.length)) };
+  /** @type {Record<string, unknown>} */
   const settings = {};
   for (const variable of SERVER) {
     if (variable.setting && overrides[variable.setting] !== undefined) {
@@ -163,7 +199,10 @@ function readConfig(env = process.env, overrides = {}) {
   return { ...settings, models: modelList, load };
 }
 
-/** The variables (all, or those named) and what each does, for --help. */
+/**
+ * The variables (all, or those named) and what each does, for --help.
+ * @param {string[]} [names]
+ */
 function describeVariables(names = Object.keys(VARIABLES)) {
   const width = Math.max(...names.map((name) => name.length));
   return names.map((name) => `  ${name.padEnd(width)}  ${VARIABLES[name][0]}`).join('\n');

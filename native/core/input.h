@@ -21,10 +21,10 @@ using Input = std::variant<ImageView, JpegView, at::Tensor>;
 inline constexpr int64_t kOffWorkerPixels = int64_t{1} << 22;
 
 // Throws Error(kInvalidArgument) for an input no row could be made of (a tensor of another shape, a
-// JPEG whose announced size is impossible).
+// JPEG whose declared size is impossible).
 void CheckInput(const Input& input, int64_t crop);
 
-// What an input holds in memory once decoded: what js/ announced for it (decode.js inspect).
+// What an input holds in memory once decoded: what js/ reserved for it (decode.js inspect).
 int64_t InputBytes(const Input& input);
 
 // Decoded pixels (0 for a tensor): whether it is prepared off the workers (kOffWorkerPixels).

@@ -161,7 +161,7 @@ std::optional<std::vector<Model::Request>> Model::NextBatch(int64_t worker, bool
   // Worker 0 takes whatever comes; the others join in only under load, so that a lone request goes
   // to the one worker that can run it with every thread.
   auto has_work = [&] {
-    return !queue_.empty() && (worker == 0 || lead_running_ || queue_.size() > 1 || announced_ > 0);
+    return !queue_.empty() && (worker == 0 || lead_running_ || queue_.size() > 1 || reserved_ > 0);
   };
   auto& wake = worker == 0 ? lead_wake_ : helper_wake_;
   std::vector<Request> batch;
@@ -172,9 +172,9 @@ std::optional<std::vector<Model::Request>> Model::NextBatch(int64_t worker, bool
     while (batch.empty() && expired.empty()) {
       wake.wait(lock, [&] { return disposed_ || has_work(); });
       // Gather company for the oldest request, at most `max_delay_ms` after it arrived, while there is
-      // company to gather: other requests queued or announced. The oldest can change while waiting
+      // company to gather: other requests queued or reserved. The oldest can change while waiting
       // (another worker took a batch, a request was withdrawn): look again.
-      while (!disposed_ && has_work() && queue_.size() < max_batch && (queue_.size() > 1 || announced_ > 0)) {
+      while (!disposed_ && has_work() && queue_.size() < max_batch && (queue_.size() > 1 || reserved_ > 0)) {
         const auto gather_until = queue_.front().submitted + delay;
         if (Clock::now() >= gather_until) break;
         wake.wait_until(lock, gather_until);
@@ -284,24 +284,25 @@ at::Tensor Model::Forward(const at::Tensor& batch) {
   return output.clone();  // an ordinary tensor, usable outside inference mode
 }
 
-RequestId Model::Submit(Input input, Completion done, std::optional<Clock::time_point> deadline,
-                        std::optional<int64_t> announced_bytes) {
-  if (announced_bytes) Retract(*announced_bytes);
+void Model::Submit(Input input, Completion done, std::optional<Clock::time_point> deadline) {
+  Queue(std::nullopt, std::move(input), std::move(done), deadline, /*reserved=*/false);
+}
+
+void Model::Queue(std::optional<RequestId> id, Input input, Completion done, std::optional<Clock::time_point> deadline,
+                  bool reserved) {
   CheckInput(input, metadata_.preprocessing.crop);
   const auto bytes = InputBytes(input);
   const bool large = InputPixels(input) > kOffWorkerPixels;
-  RequestId id;
   bool helpers = false;  // whether the others would take it (see NextBatch)
   {
     std::lock_guard lock(mutex_);
     if (disposed_) throw Error(ErrorCode::kDisposed, "the model was disposed");
-    if (!announced_bytes && Waiting() >= static_cast<size_t>(options_.max_queue)) {
+    if (!reserved && Waiting() >= static_cast<size_t>(options_.max_queue)) {
       statistics_.Rejected(1);
       throw Error(ErrorCode::kQueueFull, "the queue is full (" + std::to_string(options_.max_queue) +
                                              " requests waiting; see maxQueue)");
     }
-    id = next_id_++;
-    Request request{id, std::move(input), std::move(done), Clock::now(), deadline, bytes};
+    Request request{id ? *id : next_id_++, std::move(input), std::move(done), Clock::now(), deadline, bytes};
     statistics_.Accepted();
     pending_bytes_ += bytes;
     if (large) {
@@ -316,12 +317,11 @@ RequestId Model::Submit(Input input, Completion done, std::optional<Clock::time_
     lead_wake_.notify_one();
     if (helpers) helper_wake_.notify_one();
   }
-  return id;
 }
 
 bool Model::Enqueue(Request request) {
   queue_.push_back(std::move(request));
-  return lead_running_ || queue_.size() > 1 || announced_ > 0;
+  return lead_running_ || queue_.size() > 1 || reserved_ > 0;
 }
 
 void Model::PreprocessorMain() {
@@ -371,63 +371,71 @@ void Model::PreprocessorMain() {
   }
 }
 
-void Model::Announce(int64_t bytes, int64_t count) {
-  if (count < 1) throw Error(ErrorCode::kInvalidArgument, "announce at least one request");
-  std::lock_guard lock(mutex_);
-  if (disposed_) throw Error(ErrorCode::kDisposed, "the model was disposed");
-  if (count > options_.max_queue) {
-    throw Error(ErrorCode::kTooLarge, std::to_string(count) + " images in one call; the queue holds " +
-                                          std::to_string(options_.max_queue) + " (maxQueue)");
-  }
-  // One image alone may take the whole budget, and more: refusing it could never succeed.
-  if (count > 1 && bytes > options_.max_pending_bytes) {
-    throw Error(ErrorCode::kTooLarge, std::to_string(count) + " images in one call decode to " +
-                                          std::to_string(bytes >> 20) + " MiB, over maxPendingBytes (" +
-                                          std::to_string(options_.max_pending_bytes >> 20) + " MiB)");
-  }
-  if (Waiting() + static_cast<size_t>(count) > static_cast<size_t>(options_.max_queue)) {
-    statistics_.Rejected(count);
-    throw Error(ErrorCode::kQueueFull, "the queue is full (" + std::to_string(options_.max_queue) +
-                                           " requests waiting; see maxQueue)");
-  }
-  if (pending_bytes_ > 0 && pending_bytes_ + bytes > options_.max_pending_bytes) {
-    statistics_.Rejected(count);
-    throw Error(ErrorCode::kQueueFull, std::to_string(pending_bytes_ >> 20) +
-                                           " MiB of decoded images are already waiting (maxPendingBytes); retry later");
-  }
-  announced_ += count;
-  pending_bytes_ += bytes;
-}
-
-void Model::Retract(int64_t bytes) {
+Reservation Model::Reserve(int64_t bytes, int64_t count, std::optional<Clock::time_point> deadline) {
+  if (count < 1 || bytes < 0) throw Error(ErrorCode::kInvalidArgument, "reserve a place for at least one request");
+  RequestId id;
   {
     std::lock_guard lock(mutex_);
-    announced_ = std::max<int64_t>(0, announced_ - 1);
+    if (disposed_) throw Error(ErrorCode::kDisposed, "the model was disposed");
+    if (count > options_.max_queue) {
+      throw Error(ErrorCode::kTooLarge, std::to_string(count) + " images in one call; the queue holds " +
+                                            std::to_string(options_.max_queue) + " (maxQueue)");
+    }
+    // One image alone may take the whole budget, and more: refusing it could never succeed.
+    if (count > 1 && bytes > options_.max_pending_bytes) {
+      throw Error(ErrorCode::kTooLarge, std::to_string(count) + " images in one call decode to " +
+                                            std::to_string(bytes >> 20) + " MiB, over maxPendingBytes (" +
+                                            std::to_string(options_.max_pending_bytes >> 20) + " MiB)");
+    }
+    if (Waiting() + static_cast<size_t>(count) > static_cast<size_t>(options_.max_queue)) {
+      statistics_.Rejected(count);
+      throw Error(ErrorCode::kQueueFull, "the queue is full (" + std::to_string(options_.max_queue) +
+                                             " requests waiting; see maxQueue)");
+    }
+    if (pending_bytes_ > 0 && pending_bytes_ + bytes > options_.max_pending_bytes) {
+      statistics_.Rejected(count);
+      throw Error(ErrorCode::kQueueFull, std::to_string(pending_bytes_ >> 20) +
+                                             " MiB of decoded images are already waiting (maxPendingBytes); retry later");
+    }
+    reserved_ += count;
+    pending_bytes_ += bytes;
+    id = next_id_++;
+  }
+  return Reservation(shared_from_this(), id, count, bytes, deadline);
+}
+
+void Model::Unreserve(int64_t count, int64_t bytes) {
+  {
+    std::lock_guard lock(mutex_);
+    reserved_ = std::max<int64_t>(0, reserved_ - count);
     pending_bytes_ -= bytes;
-    if (announced_ > 0) return;
+    if (reserved_ > 0) return;
   }
   lead_wake_.notify_one();  // if it is holding a batch open for this company, it need not wait any longer
 }
 
-bool Model::Cancel(RequestId id) {
-  std::optional<Request> withdrawn;
+bool Model::Withdraw(RequestId id) {
+  std::vector<Request> withdrawn;
+  bool marked = false;
   {
     std::lock_guard lock(mutex_);
     for (auto* waiting : {&queue_, &large_}) {
-      auto found = std::find_if(waiting->begin(), waiting->end(), [&](const Request& r) { return r.id == id; });
-      if (found == waiting->end()) continue;
-      withdrawn = std::move(*found);
-      waiting->erase(found);
-      break;
+      for (auto request = waiting->begin(); request != waiting->end();) {
+        if (request->id != id) {
+          ++request;
+          continue;
+        }
+        withdrawn.push_back(std::move(*request));
+        request = waiting->erase(request);
+      }
     }
-    if (!withdrawn) {
-      if (preprocessing_ == 0 || preprocessing_id_ != id || preprocessing_withdrawn_) return false;
+    if (preprocessing_ != 0 && preprocessing_id_ == id && !preprocessing_withdrawn_) {
       preprocessing_withdrawn_ = true;  // answered by the preprocessing thread when it is done with it
-      return true;
+      marked = true;
     }
   }
-  Finish(*withdrawn, Outcome{Withdrawn(), {}}, false);
-  return true;
+  for (auto& request : withdrawn) Finish(request, Outcome{Withdrawn(), {}}, false);
+  return marked || !withdrawn.empty();
 }
 
 void Model::Dispose() {

@@ -22,29 +22,13 @@
 #include "input.h"
 #include "metadata.h"
 #include "options.h"
+#include "reservation.h"
 #include "runner.h"
 #include "statistics.h"
 
 namespace choripan {
 
-using RequestId = uint64_t;
-
-// Exactly one of the two is set.
-struct Outcome {
-  std::optional<Error> error;
-  std::vector<float> probabilities;
-  // Where an answered request's time went: waiting in the queue (submission to the start of its
-  // batch, preprocessing included) and the forward pass of its batch of `batch_size`.
-  double queue_ms = 0;
-  double forward_ms = 0;
-  int64_t batch_size = 0;
-};
-
-// Called exactly once per submitted request, from a worker thread, or from the thread that calls
-// Cancel or Dispose. It must not throw and must not call back into the model.
-using Completion = std::function<void(Outcome)>;
-
-class Model {
+class Model : public std::enable_shared_from_this<Model> {
  public:
   // Loads the artifact, reads its metadata, starts the workers and, with `warmup`, runs a forward
   // pass on each so the first request is not the slow one. Throws Error(kModelLoad | kDevice |
@@ -63,28 +47,20 @@ class Model {
   // probabilities [N, classes]. Throws Error(kDisposed | kInvalidArgument | kInternal).
   at::Tensor Forward(const at::Tensor& batch);
 
-  // Queues a request. An ImageView's memory must stay valid until `done` runs. Throws
-  // Error(kQueueFull | kDisposed | kInvalidArgument) instead of queueing; `done` is then never called.
-  // `announced_bytes`: the request was announced with that many bytes, and this submission ends the
-  // announcement (and is never refused for the queue's length: its announcement was counted in it).
-  RequestId Submit(Input input, Completion done, std::optional<Clock::time_point> deadline = {},
-                   std::optional<int64_t> announced_bytes = {});
+  // Queues a request that nothing reserved a place for: refused with Error(kQueueFull) when max_queue
+  // requests already wait (reserved places included), and with Error(kDisposed | kInvalidArgument);
+  // `done` is then never called. An ImageView's memory must stay valid until `done` runs.
+  void Submit(Input input, Completion done, std::optional<Clock::time_point> deadline = {});
 
-  // `count` requests are on their way, together `bytes` of pixels: the caller is decoding them. They
-  // are admitted together or not at all, before anything is decoded: Error(kQueueFull) when they would
-  // take the queue past max_queue requests waiting (announced ones included) or the requests announced,
-  // queued and running past max_pending_bytes; Error(kTooLarge) when they never could (more than
-  // max_queue of them, or several over max_pending_bytes: one image alone may take the whole budget);
-  // Error(kDisposed). A worker waits up to max_delay_ms for company only while other requests are
-  // queued or announced: a lone request runs at once. Each request announced ends with
-  // Submit(…, its bytes) or Retract(its bytes).
-  void Announce(int64_t bytes, int64_t count = 1);
-  void Retract(int64_t bytes);
-
-  // Withdraws a request that has not reached a worker yet; its completion runs with kAborted on this
-  // thread, or, for one that the preprocessing thread holds, there once its preprocessing ends. False
-  // when it already runs or has finished.
-  bool Cancel(RequestId id);
+  // Places for `count` requests that the caller is decoding, `bytes` of pixels between them, each to be
+  // submitted through the reservation (Reservation::Submit, under `deadline`). They are admitted together
+  // or not at all, before anything is decoded: Error(kQueueFull) when they would take the queue past
+  // max_queue requests waiting (reserved places included) or the requests reserved, queued and running
+  // past max_pending_bytes; Error(kTooLarge) when they never could (more than max_queue of them, or
+  // several over max_pending_bytes: one image alone may take the whole budget); Error(kDisposed). A
+  // worker waits up to max_delay_ms for company only while other requests are queued or reserved: a
+  // lone request runs at once.
+  Reservation Reserve(int64_t bytes, int64_t count = 1, std::optional<Clock::time_point> deadline = {});
 
   Stats GetStats() const;
 
@@ -97,8 +73,10 @@ class Model {
   void Join();
 
  private:
+  friend class Reservation;
+
   struct Request {
-    RequestId id;
+    RequestId id;  // its reservation's, which every input of one call shares (see Withdraw)
     Input input;
     Completion done;
     Clock::time_point submitted;
@@ -110,12 +88,22 @@ class Model {
   void StartWorkers();
   void WorkerMain(int64_t worker);
   void PreprocessorMain();
-  // Requests queued (those being preprocessed off the workers included), and with the announced ones,
+  // Requests queued (those being preprocessed off the workers included), and with the reserved places,
   // what max_queue bounds. Under mutex_.
   size_t Queued() const { return queue_.size() + large_.size() + preprocessing_; }
-  size_t Waiting() const { return Queued() + static_cast<size_t>(announced_); }
+  size_t Waiting() const { return Queued() + static_cast<size_t>(reserved_); }
+  // Checks and queues a request; `reserved`: its place was reserved (and has just been given back), so
+  // the queue's length does not refuse it. See Submit.
+  void Queue(std::optional<RequestId> id, Input input, Completion done, std::optional<Clock::time_point> deadline,
+             bool reserved);
   // Puts a request on the queue and wakes the workers that would take it. Under mutex_.
   bool Enqueue(Request request);
+  // `count` reserved places and their `bytes` are given back (used or not).
+  void Unreserve(int64_t count, int64_t bytes);
+  // Withdraws the requests of reservation `id` that have not reached a worker; their completion runs
+  // with kAborted on this thread, or, for one that the preprocessing thread holds, there once its
+  // preprocessing ends. False when none was left to withdraw.
+  bool Withdraw(RequestId id);
   // The next batch for `worker`, and whether it runs alone (see Options::intra_op_threads); nullopt
   // once disposed.
   std::optional<std::vector<Request>> NextBatch(int64_t worker, bool& alone);
@@ -142,10 +130,10 @@ class Model {
   std::condition_variable large_wake_;
   size_t preprocessing_ = 0;  // the one the preprocessing thread holds
   RequestId preprocessing_id_ = 0;
-  bool preprocessing_withdrawn_ = false;  // Cancel came while it was being preprocessed
+  bool preprocessing_withdrawn_ = false;  // Withdraw came while it was being preprocessed
   std::thread preprocessor_;
-  int64_t announced_ = 0;
-  int64_t pending_bytes_ = 0;  // announced, queued and running
+  int64_t reserved_ = 0;       // places reserved and not used yet
+  int64_t pending_bytes_ = 0;  // reserved, queued and running
   std::vector<std::thread> workers_;
   int64_t workers_ready_ = 0;
   int64_t running_ = 0;        // workers inside a batch

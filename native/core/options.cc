@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -72,6 +73,55 @@ void RequireCuda() {
   throw Error(ErrorCode::kDevice, "device 'cuda' was requested but CUDA is not available: " + reason);
 }
 
+// The one shape of every message about a bad option.
+Error Expected(const std::string& what, const std::string& option, const std::string& received) {
+  return Error(ErrorCode::kInvalidArgument, "Expected " + what + " for " + option + " but received " + received);
+}
+
+template <typename T>
+std::string Range(T min, T max) {
+  return std::string(std::is_integral_v<T> ? "an integer" : "a number") + " between " + c10::str(min) + " and " +
+         c10::str(max);
+}
+
+template <typename T>
+bool InRange(double value, T min, T max) {
+  if (!std::isfinite(value) || (std::is_integral_v<T> && std::trunc(value) != value)) return false;
+  return value >= static_cast<double>(min) && value <= static_cast<double>(max);
+}
+
+// "'cpu' or 'cuda'"
+std::string Devices() {
+  std::vector<std::string> names;
+#define CHORIPAN_DEVICE_NAME(name, text) names.push_back("'" text "'");
+  CHORIPAN_DEVICES(CHORIPAN_DEVICE_NAME)
+#undef CHORIPAN_DEVICE_NAME
+  std::string list;
+  for (size_t i = 0; i < names.size(); ++i) list += (i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") + names[i];
+  return list;
+}
+
+bool IsHexDigest(const std::string& text) {
+  return text.size() == 64 && std::ranges::all_of(text, [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); });
+}
+
+// Edits from one to the other, case aside: how close a misspelled name is to a known one.
+size_t Distance(std::string_view a, std::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t above = row[j];
+      const bool same = std::tolower(static_cast<unsigned char>(a[i - 1])) == std::tolower(static_cast<unsigned char>(b[j - 1]));
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (same ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
 }  // namespace
 
 int64_t AvailableCores() {
@@ -82,22 +132,74 @@ int64_t AvailableCores() {
   return std::max<int64_t>(1, cores);
 }
 
+Options ReadOptions(const OptionSource& source) {
+  const bool js = source.js();
+  std::vector<std::string> known;
+#define CHORIPAN_KNOWN_OPTION(name, js_name, core) \
+  if ((core) || js) known.emplace_back(js ? js_name : #name);
+  CHORIPAN_OPTIONS(CHORIPAN_KNOWN_OPTION)
+#undef CHORIPAN_KNOWN_OPTION
+  for (const auto& name : source.Names()) {
+    if (std::ranges::find(known, name) != known.end()) continue;
+    const auto closest = std::ranges::min(known, {}, [&](const std::string& k) { return Distance(name, k); });
+    std::string message = "Unknown option '" + name + "' for " + std::string(source.call()) + ".";
+    if (Distance(name, closest) <= 3) message += " Did you mean '" + closest + "'?";
+    message += " Known options:";
+    for (size_t i = 0; i < known.size(); ++i) message += (i == 0 ? " " : ", ") + known[i];
+    throw Error(ErrorCode::kInvalidArgument, message);
+  }
+
+  Options options;
+  const auto refuse = [&](const std::string& name, const std::string& what) {
+    return Expected(what, source.Label(name), source.Received(name));
+  };
+#define CHORIPAN_READ_OPTION(name, js_name, type, fallback, min, max)                    \
+  {                                                                                      \
+    const std::string key = js ? js_name : #name;                                        \
+    if (const auto value = source.Get(key)) {                                            \
+      const auto* number = std::get_if<double>(&*value);                                 \
+      if (number == nullptr || !InRange<type>(*number, min, max)) {                      \
+        throw refuse(key, Range<type>(min, max));                                        \
+      }                                                                                  \
+      options.name = static_cast<type>(*number);                                         \
+    }                                                                                    \
+  }
+  CHORIPAN_NUMERIC_OPTIONS(CHORIPAN_READ_OPTION)
+#undef CHORIPAN_READ_OPTION
+  if (const auto value = source.Get("device")) {
+    const auto* text = std::get_if<std::string>(&*value);
+    bool known_device = false;
+#define CHORIPAN_READ_DEVICE(name, device_text)      \
+  if (text != nullptr && *text == device_text) {     \
+    options.device = Device::k##name;                \
+    known_device = true;                             \
+  }
+    CHORIPAN_DEVICES(CHORIPAN_READ_DEVICE)
+#undef CHORIPAN_READ_DEVICE
+    if (!known_device) throw refuse("device", Devices());
+  }
+  if (const auto value = source.Get("warmup")) {
+    const auto* flag = std::get_if<bool>(&*value);
+    if (flag == nullptr) throw refuse("warmup", "a boolean");
+    options.warmup = *flag;
+  }
+  if (const auto value = source.Get("sha256")) {
+    const auto* digest = std::get_if<std::string>(&*value);
+    if (digest == nullptr || !IsHexDigest(*digest)) throw refuse("sha256", "64 hexadecimal digits");
+    options.sha256 = *digest;
+  }
+  return options;
+}
+
 void Validate(const Options& options) {
-  // Both names: the message reaches JavaScript and Python alike.
-#define CHORIPAN_CHECK_OPTION(name, js, type, fallback, min, max)                                                \
-  if (!(options.name >= (min) && options.name <= (max))) {                                                       \
-    throw Error(ErrorCode::kInvalidArgument, std::string("Expected ") +                                          \
-                                                 (std::is_integral_v<type> ? "an integer" : "a number") +        \
-                                                 " between " + c10::str(min) + " and " + c10::str(max) +         \
-                                                 " for " js " (" #name ") but received " + c10::str(options.name)); \
+#define CHORIPAN_CHECK_OPTION(name, js, type, fallback, min, max)                                          \
+  if (!InRange<type>(static_cast<double>(options.name), min, max)) {                                      \
+    throw Expected(Range<type>(min, max), js " (" #name ")", c10::str(options.name));                     \
   }
   CHORIPAN_NUMERIC_OPTIONS(CHORIPAN_CHECK_OPTION)
 #undef CHORIPAN_CHECK_OPTION
-  if (!options.sha256.empty() && (options.sha256.size() != 64 || !std::ranges::all_of(options.sha256, [](char c) {
-                                    return std::isxdigit(static_cast<unsigned char>(c));
-                                  }))) {
-    throw Error(ErrorCode::kInvalidArgument, "Expected 64 hexadecimal digits for sha256 but received '" +
-                                                 options.sha256.substr(0, 80) + "'");
+  if (!options.sha256.empty() && !IsHexDigest(options.sha256)) {
+    throw Expected("64 hexadecimal digits", "sha256", "'" + options.sha256.substr(0, 80) + "'");
   }
 }
 

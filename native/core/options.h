@@ -4,8 +4,11 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <variant>
+#include <vector>
 
 #include "runner.h"
 #include "vocabulary.h"
@@ -14,7 +17,7 @@ namespace choripan {
 
 // In short: workers 0 picks the CPU cores this process may use (cgroup quota and affinity included), or
 // 1 on a GPU; intra_op_threads 0 picks cores / workers. With one thread per worker, a batch that runs
-// alone (no other worker busy, nothing else queued or announced) gets all `workers` threads: a lone
+// alone (no other worker busy, nothing else queued or reserved) gets all `workers` threads: a lone
 // request is answered as fast as the cores allow, concurrent ones each take a core.
 struct Options {
 #define CHORIPAN_OPTION_FIELD(name, js, type, fallback, min, max) type name = fallback;
@@ -28,7 +31,38 @@ struct Options {
 // The cores this process may run on: affinity mask and cgroup (v1 or v2) CPU quota, at least 1.
 int64_t AvailableCores();
 
-// Throws Error(kInvalidArgument) naming the option (by its JS and Python names) and its range.
+// A value as a binding's language gave it: absent (undefined, None) is no value at all; monostate is
+// one of a type the core never takes (an object, a list).
+using OptionValue = std::variant<std::monostate, double, bool, std::string>;
+
+// Where a binding's options come from (a JS object, Python keyword arguments), and how its language
+// names them and shows their values: ReadOptions is the one reader of both bindings, with one message
+// shape, "Expected <what> for <option> but received <value> of type <type>".
+class OptionSource {
+ public:
+  virtual ~OptionSource() = default;
+  // Whether options go by their JS names ("maxBatch"; js/ reads the JS-only ones itself) or their
+  // Python ones ("max_batch").
+  virtual bool js() const = 0;
+  // The call they are for, in messages: "load()", "Model()".
+  virtual std::string_view call() const = 0;
+  // The names given, in their order.
+  virtual std::vector<std::string> Names() const = 0;
+  // The value given for `name`, if any.
+  virtual std::optional<OptionValue> Get(const std::string& name) const = 0;
+  // How messages refer to the option and show its value: "options.maxBatch" / "max_batch", and
+  // "2.5 of type number" / "2.5 of type float".
+  virtual std::string Label(const std::string& name) const = 0;
+  virtual std::string Received(const std::string& name) const = 0;
+};
+
+// Every option `source` gives, read and checked against vocabulary.json's table: a name it does not know
+// (with the closest one suggested), a value of another type or out of its range, throw
+// Error(kInvalidArgument); what is not given keeps its default.
+Options ReadOptions(const OptionSource& source);
+
+// Throws Error(kInvalidArgument) for a value out of its range, naming the option by both names: for
+// Options that no binding read (ReadOptions checks the ranges in the caller's words).
 void Validate(const Options& options);
 
 // `options` with the automatic values (0) replaced by what they mean on this machine, and the digest in

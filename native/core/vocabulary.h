@@ -35,6 +35,20 @@
   X(workers, "workers", uint64_t) \
   X(intra_op_threads, "intraOpThreads", uint64_t)
 
+// X(snake_name, "jsName", core): every load option, in order; core: read by the core (the others, by js/).
+#define CHORIPAN_OPTIONS(X) \
+  X(max_batch, "maxBatch", true) \
+  X(max_delay_ms, "maxDelayMs", true) \
+  X(max_queue, "maxQueue", true) \
+  X(workers, "workers", true) \
+  X(intra_op_threads, "intraOpThreads", true) \
+  X(device, "device", true) \
+  X(warmup, "warmup", true) \
+  X(max_pending_bytes, "maxPendingBytes", true) \
+  X(sha256, "sha256", true) \
+  X(trusted_keys, "trustedKeys", false) \
+  X(signature, "signature", false)
+
 // X(snake_name, "jsName", type, default, min, max): load options that are numbers.
 #define CHORIPAN_NUMERIC_OPTIONS(X) \
   X(max_batch, "maxBatch", int64_t, 2, 1, 1024) \
@@ -53,6 +67,11 @@
 // The windows the stats are taken over (CHORIPAN_LATENCY_ANSWERS, CHORIPAN_DRAIN_SECONDS).
 #define CHORIPAN_LATENCY_ANSWERS 2048
 #define CHORIPAN_DRAIN_SECONDS 10
+
+// X(Name, "name"): the devices, as Device::kName.
+#define CHORIPAN_DEVICES(X) \
+  X(Cpu, "cpu") \
+  X(Cuda, "cuda")
 
 // The artifact (export/choripan/artifact.py writes it): CHORIPAN_ARTIFACT_FORMAT_VERSION, …; lists as X(item).
 #define CHORIPAN_ARTIFACT_FORMAT "choripan.artifact"

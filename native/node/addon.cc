@@ -11,16 +11,20 @@
 #include "load_worker.h"
 #include "../core/runner.h"
 #include "model_wrap.h"
+#include "options.h"
+#include "request_wrap.h"
 
 namespace choripan::node {
 
 Addon::Addon(Napi::Env env, Napi::Object exports) {
   model_constructor = Napi::Persistent(ModelWrap::Define(env));
+  request_constructor = Napi::Persistent(RequestWrap::Define(env));
   auto versions = Napi::Object::New(env);
   versions.Set("libtorch", Napi::String::New(env, TORCH_VERSION));
   DefineAddon(exports, {
                            InstanceMethod("init", &Addon::Configure),
                            InstanceMethod("load", &Addon::Load),
+                           InstanceMethod("checkOptions", &Addon::CheckOptions),
                            InstanceMethod("cudaAvailable", &Addon::CudaAvailable),
                            InstanceMethod("availableCores", &Addon::Cores),
                            InstanceMethod("cpuSupports", &Addon::CpuSupportsIsa),
@@ -41,26 +45,37 @@ Addon::~Addon() {
 
 void Addon::Teardown(void* self) { static_cast<Addon*>(self)->StopAll(/*teardown=*/true); }
 
-// init({ ChoripanError }): the class every error this binding raises is an instance of.
+// init({ ChoripanError, received }): the class every error this binding raises is an instance of, and
+// how a message shows a JS value that was refused.
 Napi::Value Addon::Configure(const Napi::CallbackInfo& info) {
   auto env = info.Env();
-  if (info.Length() < 1 || !info[0].IsObject() || !info[0].As<Napi::Object>().Get("ChoripanError").IsFunction()) {
-    throw Napi::TypeError::New(env, "init({ ChoripanError }) received malformed arguments");
+  const auto given = info[0].IsObject() ? info[0].As<Napi::Object>() : Napi::Object::New(env);
+  if (!given.Get("ChoripanError").IsFunction() || !given.Get("received").IsFunction()) {
+    throw Napi::TypeError::New(env, "init({ ChoripanError, received }) received malformed arguments");
   }
-  error_constructor = Napi::Persistent(info[0].As<Napi::Object>().Get("ChoripanError").As<Napi::Function>());
+  error_constructor = Napi::Persistent(given.Get("ChoripanError").As<Napi::Function>());
+  received_function = Napi::Persistent(given.Get("received").As<Napi::Function>());
   return env.Undefined();
 }
 
-// load(path: string, options: object): Promise<NativeModel>. The core checks the options' values;
-// js/ has checked their types.
+// load(path: string, options: object): Promise<NativeModel>. The options are read and checked here, by
+// the core (a bad one throws); the artifact is read on the libuv pool.
 Napi::Value Addon::Load(const Napi::CallbackInfo& info) {
-  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsObject()) {
+  if (!info[0].IsString()) {
     throw ToJsError(info.Env(), ErrorCode::kInvalidArgument, "load(path, options) received malformed arguments");
   }
-  auto* worker = new LoadWorker(info.Env(), info[0].As<Napi::String>(), info[1].As<Napi::Object>());
+  const auto options = ReadOptions(info.Env(), info[1]);
+  auto* worker = new LoadWorker(info.Env(), info[0].As<Napi::String>(), options);
   auto promise = worker->Promise();
   worker->Queue();
   return promise;
+}
+
+// checkOptions(options: object): void. What load() would refuse in them, refused the same way, before
+// anything else is done for the call (js/model.js: a signature is checked first).
+Napi::Value Addon::CheckOptions(const Napi::CallbackInfo& info) {
+  ReadOptions(info.Env(), info[0]);
+  return info.Env().Undefined();
 }
 
 Napi::Value Addon::CudaAvailable(const Napi::CallbackInfo& info) {

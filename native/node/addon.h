@@ -16,7 +16,9 @@ class Addon : public Napi::Addon<Addon> {
   ~Addon();
 
   Napi::FunctionReference model_constructor;
+  Napi::FunctionReference request_constructor;
   Napi::FunctionReference error_constructor;  // js/errors.js ChoripanError, given by init()
+  Napi::FunctionReference received_function;  // js/validate.js received(), given by init()
 
   void Register(ModelWrap* model) { live_.insert(model); }
   void Forget(ModelWrap* model) { live_.erase(model); }
@@ -24,6 +26,7 @@ class Addon : public Napi::Addon<Addon> {
  private:
   Napi::Value Configure(const Napi::CallbackInfo& info);
   Napi::Value Load(const Napi::CallbackInfo& info);
+  Napi::Value CheckOptions(const Napi::CallbackInfo& info);
   Napi::Value CudaAvailable(const Napi::CallbackInfo& info);
   Napi::Value Cores(const Napi::CallbackInfo& info);
   Napi::Value CpuSupportsIsa(const Napi::CallbackInfo& info);

@@ -13,7 +13,7 @@ namespace choripan::node {
 
 class LoadWorker : public Napi::AsyncWorker {
  public:
-  LoadWorker(Napi::Env env, const Napi::String& path, const Napi::Object& options);
+  LoadWorker(Napi::Env env, const Napi::String& path, const Options& options);
   Napi::Promise Promise() { return deferred_.Promise(); }
 
  protected:
@@ -24,7 +24,7 @@ class LoadWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   std::string path_;
   Options options_;
-  std::optional<Error> error_;  // set by the constructor (bad options) or by Execute
+  std::optional<Error> error_;  // set by Execute
   std::shared_ptr<Model> model_;
 };
 

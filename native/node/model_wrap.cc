@@ -1,24 +1,18 @@
 #include "model_wrap.h"
 
-#include <ATen/ATen.h>
-
 #include <cmath>
 
 #include "addon.h"
 #include "errors.h"
 #include "load_worker.h"
+#include "request_wrap.h"
 
 namespace choripan::node {
 
 Napi::Function ModelWrap::Define(Napi::Env env) {
   return DefineClass(env, "NativeModel",
                      {
-                         InstanceMethod("predict", &ModelWrap::Predict),
-                         InstanceMethod("predictJpeg", &ModelWrap::PredictJpeg),
-                         InstanceMethod("predictTensor", &ModelWrap::PredictTensor),
-                         InstanceMethod("announce", &ModelWrap::Announce),
-                         InstanceMethod("retract", &ModelWrap::Retract),
-                         InstanceMethod("cancel", &ModelWrap::Cancel),
+                         InstanceMethod("reserve", &ModelWrap::Reserve),
                          InstanceMethod("stats", &ModelWrap::Stats),
                          InstanceMethod("dispose", &ModelWrap::Dispose),
                          InstanceAccessor("metadata", &ModelWrap::Metadata, nullptr),
@@ -48,7 +42,10 @@ ModelWrap::ModelWrap(const Napi::CallbackInfo& info)
 
 // Collected without dispose(): nothing awaits an answer (that keeps the wrapper alive), so the
 // workers are idle and stop at once.
-ModelWrap::~ModelWrap() { Stop(/*join=*/true, /*teardown=*/false); }
+ModelWrap::~ModelWrap() {
+  self_.reset();
+  Stop(/*join=*/true, /*teardown=*/false);
+}
 
 void ModelWrap::Stop(bool join, bool teardown) {
   if (teardown) addon_ = nullptr;
@@ -73,119 +70,50 @@ void ModelWrap::Release(bool teardown) {
   }
 }
 
-// predict(pixels: Uint8Array, width, height, channels, timeoutMs, announcedBytes: number | null, cmyk?):
-// { id, promise }. The bounds check is what keeps memory safe whatever js/ passes.
-Napi::Value ModelWrap::Predict(const Napi::CallbackInfo& info) {
+// reserve({ count, bytes, timeoutMs }): NativeRequest. `count` inputs that js/ is decoding, `bytes` of
+// pixels between them, admitted together or refused together (Model::Reserve), each submitted through
+// the handle before `timeoutMs` (what is left of the caller's; absent: no deadline) runs out.
+Napi::Value ModelWrap::Reserve(const Napi::CallbackInfo& info) {
   auto env = info.Env();
-  if (info.Length() < 6 || !info[0].IsTypedArray() || !info[1].IsNumber() || !info[2].IsNumber() ||
-      !info[3].IsNumber() || !info[4].IsNumber() || !(info[5].IsNumber() || info[5].IsNull())) {
-    throw ToJsError(env, ErrorCode::kInvalidArgument,
-                    "predict(pixels, width, height, channels, timeoutMs, announcedBytes) received malformed arguments");
+  const auto field = [&](const char* name) {
+    return info[0].IsObject() ? info[0].As<Napi::Object>().Get(name) : env.Undefined();
+  };
+  const auto count = field("count");
+  const auto bytes = field("bytes");
+  const auto timeout = field("timeoutMs");
+  if (!count.IsNumber() || !bytes.IsNumber() || !(timeout.IsNumber() || timeout.IsUndefined())) {
+    throw ToJsError(env, ErrorCode::kInvalidArgument, "reserve({ count, bytes, timeoutMs }) received malformed arguments");
   }
-  std::optional<int64_t> announced;
-  if (info[5].IsNumber()) announced = info[5].As<Napi::Number>().Int64Value();
-  auto pixels = info[0].As<Napi::Uint8Array>();
-  ImageView image{pixels.Data(), info[2].As<Napi::Number>().Int64Value(), info[1].As<Napi::Number>().Int64Value(),
-                  info[3].As<Napi::Number>().Int64Value(), info.Length() > 6 && info[6].ToBoolean().Value()};
-  if (image.width < 1 || image.height < 1 || image.channels < 1 || image.channels > 4 ||
-      static_cast<size_t>(image.width) * image.height * image.channels > pixels.ByteLength()) {
-    if (announced) model_->Retract(*announced);
-    throw ToJsError(env, ErrorCode::kInvalidArgument, "pixels hold fewer bytes than width × height × channels");
-  }
-  return Submit(env, image, info[0], info[4].As<Napi::Number>().DoubleValue(), announced);
-}
-
-// predictJpeg(bytes: Uint8Array, width, height, timeoutMs, announcedBytes: number | null): { id, promise }:
-// a JPEG that js/decode.js leaves to the core, with its frame's size as the header says.
-Napi::Value ModelWrap::PredictJpeg(const Napi::CallbackInfo& info) {
-  auto env = info.Env();
-  if (info.Length() < 5 || !info[0].IsTypedArray() || !info[1].IsNumber() || !info[2].IsNumber() ||
-      !info[3].IsNumber() || !(info[4].IsNumber() || info[4].IsNull())) {
-    throw ToJsError(env, ErrorCode::kInvalidArgument,
-                    "predictJpeg(bytes, width, height, timeoutMs, announcedBytes) received malformed arguments");
-  }
-  std::optional<int64_t> announced;
-  if (info[4].IsNumber()) announced = info[4].As<Napi::Number>().Int64Value();
-  auto bytes = info[0].As<Napi::Uint8Array>();
-  JpegView jpeg{{bytes.Data(), bytes.ByteLength()}, info[2].As<Napi::Number>().Int64Value(),
-                info[1].As<Napi::Number>().Int64Value()};
-  return Submit(env, jpeg, info[0], info[3].As<Napi::Number>().DoubleValue(), announced);
-}
-
-// predictTensor(input: Float32Array, timeoutMs, announcedBytes?: number | null): { id, promise }: one
-// preprocessed image, float32 [3, crop, crop] as the artifact's metadata says.
-Napi::Value ModelWrap::PredictTensor(const Napi::CallbackInfo& info) {
-  auto env = info.Env();
-  const auto crop = model_->metadata().preprocessing.crop;
-  if (info.Length() < 2 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array ||
-      !info[1].IsNumber() || !(info[2].IsNumber() || info[2].IsNull() || info[2].IsUndefined())) {
-    throw ToJsError(env, ErrorCode::kInvalidArgument,
-                    "predictTensor(input: Float32Array, timeoutMs, announcedBytes) received malformed arguments");
-  }
-  std::optional<int64_t> announced;
-  if (info[2].IsNumber()) announced = info[2].As<Napi::Number>().Int64Value();
-  auto floats = info[0].As<Napi::Float32Array>();
-  if (static_cast<int64_t>(floats.ElementLength()) != 3 * crop * crop) {
-    if (announced) model_->Retract(*announced);
-    throw ToJsError(env, ErrorCode::kInvalidArgument,
-                    "expected " + std::to_string(3 * crop * crop) + " floats (3 × " + std::to_string(crop) + " × " +
-                        std::to_string(crop) + "), got " + std::to_string(floats.ElementLength()));
-  }
-  // A view of the caller's memory, pinned by the job until a worker has copied it into its batch.
-  auto tensor = at::from_blob(floats.Data(), {3, crop, crop}, at::TensorOptions().dtype(at::kFloat));
-  return Submit(env, tensor, info[0], info[1].As<Napi::Number>().DoubleValue(), announced);
-}
-
-Napi::Object ModelWrap::Submit(Napi::Env env, Input input, const Napi::Value& pinned, double timeout_ms,
-                               std::optional<int64_t> announced) {
-  auto deferred = Napi::Promise::Deferred::New(env);
-  auto result = Napi::Object::New(env);
-  result.Set("promise", deferred.Promise());
   std::optional<Clock::time_point> deadline;
-  if (std::isfinite(timeout_ms) && timeout_ms > 0) {
-    deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                  std::chrono::duration<double, std::milli>(timeout_ms));
+  if (const double ms = timeout.IsNumber() ? timeout.As<Napi::Number>().DoubleValue() : 0; std::isfinite(ms) && ms > 0) {
+    deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double, std::milli>(ms));
   }
+  Reservation reservation;
+  try {
+    reservation = model_->Reserve(bytes.As<Napi::Number>().Int64Value(), count.As<Napi::Number>().Int64Value(), deadline);
+  } catch (const Error& error) {
+    throw ToJsError(env, error);
+  }
+  return RequestWrap::Create(env, self_, std::move(reservation));
+}
+
+Napi::Value ModelWrap::Submit(Napi::Env env, Reservation& reservation, Input input, const Napi::Value& pinned) {
+  auto deferred = Napi::Promise::Deferred::New(env);
   auto* job = new Job{deferred, Napi::Persistent(pinned)};
   Completions completions = completions_;
   try {
-    auto id = model_->Submit(
-        std::move(input),
-        [completions, job](Outcome outcome) {
-          auto* delivery = new Delivery{job, std::move(outcome)};
-          if (completions.NonBlockingCall(delivery) != napi_ok) delete delivery;  // environment gone
-        },
-        deadline, announced);
-    result.Set("id", Napi::Number::New(env, static_cast<double>(id)));
+    reservation.Submit(std::move(input), [completions, job](Outcome outcome) {
+      auto* delivery = new Delivery{job, std::move(outcome)};
+      if (completions.NonBlockingCall(delivery) != napi_ok) delete delivery;  // environment gone
+    });
   } catch (const Error& error) {
     delete job;
     deferred.Reject(ToJsError(env, error).Value());
-    result.Set("id", env.Null());
-    return result;
+    return deferred.Promise();
   }
   // A model with requests awaiting their answer is never collected, and keeps the loop alive.
   if (Ref() == 1) completions_.Ref(env);
-  return result;
-}
-
-// announce(bytes, count = 1): `count` calls are decoding that many bytes of pixels between them, admitted
-// together or refused together (Model::Announce). Each ends with predict…(…, its bytes) or retract(its bytes).
-Napi::Value ModelWrap::Announce(const Napi::CallbackInfo& info) {
-  if (!info[0].IsNumber() || !(info[1].IsNumber() || info[1].IsUndefined())) {
-    throw ToJsError(info.Env(), ErrorCode::kInvalidArgument, "announce(bytes, count) needs numbers");
-  }
-  try {
-    model_->Announce(info[0].As<Napi::Number>().Int64Value(), info[1].IsNumber() ? info[1].As<Napi::Number>().Int64Value() : 1);
-  } catch (const Error& error) {
-    throw ToJsError(info.Env(), error);
-  }
-  return info.Env().Undefined();
-}
-
-Napi::Value ModelWrap::Retract(const Napi::CallbackInfo& info) {
-  if (!info[0].IsNumber()) throw ToJsError(info.Env(), ErrorCode::kInvalidArgument, "retract(bytes) needs a number");
-  model_->Retract(info[0].As<Napi::Number>().Int64Value());
-  return info.Env().Undefined();
+  return deferred.Promise();
 }
 
 void ModelWrap::Deliver(Napi::Env env, Napi::Function, ModelWrap* self, Delivery* delivery) {
@@ -224,12 +152,6 @@ void ModelWrap::Settle(Napi::Env env, Job* job, Outcome outcome) {
   } catch (const Napi::Error&) {
     // Likewise: the environment is going away, and its handles with it.
   }
-}
-
-Napi::Value ModelWrap::Cancel(const Napi::CallbackInfo& info) {
-  if (!info[0].IsNumber()) return Napi::Boolean::New(info.Env(), false);
-  auto id = static_cast<RequestId>(info[0].As<Napi::Number>().Int64Value());
-  return Napi::Boolean::New(info.Env(), model_->Cancel(id));
 }
 
 // stats(): the fields vocabulary.json lists, by their JS names.

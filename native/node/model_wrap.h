@@ -1,5 +1,6 @@
-// The JS face of choripan::Model. Completions come back from worker threads through one
-// thread-safe function per model; the wrapper stays alive while any request awaits its answer.
+// The JS face of choripan::Model (NativeModel in js/binding.d.ts). Requests come in through the
+// reservations it hands out (request_wrap.h); their completions come back from worker threads through
+// one thread-safe function per model, and the wrapper stays alive while any request awaits its answer.
 #pragma once
 
 #include <napi.h>
@@ -25,8 +26,13 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   // answered with E_DISPOSED; with `join`, waits for a running batch.
   void Stop(bool join, bool teardown);
 
+  // Queues `input` through `reservation`, pinning `pinned` (the memory it refers to) until a worker has
+  // read it: the promise of its answer, rejected at once when the core refuses it.
+  Napi::Value Submit(Napi::Env env, Reservation& reservation, Input input, const Napi::Value& pinned);
+  int64_t crop() const { return model_->metadata().preprocessing.crop; }
+
  private:
-  // One predict call: the promise to settle and the pixel buffer pinned until a worker has read it.
+  // One submitted input: the promise to settle and the pixel buffer pinned until a worker has read it.
   struct Job {
     Napi::Promise::Deferred deferred;
     Napi::Reference<Napi::Value> pixels;
@@ -38,15 +44,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   static void Deliver(Napi::Env env, Napi::Function unused, ModelWrap* self, Delivery* delivery);
   using Completions = Napi::TypedThreadSafeFunction<ModelWrap, Delivery, &ModelWrap::Deliver>;
 
-  Napi::Value Predict(const Napi::CallbackInfo& info);
-  Napi::Value PredictJpeg(const Napi::CallbackInfo& info);
-  Napi::Value PredictTensor(const Napi::CallbackInfo& info);
-  // Queues `input` (whose memory `pinned` keeps alive) and returns { id, promise }.
-  Napi::Object Submit(Napi::Env env, Input input, const Napi::Value& pinned, double timeout_ms,
-                      std::optional<int64_t> announced);
-  Napi::Value Announce(const Napi::CallbackInfo& info);
-  Napi::Value Retract(const Napi::CallbackInfo& info);
-  Napi::Value Cancel(const Napi::CallbackInfo& info);
+  Napi::Value Reserve(const Napi::CallbackInfo& info);
   Napi::Value Stats(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value Metadata(const Napi::CallbackInfo& info);
@@ -57,6 +55,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   void Release(bool teardown);
 
   std::shared_ptr<Model> model_;
+  // Not an owner: what the reservations it hands out hold (weakly), expired when this goes.
+  std::shared_ptr<ModelWrap> self_{this, [](ModelWrap*) {}};
   Completions completions_;
   Addon* addon_;  // the registry this model is in; null once the environment tears it down
   bool released_ = false;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <future>
+#include <limits>
 #include <mutex>
 #include <vector>
 
@@ -61,36 +62,48 @@ py::dict StatsDict(const choripan::Stats& s) {
   return d;
 }
 
-// Model(path, **options): the options vocabulary.json lists, by their snake_case names; absent ones
-// keep the core's defaults, and the core checks the values.
-choripan::Options ReadOptions(const py::kwargs& given) {
-  choripan::Options options;
-  std::vector<std::string> known;
-#define CHORIPAN_READ_OPTION(name, js, type, fallback, min, max) \
-  known.emplace_back(#name);                                     \
-  if (given.contains(#name)) options.name = given[#name].cast<type>();
-  CHORIPAN_NUMERIC_OPTIONS(CHORIPAN_READ_OPTION)
-#undef CHORIPAN_READ_OPTION
-  known.insert(known.end(), {"device", "warmup", "sha256"});
-  if (given.contains("device")) {
-    const auto device = given["device"].cast<std::string>();
-    if (device != "cpu" && device != "cuda") {
-      throw Error(choripan::ErrorCode::kInvalidArgument, "device must be 'cpu' or 'cuda', got '" + device + "'");
-    }
-    options.device = device == "cuda" ? choripan::Device::kCuda : choripan::Device::kCpu;
+// Model(path, **options): keyword arguments as the core's one option reader reads them, by their
+// snake_case names; None is as if not given. Python shows its values as repr() does.
+class PythonOptions : public choripan::OptionSource {
+ public:
+  explicit PythonOptions(const py::kwargs& given) : given_(given) {}
+
+  bool js() const override { return false; }
+  std::string_view call() const override { return "Model()"; }
+
+  std::vector<std::string> Names() const override {
+    std::vector<std::string> names;
+    for (const auto& [key, value] : given_) names.push_back(key.cast<std::string>());
+    return names;
   }
-  if (given.contains("warmup")) options.warmup = given["warmup"].cast<bool>();
-  if (given.contains("sha256")) options.sha256 = given["sha256"].cast<std::string>();
-  for (const auto& [key, value] : given) {
-    const auto name = key.cast<std::string>();
-    if (std::find(known.begin(), known.end(), name) == known.end()) {
-      std::string list;
-      for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
-      throw Error(choripan::ErrorCode::kInvalidArgument, "unknown option '" + name + "'; known options: " + list);
+
+  std::optional<choripan::OptionValue> Get(const std::string& name) const override {
+    if (!given_.contains(name) || given_[name.c_str()].is_none()) return std::nullopt;
+    const py::object value = given_[name.c_str()];
+    if (py::isinstance<py::bool_>(value)) return value.cast<bool>();  // before int: True is an int too
+    if (py::isinstance<py::int_>(value) || py::isinstance<py::float_>(value)) {
+      try {
+        return py::float_(value).cast<double>();
+      } catch (const py::error_already_set&) {
+        return std::numeric_limits<double>::infinity();  // an int too large for a float is out of any range
+      }
     }
+    if (py::isinstance<py::str>(value)) return value.cast<std::string>();
+    return choripan::OptionValue{};
   }
-  return options;
-}
+
+  std::string Label(const std::string& name) const override { return name; }
+
+  std::string Received(const std::string& name) const override {
+    const py::object value = given_[name.c_str()];
+    auto shown = py::repr(value).cast<std::string>();
+    if (shown.size() > 80) shown = shown.substr(0, 80) + "…";
+    return shown + " of type " + py::type::of(value).attr("__name__").cast<std::string>();
+  }
+
+ private:
+  const py::kwargs& given_;
+};
 
 // Models alive in this interpreter, disposed by an atexit hook: worker threads must be joined before
 // the interpreter and libtorch's statics are torn down.
@@ -156,7 +169,7 @@ class Error(RuntimeError):
 
   py::class_<Model, std::shared_ptr<Model>>(m, "Model")
       .def(py::init([](const std::string& path, const py::kwargs& kwargs) {
-             const auto options = ReadOptions(kwargs);
+             const auto options = choripan::ReadOptions(PythonOptions(kwargs));
              py::gil_scoped_release release;
              return Track(Model::Load(path, options));
            }),
@@ -220,27 +233,14 @@ class Error(RuntimeError):
             std::vector<at::Tensor> owned;
             for (const auto& input : inputs) owned.push_back(input.contiguous());
             py::gil_scoped_release release;
-            // Announced first: the worker that takes the first one waits for the rest.
-            size_t announced = 0;
-            try {
-              for (; announced < owned.size(); ++announced) {
-                model.Announce(static_cast<int64_t>(owned[announced].nbytes()));
-              }
-            } catch (...) {
-              for (size_t i = 0; i < announced; ++i) model.Retract(static_cast<int64_t>(owned[i].nbytes()));
-              throw;
-            }
+            // A place for each first, so that the worker that takes the first one waits for the rest;
+            // what is left of them goes back when the reservations do, whatever happens.
+            std::vector<choripan::Reservation> reservations;
+            for (const auto& input : owned) reservations.push_back(model.Reserve(static_cast<int64_t>(input.nbytes())));
             for (size_t i = 0; i < owned.size(); ++i) {
               auto promise = std::make_shared<std::promise<choripan::Outcome>>();
               futures.push_back(promise->get_future());
-              try {
-                model.Submit(
-                    owned[i], [promise](choripan::Outcome o) { promise->set_value(std::move(o)); }, {},
-                    static_cast<int64_t>(owned[i].nbytes()));
-              } catch (...) {
-                for (size_t j = i + 1; j < owned.size(); ++j) model.Retract(static_cast<int64_t>(owned[j].nbytes()));
-                throw;
-              }
+              reservations[i].Submit(owned[i], [promise](choripan::Outcome o) { promise->set_value(std::move(o)); });
             }
             std::vector<at::Tensor> results;
             for (auto& future : futures) results.push_back(ToTensor(future.get()));

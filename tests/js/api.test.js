@@ -73,9 +73,11 @@ describe('bad calls are rejected with E_INVALID_ARGUMENT', () => {
     ['a misspelled option', () => choripan.predict(photo('coffee.png'), { top_k: 3 }), /Unknown option 'top_k' for predict\(\)\. Did you mean 'topK'\?/],
     ['a signal that is not an AbortSignal', () => choripan.predict(photo('coffee.png'), { signal: {} }), /AbortSignal/],
     ['a misspelled load option', () => choripan.load(defaultModelPath, { maxbatch: 4 }), /Did you mean 'maxBatch'\?/],
-    ['maxBatch 0', () => choripan.load(defaultModelPath, { maxBatch: 0 }), /between 1 and 1024 for maxBatch \(max_batch\) but received 0/],
-    ['maxBatch 2.5', () => choripan.load(defaultModelPath, { maxBatch: 2.5 }), /Expected an integer for options.maxBatch but received 2.5/],
+    ['maxBatch 0', () => choripan.load(defaultModelPath, { maxBatch: 0 }), /^Expected an integer between 1 and 1024 for options.maxBatch but received 0 of type number$/],
+    ['maxBatch 2.5', () => choripan.load(defaultModelPath, { maxBatch: 2.5 }), /^Expected an integer between 1 and 1024 for options.maxBatch but received 2.5 of type number$/],
     ['an unknown device', () => choripan.load(defaultModelPath, { device: 'tpu' }), /'cpu' or 'cuda' for options.device/],
+    ['warmup of another type, in the one shape', () => choripan.load(defaultModelPath, { warmup: 'yes' }),
+      /^Expected a boolean for options.warmup but received "yes" of type string$/],
     ['a path that is not a string', () => choripan.load(42), /for path but received 42 of type number/],
   ];
   for (const [name, call, message] of cases) {

@@ -205,13 +205,14 @@ describe('lifecycle', () => {
     });
     const sharp = require('sharp');
     const { data, info } = await sharp(cat).raw().toBuffer({ resolveWithObject: true });
-    const calls = Array.from({ length: 40 }, () => codeOf(model.predict(data, info.width, info.height, info.channels, 0, null).promise));
+    const submit = () => model.reserve({ count: 1, bytes: data.length }).submit({ pixels: data, ...info });
+    const calls = Array.from({ length: 40 }, () => codeOf(submit()));
     await new Promise((resolve) => setTimeout(resolve, 20));
     await model.dispose();
     const codes = await Promise.all(calls);
     assert.deepEqual(new Set(codes), new Set(['ok', 'E_DISPOSED']));
     assert.equal(model.disposed, true);
-    assert.equal(await codeOf(model.predict(data, info.width, info.height, info.channels, 0, null).promise), 'E_DISPOSED');
+    assert.equal(await codeOf((async () => submit())()), 'E_DISPOSED');
   });
 
   test('a process with a loaded, never disposed model exits on its own', () => {

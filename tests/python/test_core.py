@@ -231,12 +231,18 @@ def test_bad_inputs_raise_e_invalid_argument(core):
 
 
 def test_options_are_checked(default_artifact):
-    with pytest.raises(choripan_core.Error) as caught:
-        choripan_core.Model(str(default_artifact), max_batch=0)
-    assert caught.value.code == "E_INVALID_ARGUMENT"
-    with pytest.raises(choripan_core.Error) as caught:
-        choripan_core.Model(str(default_artifact), device="tpu")
-    assert caught.value.code == "E_INVALID_ARGUMENT"
+    """The core reads and checks the options for both bindings: Node's messages, in Python's words."""
+    for options, message in (
+        ({"max_batch": 0}, "Expected an integer between 1 and 1024 for max_batch but received 0 of type int"),
+        ({"max_batch": "2"}, "Expected an integer between 1 and 1024 for max_batch but received '2' of type str"),
+        ({"device": "tpu"}, "Expected 'cpu' or 'cuda' for device but received 'tpu' of type str"),
+        ({"warmup": 1}, "Expected a boolean for warmup but received 1 of type int"),
+        ({"maxBatch": 4}, "Unknown option 'maxBatch' for Model(). Did you mean 'max_batch'? Known options: "),
+    ):
+        with pytest.raises(choripan_core.Error) as caught:
+            choripan_core.Model(str(default_artifact), **options)
+        assert caught.value.code == "E_INVALID_ARGUMENT"
+        assert caught.value.message.startswith(message), caught.value.message
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: test_gpu.py covers it")
