@@ -11,10 +11,11 @@ const { Command, CommanderError, Option } = require('commander');
 const { version } = require('../package.json');
 const { ChoripanError, summary } = require('../js/errors');
 const config = require('../js/server/config');
-const { serverVariables, unsetValue } = require('../js/vocabulary');
+const { vocabulary, serverVariables, unsetValue } = require('../js/vocabulary');
 
 /** What a server variable comes to when unset (native/core/vocabulary.json). */
 const unset = (name) => unsetValue(serverVariables().find((v) => v.variable === name));
+const TOP_K_DEFAULT = vocabulary.predictOptions.find((o) => o.name === 'topK').default;
 
 /** The exit status of a command line that cannot be run as it is: a usage error, a file that cannot be read. */
 const USAGE_STATUS = 2;
@@ -100,7 +101,7 @@ function predictCommand() {
     .description('Classify image files (JPEG, PNG, WebP, GIF, TIFF, AVIF) and print the most probable labels of each.')
     .argument('<image...>', 'image files')
     .option('--model <PATH>', 'an artifact written by `python -m choripan` (default: CHORIPAN_MODEL, else the default model)', collect)
-    .option('--top-k <K>', 'how many labels to print for each image; more than the model has prints them all (default: 5)')
+    .option('--top-k <K>', `how many labels to print for each image; more than the model has prints them all (default: ${TOP_K_DEFAULT})`)
     .addOption(new Option('--topk <K>').hideHelp()) // --top-k's old spelling
     .option('--json', 'one JSON line per image on stdout: {"file", "label", "probability", "top"}, or {"file", "error": {"code", "message"}}')
     .addHelpText('after', `

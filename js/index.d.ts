@@ -62,12 +62,14 @@ export interface LoadOptions {
 }
 
 export interface PredictOptions {
-  /** How many labels `top` holds, most probable first: 1 to the model's label count. Default 5, or every label when there are fewer. */
+  // <vocabulary predictOptions>
+  /** how many labels `top` holds, most probable first: 1 to the model's label count, every label when there are fewer than the default. Default 5. */
   topK?: number;
+  /** deadline for the whole call (decode, queue, forward), in ms, at most setTimeout's longest; past it E_TIMEOUT. */
+  timeoutMs?: number;
+  // </vocabulary predictOptions>
   /** @deprecated The old name of `topK` (a DeprecationWarning, CHORIPAN_DEP0001); both at once are refused. */
   topk?: number;
-  /** Deadline for the whole call (decode, queue, forward); rejects with E_TIMEOUT. */
-  timeoutMs?: number;
   /** Aborting rejects with E_ABORTED and withdraws the request if it is still queued. */
   signal?: AbortSignal;
 }

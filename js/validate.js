@@ -7,6 +7,10 @@
 
 const { KeyObject } = require('node:crypto');
 const { ChoripanError } = require('./errors');
+const { vocabulary } = require('./vocabulary');
+
+/** predict()'s options that the vocabulary states: topK's default and least, timeoutMs's range. */
+const PREDICT = Object.fromEntries(vocabulary.predictOptions.map((o) => [o.name, o]));
 
 function describe(value) {
   if (value === null) return 'null';
@@ -73,7 +77,7 @@ function plainObject(value, name) {
 }
 
 // The load options that js/ reads itself (vocabulary.json's layer "js"); the core reads the others.
-const JS_LOAD_OPTIONS = require('../native/core/vocabulary.json').options.filter((o) => o.layer === 'js').map((o) => o.name);
+const JS_LOAD_OPTIONS = vocabulary.options.filter((o) => o.layer === 'js').map((o) => o.name);
 
 /**
  * load()'s options, split: what js/ reads itself (trustedKeys and signature, checked here) and the rest,
@@ -118,7 +122,7 @@ function renamedTopK(given) {
 function predictOptions(options, classes) {
   const [given, topKName] = renamedTopK(plainObject(options, 'options'));
   rejectUnknown(given, ['topK', 'signal', 'timeoutMs'], 'predict()');
-  const topK = given.topK === undefined ? Math.min(5, classes) : integer(given.topK, `options.${topKName}`, 1, classes);
+  const topK = given.topK === undefined ? Math.min(PREDICT.topK.default, classes) : integer(given.topK, `options.${topKName}`, PREDICT.topK.min, classes);
   return { topK, ...deadlineOptions(given) };
 }
 
@@ -133,7 +137,8 @@ function deadlineOptions(given) {
   if (given.signal !== undefined && !(given.signal instanceof AbortSignal)) {
     throw invalid('an AbortSignal', 'options.signal', given.signal);
   }
-  const timeoutMs = given.timeoutMs === undefined ? undefined : number(given.timeoutMs, 'options.timeoutMs', 1, 2 ** 31 - 1);
+  const { min, max } = PREDICT.timeoutMs;
+  const timeoutMs = given.timeoutMs === undefined ? undefined : number(given.timeoutMs, 'options.timeoutMs', min, max);
   return { signal: given.signal, timeoutMs };
 }
 

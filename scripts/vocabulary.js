@@ -92,6 +92,8 @@ const regions = {
     options: (v) => v.options.flatMap((o) => [`  /** ${o.meaning}.${'default' in o ? ` Default ${quote(o.default)}.` : ''} */`,
       `  ${o.name}?: ${optionType(o)};`]),
     stats: (v) => v.stats.map((s) => `  /** ${meaning(s, v)}. */\n  ${s.name}: number;`),
+    predictOptions: (v) => v.predictOptions.flatMap((o) => [`  /** ${o.meaning}.${'default' in o ? ` Default ${o.default}.` : ''} */`,
+      `  ${o.name}?: number;`]),
   },
   'docs/api.md': {
     errors: (v) => ['| code | HTTP status | meaning |', '| --- | --- | --- |',
@@ -100,6 +102,8 @@ const regions = {
       ...v.options.map((o) => `| \`${o.name}\` | ${o.type === 'integer' ? 'integer' : optionType(o).replace(/\|/g, '\\|')} | ` +
         `${'default' in o ? quote(o.default) : ''} | ${'min' in o ? `${o.min} – ${o.max}` : ''} | ${o.meaning}${o.layer === 'js' ? ' (JS only)' : ''} |`)],
     stats: (v) => ['| field | meaning |', '| --- | --- |', ...v.stats.map((s) => `| \`${s.name}\` | ${meaning(s, v)} |`)],
+    predictOptions: (v) => ['| option | type | default | range | meaning |', '| --- | --- | --- | --- | --- |',
+      ...v.predictOptions.map((o) => `| \`${o.name}\` | ${o.type} | ${o.default ?? 'none'} | ${o.min} – ${o.max ?? 'the label count'} | ${o.meaning} |`)],
     formats: (v) => ['| format | in the decode policy | what is read |', '| --- | --- | --- |',
       ...v.formats.map((f) => `| ${f.name} | \`${f.policy}\` | ${f.note ?? 'the image'} |`)],
   },

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from .contract import PREDICT_OPTIONS
 from .errors import ExportError, counted
 from .names import NAME_RULE, check_name, name_from
 
@@ -370,7 +371,7 @@ def parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="classify images with the Python reference predictor")
     predict.add_argument("--model", type=Path, required=True)
     predict.add_argument("images", type=Path, nargs="+")
-    predict.add_argument("--topk", type=_positive, default=5)
+    predict.add_argument("--topk", type=_positive, default=PREDICT_OPTIONS["topK"]["default"])
     predict.add_argument("--json", action="store_true", help="one JSON object per image per line")
     _add_trust_arguments(predict)
     predict.set_defaults(run=_predict)

@@ -17,6 +17,7 @@ ERROR_CODES = frozenset(error["code"] for error in VOCABULARY["errors"])
 LIMITS = {limit["name"]: limit["value"] for limit in VOCABULARY["limits"]}
 LIMIT_REFUSALS = {limit["name"]: limit["refusal"] for limit in VOCABULARY["limits"]}  # "at most 100 megapixels …"
 OPTIONS = {option["name"]: option for option in VOCABULARY["options"]}
+PREDICT_OPTIONS = {option["name"]: option for option in VOCABULARY["predictOptions"]}
 
 MAX_PIXELS: int = LIMITS["maxPixels"]
 MAX_ASPECT_RATIO: int = LIMITS["maxAspectRatio"]
