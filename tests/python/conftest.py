@@ -15,6 +15,20 @@ ROOT = Path(__file__).resolve().parents[2]
 CAT_LABELS = {"tiger cat", "Egyptian cat", "tabby"}
 
 
+# `npm run test:fast` runs `pytest -m "not slow"`: every test that needs a compiled package is slow (a
+# compile takes a minute or more), and so are the modules that export torchvision and fastai models or
+# train one (each test a minute or more; fastai's first installs fastai).
+SLOW_FIXTURES = {"default_package"}
+SLOW_MODULES = {"test_fastai", "test_torchvision", "test_train"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2]
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or module in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def photos() -> Path:
     return data_dir()
