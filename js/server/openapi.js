@@ -25,12 +25,15 @@ const OIP_FAILURES = { 400: answer('a malformed request', ref('OipError')), 404:
   503: answer('the queue is full', ref('OipError')),
   504: answer('no answer in time', ref('OipError')) };
 
-/** @param {Map<string, import('../index').Model>} models */
-function openapi(models) {
-  const name = { name: 'name', in: 'path', required: true, schema: { type: 'string', enum: [...models.keys()] } };
-  const versioned = { name: 'version', in: 'path', required: true, schema: { type: 'string', enum: ['1'] } };
-  const modelQuery = { name: 'model', in: 'query', required: false, schema: { type: 'string', enum: [...models.keys()] },
-    description: 'which model (the first by default)' };
+/** @param {string[]} names the models served now */
+function openapi(names) {
+  // A name is one the service serves now.
+  const nameSchema = { type: 'string', pattern: `^${vocabulary.modelName.pattern}$`, ...(names.length ? { examples: names } : {}) };
+  const name = { name: 'name', in: 'path', required: true, schema: nameSchema };
+  const versioned = { name: 'version', in: 'path', required: true, schema: { type: 'string', pattern: '^[1-9][0-9]*$' },
+    description: 'a version served; without it, the highest' };
+  const modelQuery = { name: 'model', in: 'query', required: false, schema: nameSchema,
+    description: 'which model (the first by default; its highest version)' };
   const timeout = { name: 'X-Request-Timeout-Ms', in: 'header', required: false, schema: { type: 'integer', minimum: 1 },
     description: 'less time than the server allows, never more' };
   const predictAnswers = { 200: answer('the most probable labels', ref('Prediction')), ...failures(PREDICT_FAILURES) };
