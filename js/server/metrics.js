@@ -18,8 +18,10 @@ const labelsOf = ({ name, version }) => ({ model: name, version: String(version)
 
 /**
  * @param {import('./catalog').Catalog} catalog the models served, which may come and go
+ * @param {() => Iterable<{ name: string, version: number, count: number }>} [loadFailures] a model
+ *   repository's failed loads, by version (js/server/repository.js)
  */
-function createMetrics(catalog) {
+function createMetrics(catalog, loadFailures) {
   const registry = new client.Registry();
   client.collectDefaultMetrics({ register: registry, prefix: 'choripan_' });
   const requests = new client.Counter({
@@ -63,6 +65,17 @@ function createMetrics(catalog) {
       },
     });
   }
+  if (loadFailures) {
+    new client.Counter({
+      name: 'choripan_model_load_failures_total', help: 'versions of the model repository that failed to load (E_MODEL_LOAD), by model and version',
+      labelNames: ['model', 'version'], registers: [registry],
+      collect() {
+        this.reset();
+        for (const failure of loadFailures()) this.inc(labelsOf(failure), failure.count);
+      },
+    });
+  }
+
   // Each version's forward passes, from the versions served now and those installed later.
   const observe = (served) => served.model.on('prediction', ({ queueMs, forwardMs, batchSize: size }) => {
     const labels = labelsOf(served);
