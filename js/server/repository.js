@@ -243,8 +243,9 @@ class ModelRepository {
     const gone = this.catalog.versions(name).filter((version) => !found.has(version));
     const staying = this.catalog.versions(name).filter((version) => found.has(version));
     if (gone.length && !staying.length && failed.length) {
-      this.#logger.warn({ model: name, versions: gone }, `model ${name}: versions ${gone.join(', ')} left the repository, ` +
-        'but none loaded in their place: they go on serving');
+      const [versions, their, they] = gone.length > 1 ? ['versions', 'their', 'they go'] : ['version', 'its', 'it goes'];
+      this.#logger.warn({ model: name, versions: gone }, `model ${name}: ${versions} ${gone.join(', ')} left the repository, ` +
+        `but no version loaded in ${their} place: ${they} on serving`);
     } else {
       for (const version of gone) this.#unloadVersion(name, version);
     }

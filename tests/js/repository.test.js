@@ -79,6 +79,29 @@ describe('a version replaced while requests hold it', () => {
   });
 });
 
+describe('a version that does not load', () => {
+  test('in place of versions that left the repository: they go on serving until one loads', async () => {
+    const folder = repositoryOf({ 'cat/1': defaultModelPath });
+    const { repository, lines } = await open(folder, 'explicit');
+    try {
+      await repository.load('cat');
+      fs.rmSync(path.join(folder, 'cat', '1'), { recursive: true });
+      fs.mkdirSync(path.join(folder, 'cat', '2'));
+      fs.writeFileSync(path.join(folder, 'cat', '2', 'model.pt'), 'not a model');
+      await assert.rejects(repository.load('cat'), { code: 'E_MODEL_LOAD', message: /^model cat version 2 did not load: .*; cat goes on serving version 1$/ });
+      assert.deepEqual(repository.catalog.versions('cat'), [1]);
+      assert.ok(lines.some((line) => line.msg === 'model cat: version 1 left the repository, but no version loaded in its place: it goes on serving'));
+      fs.copyFileSync(defaultModelPath, path.join(folder, 'cat', '2', 'model.pt'));
+      await repository.load('cat');
+      assert.deepEqual(repository.catalog.versions('cat'), [2]);
+      assert.deepEqual([...repository.loadFailures()], [{ name: 'cat', version: 2, count: 1 }]);
+    } finally {
+      await repository.close();
+      fs.rmSync(folder, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('the cores', () => {
   let folder;
   before(() => {

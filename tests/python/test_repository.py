@@ -287,7 +287,7 @@ def test_a_file_that_does_not_load_leaves_the_old_version_serving(tmp_path, tiny
         assert [line["version"] for line in logged] == [2, 1]
 
 
-def test_poll_notices_added_and_removed_versions(tmp_path, tiny):
+def test_poll_notices_added_changed_and_removed_versions(tmp_path, tiny):
     repository = tmp_path / "models"
     place(repository, "tiny", 1, tiny["one"])
     with Server(repository, "poll", CHORIPAN_REPOSITORY_POLL_MS="200") as server:
@@ -301,6 +301,10 @@ def test_poll_notices_added_and_removed_versions(tmp_path, tiny):
         shutil.rmtree(repository / "tiny" / "2")
         wait_for(lambda: server.request("/v2/models/tiny/versions/2")[0] == 404)
         assert top_label(client, "tiny")[0].startswith("one-")
+
+        shutil.copy(tiny["three"], repository / "tiny" / "1" / "incoming.tmp")
+        os.replace(repository / "tiny" / "1" / "incoming.tmp", repository / "tiny" / "1" / "model.pt")
+        wait_for(lambda: top_label(client, "tiny")[0].startswith("three-"))
 
         with pytest.raises(InferenceServerException, match="the model control mode is poll") as refused:
             client.load_model("tiny")
