@@ -68,18 +68,28 @@ const collect = (value, previous = []) => [...previous, value];
 
 function serveCommand() {
   const command = new Command('serve')
-    .summary('serve models over HTTP until SIGTERM or SIGINT')
+    .summary('serve models, or a model repository, over HTTP until SIGTERM or SIGINT')
     .description('Serve models over HTTP (POST /predict, the Open Inference Protocol under /v2, /metrics, a page at /) ' +
       'until SIGTERM or SIGINT, then finish the requests in hand. The port is taken first; /readyz answers 503 until ' +
       'the models have loaded. The log goes to stdout: JSON lines, or lines for a person on a terminal.')
     .addOption(new Option('--model <[NAME=]PATH>', 'an artifact written by `python -m choripan`; several --model NAME=PATH ' +
       'serve several models, the first the default (default: CHORIPAN_MODELS or CHORIPAN_MODEL, else the default model)')
       .argParser(collect))
+    .option('--model-repository <DIR>', 'serve a model repository, DIR/NAME/VERSION/ holding one artifact each, ' +
+      'every version under /v2/models/NAME/versions/VERSION (default: CHORIPAN_MODEL_REPOSITORY)')
+    .option('--model-control <MODE>', 'how the repository\'s models change: none (loaded at start), poll ' +
+      '(read again every CHORIPAN_REPOSITORY_POLL_MS), explicit (loaded and unloaded by the repository calls) ' +
+      `(default: CHORIPAN_MODEL_CONTROL, else ${unset('CHORIPAN_MODEL_CONTROL')})`)
     .option('--port <N>', `port to listen on, 0 for any free one (default: PORT, else ${unset('PORT')})`)
     .option('--host <HOST>', `address to listen on (default: HOST, else ${unset('HOST')})`)
     .addHelpText('after', `\nEnvironment (a flag wins over its variable):\n${config.describeVariables()}`)
     .action(async (options) => {
       const port = options.port === undefined ? undefined : flagValue(command, '--port', options.port, config.VARIABLES.PORT[1]);
+      if (options.model && options.modelRepository) usage(command, '--model and --model-repository: serve models or a repository, not both');
+      const modelRepository = options.modelRepository === undefined ? undefined
+        : flagValue(command, '--model-repository', options.modelRepository, config.VARIABLES.CHORIPAN_MODEL_REPOSITORY[1]);
+      const modelControl = options.modelControl === undefined ? undefined
+        : flagValue(command, '--model-control', options.modelControl, config.VARIABLES.CHORIPAN_MODEL_CONTROL[1]);
       let models;
       if (options.model) {
         const entries = flagValue(command, '--model', options.model, (list) => config.modelEntries(list, { bare: true }));
@@ -90,7 +100,7 @@ function serveCommand() {
         models = entries.map(({ name, path: file }) => ({ name, path: path.resolve(file) }));
       }
       const { serve } = require('../js/server/main');
-      await serve(config.readConfig(process.env, { models, port, host: options.host }));
+      await serve(config.readConfig(process.env, { models, modelRepository, modelControl, port, host: options.host }));
     });
   return command;
 }

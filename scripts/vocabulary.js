@@ -115,7 +115,7 @@ const regions = {
   'docs/service.md': {
     variables: (v) => ['| variable | what it sets | when unset | flag |', '| --- | --- | --- | --- |', ...serverVariables(v).map(variableRow)],
     metrics: (v) => ['| metric | type | read from `stats()` | meaning |', '| --- | --- | --- | --- |',
-      ...v.stats.filter((s) => s.metric).map((s) => `| \`${s.metric.name}{model}\` | ${s.metric.type} | \`${s.name}\` | ${meaning(s, v)} |`)],
+      ...v.stats.filter((s) => s.metric).map((s) => `| \`${s.metric.name}{model,version}\` | ${s.metric.type} | \`${s.name}\` | ${meaning(s, v)} |`)],
   },
 };
 

@@ -1,10 +1,12 @@
 'use strict';
 // The HTTP service: POST /predict (raw image/* body or multipart field `image`), GET /predict?url=…
-// for allow-listed hosts, the Open Inference Protocol v2 under /v2, /healthz, /readyz, /metrics,
-// /openapi.json and a page at /. Every failure of its own routes answers JSON { error: { code, message } }
-// (the protocol's routes, its { error }); mounted in another app, it passes other routes on.
+// for allow-listed hosts, the Open Inference Protocol v2 under /v2 (its repository extension included),
+// /healthz, /readyz, /metrics, /openapi.json and a page at /. Every failure of its own routes answers
+// JSON { error: { code, message } } (the protocol's routes, its { error }); mounted in another app, it
+// passes other routes on.
 // createApp checks its options and composes the parts: the middleware (js/server/middleware.js, cors.js),
-// the routes (predict.js, oip.js, operations.js), the page (page.js), and the answer to every failure.
+// the routes (predict.js, oip.js, repository-routes.js, operations.js), the page (page.js), and the
+// answer to every failure.
 
 const express = require('express');
 const pino = require('pino');
@@ -15,8 +17,10 @@ const { createRetryPacing } = require('./retry');
 const { passOthers, closeWhileDraining, requestLog, bodyLimit, notFound, answerErrors } = require('./middleware');
 const { createPredictRouter } = require('./predict');
 const { createOipRouter } = require('./oip');
+const { createRepositoryRouter } = require('./repository-routes');
 const { createOperationsRouter } = require('./operations');
 const { createPageRouter } = require('./page');
+const { Catalog } = require('./catalog');
 const { serverVariables } = require('../vocabulary');
 
 /** createApp's defaults: those of the variables that set its options (native/core/vocabulary.json). */
@@ -26,6 +30,8 @@ const APP_DEFAULTS = Object.fromEntries(serverVariables().filter((v) => v.app).m
  * @param {object} options
  * @param {import('../index').Model} [options.model] the one model served (or `models`)
  * @param {Map<string, import('../index').Model>} [options.models] models by name; the first is the default
+ * @param {import('./repository').ModelRepository} [options.repository] instead of `models`: a model
+ *   repository, whose models come and go while the app runs (`choripan serve --model-repository`)
  * @param {string} [options.urlAllowlist] comma list of host[:port] that GET /predict?url= may fetch
  * @param {string} [options.corsOrigins] comma list of origins whose browser apps may call it, or '*'
  * @param {import('pino').Logger} [options.logger]
@@ -37,6 +43,7 @@ const APP_DEFAULTS = Object.fromEntries(serverVariables().filter((v) => v.app).m
 function createApp({
   model,
   models = new Map([[model?.name ?? 'model', model]]),
+  repository,
   urlAllowlist = APP_DEFAULTS.urlAllowlist,
   corsOrigins = APP_DEFAULTS.corsOrigins,
   logger = pino(),
@@ -45,7 +52,8 @@ function createApp({
   timeoutMs = APP_DEFAULTS.timeoutMs,
   defaultLabel,
 }) {
-  if (![...models.values()].every(Boolean)) throw new TypeError('createApp needs a model, or a Map of models');
+  if (!repository && ![...models.values()].every(Boolean)) throw new TypeError('createApp needs a model, or a Map of models');
+  const catalog = repository?.catalog ?? Catalog.of(models);
   const allowed = parseAllowlist(urlAllowlist);
   let crossOrigin;
   try {
@@ -53,22 +61,23 @@ function createApp({
   } catch (error) {
     throw new TypeError(`corsOrigins: ${error.message}`);
   }
-  const metrics = createMetrics(models);
-  const pacing = createRetryPacing(models.values());
+  const metrics = createMetrics(catalog, repository && (() => repository.loadFailures()));
+  const pacing = createRetryPacing();
   const app = express();
   app.disable('x-powered-by');
   // Set by the server when it drains (main.js): /readyz turns 503 and every answer closes its connection.
   app.locals.draining = false;
-  const ready = () => !app.locals.draining && [...models.values()].every((m) => !m.disposed);
+  const ready = () => !app.locals.draining && catalog.all().every((served) => !served.model.disposed);
 
   app.use(passOthers(app), closeWhileDraining(app), requestLog({ logger, metrics }));
   // Before anything can refuse a request: a browser shows a script of another origin an error only when
   // it carries these headers too.
   if (crossOrigin) app.use(crossOrigin);
   app.use(bodyLimit(maxBodyBytes));
-  app.use(createPredictRouter({ models, allowed, maxBodyBytes, fetchTimeoutMs, timeoutMs, defaultLabel, metrics, pacing }));
-  app.use(createOipRouter({ models, ready, maxBodyBytes, timeoutMs, pacing }));
-  app.use(createOperationsRouter({ models, ready, metrics }));
+  app.use(createPredictRouter({ catalog, allowed, maxBodyBytes, fetchTimeoutMs, timeoutMs, defaultLabel, metrics, pacing }));
+  app.use(createOipRouter({ catalog, ready, maxBodyBytes, timeoutMs, pacing }));
+  app.use(createRepositoryRouter({ repository, catalog, maxBodyBytes }));
+  app.use(createOperationsRouter({ catalog, ready, metrics }));
   app.use(createPageRouter());
   app.use(notFound);
   app.use(answerErrors({ logger, maxBodyBytes, pacing }));

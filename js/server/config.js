@@ -57,6 +57,23 @@ function existingFile(text) {
 }
 
 /**
+ * `text` as an absolute path, once it names a folder this process can list.
+ * @param {string} text
+ */
+function existingFolder(text) {
+  /** @param {string} why */
+  const cannot = (why) => new Error(`cannot read ${text}: ${why}`);
+  try {
+    if (!fs.statSync(text).isDirectory()) throw cannot('not a folder');
+    fs.accessSync(text, fs.constants.R_OK | fs.constants.X_OK);
+  } catch (error) {
+    const code = /** @type {NodeJS.ErrnoException} */ (error).code;
+    throw code ? cannot(code === 'ENOENT' ? 'no such folder' : unreadableBecause(error)) : error;
+  }
+  return path.resolve(text);
+}
+
+/**
  * How the text of each type of variable (native/core/vocabulary.json's `server`) becomes its value.
  * @type {Record<string, (variable: any) => (text: string) => unknown>}
  */
@@ -66,6 +83,7 @@ const PARSERS = {
   string: () => (t) => t,
   enum: ({ values }) => (t) => oneOf(t, values),
   file: () => existingFile,
+  directory: () => existingFolder,
   models: () => models,
   // Checked here, so that a bad origin stops start-up; createApp takes the list as it is written.
   origins: () => (t) => {
@@ -172,23 +190,27 @@ function readVariable(env, name) {
 }
 
 /**
+ * What the server is to do. It serves `models` (a list, each loaded at start), or, where `modelRepository`
+ * names a folder, that model repository (then `models` is null). `load` holds the load options the
+ * variables set; a model's share of the cores is the server's to add (js/server/main.js), since a
+ * repository's models come and go.
  * @param {NodeJS.ProcessEnv} env
- * @param {{ models?: Array<{ name: string | null, path: string }>, port?: number, host?: string,
- *   [setting: string]: unknown }} [overrides] command-line flags, which win
+ * @param {{ models?: Array<{ name: string | null, path: string }>, modelRepository?: string | null,
+ *   modelControl?: string, port?: number, host?: string, [setting: string]: unknown }} [overrides]
+ *   command-line flags, which win
  */
 function readConfig(env = process.env, overrides = {}) {
   /** @param {string} name */
   const read = (name) => readVariable(env, name);
-  const choripan = require('..'); // here, not above: `choripan --help` reads this module, and needs no decoder
-  const modelList = overrides.models ?? read('CHORIPAN_MODELS') ?? [{ name: null, path: read('CHORIPAN_MODEL') ?? choripan.DEFAULT_MODEL_PATH }];
-  // Models in one process share the cores: each gets its share of workers, one thread each.
+  // --model wins over a repository a variable names, as over the variables that name models.
+  const flags = overrides.models ? { modelRepository: null, ...overrides } : overrides;
   /** @type {Record<string, unknown>} */
-  const load = { workers: Math.max(1, Math.floor(choripan.availableCores() / modelList.length)) };
-  /** @type {Record<string, unknown>} */
+  const load = {};
+  /** @type {Record<string, any>} */
   const settings = {};
   for (const variable of SERVER) {
-    if (variable.setting && overrides[variable.setting] !== undefined) {
-      settings[variable.setting] = overrides[variable.setting]; // a flag wins, and its variable is not read
+    if (variable.setting && flags[variable.setting] !== undefined) {
+      settings[variable.setting] = flags[variable.setting] ?? undefined; // a flag wins, and its variable is not read
     } else if (variable.setting) {
       settings[variable.setting] = read(variable.variable) ?? variable.default;
     } else if (variable.option) {
@@ -196,7 +218,20 @@ function readConfig(env = process.env, overrides = {}) {
       if (value !== undefined) load[variable.option] = value;
     }
   }
-  return { ...settings, models: modelList, load };
+  if (settings.modelControl !== 'none' && !settings.modelRepository) {
+    throw new ConfigError(flags.modelControl ? '--model-control' : 'CHORIPAN_MODEL_CONTROL',
+      `${settings.modelControl} needs a model repository (--model-repository or CHORIPAN_MODEL_REPOSITORY)`);
+  }
+  if (settings.modelRepository) {
+    const named = ['CHORIPAN_MODELS', 'CHORIPAN_MODEL'].filter((name) => env[name]);
+    if (!flags.modelRepository && named.length) {
+      throw new ConfigError('CHORIPAN_MODEL_REPOSITORY', `serve a repository or ${named.join(' and ')}, not both: unset one`);
+    }
+    return { ...settings, models: null, load };
+  }
+  const choripan = require('..'); // here, not above: `choripan --help` reads this module, and needs no decoder
+  const models = overrides.models ?? read('CHORIPAN_MODELS') ?? [{ name: null, path: read('CHORIPAN_MODEL') ?? choripan.DEFAULT_MODEL_PATH }];
+  return { ...settings, models, load };
 }
 
 /**

@@ -6,7 +6,7 @@
 
 const multer = require('multer');
 const { ChoripanError, STATUS } = require('../errors');
-const { isProtocol } = require('./paths');
+const { isProtocol, isRepository } = require('./paths');
 const { retryAfterSeconds } = require('./retry');
 
 /** body-parser's, multer's and the router's own errors, in choripan's vocabulary. */
@@ -53,11 +53,14 @@ function toHttpError(error, { maxBodyBytes, model, unparsed = false } = {}) {
 /**
  * The body of a failure: the Open Inference Protocol's `{ error: "…" }` on its routes, and
  * `{ error: { code, message } }` on every other (and when there is no path: a request Node could not parse).
+ * A repository call's message begins with its code (`E_MODEL_LOAD: …`), the one way that shape has to
+ * tell an operator's script which failure it was.
  * @param {string | undefined} path the request's
  * @param {{ code: string, message: string }} failure
  */
 function errorBody(path, { code, message }) {
-  return { error: path !== undefined && isProtocol(path) ? message : { code, message } };
+  if (path === undefined || !isProtocol(path)) return { error: { code, message } };
+  return { error: isRepository(path) ? `${code}: ${message}` : message };
 }
 
 module.exports = { toHttpError, errorBody };

@@ -4,11 +4,12 @@
 
 const http = require('node:http');
 const pino = require('pino');
-const { load } = require('..');
+const { load, availableCores } = require('..');
 const { ChoripanError, summary } = require('../errors');
 const { createApp } = require('./app');
 const { readConfig, ConfigError } = require('./config');
 const { PATHS } = require('./paths');
+const { ModelRepository } = require('./repository');
 const { toHttpError, errorBody } = require('./http-error');
 
 /** JSON lines, one per event, for whatever reads them; on a terminal, pino-pretty's lines for a person. */
@@ -58,7 +59,38 @@ function answerWhileLoading(req, res) {
 }
 
 /**
- * Takes the port, loads the configured models, and serves them until SIGTERM or SIGINT, then drains and
+ * The load options of a model that will be one of `count` in this process: the configured ones, and,
+ * unless CHORIPAN_WORKERS says, its share of the cores: models in one process share them, each with
+ * its share of workers, one thread each. A model's workers are fixed at load: with a repository, a
+ * version loaded later gets the share of the count then, and those loaded before keep theirs.
+ */
+function loadOptionsFor(config, count) {
+  if (config.load.workers !== undefined) return config.load;
+  return { ...config.load, workers: Math.max(1, Math.floor(availableCores() / count)) };
+}
+
+/** The models a list names (--model, CHORIPAN_MODELS, CHORIPAN_MODEL), loaded one after the other. */
+async function loadModels(config, logger) {
+  const models = new Map();
+  for (const { name, path } of config.models) {
+    const started = performance.now();
+    const model = await load(path, loadOptionsFor(config, config.models.length));
+    models.set(name ?? model.name, model);
+    logger.info({ model: name ?? model.name, path, ms: Math.round(performance.now() - started), workers: model.stats().workers }, 'model loaded');
+  }
+  return models;
+}
+
+/** The model repository, with what its control mode loads at start loaded. */
+async function openRepository(config, logger) {
+  const repository = await ModelRepository.open(config.modelRepository, { control: config.modelControl, pollMs: config.repositoryPollMs,
+    loadOptions: (count) => loadOptionsFor(config, count), logger });
+  await repository.start();
+  return repository;
+}
+
+/**
+ * Takes the port, loads the configured models (or the model repository's), and serves them until SIGTERM or SIGINT, then drains and
  * exits. The port comes first, so that a port in use or an address this machine lacks fails at once,
  * not after the models have loaded; while they load, requests are answered 503 (answerWhileLoading).
  * @param {ReturnType<typeof readConfig>} config
@@ -73,25 +105,25 @@ async function serve(config = readConfig()) {
   const url = `http://${hostPort(host, port)}`;
   // No "port" field yet: what reads the log for it (tests/js/helpers.js listening()) waits for the
   // line that says the models are ready.
-  logger.info({ url }, `listening on ${url}; loading ${config.models.length === 1 ? 'the model' : `${config.models.length} models`}`);
+  const loading = !config.models ? `the model repository ${config.modelRepository} (model control ${config.modelControl})`
+    : config.models.length === 1 ? 'the model' : `${config.models.length} models`;
+  logger.info({ url }, `listening on ${url}; loading ${loading}`);
 
-  const models = new Map();
+  let served;
   try {
-    for (const { name, path } of config.models) {
-      const started = performance.now();
-      const model = await load(path, config.load);
-      models.set(name ?? model.name, model);
-      logger.info({ model: name ?? model.name, path, ms: Math.round(performance.now() - started), workers: model.stats().workers }, 'model loaded');
-    }
+    served = config.models ? { models: await loadModels(config, logger) } : { repository: await openRepository(config, logger) };
   } catch (error) {
     server.close();
     throw error;
   }
 
-  const app = createApp({ models, logger, urlAllowlist: config.urlAllowlist, corsOrigins: config.corsOrigins, maxBodyBytes: config.maxBodyBytes,
+  const app = createApp({ ...served, logger, urlAllowlist: config.urlAllowlist, corsOrigins: config.corsOrigins, maxBodyBytes: config.maxBodyBytes,
     fetchTimeoutMs: config.fetchTimeoutMs, timeoutMs: config.timeoutMs, defaultLabel: config.defaultLabel });
   handle = app;
-  logger.info({ address, port }, `ready: serving ${[...models.keys()].join(', ')} on ${url}`);
+  const names = served.models ? [...served.models.keys()] : served.repository.catalog.names();
+  logger.info({ address, port }, `ready: serving ${names.join(', ') || 'no model yet'} on ${url}`);
+  // Every model, or the repository's versions once each has answered the requests it holds.
+  const unload = () => served.repository?.close() ?? Promise.all([...served.models.values()].map((model) => model.dispose()));
 
   // Graceful: stop accepting connections, answer the requests in hand with `Connection: close` (so
   // that keep-alive clients move on), close idle connections as they become idle, free the model,
@@ -110,7 +142,7 @@ async function serve(config = readConfig()) {
       process.exit(1);
     }, 10_000).unref();
     server.close(async () => {
-      await Promise.all([...models.values()].map((model) => model.dispose()));
+      await unload();
       logger.info('stopped');
       process.exit(0);
     });

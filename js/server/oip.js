@@ -18,11 +18,13 @@ const OUTPUT = 'probabilities';
 
 const bad = (message) => new ChoripanError('E_INVALID_ARGUMENT', message);
 
-function metadataOf(name, model) {
+/** A model's metadata, as the version `served` has it, with every version served. */
+function metadataOf(served, versions) {
+  const { name, model } = served;
   const crop = model.metadata.preprocessing.crop;
   return {
     name,
-    versions: ['1'],
+    versions: versions.map(String),
     platform: 'choripan',
     inputs: [
       { name: IMAGE_INPUT, datatype: 'BYTES', shape: [-1] },
@@ -197,7 +199,7 @@ function outputsOf(request, rows, model) {
   });
 }
 
-function respond(res, name, request, outputs) {
+function respond(res, served, request, outputs) {
   const chunks = [];
   const described = outputs.map(({ name: output, datatype, shape, strings, values, binary }) => {
     const entry = { name: output, datatype, shape };
@@ -211,7 +213,7 @@ function respond(res, name, request, outputs) {
     return entry;
   });
   const header = Buffer.from(JSON.stringify({
-    model_name: name, model_version: '1', ...(request.id === undefined ? {} : { id: request.id }), outputs: described,
+    model_name: served.name, model_version: String(served.version), ...(request.id === undefined ? {} : { id: request.id }), outputs: described,
   }));
   if (!chunks.length) return res.type('application/json').send(header);
   res.set('Inference-Header-Content-Length', String(header.length));
@@ -220,22 +222,26 @@ function respond(res, name, request, outputs) {
 
 /**
  * @param {object} options createApp's
- * @param {Map<string, import('../index').Model>} options.models by name
+ * @param {import('./catalog').Catalog} options.catalog the models served, each version under
+ *   /v2/models/NAME/versions/VERSION, the highest under /v2/models/NAME too
  * @param {() => boolean} options.ready every model loaded and not disposed, and the server not draining
  * @param {number} options.maxBodyBytes
  * @param {number} options.timeoutMs
  * @param {ReturnType<typeof import('./retry').createRetryPacing>} options.pacing holds the retries that come too soon
  */
-function createOipRouter({ models, ready, maxBodyBytes, timeoutMs, pacing }) {
+function createOipRouter({ catalog, ready, maxBodyBytes, timeoutMs, pacing }) {
   const router = express.Router();
   const body = express.raw({ type: () => true, limit: maxBodyBytes });
-  const holdRetries = pacing.hold((req) => models.get(req.params.name));
+  // A version as a path writes it: a positive integer, in one spelling ('01' is no version).
+  const versionOf = (req) => (/^[1-9]\d{0,15}$/.test(req.params.version ?? '') ? Number(req.params.version) : undefined);
+  const holdRetries = pacing.hold((req) => catalog.find(req.params.name, versionOf(req))?.model);
+  /** The version the path names, or the highest of the model it names. */
   const model = (req) => {
-    const found = models.get(req.params.name);
-    if (!found) throw new ChoripanError('E_NOT_FOUND', `no model named ${req.params.name}; there are ${[...models.keys()].join(', ')}`);
-    if (req.params.version !== undefined && req.params.version !== '1') {
-      throw new ChoripanError('E_NOT_FOUND', `model ${req.params.name} has version 1 only, not ${req.params.version}`);
-    }
+    const { name, version } = req.params;
+    const versions = catalog.versions(name);
+    if (!versions.length) throw new ChoripanError('E_NOT_FOUND', `no model named ${quoted(name)}; there are ${catalog.names().join(', ') || 'none'}`);
+    const found = catalog.find(name, version === undefined ? undefined : versionOf(req));
+    if (!found) throw new ChoripanError('E_NOT_FOUND', `model ${name} has no version ${quoted(version)}; it has ${versions.join(', ')}`);
     return found;
   };
 
@@ -244,20 +250,26 @@ function createOipRouter({ models, ready, maxBodyBytes, timeoutMs, pacing }) {
   router.get(OIP_PATHS.ready, (req, res) => res.status(ready() ? 200 : 503).json({ ready: ready() }));
   const { metadata, ready: modelReady, infer } = OIP_PATHS.modelRoutes;
   for (const prefix of OIP_PATHS.modelPrefixes) {
-    router.get(`${prefix}${metadata}`, (req, res) => res.json(metadataOf(req.params.name, model(req))));
+    router.get(`${prefix}${metadata}`, (req, res) => res.json(metadataOf(model(req), catalog.versions(req.params.name))));
     router.get(`${prefix}${modelReady}`, (req, res) => {
-      const up = ready() && !model(req).disposed;
+      const up = ready() && !model(req).model.disposed;
       res.status(up ? 200 : 503).json({ name: req.params.name, ready: up });
     });
     router.post(`${prefix}${infer}`, holdRetries, body, async (req, res) => {
-      const chosen = model(req);
-      res.locals.model = req.params.name;
+      const served = model(req);
+      const chosen = served.model;
+      res.locals.model = served.name;
       res.locals.chosen = chosen;
-      const parsed = parseRequest(req);
-      const inputs = inputsOf(parsed, chosen);
-      const options = { timeoutMs: requestDeadline(req, timeoutMs), signal: clientGone(res) };
-      const rows = await chosen.probabilitiesMany(inputs, options);
-      respond(res, req.params.name, parsed.request, outputsOf(parsed.request, rows, chosen));
+      const release = catalog.acquire(served);
+      try {
+        const parsed = parseRequest(req);
+        const inputs = inputsOf(parsed, chosen);
+        const options = { timeoutMs: requestDeadline(req, timeoutMs), signal: clientGone(res) };
+        const rows = await chosen.probabilitiesMany(inputs, options);
+        respond(res, served, parsed.request, outputsOf(parsed.request, rows, chosen));
+      } finally {
+        release();
+      }
     });
   }
 

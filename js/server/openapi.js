@@ -3,7 +3,7 @@
 
 const vocabulary = require('../../native/core/vocabulary.json');
 const { version } = require('../../package.json');
-const { PATHS, OIP_PATHS, openapiPath } = require('./paths');
+const { PATHS, OIP_PATHS, REPOSITORY_PATHS, openapiPath } = require('./paths');
 
 const json = (schema) => ({ 'application/json': { schema } });
 const ref = (name) => ({ $ref: `#/components/schemas/${name}` });
@@ -25,12 +25,21 @@ const OIP_FAILURES = { 400: answer('a malformed request', ref('OipError')), 404:
   503: answer('the queue is full', ref('OipError')),
   504: answer('no answer in time', ref('OipError')) };
 
-/** @param {Map<string, import('../index').Model>} models */
-function openapi(models) {
-  const name = { name: 'name', in: 'path', required: true, schema: { type: 'string', enum: [...models.keys()] } };
-  const versioned = { name: 'version', in: 'path', required: true, schema: { type: 'string', enum: ['1'] } };
-  const modelQuery = { name: 'model', in: 'query', required: false, schema: { type: 'string', enum: [...models.keys()] },
-    description: 'which model (the first by default)' };
+/** The answers of a repository call that loads or unloads a model. */
+const CONTROL_ANSWERS = { 200: { description: 'done (an empty body)' },
+  400: answer('a name that breaks the rule, parameters naming files, or a server whose models are not loaded and unloaded on request', ref('OipError')),
+  404: answer('no such model in the repository', ref('OipError')),
+  500: answer('E_MODEL_LOAD: a version did not load; the version served before goes on', ref('OipError')) };
+
+/** @param {string[]} names the models served now */
+function openapi(names) {
+  // A name is one the service serves now; with a model repository, others may come.
+  const nameSchema = { type: 'string', pattern: `^${vocabulary.modelName.pattern}$`, ...(names.length ? { examples: names } : {}) };
+  const name = { name: 'name', in: 'path', required: true, schema: nameSchema };
+  const versioned = { name: 'version', in: 'path', required: true, schema: { type: 'string', pattern: '^[1-9][0-9]*$' },
+    description: 'a version served (1 for a model that is not in a repository); without it, the highest' };
+  const modelQuery = { name: 'model', in: 'query', required: false, schema: nameSchema,
+    description: 'which model (the first by default; its highest version)' };
   const timeout = { name: 'X-Request-Timeout-Ms', in: 'header', required: false, schema: { type: 'integer', minimum: 1 },
     description: 'less time than the server allows, never more' };
   const predictAnswers = { 200: answer('the most probable labels', ref('Prediction')), ...failures(PREDICT_FAILURES) };
@@ -79,6 +88,24 @@ function openapi(models) {
         requestBody: { required: true, content: { ...json(ref('InferenceRequest')), 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } },
         responses: { 200: { description: 'the outputs', content: { ...json(ref('InferenceResponse')), 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } }, ...OIP_FAILURES },
       } }),
+      [REPOSITORY_PATHS.index]: { post: {
+        summary: 'Repository extension: every version in the model repository (or every model served), with its state',
+        requestBody: { required: false, content: json({ type: 'object', properties: { ready: { type: 'boolean', description: 'only the versions ready' } } }) },
+        responses: { 200: answer('the versions', { type: 'array', items: ref('RepositoryEntry') }), 400: OIP_FAILURES[400] },
+      } },
+      [openapiPath(REPOSITORY_PATHS.load)]: { post: {
+        summary: 'Repository extension: load the model as the repository holds it now: its new and changed versions are loaded and warmed ' +
+          'beside those served, then take the requests; its versions gone from the repository are unloaded once they have answered theirs',
+        parameters: [{ ...name, schema: { type: 'string', pattern: nameSchema.pattern } }],
+        requestBody: { required: false, content: json({ type: 'object', properties: { parameters: { type: 'object' } } }) },
+        responses: CONTROL_ANSWERS,
+      } },
+      [openapiPath(REPOSITORY_PATHS.unload)]: { post: {
+        summary: 'Repository extension: unload every version of the model, each once it has answered the requests it holds',
+        parameters: [{ ...name, schema: { type: 'string', pattern: nameSchema.pattern } }],
+        requestBody: { required: false, content: json({ type: 'object', properties: { parameters: { type: 'object' } } }) },
+        responses: { 200: CONTROL_ANSWERS[200], 400: CONTROL_ANSWERS[400], 404: CONTROL_ANSWERS[404] },
+      } },
     },
     components: {
       schemas: {
@@ -95,6 +122,9 @@ function openapi(models) {
         InferenceRequest: { type: 'object', required: ['inputs'], properties: {
           id: { type: 'string' }, parameters: { type: 'object' }, inputs: { type: 'array', items: ref('Tensor'), minItems: 1, maxItems: 1 },
           outputs: { type: 'array', items: { type: 'object', required: ['name'], properties: { name: { type: 'string' }, parameters: { type: 'object' } } } } } },
+        RepositoryEntry: { type: 'object', required: ['name', 'state'], properties: {
+          name: { type: 'string' }, version: { type: 'string' }, state: { type: 'string', enum: ['READY', 'LOADING', 'UNAVAILABLE'] },
+          reason: { type: 'string', description: 'why it is not ready: unloaded, or why it did not load' } } },
         InferenceResponse: { type: 'object', required: ['model_name', 'outputs'], properties: {
           model_name: { type: 'string' }, model_version: { type: 'string' }, id: { type: 'string' }, outputs: { type: 'array', items: ref('Tensor') } } },
       },

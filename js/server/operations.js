@@ -8,28 +8,31 @@ const { PATHS } = require('./paths');
 
 /**
  * @param {object} options createApp's
- * @param {Map<string, import('../index').Model>} options.models by name; the first is the default
+ * @param {import('./catalog').Catalog} options.catalog the models served; the first name is the default
  * @param {() => boolean} options.ready every model loaded and not disposed, and the server not draining
  * @param {ReturnType<typeof import('./metrics').createMetrics>} options.metrics
  */
-function createOperationsRouter({ models, ready, metrics }) {
-  const [defaultName] = models.keys();
+function createOperationsRouter({ catalog, ready, metrics }) {
   const router = express.Router();
 
   router.get(PATHS.readyz, (req, res) => {
-    res.status(ready() ? 200 : 503).json({ status: ready() ? 'ready' : 'draining', models: [...models.keys()] });
+    res.status(ready() ? 200 : 503).json({ status: ready() ? 'ready' : 'draining', models: catalog.names() });
   });
 
+  // Each model's stats are those of the version a request that names none gets: its highest.
   router.get(PATHS.healthz, (req, res) => {
-    const stats = Object.fromEntries([...models].map(([name, m]) => [name, m.disposed ? null : m.stats()]));
-    res.json({ status: 'ok', model: defaultName, models: stats });
+    const stats = Object.fromEntries(catalog.names().map((name) => {
+      const { model } = catalog.find(name);
+      return [name, model.disposed ? null : model.stats()];
+    }));
+    res.json({ status: 'ok', model: catalog.defaultName(), models: stats });
   });
 
   router.get(PATHS.metrics, async (req, res) => {
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
 
-  router.get(PATHS.openapi, (req, res) => res.json(openapi(models)));
+  router.get(PATHS.openapi, (req, res) => res.json(openapi(catalog.names())));
 
   return router;
 }

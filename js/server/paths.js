@@ -28,10 +28,30 @@ const OIP_PATHS = Object.freeze({
   modelRoutes: Object.freeze({ metadata: '', ready: '/ready', infer: '/infer' }),
 });
 
+/** The repository extension's prefix: every call under it changes or reads what is served. */
+const REPOSITORY = `${PROTOCOL}/repository`;
+
+/**
+ * The protocol's repository extension (js/server/repository-routes.js): the index of the model
+ * repository, and the calls that load and unload its models. Named together, apart from the routes
+ * that infer, so that what guards them (an admin key) guards them all: isRepository(path).
+ */
+const REPOSITORY_PATHS = Object.freeze({
+  index: `${REPOSITORY}/index`,
+  load: `${REPOSITORY}/models/:name/load`,
+  unload: `${REPOSITORY}/models/:name/unload`,
+});
+
 const OWN = new Set(Object.values(PATHS));
 
 /** Whether `path` is the protocol's, whose answers take its shape (an error is `{ error: "…" }`). */
 const isProtocol = (path) => path === PROTOCOL || path.startsWith(`${PROTOCOL}/`);
+
+/**
+ * Whether `path` is a repository call's. As Express matches routes: whatever the letters' case (its
+ * routing is case-insensitive), with or without a trailing slash.
+ */
+const isRepository = (path) => `${path.toLowerCase()}/`.startsWith(`${REPOSITORY}/`);
 
 /** Whether `path` is one of the service's own, not the app's it is mounted in. */
 const isOwn = (path) => OWN.has(path) || isProtocol(path);
@@ -39,4 +59,4 @@ const isOwn = (path) => OWN.has(path) || isProtocol(path);
 /** An Express path as OpenAPI writes it: `/v2/models/:name` is `/v2/models/{name}`. */
 const openapiPath = (path) => path.replace(/:(\w+)/g, '{$1}');
 
-module.exports = { PATHS, PROTOCOL, OIP_PATHS, isProtocol, isOwn, openapiPath };
+module.exports = { PATHS, PROTOCOL, OIP_PATHS, REPOSITORY_PATHS, isProtocol, isRepository, isOwn, openapiPath };

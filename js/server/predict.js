@@ -23,7 +23,7 @@ const isMultipart = (req) => typeis.is(contentType(req), ['multipart/form-data']
 
 /**
  * @param {object} options createApp's
- * @param {Map<string, import('../index').Model>} options.models by name; the first is the default
+ * @param {import('./catalog').Catalog} options.catalog the models served; ?model= names one (its highest version), else the default
  * @param {(url: URL) => boolean} options.allowed whether GET /predict?url= may fetch a URL (js/server/fetch-image.js)
  * @param {number} options.maxBodyBytes
  * @param {number} options.fetchTimeoutMs
@@ -32,9 +32,8 @@ const isMultipart = (req) => typeis.is(contentType(req), ['multipart/form-data']
  * @param {ReturnType<typeof import('./metrics').createMetrics>} options.metrics
  * @param {ReturnType<typeof import('./retry').createRetryPacing>} options.pacing
  */
-function createPredictRouter({ models, allowed, maxBodyBytes, fetchTimeoutMs, timeoutMs, defaultLabel, metrics, pacing }) {
-  const [defaultName] = models.keys();
-  const holdRetries = pacing.hold((req) => models.get(req.query.model ?? defaultName));
+function createPredictRouter({ catalog, allowed, maxBodyBytes, fetchTimeoutMs, timeoutMs, defaultLabel, metrics, pacing }) {
+  const holdRetries = pacing.hold((req) => catalog.find(req.query.model ?? catalog.defaultName())?.model);
   // Small text fields only: the image is the one file, so the whole body stays near maxBodyBytes.
   const upload = multer({
     storage: multer.memoryStorage(),
@@ -48,30 +47,35 @@ function createPredictRouter({ models, allowed, maxBodyBytes, fetchTimeoutMs, ti
   });
   const rawImage = express.raw({ type: RAW_TYPES, limit: maxBodyBytes });
 
+  /** The version of the model ?model= names (the default without it) that answers: its highest. */
   function modelFor(req) {
-    const name = req.query.model ?? defaultName;
-    const found = typeof name === 'string' && models.get(name);
-    if (!found) {
-      throw new ChoripanError('E_INVALID_ARGUMENT', `There is no model named ${JSON.stringify(name)}; there are ${[...models.keys()].join(', ')}`);
-    }
-    return [name, found];
+    const name = req.query.model ?? catalog.defaultName();
+    const found = catalog.find(name);
+    if (found) return found;
+    const names = catalog.names();
+    throw new ChoripanError('E_INVALID_ARGUMENT', names.length ? `There is no model named ${JSON.stringify(name)}; there are ${names.join(', ')}`
+      : 'No model is loaded: POST /v2/repository/models/NAME/load loads one');
   }
 
   async function answer(req, res, image, signal) {
     const started = performance.now();
-    const [name, chosen] = modelFor(req);
+    const served = modelFor(req);
+    const { name, model: chosen } = served;
     res.locals.model = name;
     res.locals.chosen = chosen;
     let result;
+    const release = catalog.acquire(served);
     try {
       result = await chosen.predict(image, { signal, timeoutMs: requestDeadline(req, timeoutMs) });
     } catch (error) {
       if (error.code !== 'E_TIMEOUT' || defaultLabel === undefined) throw error;
       // Past the deadline, Clipper's way: a default answer, said to be one, and counted.
-      metrics.defaultAnswer(name);
+      metrics.defaultAnswer(served);
       res.locals.label = defaultLabel;
       res.locals.probability = 0;
       return res.json({ label: defaultLabel, default: true, model: name, elapsedMs: Math.round((performance.now() - started) * 100) / 100 });
+    } finally {
+      release();
     }
     res.locals.label = result.label;
     res.locals.probability = result.probability;

@@ -22,19 +22,22 @@ const PACED = Symbol('choripan.paced');
  * answered (a worker has then taken a place in its queue), oldest first, or until its Retry-After has
  * passed, and then goes on as any request does. Clients that retry at once would otherwise keep the
  * event loop busy refusing them, and on a small machine it takes a core the workers need.
- * @param {Iterable<import('../index').Model>} models
  */
-function createRetryPacing(models) {
-  /** @type {Map<import('../index').Model, Set<() => void>>} the held requests of each model, oldest first */
-  const held = new Map();
-  for (const model of models) {
-    const line = new Set();
-    held.set(model, line);
-    model.on('prediction', () => {
-      const [oldest] = line;
-      oldest?.();
-    });
-  }
+function createRetryPacing() {
+  /** @type {WeakMap<import('../index').Model, Set<() => void>>} the held requests of each model, oldest first */
+  const held = new WeakMap();
+  // A model's line, made when it first holds a request: models come and go with a model repository.
+  const lineOf = (model) => {
+    if (!held.has(model)) {
+      const line = new Set();
+      held.set(model, line);
+      model.on('prediction', () => {
+        const [oldest] = line;
+        oldest?.();
+      });
+    }
+    return held.get(model);
+  };
   return {
     /** The request was refused with E_QUEUE_FULL by `model`, and told to come back in `seconds`. */
     refused(req, model, seconds) {
@@ -49,7 +52,7 @@ function createRetryPacing(models) {
         const paced = req.socket[PACED];
         const wait = paced ? paced.until - Date.now() : 0;
         if (!(wait > 0) || modelOf(req) !== paced.model) return next();
-        const line = held.get(paced.model);
+        const line = lineOf(paced.model);
         const leave = () => {
           line.delete(go);
           clearTimeout(timer);

@@ -60,11 +60,11 @@ describe('one app, two models', () => {
     for (const series of [
       /^choripan_http_requests_total\{route="\/predict",method="POST",status="200"\} \d+/m,
       /^choripan_http_request_duration_seconds_bucket\{le="0\.1",route="\/predict",method="POST"\} \d+/m,
-      /^choripan_inference_duration_seconds_count\{model="traced"\} [1-9]/m,
-      /^choripan_queue_wait_duration_seconds_count\{model="lite0"\} [1-9]/m,
-      /^choripan_batch_size_bucket\{le="1",model="traced"\} [1-9]/m,
-      /^choripan_queue_depth\{model="lite0"\} 0/m,
-      /^choripan_inflight\{model="traced"\} 0/m,
+      /^choripan_inference_duration_seconds_count\{model="traced",version="1"\} [1-9]/m,
+      /^choripan_queue_wait_duration_seconds_count\{model="lite0",version="1"\} [1-9]/m,
+      /^choripan_batch_size_bucket\{le="1",model="traced",version="1"\} [1-9]/m,
+      /^choripan_queue_depth\{model="lite0",version="1"\} 0/m,
+      /^choripan_inflight\{model="traced",version="1"\} 0/m,
       /^choripan_process_resident_memory_bytes \d+/m,
     ]) {
       assert.match(text, series);
@@ -77,14 +77,14 @@ describe('one app, two models', () => {
     for (const stat of exported) {
       assert.ok(text.includes(`# HELP ${stat.metric.name} ${statMeaning(stat)}\n# TYPE ${stat.metric.name} ${stat.metric.type}\n`), stat.name);
     }
-    assert.match(text, /^choripan_rejected_total\{model="traced"\} 0$/m);
+    assert.match(text, /^choripan_rejected_total\{model="traced",version="1"\} 0$/m);
   });
 
   test('a request may ask for less time, and past it gets the default label, counted', async () => {
     const response = await post(`${base}/predict`, photo('chelsea.png'), { 'x-request-timeout-ms': '1' });
     assert.equal(response.status, 200);
     assert.deepEqual(await response.json().then(({ label, default: isDefault }) => ({ label, isDefault })), { label: 'unknown', isDefault: true });
-    assert.match(await (await fetch(`${base}/metrics`)).text(), /^choripan_default_answers_total\{model="lite0"\} 1/m);
+    assert.match(await (await fetch(`${base}/metrics`)).text(), /^choripan_default_answers_total\{model="lite0",version="1"\} 1/m);
     const bad = await post(`${base}/predict`, photo('chelsea.png'), { 'x-request-timeout-ms': 'soon' });
     assert.equal(bad.status, 400);
   });
