@@ -15,6 +15,8 @@ const { requestDeadline, clientGone } = require('./request');
 const IMAGE_INPUT = 'image';
 const TENSOR_INPUT = 'input';
 const OUTPUT = 'probabilities';
+/** The one version each model has (`/v2/models/{name}/versions/1`). */
+const MODEL_VERSION = '1';
 
 const bad = (message) => new ChoripanError('E_INVALID_ARGUMENT', message);
 
@@ -22,7 +24,7 @@ function metadataOf(name, model) {
   const crop = model.metadata.preprocessing.crop;
   return {
     name,
-    versions: ['1'],
+    versions: [MODEL_VERSION],
     platform: 'choripan',
     inputs: [
       { name: IMAGE_INPUT, datatype: 'BYTES', shape: [-1] },
@@ -211,7 +213,7 @@ function respond(res, name, request, outputs) {
     return entry;
   });
   const header = Buffer.from(JSON.stringify({
-    model_name: name, model_version: '1', ...(request.id === undefined ? {} : { id: request.id }), outputs: described,
+    model_name: name, model_version: MODEL_VERSION, ...(request.id === undefined ? {} : { id: request.id }), outputs: described,
   }));
   if (!chunks.length) return res.type('application/json').send(header);
   res.set('Inference-Header-Content-Length', String(header.length));
@@ -233,8 +235,8 @@ function createOipRouter({ models, ready, maxBodyBytes, timeoutMs, pacing }) {
   const model = (req) => {
     const found = models.get(req.params.name);
     if (!found) throw new ChoripanError('E_NOT_FOUND', `no model named ${req.params.name}; there are ${[...models.keys()].join(', ')}`);
-    if (req.params.version !== undefined && req.params.version !== '1') {
-      throw new ChoripanError('E_NOT_FOUND', `model ${req.params.name} has version 1 only, not ${req.params.version}`);
+    if (req.params.version !== undefined && req.params.version !== MODEL_VERSION) {
+      throw new ChoripanError('E_NOT_FOUND', `model ${req.params.name} has version ${MODEL_VERSION} only, not ${req.params.version}`);
     }
     return found;
   };
@@ -264,4 +266,4 @@ function createOipRouter({ models, ready, maxBodyBytes, timeoutMs, pacing }) {
   return router;
 }
 
-module.exports = { createOipRouter, metadataOf };
+module.exports = { createOipRouter, metadataOf, MODEL_VERSION };

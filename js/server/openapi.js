@@ -4,6 +4,7 @@
 const vocabulary = require('../../native/core/vocabulary.json');
 const { version } = require('../../package.json');
 const { PATHS, OIP_PATHS, openapiPath } = require('./paths');
+const { MODEL_VERSION } = require('./oip');
 
 const json = (schema) => ({ 'application/json': { schema } });
 const ref = (name) => ({ $ref: `#/components/schemas/${name}` });
@@ -28,7 +29,7 @@ const OIP_FAILURES = { 400: answer('a malformed request', ref('OipError')), 404:
 /** @param {Map<string, import('../index').Model>} models */
 function openapi(models) {
   const name = { name: 'name', in: 'path', required: true, schema: { type: 'string', enum: [...models.keys()] } };
-  const versioned = { name: 'version', in: 'path', required: true, schema: { type: 'string', enum: ['1'] } };
+  const versioned = { name: 'version', in: 'path', required: true, schema: { type: 'string', enum: [MODEL_VERSION] } };
   const modelQuery = { name: 'model', in: 'query', required: false, schema: { type: 'string', enum: [...models.keys()] },
     description: 'which model (the first by default)' };
   const timeout = { name: 'X-Request-Timeout-Ms', in: 'header', required: false, schema: { type: 'integer', minimum: 1 },
