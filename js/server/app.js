@@ -4,7 +4,8 @@
 // /openapi.json and a page at /. Every failure of its own routes answers JSON { error: { code, message } }
 // (the protocol's routes, its { error }); mounted in another app, it passes other routes on.
 // createApp checks its options and composes the parts: the middleware (js/server/middleware.js, cors.js),
-// the routes (predict.js, oip.js, operations.js), the page (page.js), and the answer to every failure.
+// the routes (predict.js, oip.js, operations.js), the page (page.js), and the answer to every failure;
+// given a tracer, a span for each request (trace-requests.js).
 
 const express = require('express');
 const pino = require('pino');
@@ -33,6 +34,7 @@ const APP_DEFAULTS = Object.fromEntries(serverVariables().filter((v) => v.app).m
  * @param {number} [options.fetchTimeoutMs]
  * @param {number} [options.timeoutMs] the longest a request may take; X-Request-Timeout-Ms may ask for less
  * @param {string} [options.defaultLabel] answer 200 { label, default: true } past the deadline instead of 504
+ * @param {import('@opentelemetry/api').Tracer} [options.tracer] a span for each request (js/server/trace-requests.js)
  */
 function createApp({
   model,
@@ -44,6 +46,7 @@ function createApp({
   fetchTimeoutMs = APP_DEFAULTS.fetchTimeoutMs,
   timeoutMs = APP_DEFAULTS.timeoutMs,
   defaultLabel,
+  tracer,
 }) {
   if (![...models.values()].every(Boolean)) throw new TypeError('createApp needs a model, or a Map of models');
   const allowed = parseAllowlist(urlAllowlist);
@@ -61,7 +64,10 @@ function createApp({
   app.locals.draining = false;
   const ready = () => !app.locals.draining && [...models.values()].every((m) => !m.disposed);
 
-  app.use(passOthers(app), closeWhileDraining(app), requestLog({ logger, metrics }));
+  app.use(passOthers(app));
+  // Only when asked for: without a tracer, no OpenTelemetry module is loaded and no request pays for one.
+  if (tracer) app.use(require('./trace-requests').traceRequests({ tracer, models }));
+  app.use(closeWhileDraining(app), requestLog({ logger, metrics }));
   // Before anything can refuse a request: a browser shows a script of another origin an error only when
   // it carries these headers too.
   if (crossOrigin) app.use(crossOrigin);

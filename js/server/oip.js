@@ -10,7 +10,7 @@ const { ChoripanError } = require('../errors');
 const { version } = require('../../package.json');
 const { topIndices } = require('..');
 const { OIP_PATHS } = require('./paths');
-const { requestDeadline, clientGone } = require('./request');
+const { requestDeadline, clientGone, inRequestTrace } = require('./request');
 
 const IMAGE_INPUT = 'image';
 const TENSOR_INPUT = 'input';
@@ -258,7 +258,7 @@ function createOipRouter({ models, ready, maxBodyBytes, timeoutMs, pacing }) {
       const parsed = parseRequest(req);
       const inputs = inputsOf(parsed, chosen);
       const options = { timeoutMs: requestDeadline(req, timeoutMs), signal: clientGone(res) };
-      const rows = await chosen.probabilitiesMany(inputs, options);
+      const rows = await inRequestTrace(res, () => chosen.probabilitiesMany(inputs, options));
       respond(res, req.params.name, parsed.request, outputsOf(parsed.request, rows, chosen));
     });
   }

@@ -9,7 +9,7 @@ const typeis = require('type-is');
 const { ChoripanError } = require('../errors');
 const { fetchImage } = require('./fetch-image');
 const { PATHS } = require('./paths');
-const { requestDeadline, clientGone } = require('./request');
+const { requestDeadline, clientGone, inRequestTrace } = require('./request');
 
 /**
  * A raw body's types. The format is read from the bytes (js/decode.js), never from the type: a client that
@@ -64,7 +64,8 @@ function createPredictRouter({ models, allowed, maxBodyBytes, fetchTimeoutMs, ti
     res.locals.chosen = chosen;
     let result;
     try {
-      result = await chosen.predict(image, { signal, timeoutMs: requestDeadline(req, timeoutMs) });
+      const options = { signal, timeoutMs: requestDeadline(req, timeoutMs) };
+      result = await inRequestTrace(res, () => chosen.predict(image, options));
     } catch (error) {
       if (error.code !== 'E_TIMEOUT' || defaultLabel === undefined) throw error;
       // Past the deadline, Clipper's way: a default answer, said to be one, and counted.
