@@ -217,6 +217,23 @@ async function untilListening(port, child, name) {
   throw new Error(`${name} did not listen on ${port}`);
 }
 
+/**
+ * The label a server started as `{ name, child, port }` gives the photo, once it answers: choripan takes
+ * its port before its model loads, and answers 503 until it has. Throws unless it is a cat.
+ */
+async function firstAnswer(server, body) {
+  await untilListening(server.port, server.child, server.name);
+  const post = () => fetch(`http://127.0.0.1:${server.port}/predict`, { method: 'POST', body, headers: { 'content-type': 'image/jpeg' } });
+  let answer = await post();
+  while (answer.status === 503) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    answer = await post();
+  }
+  const { label } = await answer.json();
+  if (!CAT_LABELS.includes(label)) throw new Error(`${server.name} says the cat photo is a ${label}`);
+  return label;
+}
+
 /** Resident memory of a process and its descendants (gunicorn serves from a child of its master). */
 function memory(pid) {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -240,18 +257,7 @@ async function http(photoFile) {
     '--pythonpath', __dirname, 'flask_server:app'], { cwd: root, stdio: ['ignore', 'ignore', 'ignore'] });
   servers.push({ name: 'Flask + PIL + PyTorch eager', child: flask, port: flaskPort });
   try {
-    for (const s of servers) {
-      await untilListening(s.port, s.child, s.name);
-      const post = () => fetch(`http://127.0.0.1:${s.port}/predict`, { method: 'POST', body, headers: { 'content-type': 'image/jpeg' } });
-      // choripan takes its port before its model loads, and answers 503 until it has.
-      let answer = await post();
-      while (answer.status === 503) {
-        await new Promise((resolve) => setTimeout(resolve, 100));
-        answer = await post();
-      }
-      s.label = (await answer.json()).label;
-      if (!CAT_LABELS.includes(s.label)) throw new Error(`${s.name} says the cat photo is a ${s.label}`);
-    }
+    for (const s of servers) s.label = await firstAnswer(s, body);
     const fire = (s, duration) => autocannon({
       url: `http://127.0.0.1:${s.port}/predict`, method: 'POST', body, headers: { 'content-type': 'image/jpeg' },
       connections: settings.connections, duration,
@@ -436,15 +442,7 @@ async function tracingCost(photoFile) {
       s.child = spawn(process.execPath, [path.join(root, 'js', 'server', 'main.js')], {
         cwd: root, stdio: ['ignore', 'ignore', 'inherit'], env: { ...plain, ...s.env, PORT: String(s.port), HOST: '127.0.0.1' },
       });
-      await untilListening(s.port, s.child, s.name);
-      const post = () => fetch(`http://127.0.0.1:${s.port}/predict`, { method: 'POST', body, headers: { 'content-type': 'image/jpeg' } });
-      let answer = await post();
-      while (answer.status === 503) {
-        await new Promise((resolve) => setTimeout(resolve, 100));
-        answer = await post();
-      }
-      const { label } = await answer.json();
-      if (!CAT_LABELS.includes(label)) throw new Error(`${s.name} says the cat photo is a ${label}`);
+      await firstAnswer(s, body);
     }
     const fire = (s, conns, duration) => autocannon({
       url: `http://127.0.0.1:${s.port}/predict`, method: 'POST', body, headers: { 'content-type': 'image/jpeg' }, connections: conns, duration,
