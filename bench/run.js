@@ -12,6 +12,7 @@
 //   npm run bench -- --sweep           choripan's options (maxBatch, workers × threads) at concurrency 1 and 8
 //   npm run bench -- --sweep --busy N  the same beside N busy co-tenant processes (a shared node)
 //   npm run bench -- --head-of-line    small requests alone, then while huge images keep arriving (p99)
+//   npm run bench -- --tracing         the server without and with tracing (OTLP), A B A B: what a request pays
 //
 // A benchmark, not a test: the machine may be small and shared, so compare rows of one run.
 
@@ -31,6 +32,7 @@ const { values: flags } = parseArgs({
     smoke: { type: 'boolean', default: false },
     sweep: { type: 'boolean', default: false },
     'head-of-line': { type: 'boolean', default: false },
+    tracing: { type: 'boolean', default: false },
     busy: { type: 'string', default: '0' },
     rounds: { type: 'string' },
     requests: { type: 'string' },
@@ -215,6 +217,23 @@ async function untilListening(port, child, name) {
   throw new Error(`${name} did not listen on ${port}`);
 }
 
+/**
+ * The label a server started as `{ name, child, port }` gives the photo, once it answers: choripan takes
+ * its port before its model loads, and answers 503 until it has. Throws unless it is a cat.
+ */
+async function firstAnswer(server, body) {
+  await untilListening(server.port, server.child, server.name);
+  const post = () => fetch(`http://127.0.0.1:${server.port}/predict`, { method: 'POST', body, headers: { 'content-type': 'image/jpeg' } });
+  let answer = await post();
+  while (answer.status === 503) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    answer = await post();
+  }
+  const { label } = await answer.json();
+  if (!CAT_LABELS.includes(label)) throw new Error(`${server.name} says the cat photo is a ${label}`);
+  return label;
+}
+
 /** Resident memory of a process and its descendants (gunicorn serves from a child of its master). */
 function memory(pid) {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -238,18 +257,7 @@ async function http(photoFile) {
     '--pythonpath', __dirname, 'flask_server:app'], { cwd: root, stdio: ['ignore', 'ignore', 'ignore'] });
   servers.push({ name: 'Flask + PIL + PyTorch eager', child: flask, port: flaskPort });
   try {
-    for (const s of servers) {
-      await untilListening(s.port, s.child, s.name);
-      const post = () => fetch(`http://127.0.0.1:${s.port}/predict`, { method: 'POST', body, headers: { 'content-type': 'image/jpeg' } });
-      // choripan takes its port before its model loads, and answers 503 until it has.
-      let answer = await post();
-      while (answer.status === 503) {
-        await new Promise((resolve) => setTimeout(resolve, 100));
-        answer = await post();
-      }
-      s.label = (await answer.json()).label;
-      if (!CAT_LABELS.includes(s.label)) throw new Error(`${s.name} says the cat photo is a ${s.label}`);
-    }
+    for (const s of servers) s.label = await firstAnswer(s, body);
     const fire = (s, duration) => autocannon({
       url: `http://127.0.0.1:${s.port}/predict`, method: 'POST', body, headers: { 'content-type': 'image/jpeg' },
       connections: settings.connections, duration,
@@ -391,6 +399,94 @@ async function headOfLine(photoFile) {
   log(`p99 of small requests while huge ones arrive: ${(percentile(rows[1].latencies, 0.99) / percentile(rows[0].latencies, 0.99)).toFixed(2)}× their p99 alone`);
 }
 
+/**
+ * CPU time in ms of a process, all its threads (/proc/PID/stat), and of its main thread alone, which for
+ * Node is the event loop (/proc/PID/task/PID/stat): utime and stime, in clock ticks.
+ */
+function cpuMs(pid, tick) {
+  const read = (file) => {
+    const fields = fs.readFileSync(file, 'utf8').split(') ')[1].split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * tick; // the 14th and 15th fields of the whole line
+  };
+  return { all: read(`/proc/${pid}/stat`), loop: read(`/proc/${pid}/task/${pid}/stat`) };
+}
+
+/**
+ * What tracing costs a request: `npm start` without OTEL_* (A) and with an OTLP endpoint (B: protobuf, the
+ * default; every request sampled, as one without a traceparent is), taking turns A B A B under the same
+ * load (autocannon, POST /predict, 1 and 8 connections). An OTLP receiver in this process takes B's
+ * spans. Per row, the median over rounds of requests a second, p50, p99 and the server's CPU time per
+ * request: of every thread of its process (the workers' forward passes most of it), and of its event loop
+ * alone, where a span is made, batched and exported.
+ */
+async function tracingCost(photoFile) {
+  const body = fs.readFileSync(photoFile);
+  const tick = 1000 / Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout);
+  const received = { requests: 0, bytes: 0 };
+  const receiver = require('node:http').createServer((req, res) => {
+    req.on('data', (chunk) => (received.bytes += chunk.length)).on('end', () => {
+      received.requests++;
+      res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end();
+    });
+  });
+  await new Promise((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+  const plain = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('OTEL_')));
+  const servers = [
+    { name: 'without tracing', env: {} },
+    { name: 'traced (OTLP/protobuf)', env: { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${receiver.address().port}` } },
+  ];
+  const connections = [1, settings.connections];
+  try {
+    for (const s of servers) {
+      s.port = await freePort();
+      s.child = spawn(process.execPath, [path.join(root, 'js', 'server', 'main.js')], {
+        cwd: root, stdio: ['ignore', 'ignore', 'inherit'], env: { ...plain, ...s.env, PORT: String(s.port), HOST: '127.0.0.1' },
+      });
+      await firstAnswer(s, body);
+    }
+    const fire = (s, conns, duration) => autocannon({
+      url: `http://127.0.0.1:${s.port}/predict`, method: 'POST', body, headers: { 'content-type': 'image/jpeg' }, connections: conns, duration,
+    });
+    for (const s of servers) await fire(s, settings.connections, 1); // warm-up
+    const samples = [];
+    for (let round = 0; round < settings.rounds; round++) {
+      for (const conns of connections) {
+        for (let i = 0; i < servers.length; i++) {
+          const s = servers[(i + round) % servers.length];
+          const before = cpuMs(s.child.pid, tick);
+          const result = await fire(s, conns, settings.httpSeconds);
+          const after = cpuMs(s.child.pid, tick);
+          const cpu = after.all - before.all;
+          const loop = after.loop - before.loop;
+          if (result.non2xx || result.errors || result.timeouts) {
+            throw new Error(`${s.name}: ${result.non2xx} non-2xx answers, ${result.errors} errors, ${result.timeouts} timeouts`);
+          }
+          samples.push({ name: s.name, connections: conns, throughput: result.requests.total / result.duration,
+            p50: result.latency.p50, p99: result.latency.p99, cpuPerRequest: cpu / result.requests.total, loopPerRequest: loop / result.requests.total });
+          log(`round ${round + 1}, ${conns} conn.: ${s.name}: ${(result.requests.total / result.duration).toFixed(1)} req/s, ` +
+            `p50 ${result.latency.p50} ms, CPU ${(cpu / result.requests.total).toFixed(2)} ms/request, ` +
+            `event loop ${(loop / result.requests.total).toFixed(2)}`);
+        }
+      }
+    }
+    const rows = connections.flatMap((conns) => servers.map((s) => {
+      const mine = samples.filter((x) => x.name === s.name && x.connections === conns);
+      return { system: s.name, connections: conns, throughput: median(mine.map((x) => x.throughput)), p50: median(mine.map((x) => x.p50)),
+        p99: median(mine.map((x) => x.p99)), cpuPerRequest: median(mine.map((x) => x.cpuPerRequest)),
+        loopPerRequest: median(mine.map((x) => x.loopPerRequest)) };
+    }));
+    table(rows, [['server', (r) => r.system], ['conn.', (r) => r.connections], ['req/s', (r) => r.throughput.toFixed(1)],
+      ['p50 ms', (r) => r.p50.toFixed(1)], ['p99 ms', (r) => r.p99.toFixed(1)], ['CPU ms/request', (r) => r.cpuPerRequest.toFixed(2)],
+      ['event loop CPU ms/request', (r) => r.loopPerRequest.toFixed(3)]]);
+    const traced = samples.filter((x) => x.name === servers[1].name).length;
+    log(`the receiver took ${received.requests} exports, ${(received.bytes / 1024).toFixed(0)} KiB, over ${traced} traced runs`);
+    if (!received.requests) throw new Error('no span reached the receiver');
+  } finally {
+    for (const s of servers) s.child?.kill('SIGTERM');
+    receiver.close();
+  }
+}
+
 async function main() {
   fs.mkdirSync(outDir, { recursive: true });
   const machine = `${os.cpus()[0]?.model ?? 'cpu'} ×${os.availableParallelism()}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, node ${process.version}`;
@@ -398,6 +494,7 @@ async function main() {
   const photoFile = await photo();
   if (flags.sweep) return sweep(photoFile);
   if (flags['head-of-line']) return headOfLine(photoFile);
+  if (flags.tracing) return tracingCost(photoFile);
   for (const file of Object.values(artifacts)) {
     if (!fs.existsSync(file)) throw new Error(`${file} is missing: run \`npm install\`, which exports the default model`);
   }

@@ -82,7 +82,9 @@ function serveCommand() {
       `(default: CHORIPAN_MODEL_CONTROL, else ${unset('CHORIPAN_MODEL_CONTROL')})`)
     .option('--port <N>', `port to listen on, 0 for any free one (default: PORT, else ${unset('PORT')})`)
     .option('--host <HOST>', `address to listen on (default: HOST, else ${unset('HOST')})`)
-    .addHelpText('after', `\nEnvironment (a flag wins over its variable):\n${config.describeVariables()}`)
+    .addHelpText('after', `\nEnvironment (a flag wins over its variable):\n${config.describeVariables()}\n\n` +
+      'Tracing: OTEL_EXPORTER_OTLP_ENDPOINT and OpenTelemetry\'s other OTEL_* variables send a span for each request\n' +
+      'over OTLP; with none set, nothing is traced (docs/service.md#tracing).')
     .action(async (options) => {
       const port = options.port === undefined ? undefined : flagValue(command, '--port', options.port, config.VARIABLES.PORT[1]);
       if (options.model && options.modelRepository) usage(command, '--model and --model-repository: serve models or a repository, not both');

@@ -2,6 +2,7 @@
 
 import type { Express } from 'express';
 import type { Logger } from 'pino';
+import type { Tracer } from '@opentelemetry/api';
 import type { ErrorCode, Model, Prediction } from '../index';
 
 export interface AppOptions {
@@ -11,6 +12,12 @@ export interface AppOptions {
   models?: Map<string, Model>;
   /** Your logger; one JSON line per request. Default: a new pino logger. */
   logger?: Logger;
+  /**
+   * A span for each request, from your OpenTelemetry setup (`trace.getTracer('choripan')`), with a span for
+   * each image's time in the queue and in the forward pass under it (docs/service.md#tracing). Default: none,
+   * and no OpenTelemetry module is loaded.
+   */
+  tracer?: Tracer;
   // <vocabulary appOptions>
   /** host[:port],… that GET /predict?url= may fetch. Default: none (CHORIPAN_URL_ALLOWLIST for the server). */
   urlAllowlist?: string;

@@ -6,7 +6,7 @@
 // passes other routes on.
 // createApp checks its options and composes the parts: the middleware (js/server/middleware.js, cors.js),
 // the routes (predict.js, oip.js, repository-routes.js, operations.js), the page (page.js), and the
-// answer to every failure.
+// answer to every failure; given a tracer, a span for each request (trace-requests.js).
 
 const express = require('express');
 const pino = require('pino');
@@ -39,6 +39,7 @@ const APP_DEFAULTS = Object.fromEntries(serverVariables().filter((v) => v.app).m
  * @param {number} [options.fetchTimeoutMs]
  * @param {number} [options.timeoutMs] the longest a request may take; X-Request-Timeout-Ms may ask for less
  * @param {string} [options.defaultLabel] answer 200 { label, default: true } past the deadline instead of 504
+ * @param {import('@opentelemetry/api').Tracer} [options.tracer] a span for each request (js/server/trace-requests.js)
  */
 function createApp({
   model,
@@ -51,6 +52,7 @@ function createApp({
   fetchTimeoutMs = APP_DEFAULTS.fetchTimeoutMs,
   timeoutMs = APP_DEFAULTS.timeoutMs,
   defaultLabel,
+  tracer,
 }) {
   if (!repository && ![...models.values()].every(Boolean)) throw new TypeError('createApp needs a model, or a Map of models');
   const catalog = repository?.catalog ?? Catalog.of(models);
@@ -69,7 +71,10 @@ function createApp({
   app.locals.draining = false;
   const ready = () => !app.locals.draining && catalog.all().every((served) => !served.model.disposed);
 
-  app.use(passOthers(app), closeWhileDraining(app), requestLog({ logger, metrics }));
+  app.use(passOthers(app));
+  // Only when asked for: without a tracer, no OpenTelemetry module is loaded and no request pays for one.
+  if (tracer) app.use(require('./trace-requests').traceRequests({ tracer, models }));
+  app.use(closeWhileDraining(app), requestLog({ logger, metrics }));
   // Before anything can refuse a request: a browser shows a script of another origin an error only when
   // it carries these headers too.
   if (crossOrigin) app.use(crossOrigin);

@@ -227,11 +227,55 @@ function readConfig(env = process.env, overrides = {}) {
     if (!flags.modelRepository && named.length) {
       throw new ConfigError('CHORIPAN_MODEL_REPOSITORY', `serve a repository or ${named.join(' and ')}, not both: unset one`);
     }
-    return { ...settings, models: null, load };
+    return { ...settings, models: null, load, tracing: readTracing(env) };
   }
   const choripan = require('..'); // here, not above: `choripan --help` reads this module, and needs no decoder
   const models = overrides.models ?? read('CHORIPAN_MODELS') ?? [{ name: null, path: read('CHORIPAN_MODEL') ?? choripan.DEFAULT_MODEL_PATH }];
-  return { ...settings, models, load };
+  return { ...settings, models, load, tracing: readTracing(env) };
+}
+
+/** @param {string} text */
+function isHttpUrl(text) {
+  try {
+    return ['http:', 'https:'].includes(new URL(text).protocol);
+  } catch {
+    return false;
+  }
+}
+
+/** OTLP's two encodings over HTTP that this service sends (the SDK's exporters for each). */
+const OTLP_PROTOCOLS = ['http/protobuf', 'http/json'];
+
+/**
+ * Whether the service traces its requests (js/server/tracing.js), from OpenTelemetry's own variables as
+ * its specification means them: an empty one is unset, OTEL_SDK_DISABLED=true turns everything off,
+ * OTEL_TRACES_EXPORTER=none runs no exporter, and values are case-insensitive. One difference: the SDK's
+ * default exporter (otlp, to localhost:4318) runs only when asked for, by OTEL_TRACES_EXPORTER=otlp or
+ * an endpoint, so that a server nobody configured for tracing loads no SDK and pays nothing. The SDK
+ * reads the rest itself (endpoint, headers, sampler, service name…); a value it could not honour stops
+ * start-up here instead of being ignored: another exporter, gRPC, an endpoint that is not a URL.
+ * @param {NodeJS.ProcessEnv} env
+ * @returns {{ protocol: string } | null} null: no tracing
+ */
+function readTracing(env) {
+  /** @param {string} name */
+  const read = (name) => env[name]?.trim().toLowerCase() || undefined;
+  if (read('OTEL_SDK_DISABLED') === 'true') return null;
+  const exporters = (read('OTEL_TRACES_EXPORTER') ?? '').split(',').map((exporter) => exporter.trim()).filter(Boolean);
+  if (exporters.includes('none')) return null;
+  const other = exporters.find((exporter) => exporter !== 'otlp');
+  if (other) throw new ConfigError('OTEL_TRACES_EXPORTER', `expected otlp or none, got '${other}' (this service sends OTLP only)`);
+  const endpoints = ['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', 'OTEL_EXPORTER_OTLP_ENDPOINT'].filter((name) => read(name));
+  if (!exporters.length && !endpoints.length) return null;
+  for (const name of endpoints) {
+    if (!isHttpUrl(String(env[name]).trim())) throw new ConfigError(name, `expected an http:// or https:// URL, got '${env[name]}'`);
+  }
+  const protocolVariable = ['OTEL_EXPORTER_OTLP_TRACES_PROTOCOL', 'OTEL_EXPORTER_OTLP_PROTOCOL'].find((name) => read(name));
+  const protocol = (protocolVariable && read(protocolVariable)) || OTLP_PROTOCOLS[0];
+  if (protocolVariable && !OTLP_PROTOCOLS.includes(protocol)) {
+    throw new ConfigError(protocolVariable, `expected ${OTLP_PROTOCOLS.join(' or ')}, got '${env[protocolVariable]}'`);
+  }
+  return { protocol };
 }
 
 /**
@@ -243,4 +287,4 @@ function describeVariables(names = Object.keys(VARIABLES)) {
   return names.map((name) => `  ${name.padEnd(width)}  ${VARIABLES[name][0]}`).join('\n');
 }
 
-module.exports = { readConfig, readVariable, describeVariables, modelEntries, unreadable, unreadableBecause, ConfigError, VARIABLES };
+module.exports = { readConfig, readTracing, readVariable, describeVariables, modelEntries, unreadable, unreadableBecause, ConfigError, VARIABLES };

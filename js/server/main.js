@@ -1,6 +1,6 @@
 'use strict';
 // `npm start` and `choripan serve`: the server, configured by js/server/config.js (CHORIPAN_*, PORT,
-// HOST), until SIGTERM or SIGINT.
+// HOST, and OTEL_* for tracing), until SIGTERM or SIGINT.
 
 const http = require('node:http');
 const pino = require('pino');
@@ -117,8 +117,11 @@ async function serve(config = readConfig()) {
     throw error;
   }
 
+  // OpenTelemetry's SDK is loaded only when OTEL_* variables ask for an exporter (config.js readTracing).
+  const tracing = config.tracing ? require('./tracing').startTracing(config.tracing, logger) : null;
+  if (tracing) logger.info({ protocol: config.tracing.protocol }, `tracing: spans go over OTLP (${config.tracing.protocol})`);
   const app = createApp({ ...served, logger, urlAllowlist: config.urlAllowlist, corsOrigins: config.corsOrigins, maxBodyBytes: config.maxBodyBytes,
-    fetchTimeoutMs: config.fetchTimeoutMs, timeoutMs: config.timeoutMs, defaultLabel: config.defaultLabel });
+    fetchTimeoutMs: config.fetchTimeoutMs, timeoutMs: config.timeoutMs, defaultLabel: config.defaultLabel, tracer: tracing?.tracer });
   handle = app;
   const names = served.models ? [...served.models.keys()] : served.repository.catalog.names();
   logger.info({ address, port }, `ready: serving ${names.join(', ') || 'no model yet'} on ${url}`);
@@ -126,8 +129,8 @@ async function serve(config = readConfig()) {
   const unload = () => served.repository?.close() ?? Promise.all([...served.models.values()].map((model) => model.dispose()));
 
   // Graceful: stop accepting connections, answer the requests in hand with `Connection: close` (so
-  // that keep-alive clients move on), close idle connections as they become idle, free the model,
-  // exit 0. A second signal, or ten seconds, cut it short.
+  // that keep-alive clients move on), close idle connections as they become idle, free the model, send
+  // the spans still held, exit 0. A second signal, or ten seconds, cut it short.
   let stopping = false;
   const stop = (signal) => {
     if (stopping) {
@@ -143,6 +146,7 @@ async function serve(config = readConfig()) {
     }, 10_000).unref();
     server.close(async () => {
       await unload();
+      await tracing?.shutdown().catch((error) => logger.warn({ err: error }, 'tracing: the last spans were not sent'));
       logger.info('stopped');
       process.exit(0);
     });

@@ -23,8 +23,9 @@ function closeWhileDraining(app) {
 }
 
 /**
- * One log line per request, with an id (X-Request-Id, or a new one) echoed back, and its count and
- * latency in the metrics. The routes leave what the line says of the answer in `res.locals`.
+ * One log line per request, with an id (X-Request-Id, or a new one) echoed back and, when it is traced,
+ * its trace_id and span_id; and its count and latency in the metrics. The routes leave what the line
+ * says of the answer in `res.locals`.
  * @param {{ logger: import('pino').Logger, metrics: ReturnType<typeof import('./metrics').createMetrics> }} options
  */
 function requestLog({ logger, metrics }) {
@@ -36,9 +37,9 @@ function requestLog({ logger, metrics }) {
       const seconds = (performance.now() - started) / 1000;
       const ms = Math.round(seconds * 10_000) / 10;
       metrics.request(req.route?.path, req.method, res.statusCode, seconds);
-      const { label, probability, errorCode, model: name } = res.locals;
+      const { label, probability, errorCode, model: name, traceIds } = res.locals;
       const where = req.originalUrl.split('?')[0];
-      logger.info({ id, method: req.method, path: where, status: res.statusCode, model: name, label, probability, errorCode, ms },
+      logger.info({ id, method: req.method, path: where, status: res.statusCode, model: name, label, probability, errorCode, ms, ...traceIds },
         label ? `${label} (${probability.toFixed(3)}) in ${ms} ms` : `${req.method} ${where} ${res.statusCode} in ${ms} ms`);
     });
     next();

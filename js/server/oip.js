@@ -10,7 +10,7 @@ const { ChoripanError } = require('../errors');
 const { version } = require('../../package.json');
 const { topIndices } = require('..');
 const { OIP_PATHS } = require('./paths');
-const { requestDeadline, clientGone } = require('./request');
+const { requestDeadline, clientGone, inRequestTrace } = require('./request');
 
 const IMAGE_INPUT = 'image';
 const TENSOR_INPUT = 'input';
@@ -259,13 +259,14 @@ function createOipRouter({ catalog, ready, maxBodyBytes, timeoutMs, pacing }) {
       const served = model(req);
       const chosen = served.model;
       res.locals.model = served.name;
+      res.locals.version = served.version;
       res.locals.chosen = chosen;
       const release = catalog.acquire(served);
       try {
         const parsed = parseRequest(req);
         const inputs = inputsOf(parsed, chosen);
         const options = { timeoutMs: requestDeadline(req, timeoutMs), signal: clientGone(res) };
-        const rows = await chosen.probabilitiesMany(inputs, options);
+        const rows = await inRequestTrace(res, () => chosen.probabilitiesMany(inputs, options));
         respond(res, served, parsed.request, outputsOf(parsed.request, rows, chosen));
       } finally {
         release();

@@ -9,7 +9,7 @@ const typeis = require('type-is');
 const { ChoripanError } = require('../errors');
 const { fetchImage } = require('./fetch-image');
 const { PATHS } = require('./paths');
-const { requestDeadline, clientGone } = require('./request');
+const { requestDeadline, clientGone, inRequestTrace } = require('./request');
 
 /**
  * A raw body's types. The format is read from the bytes (js/decode.js), never from the type: a client that
@@ -62,11 +62,13 @@ function createPredictRouter({ catalog, allowed, maxBodyBytes, fetchTimeoutMs, t
     const served = modelFor(req);
     const { name, model: chosen } = served;
     res.locals.model = name;
+    res.locals.version = served.version;
     res.locals.chosen = chosen;
     let result;
     const release = catalog.acquire(served);
     try {
-      result = await chosen.predict(image, { signal, timeoutMs: requestDeadline(req, timeoutMs) });
+      const options = { signal, timeoutMs: requestDeadline(req, timeoutMs) };
+      result = await inRequestTrace(res, () => chosen.predict(image, options));
     } catch (error) {
       if (error.code !== 'E_TIMEOUT' || defaultLabel === undefined) throw error;
       // Past the deadline, Clipper's way: a default answer, said to be one, and counted.

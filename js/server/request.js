@@ -1,6 +1,6 @@
 'use strict';
-// What an inference route reads from its request beside the input: how long it may take, and whether
-// its client is still there to be answered.
+// What an inference route reads from its request beside the input: how long it may take, whether its
+// client is still there to be answered, and the trace its model calls belong to.
 
 const { ChoripanError } = require('../errors');
 
@@ -32,4 +32,16 @@ function clientGone(res) {
   return controller.signal;
 }
 
-module.exports = { requestDeadline, clientGone };
+/**
+ * `work()`, a call of the model, in the request's trace when it is traced (js/server/trace-requests.js),
+ * so that the model's 'prediction' events are taken as this request's.
+ * @template T
+ * @param {import('express').Response} res
+ * @param {() => T} work
+ * @returns {T}
+ */
+function inRequestTrace(res, work) {
+  return res.locals.inTrace ? res.locals.inTrace(work) : work();
+}
+
+module.exports = { requestDeadline, clientGone, inRequestTrace };

@@ -36,6 +36,7 @@ void main;
 
 // require('choripan/server'), embedded in an app of one's own.
 import express from 'express';
+import { trace } from '@opentelemetry/api';
 import { createApp, type ErrorResponse, type PredictResponse } from 'choripan/server';
 
 async function embed(): Promise<void> {
@@ -45,6 +46,9 @@ async function embed(): Promise<void> {
   const two = createApp({ models: new Map([['a', model]]), urlAllowlist: 'example.com' });
   two.locals.draining = true;
   createApp({ model, corsOrigins: 'https://app.example.com,http://localhost:3000' });
+  createApp({ model, tracer: trace.getTracer('vision') });
+  // @ts-expect-error: a tracer, not its provider
+  createApp({ model, tracer: trace.getTracerProvider() });
   // @ts-expect-error: createApp takes options, not a model
   createApp(model);
 }
