@@ -3,8 +3,9 @@
 // for allow-listed hosts, the Open Inference Protocol v2 under /v2, /healthz, /readyz, /metrics,
 // /openapi.json and a page at /. Every failure of its own routes answers JSON { error: { code, message } }
 // (the protocol's routes, its { error }); mounted in another app, it passes other routes on.
-// createApp checks its options and composes the parts: the middleware (js/server/middleware.js, cors.js),
-// the routes (predict.js, oip.js, operations.js), the page (page.js), and the answer to every failure.
+// createApp checks its options and composes the parts: the middleware (js/server/middleware.js, cors.js,
+// api-keys.js), the routes (predict.js, oip.js, operations.js), the page (page.js), and
+// the answer to every failure.
 
 const express = require('express');
 const pino = require('pino');
@@ -17,6 +18,7 @@ const { createPredictRouter } = require('./predict');
 const { createOipRouter } = require('./oip');
 const { createOperationsRouter } = require('./operations');
 const { createPageRouter } = require('./page');
+const { keyring, requireKeys } = require('./api-keys');
 const { serverVariables } = require('../vocabulary');
 
 /** createApp's defaults: those of the variables that set its options (native/core/vocabulary.json). */
@@ -33,6 +35,8 @@ const APP_DEFAULTS = Object.fromEntries(serverVariables().filter((v) => v.app).m
  * @param {number} [options.fetchTimeoutMs]
  * @param {number} [options.timeoutMs] the longest a request may take; X-Request-Timeout-Ms may ask for less
  * @param {string} [options.defaultLabel] answer 200 { label, default: true } past the deadline instead of 504
+ * @param {Array<{ key: string, scope: 'infer' | 'admin' }>} [options.apiKeys] the keys that may call it (js/server/api-keys.js)
+ * @param {boolean} [options.metricsAuth] /metrics needs a key too
  */
 function createApp({
   model,
@@ -44,15 +48,15 @@ function createApp({
   fetchTimeoutMs = APP_DEFAULTS.fetchTimeoutMs,
   timeoutMs = APP_DEFAULTS.timeoutMs,
   defaultLabel,
+  apiKeys,
+  metricsAuth = APP_DEFAULTS.metricsAuth,
 }) {
   if (![...models.values()].every(Boolean)) throw new TypeError('createApp needs a model, or a Map of models');
+  const keys = apiKeys === undefined ? null : checked('apiKeys', () => keyring(apiKeys));
+  if (metricsAuth && !keys) throw new TypeError('metricsAuth: closing /metrics needs apiKeys');
+  const metricsOpen = !metricsAuth;
   const allowed = parseAllowlist(urlAllowlist);
-  let crossOrigin;
-  try {
-    crossOrigin = corsFor(parseOrigins(corsOrigins));
-  } catch (error) {
-    throw new TypeError(`corsOrigins: ${error.message}`);
-  }
+  const crossOrigin = checked('corsOrigins', () => corsFor(parseOrigins(corsOrigins)));
   const metrics = createMetrics(models);
   const pacing = createRetryPacing(models.values());
   const app = express();
@@ -65,14 +69,25 @@ function createApp({
   // Before anything can refuse a request: a browser shows a script of another origin an error only when
   // it carries these headers too.
   if (crossOrigin) app.use(crossOrigin);
+  // Keys before any body is read: a client refused reads nothing into memory.
+  app.use(requireKeys({ keys, metricsOpen }));
   app.use(bodyLimit(maxBodyBytes));
   app.use(createPredictRouter({ models, allowed, maxBodyBytes, fetchTimeoutMs, timeoutMs, defaultLabel, metrics, pacing }));
   app.use(createOipRouter({ models, ready, maxBodyBytes, timeoutMs, pacing }));
-  app.use(createOperationsRouter({ models, ready, metrics }));
+  app.use(createOperationsRouter({ models, ready, metrics, access: { keys: Boolean(keys), metricsOpen } }));
   app.use(createPageRouter());
   app.use(notFound);
   app.use(answerErrors({ logger, maxBodyBytes, pacing }));
   return app;
+}
+
+/** `make()`, whose Error becomes a TypeError naming the option it was made from. */
+function checked(option, make) {
+  try {
+    return make();
+  } catch (error) {
+    throw new TypeError(`${option}: ${error.message}`);
+  }
 }
 
 module.exports = { createApp };

@@ -6,6 +6,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { publicKeys } = require('../signature');
 const { parseOrigins } = require('./cors');
+const { parseKeysFile, keyring } = require('./api-keys');
 const { serverVariables, unsetValue } = require('../vocabulary');
 
 class ConfigError extends Error {
@@ -57,6 +58,8 @@ const PARSERS = {
     return t;
   },
   keyFiles: () => trustedKeys,
+  boolean: () => boolean,
+  apiKeysFile: () => apiKeys,
 };
 
 const SERVER = serverVariables();
@@ -79,6 +82,29 @@ function number(text, min, max) {
 function oneOf(text, values) {
   if (!values.includes(text)) throw new Error(`expected one of ${values.join(', ')}, got '${text}'`);
   return text;
+}
+
+function boolean(text) {
+  const value = { true: true, 1: true, false: false, 0: false }[text.trim().toLowerCase()];
+  if (value === undefined) throw new Error(`expected true or false, got '${text}'`);
+  return value;
+}
+
+/** The entries of an API keys file (js/server/api-keys.js), checked; an error names a line, never a key. */
+function apiKeys(file) {
+  let text;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new Error(`cannot read ${file}: ${unreadableBecause(error)}`);
+  }
+  try {
+    const entries = parseKeysFile(text);
+    keyring(entries);
+    return entries.map(({ key, scope }) => ({ key, scope }));
+  } catch (error) {
+    throw new Error(`${file}: ${error.message}`);
+  }
 }
 
 function trustedKeys(text) {
@@ -153,6 +179,9 @@ function readConfig(env = process.env, overrides = {}) {
       const value = read(variable.variable);
       if (value !== undefined) load[variable.option] = value;
     }
+  }
+  if (settings.metricsAuth && !settings.apiKeys) {
+    throw new ConfigError('CHORIPAN_METRICS_AUTH', 'closes /metrics to requests without a key, and needs CHORIPAN_API_KEYS_FILE to say which keys');
   }
   return { ...settings, models: modelList, load };
 }

@@ -3,7 +3,8 @@
 
 const vocabulary = require('../../native/core/vocabulary.json');
 const { version } = require('../../package.json');
-const { PATHS, OIP_PATHS, openapiPath } = require('./paths');
+const { STATUS } = require('../errors');
+const { PATHS, OIP_PATHS, openapiPath, accessOf, isProtocol } = require('./paths');
 
 const json = (schema) => ({ 'application/json': { schema } });
 const ref = (name) => ({ $ref: `#/components/schemas/${name}` });
@@ -25,8 +26,38 @@ const OIP_FAILURES = { 400: answer('a malformed request', ref('OipError')), 404:
   503: answer('the queue is full', ref('OipError')),
   504: answer('no answer in time', ref('OipError')) };
 
-/** @param {Map<string, import('../index').Model>} models */
-function openapi(models) {
+const header = (description) => ({ description, schema: { type: 'string' } });
+
+/**
+ * Each operation's key, as js/server/paths.js accessOf() says for its path: the security requirement,
+ * 401 (and 403 on admin paths), in its family's error shape.
+ * @param {object} document
+ * @param {{ keys: boolean, metricsOpen: boolean }} access
+ */
+function withAccess(document, { keys, metricsOpen }) {
+  if (!keys) return document;
+  for (const [path, operations] of Object.entries(document.paths)) {
+    const need = accessOf(path, { metricsOpen });
+    const refusal = (code, description) => (isProtocol(path) ? answer(description, ref('OipError')) : failures([code])[STATUS[code]]);
+    for (const operation of Object.values(operations)) {
+      operation.security = need === 'open' ? [] : [{ apiKey: need === 'admin' ? ['admin'] : [] }];
+      if (need === 'open') continue;
+      const responses = { ...operation.responses };
+      responses[401] = { ...refusal('E_UNAUTHORIZED', 'no API key, or a wrong one'), headers: { 'WWW-Authenticate': header('Bearer realm="choripan"') } };
+      if (need === 'admin') responses[403] = refusal('E_FORBIDDEN', 'the key is not an admin key');
+      operation.responses = responses;
+    }
+  }
+  document.components.securitySchemes = { apiKey: { type: 'http', scheme: 'bearer',
+    description: 'a key of CHORIPAN_API_KEYS_FILE: scope infer, or admin, which may also infer and alone may call the repository' } };
+  return document;
+}
+
+/**
+ * @param {Map<string, import('../index').Model>} models
+ * @param {{ keys: boolean, metricsOpen: boolean }} [access] whether keys guard it
+ */
+function openapi(models, access = { keys: false, metricsOpen: true }) {
   const name = { name: 'name', in: 'path', required: true, schema: { type: 'string', enum: [...models.keys()] } };
   const versioned = { name: 'version', in: 'path', required: true, schema: { type: 'string', enum: ['1'] } };
   const modelQuery = { name: 'model', in: 'query', required: false, schema: { type: 'string', enum: [...models.keys()] },
@@ -39,7 +70,7 @@ function openapi(models) {
     [`${model}${suffix}`]: { ...operation, parameters: [name, ...(operation.parameters ?? [])] },
     [`${modelVersion}${suffix}`]: { ...operation, parameters: [name, versioned, ...(operation.parameters ?? [])] },
   });
-  return {
+  return withAccess({
     openapi: '3.1.0',
     info: { title: 'choripan', version, description: 'Image classification with a PyTorch model served through libtorch.' },
     paths: {
@@ -99,7 +130,7 @@ function openapi(models) {
           model_name: { type: 'string' }, model_version: { type: 'string' }, id: { type: 'string' }, outputs: { type: 'array', items: ref('Tensor') } } },
       },
     },
-  };
+  }, access);
 }
 
 module.exports = { openapi };

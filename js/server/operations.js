@@ -11,8 +11,10 @@ const { PATHS } = require('./paths');
  * @param {Map<string, import('../index').Model>} options.models by name; the first is the default
  * @param {() => boolean} options.ready every model loaded and not disposed, and the server not draining
  * @param {ReturnType<typeof import('./metrics').createMetrics>} options.metrics
+ * @param {{ keys: boolean, metricsOpen: boolean }} options.access what the document says of keys
+ *   (js/server/openapi.js)
  */
-function createOperationsRouter({ models, ready, metrics }) {
+function createOperationsRouter({ models, ready, metrics, access }) {
   const [defaultName] = models.keys();
   const router = express.Router();
 
@@ -29,7 +31,7 @@ function createOperationsRouter({ models, ready, metrics }) {
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
 
-  router.get(PATHS.openapi, (req, res) => res.json(openapi(models)));
+  router.get(PATHS.openapi, (req, res) => res.json(openapi(models, access)));
 
   return router;
 }
