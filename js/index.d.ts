@@ -24,6 +24,7 @@ export type ErrorCode =
   | 'E_NOT_READY'
   | 'E_UNAUTHORIZED'
   | 'E_FORBIDDEN'
+  | 'E_RATE_LIMITED'
   // </vocabulary errors>
   ;
 

@@ -24,6 +24,8 @@ export interface AppOptions {
   corsOrigins?: string;
   /** true: /metrics needs a key too (of either scope), as Prometheus sends one with authorization.credentials_file. Default: false (CHORIPAN_METRICS_AUTH for the server). */
   metricsAuth?: boolean;
+  /** RATE:BURST (20:40): a token bucket per API key, or per client address without keys, of BURST requests refilled at RATE a second; past it, 429. Default: no limit (CHORIPAN_RATE_LIMIT for the server). */
+  rateLimit?: string;
   /** the longest a request may take, in ms; X-Request-Timeout-Ms may ask for less. Default: 30000 (CHORIPAN_TIMEOUT_MS for the server). */
   timeoutMs?: number;
   /** past its deadline, a request is answered 200 { label, default: true } with this label instead of 504. Default: 504 (CHORIPAN_DEFAULT_LABEL for the server). */

@@ -4,7 +4,7 @@
 // /openapi.json and a page at /. Every failure of its own routes answers JSON { error: { code, message } }
 // (the protocol's routes, its { error }); mounted in another app, it passes other routes on.
 // createApp checks its options and composes the parts: the middleware (js/server/middleware.js, cors.js,
-// api-keys.js), the routes (predict.js, oip.js, operations.js), the page (page.js), and
+// api-keys.js, rate-limit.js), the routes (predict.js, oip.js, operations.js), the page (page.js), and
 // the answer to every failure.
 
 const express = require('express');
@@ -19,6 +19,7 @@ const { createOipRouter } = require('./oip');
 const { createOperationsRouter } = require('./operations');
 const { createPageRouter } = require('./page');
 const { keyring, requireKeys } = require('./api-keys');
+const { parseRateLimit, createBuckets, limitRate } = require('./rate-limit');
 const { serverVariables } = require('../vocabulary');
 
 /** createApp's defaults: those of the variables that set its options (native/core/vocabulary.json). */
@@ -37,6 +38,7 @@ const APP_DEFAULTS = Object.fromEntries(serverVariables().filter((v) => v.app).m
  * @param {string} [options.defaultLabel] answer 200 { label, default: true } past the deadline instead of 504
  * @param {Array<{ key: string, scope: 'infer' | 'admin' }>} [options.apiKeys] the keys that may call it (js/server/api-keys.js)
  * @param {boolean} [options.metricsAuth] /metrics needs a key too
+ * @param {string} [options.rateLimit] RATE:BURST, a token bucket per key, or per client address without keys
  */
 function createApp({
   model,
@@ -50,11 +52,13 @@ function createApp({
   defaultLabel,
   apiKeys,
   metricsAuth = APP_DEFAULTS.metricsAuth,
+  rateLimit = APP_DEFAULTS.rateLimit,
 }) {
   if (![...models.values()].every(Boolean)) throw new TypeError('createApp needs a model, or a Map of models');
   const keys = apiKeys === undefined ? null : checked('apiKeys', () => keyring(apiKeys));
   if (metricsAuth && !keys) throw new TypeError('metricsAuth: closing /metrics needs apiKeys');
   const metricsOpen = !metricsAuth;
+  const limit = rateLimit ? checked('rateLimit', () => parseRateLimit(rateLimit)) : null;
   const allowed = parseAllowlist(urlAllowlist);
   const crossOrigin = checked('corsOrigins', () => corsFor(parseOrigins(corsOrigins)));
   const metrics = createMetrics(models);
@@ -69,12 +73,13 @@ function createApp({
   // Before anything can refuse a request: a browser shows a script of another origin an error only when
   // it carries these headers too.
   if (crossOrigin) app.use(crossOrigin);
-  // Keys before any body is read: a client refused reads nothing into memory.
+  // Keys and limits before any body is read: a client refused reads nothing into memory.
   app.use(requireKeys({ keys, metricsOpen }));
+  if (limit) app.use(limitRate({ buckets: createBuckets(limit), metricsOpen, metrics }));
   app.use(bodyLimit(maxBodyBytes));
   app.use(createPredictRouter({ models, allowed, maxBodyBytes, fetchTimeoutMs, timeoutMs, defaultLabel, metrics, pacing }));
   app.use(createOipRouter({ models, ready, maxBodyBytes, timeoutMs, pacing }));
-  app.use(createOperationsRouter({ models, ready, metrics, access: { keys: Boolean(keys), metricsOpen } }));
+  app.use(createOperationsRouter({ models, ready, metrics, access: { keys: Boolean(keys), metricsOpen, limited: Boolean(limit) } }));
   app.use(createPageRouter());
   app.use(notFound);
   app.use(answerErrors({ logger, maxBodyBytes, pacing }));

@@ -7,6 +7,7 @@ const path = require('node:path');
 const { publicKeys } = require('../signature');
 const { parseOrigins } = require('./cors');
 const { parseKeysFile, keyring } = require('./api-keys');
+const { parseRateLimit } = require('./rate-limit');
 const { serverVariables, unsetValue } = require('../vocabulary');
 
 class ConfigError extends Error {
@@ -60,6 +61,11 @@ const PARSERS = {
   keyFiles: () => trustedKeys,
   boolean: () => boolean,
   apiKeysFile: () => apiKeys,
+  // Checked here, so that a bad limit stops start-up; createApp takes it as it is written, as it does origins.
+  rateLimit: () => (t) => {
+    parseRateLimit(t);
+    return t;
+  },
 };
 
 const SERVER = serverVariables();

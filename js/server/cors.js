@@ -36,12 +36,13 @@ function parseOrigins(text) {
 
 /**
  * The middleware for those origins: it answers preflight requests, and lets their scripts read the
- * request id, Retry-After and a refused key's challenge as well as the body. Null when there are none.
+ * request id, Retry-After, the rate limit's fields and a refused key's challenge as well as the body.
+ * Null when there are none.
  * @param {'*' | string[]} origins
  */
 function corsFor(origins) {
   if (origins !== '*' && origins.length === 0) return null;
-  return cors({ origin: origins, methods: ['GET', 'HEAD', 'POST'], exposedHeaders: ['X-Request-Id', 'Retry-After', 'WWW-Authenticate'], maxAge: 600 });
+  return cors({ origin: origins, methods: ['GET', 'HEAD', 'POST'], exposedHeaders: ['X-Request-Id', 'Retry-After', 'RateLimit', 'RateLimit-Policy', 'WWW-Authenticate'], maxAge: 600 });
 }
 
 module.exports = { parseOrigins, corsFor };

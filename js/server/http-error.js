@@ -30,8 +30,9 @@ function translate(error, maxBodyBytes) {
 
 /**
  * What to answer for `error`. A refusal that passes carries `retryAfter`, in seconds: E_QUEUE_FULL the
- * time the refusing model needs for the work ahead (js/server/retry.js), E_NOT_READY one second.
- * E_UNAUTHORIZED and E_FORBIDDEN carry `authenticate`, the WWW-Authenticate challenge.
+ * time the refusing model needs for the work ahead (js/server/retry.js), E_NOT_READY one second,
+ * E_RATE_LIMITED the time the client's bucket takes to hold a request. E_UNAUTHORIZED and E_FORBIDDEN
+ * carry `authenticate`, the WWW-Authenticate challenge.
  * @param {unknown} error whatever a route or middleware threw, or Node's HTTP parser raised
  * @param {{ maxBodyBytes?: number, model?: import('../index').Model, unparsed?: boolean }} [context]
  *   `model`: the one the request was for; `unparsed`: `error` is the server's 'clientError', for a
@@ -49,6 +50,8 @@ function toHttpError(error, { maxBodyBytes, model, unparsed = false } = {}) {
   const failure = { status: STATUS[code] ?? 500, code, message };
   if (code === 'E_QUEUE_FULL') failure.retryAfter = model ? retryAfterSeconds(model) : 1;
   if (code === 'E_NOT_READY') failure.retryAfter = 1;
+  // js/server/rate-limit.js knows when the client's bucket holds a request again.
+  if (code === 'E_RATE_LIMITED') failure.retryAfter = translated.retryAfter ?? 1;
   // js/server/api-keys.js: the challenge of RFC 6750 for a missing, wrong or lesser key.
   if (translated.authenticate) failure.authenticate = translated.authenticate;
   return failure;

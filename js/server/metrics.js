@@ -43,6 +43,10 @@ function createMetrics(models) {
     name: 'choripan_default_answers_total', help: 'requests past their deadline answered with CHORIPAN_DEFAULT_LABEL',
     labelNames: ['model'], registers: [registry],
   });
+  const rateLimited = new client.Counter({
+    name: 'choripan_rate_limited_total', help: 'requests refused 429 because their client was past CHORIPAN_RATE_LIMIT',
+    registers: [registry],
+  });
   // The model's own counts, read from its stats() when scraped; the vocabulary names each and says
   // whether it is a gauge (a count now) or a counter (a count since load).
   for (const stat of vocabulary.stats.filter((s) => s.metric)) {
@@ -81,6 +85,10 @@ function createMetrics(models) {
     },
     defaultAnswer(model) {
       defaults.inc({ model });
+    },
+    /** One request refused by the rate limit (js/server/rate-limit.js). */
+    rateLimited() {
+      rateLimited.inc();
     },
   };
 }

@@ -28,36 +28,49 @@ const OIP_FAILURES = { 400: answer('a malformed request', ref('OipError')), 404:
 
 const header = (description) => ({ description, schema: { type: 'string' } });
 
+/** The headers of an answer on a rate-limited route (js/server/rate-limit.js). */
+const RATE_HEADERS = {
+  RateLimit: header('draft-ietf-httpapi-ratelimit-headers: the requests left (r) and the seconds until the bucket is full (t)'),
+  'RateLimit-Policy': header('draft-ietf-httpapi-ratelimit-headers: the bucket as a quota (q) over a window (w)'),
+};
+
 /**
- * Each operation's key, as js/server/paths.js accessOf() says for its path: the security requirement,
- * 401 (and 403 on admin paths), in its family's error shape.
+ * Each operation's key and limit, as js/server/paths.js accessOf() says for its path: the security
+ * requirement, 401 (and 403 on admin paths) with keys, 429 with a rate limit, in its family's error shape.
  * @param {object} document
- * @param {{ keys: boolean, metricsOpen: boolean }} access
+ * @param {{ keys: boolean, metricsOpen: boolean, limited: boolean }} access
  */
-function withAccess(document, { keys, metricsOpen }) {
-  if (!keys) return document;
+function withAccess(document, { keys, metricsOpen, limited }) {
   for (const [path, operations] of Object.entries(document.paths)) {
     const need = accessOf(path, { metricsOpen });
     const refusal = (code, description) => (isProtocol(path) ? answer(description, ref('OipError')) : failures([code])[STATUS[code]]);
     for (const operation of Object.values(operations)) {
-      operation.security = need === 'open' ? [] : [{ apiKey: need === 'admin' ? ['admin'] : [] }];
+      if (keys) operation.security = need === 'open' ? [] : [{ apiKey: need === 'admin' ? ['admin'] : [] }];
       if (need === 'open') continue;
       const responses = { ...operation.responses };
-      responses[401] = { ...refusal('E_UNAUTHORIZED', 'no API key, or a wrong one'), headers: { 'WWW-Authenticate': header('Bearer realm="choripan"') } };
-      if (need === 'admin') responses[403] = refusal('E_FORBIDDEN', 'the key is not an admin key');
+      if (keys) {
+        responses[401] = { ...refusal('E_UNAUTHORIZED', 'no API key, or a wrong one'), headers: { 'WWW-Authenticate': header('Bearer realm="choripan"') } };
+        if (need === 'admin') responses[403] = refusal('E_FORBIDDEN', 'the key is not an admin key');
+      }
+      if (limited) {
+        responses[429] = { ...refusal('E_RATE_LIMITED', 'past the rate limit'),
+          headers: { 'Retry-After': header('seconds until the bucket holds a request'), ...RATE_HEADERS } };
+      }
       operation.responses = responses;
     }
   }
-  document.components.securitySchemes = { apiKey: { type: 'http', scheme: 'bearer',
-    description: 'a key of CHORIPAN_API_KEYS_FILE: scope infer, or admin, which may also infer and alone may call the repository' } };
+  if (keys) {
+    document.components.securitySchemes = { apiKey: { type: 'http', scheme: 'bearer',
+      description: 'a key of CHORIPAN_API_KEYS_FILE: scope infer, or admin, which may also infer and alone may call the repository' } };
+  }
   return document;
 }
 
 /**
  * @param {Map<string, import('../index').Model>} models
- * @param {{ keys: boolean, metricsOpen: boolean }} [access] whether keys guard it
+ * @param {{ keys: boolean, metricsOpen: boolean, limited: boolean }} [access] whether keys and a rate limit guard it
  */
-function openapi(models, access = { keys: false, metricsOpen: true }) {
+function openapi(models, access = { keys: false, metricsOpen: true, limited: false }) {
   const name = { name: 'name', in: 'path', required: true, schema: { type: 'string', enum: [...models.keys()] } };
   const versioned = { name: 'version', in: 'path', required: true, schema: { type: 'string', enum: ['1'] } };
   const modelQuery = { name: 'model', in: 'query', required: false, schema: { type: 'string', enum: [...models.keys()] },

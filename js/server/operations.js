@@ -11,8 +11,8 @@ const { PATHS } = require('./paths');
  * @param {Map<string, import('../index').Model>} options.models by name; the first is the default
  * @param {() => boolean} options.ready every model loaded and not disposed, and the server not draining
  * @param {ReturnType<typeof import('./metrics').createMetrics>} options.metrics
- * @param {{ keys: boolean, metricsOpen: boolean }} options.access what the document says of keys
- *   (js/server/openapi.js)
+ * @param {{ keys: boolean, metricsOpen: boolean, limited: boolean }} options.access what the document says of
+ *   keys and limits (js/server/openapi.js)
  */
 function createOperationsRouter({ models, ready, metrics, access }) {
   const [defaultName] = models.keys();

@@ -1,7 +1,8 @@
 'use strict';
-// API keys (createApp's apiKeys, metricsAuth; CHORIPAN_API_KEYS_FILE, CHORIPAN_METRICS_AUTH): who may
-// call which route, what a refusal says in each route family's shape, that keys are compared in constant
-// time and never written to the log. Real servers on ephemeral loopback ports, called with fetch.
+// API keys and rate limits (createApp's apiKeys, metricsAuth, rateLimit; CHORIPAN_API_KEYS_FILE,
+// CHORIPAN_METRICS_AUTH, CHORIPAN_RATE_LIMIT): who may call which route, what a refusal says in each
+// route family's shape, that keys are compared in constant time and never written to the log, and that
+// buckets refill, stay apart and stay few. Real servers on ephemeral loopback ports, called with fetch.
 
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
@@ -15,6 +16,7 @@ const pino = require('pino');
 const choripan = require('choripan');
 const { createApp } = require('choripan/server');
 const { keyring, parseKeysFile } = require('../../js/server/api-keys');
+const { createBuckets, clientOf, MAX_BUCKETS } = require('../../js/server/rate-limit');
 const { accessOf } = require('../../js/server/paths');
 const { root, photo, defaultPackagePath, CAT_LABELS } = require('./helpers');
 
@@ -36,6 +38,25 @@ const predict = (base, headers = {}) => fetch(`${base}/predict`, { method: 'POST
 const infer = (base, headers = {}) => fetch(`${base}/v2/models/${MODEL}/infer`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers },
   body: JSON.stringify({ inputs: [{ name: 'image', shape: [1], datatype: 'BYTES', data: [photo('chelsea.png').toString('base64')] }],
     outputs: [{ name: 'probabilities', parameters: { classification: 1 } }] }) });
+
+/** A request from a given loopback address (127.0.0.2, …), so that one test can be several clients. */
+function getFrom(localAddress, url, headers = {}) {
+  return new Promise((resolve, reject) => {
+    const request = http.get(url, { localAddress, headers, agent: false }, (response) => {
+      response.resume();
+      response.on('end', () => resolve({ status: response.statusCode, headers: response.headers }));
+    });
+    request.on('error', reject);
+  });
+}
+
+/** The `RateLimit` field's r and t (draft-ietf-httpapi-ratelimit-headers), and the policy it names. */
+function rateLimitOf(response) {
+  const field = response.headers.get?.('ratelimit') ?? response.headers.ratelimit;
+  const match = /^"([\w-]+)";r=(\d+);t=(\d+)$/.exec(field);
+  assert.ok(match, `RateLimit: ${field}`);
+  return { policy: match[1], remaining: Number(match[2]), reset: Number(match[3]) };
+}
 
 describe('keys: units', () => {
   test('every key is compared with crypto.timingSafeEqual on SHA-256 digests, whichever matches, and whether any does', (t) => {
@@ -87,6 +108,46 @@ describe('keys: units', () => {
       assert.equal(accessOf(route, open), 'infer', route);
     }
     for (const route of ['/v2/repository', '/v2/repository/index', `/v2/repository/models/${MODEL}/load`]) assert.equal(accessOf(route, open), 'admin', route);
+  });
+});
+
+describe('rate limits: units', () => {
+  test('a bucket of BURST refills at RATE a second; RateLimit\'s r and t say where it stands', () => {
+    let now = 0;
+    const buckets = createBuckets({ rate: 2, burst: 3, now: () => now });
+    assert.deepEqual(buckets.take('a'), { allowed: true, remaining: 2, resetSeconds: 1 });
+    assert.deepEqual(buckets.take('a'), { allowed: true, remaining: 1, resetSeconds: 1 });
+    assert.deepEqual(buckets.take('a'), { allowed: true, remaining: 0, resetSeconds: 2 }); // 1.5 s to fill
+    assert.deepEqual(buckets.take('a'), { allowed: false, remaining: 0, resetSeconds: 1 }); // 0.5 s to one request, at least 1
+    assert.deepEqual(buckets.take('b'), { allowed: true, remaining: 2, resetSeconds: 1 }, 'another client, another bucket');
+    now += 500;
+    assert.equal(buckets.take('a').allowed, true, 'half a second at 2/s refills one request');
+    assert.equal(buckets.take('a').allowed, false);
+    now += 60_000;
+    assert.deepEqual(buckets.take('a'), { allowed: true, remaining: 2, resetSeconds: 1 }, 'never more than BURST');
+  });
+
+  test('buckets stay few: full ones expire as requests come, and past the cap the least recently used goes', () => {
+    let now = 0;
+    const buckets = createBuckets({ rate: 10, burst: 5, maxBuckets: 1000, now: () => now });
+    for (let i = 0; i < 100_000; i++) buckets.take(`client ${i}`); // an attacker cycling addresses
+    assert.equal(buckets.size, 1000);
+    now += 1000; // every bucket is full again
+    for (let i = 0; i < 600; i++) buckets.take('one client');
+    assert.equal(buckets.size, 1, 'the full buckets expired, two at each request');
+    assert.equal(MAX_BUCKETS, 10_000);
+  });
+
+  test('a client is its address; IPv4 in IPv6 is IPv4; an IPv6 host is its /64', () => {
+    assert.equal(clientOf('127.0.0.1'), '127.0.0.1');
+    assert.equal(clientOf('::ffff:10.1.2.3'), '10.1.2.3');
+    assert.equal(clientOf('2001:db8:1:2:3:4:5:6'), '2001:db8:1:2::/64');
+    assert.equal(clientOf('2001:db8:1:2::9'), '2001:db8:1:2::/64');
+    assert.equal(clientOf('2001:0db8:0001:0002:ffff::1'), '2001:db8:1:2::/64');
+    assert.equal(clientOf('2001:db8::1'), '2001:db8:0:0::/64');
+    assert.equal(clientOf('::1'), '0:0:0:0::/64');
+    assert.equal(clientOf('fe80::1%eth0'), 'fe80:0:0:0::/64');
+    assert.equal(clientOf('64:ff9b::1.2.3.4'), '64:ff9b:0:0::/64');
   });
 });
 
@@ -173,16 +234,85 @@ describe('keys: a served app', () => {
     assert.equal(spec.paths['/v2/models/{name}/infer'].post.responses[401].content['application/json'].schema.$ref, '#/components/schemas/OipError');
     assert.deepEqual(spec.paths['/healthz'].get.security, []);
     assert.equal(spec.paths['/healthz'].get.responses[401], undefined);
+    assert.equal(spec.paths['/predict'].post.responses[429], undefined, 'no limit, no 429');
   });
 
   test('createApp refuses bad keys by option name, and metricsAuth without keys', () => {
     assert.throws(() => createApp({ model, apiKeys: [{ key: INFER_KEY, scope: 'root' }] }), /^TypeError: apiKeys: apiKeys\[0\]: the scope is not one of infer, admin$/);
     assert.throws(() => createApp({ model, apiKeys: [] }), /^TypeError: apiKeys: lists no key$/);
     assert.throws(() => createApp({ model, metricsAuth: true }), /^TypeError: metricsAuth: closing \/metrics needs apiKeys$/);
+    assert.throws(() => createApp({ model, rateLimit: '0:5' }), /^TypeError: rateLimit: expected RATE:BURST/);
   });
 });
 
-describe('the server (js/server/main.js) with keys', () => {
+describe('limits: a served app', () => {
+  let model;
+  before(async () => {
+    model = await choripan.load(defaultPackagePath, { workers: 1 });
+  });
+  after(() => model.dispose());
+  const silent = pino({ level: 'silent' });
+
+  test('past its rate a client gets 429 with Retry-After and the RateLimit fields, counted, and is let through after the refill', { timeout: 30_000 }, async () => {
+    const { server, base } = await listen(createApp({ model, logger: silent, apiKeys: KEYS, rateLimit: '1:3' }));
+    try {
+      const metadata = (key) => fetch(`${base}/v2/models/${MODEL}`, { headers: bearer(key) });
+      for (const remaining of [2, 1, 0]) {
+        const allowed = await metadata(INFER_KEY);
+        assert.equal(allowed.status, 200);
+        assert.equal(allowed.headers.get('ratelimit-policy'), '"per-key";q=3;w=3');
+        assert.equal(rateLimitOf(allowed).remaining, remaining);
+      }
+      const refused = await predict(base, bearer(INFER_KEY));
+      assert.equal(refused.status, 429);
+      assert.equal(refused.headers.get('retry-after'), '1');
+      assert.deepEqual(rateLimitOf(refused), { policy: 'per-key', remaining: 0, reset: 1 });
+      assert.equal((await refused.json()).error.code, 'E_RATE_LIMITED');
+      const protocol = await infer(base, bearer(INFER_KEY));
+      assert.equal(protocol.status, 429);
+      assert.match((await protocol.json()).error, /rate limit/, 'the protocol\'s shape');
+      // Each key has its own bucket.
+      assert.equal((await metadata(OTHER_KEY)).status, 200);
+      assert.equal((await predict(base, bearer(ADMIN_KEY))).status, 200);
+      const spec = await (await fetch(`${base}/openapi.json`, { headers: bearer(ADMIN_KEY) })).json();
+      const limited = spec.paths['/predict'].post.responses[429];
+      assert.deepEqual(Object.keys(limited.headers), ['Retry-After', 'RateLimit', 'RateLimit-Policy']);
+      assert.equal(spec.paths['/v2/models/{name}/infer'].post.responses[429].content['application/json'].schema.$ref, '#/components/schemas/OipError');
+      assert.equal(spec.paths['/metrics'].get.responses[429], undefined);
+      // The probes and /metrics are not limited, and the refusals are counted there.
+      const text = await (await fetch(`${base}/metrics`)).text();
+      assert.match(text, /^choripan_rate_limited_total 2$/m);
+      assert.equal((await fetch(`${base}/healthz`)).headers.get('ratelimit'), null);
+      await new Promise((resolve) => setTimeout(resolve, Number(refused.headers.get('retry-after')) * 1000));
+      assert.equal((await metadata(INFER_KEY)).status, 200, 'refilled');
+      // Unauthenticated requests are refused on their key, before any bucket.
+      assert.equal((await metadata('not-a-key-of-this-server')).status, 401);
+    } finally {
+      server.close();
+    }
+  });
+
+  test('without keys, each client address has its own bucket, /openapi.json counted too', async (t) => {
+    const { server } = await listen(createApp({ model, logger: silent, rateLimit: '0.5:2' }));
+    const url = (route) => `http://127.0.0.1:${server.address().port}${route}`;
+    try {
+      const statuses = [];
+      for (const route of [`/v2/models/${MODEL}`, '/openapi.json', `/v2/models/${MODEL}`]) statuses.push((await getFrom('127.0.0.1', url(route))).status);
+      assert.deepEqual(statuses, [200, 200, 429]);
+      assert.equal((await getFrom('127.0.0.1', url('/healthz'))).status, 200, 'the probes are not limited');
+      // Linux answers on all of 127.0.0.0/8: another loopback address is another client.
+      const other = await getFrom('127.0.0.2', url(`/v2/models/${MODEL}`)).catch((error) => error);
+      if (other instanceof Error) return t.skip(`no second loopback address here (${other.code})`);
+      assert.equal(other.status, 200, 'another address, another bucket');
+      assert.equal(other.headers['ratelimit-policy'], '"per-address";q=2;w=4');
+      assert.deepEqual(rateLimitOf(other), { policy: 'per-address', remaining: 1, reset: 2 });
+    } finally {
+      server.close();
+    }
+  });
+});
+
+describe('the server (js/server/main.js) with keys and limits', () => {
   const folder = fs.mkdtempSync(path.join(os.tmpdir(), 'choripan-keys-'));
   after(() => fs.rmSync(folder, { recursive: true, force: true }));
   const file = (name, text) => {
@@ -210,7 +340,7 @@ describe('the server (js/server/main.js) with keys', () => {
     return { child, lines, ready };
   }
 
-  test('a malformed keys file, or /metrics closed without keys stop start-up: one line naming the variable, exit 2', () => {
+  test('a malformed keys file, a bad limit, or /metrics closed without keys stop start-up: one line naming the variable, exit 2', () => {
     const secret = 'this-key-must-stay-secret-0001';
     for (const [variable, value, env = {}] of [
       ['CHORIPAN_API_KEYS_FILE', file('scope', `${secret} root\n`)],
@@ -218,6 +348,7 @@ describe('the server (js/server/main.js) with keys', () => {
       ['CHORIPAN_API_KEYS_FILE', file('twice', `${secret} infer\n${secret} admin\n`)],
       ['CHORIPAN_API_KEYS_FILE', path.join(folder, 'missing')],
       ['CHORIPAN_API_KEYS_FILE', folder],
+      ['CHORIPAN_RATE_LIMIT', '20'], ['CHORIPAN_RATE_LIMIT', '0:40'], ['CHORIPAN_RATE_LIMIT', '20:0'],
       ['CHORIPAN_METRICS_AUTH', 'yes'], ['CHORIPAN_METRICS_AUTH', 'true'],
     ]) {
       const run = spawnSync(process.execPath, [main], { encoding: 'utf8', env: { ...process.env, ...env, [variable]: value }, timeout: 60_000 });
@@ -230,7 +361,7 @@ describe('the server (js/server/main.js) with keys', () => {
 
   test('keys from the file, /metrics closed by CHORIPAN_METRICS_AUTH, and no key in the log', { timeout: 60_000 }, async () => {
     const keys = file('keys', `# who may call\n${INFER_KEY} infer\n${ADMIN_KEY} admin\n`);
-    const server = start({ HOST: '127.0.0.1', CHORIPAN_API_KEYS_FILE: keys, CHORIPAN_METRICS_AUTH: 'true' });
+    const server = start({ HOST: '127.0.0.1', CHORIPAN_API_KEYS_FILE: keys, CHORIPAN_METRICS_AUTH: 'true', CHORIPAN_RATE_LIMIT: '100:100' });
     try {
       const base = `http://127.0.0.1:${await server.ready}`;
       assert.equal((await predict(base)).status, 401);

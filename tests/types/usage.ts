@@ -45,7 +45,7 @@ async function embed(): Promise<void> {
   const two = createApp({ models: new Map([['a', model]]), urlAllowlist: 'example.com' });
   two.locals.draining = true;
   createApp({ model, corsOrigins: 'https://app.example.com,http://localhost:3000' });
-  createApp({ model, apiKeys: [{ key: 'a-key-of-sixteen-characters', scope: 'admin' }], metricsAuth: true });
+  createApp({ model, apiKeys: [{ key: 'a-key-of-sixteen-characters', scope: 'admin' }], metricsAuth: true, rateLimit: '20:40' });
   // @ts-expect-error: a key's scope is infer or admin
   createApp({ model, apiKeys: [{ key: 'a-key-of-sixteen-characters', scope: 'root' }] });
   // @ts-expect-error: createApp takes options, not a model
