@@ -237,6 +237,24 @@ describe('keys: a served app', () => {
     assert.equal(spec.paths['/predict'].post.responses[429], undefined, 'no limit, no 429');
   });
 
+  test('a browser app of a listed origin may send its key: the preflight passes without one, the challenge is readable', async () => {
+    const origin = 'https://app.example.com';
+    const cross = await listen(createApp({ model, logger: pino({ level: 'silent' }), apiKeys: KEYS, corsOrigins: origin }));
+    try {
+      const preflight = await fetch(`${cross.base}/predict`, { method: 'OPTIONS',
+        headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization,content-type' } });
+      assert.equal(preflight.status, 204);
+      assert.equal(preflight.headers.get('access-control-allow-headers'), 'authorization,content-type');
+      const refused = await predict(cross.base, { origin });
+      assert.equal(refused.status, 401);
+      assert.equal(refused.headers.get('access-control-allow-origin'), origin);
+      assert.match(refused.headers.get('access-control-expose-headers'), /WWW-Authenticate/);
+      assert.equal((await predict(cross.base, { origin, ...bearer(INFER_KEY) })).status, 200);
+    } finally {
+      cross.server.close();
+    }
+  });
+
   test('createApp refuses bad keys by option name, and metricsAuth without keys', () => {
     assert.throws(() => createApp({ model, apiKeys: [{ key: INFER_KEY, scope: 'root' }] }), /^TypeError: apiKeys: apiKeys\[0\]: the scope is not one of infer, admin$/);
     assert.throws(() => createApp({ model, apiKeys: [] }), /^TypeError: apiKeys: lists no key$/);
