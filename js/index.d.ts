@@ -22,6 +22,9 @@ export type ErrorCode =
   | 'E_FETCH'
   | 'E_NOT_FOUND'
   | 'E_NOT_READY'
+  | 'E_UNAUTHORIZED'
+  | 'E_FORBIDDEN'
+  | 'E_RATE_LIMITED'
   // </vocabulary errors>
   ;
 

@@ -110,7 +110,7 @@ const regions = {
   'js/server/app.d.ts': {
     appOptions: (v) => serverVariables(v).filter((s) => s.app).flatMap((s) => [
       `  /** ${s.meaning}. Default: ${unsetValue(s)} (${s.variable} for the server). */`,
-      `  ${s.setting}?: ${s.type === 'integer' ? 'number' : 'string'};`]),
+      `  ${s.setting}?: ${{ integer: 'number', boolean: 'boolean' }[s.type] ?? 'string'};`]),
   },
   'docs/service.md': {
     variables: (v) => ['| variable | what it sets | when unset | flag |', '| --- | --- | --- | --- |', ...serverVariables(v).map(variableRow)],

@@ -18,11 +18,21 @@ export interface AppOptions {
    * and no OpenTelemetry module is loaded.
    */
   tracer?: Tracer;
+  /**
+   * The keys that may call it (CHORIPAN_API_KEYS_FILE's lines for the server): every route but the probes,
+   * /metrics and the page then needs `Authorization: Bearer KEY`, and the repository an admin key.
+   * Default: none is asked for.
+   */
+  apiKeys?: ApiKey[];
   // <vocabulary appOptions>
   /** host[:port],… that GET /predict?url= may fetch. Default: none (CHORIPAN_URL_ALLOWLIST for the server). */
   urlAllowlist?: string;
   /** origins,… (https://app.example.com) whose browser apps may call the service and read its answers, or * for any. Default: none (CHORIPAN_CORS_ORIGINS for the server). */
   corsOrigins?: string;
+  /** true: /metrics needs a key too (of either scope), as Prometheus sends one with authorization.credentials_file. Default: false (CHORIPAN_METRICS_AUTH for the server). */
+  metricsAuth?: boolean;
+  /** RATE:BURST (20:40): a token bucket per API key, or per client address without keys, of BURST requests refilled at RATE a second; past it, 429. Default: no limit (CHORIPAN_RATE_LIMIT for the server). */
+  rateLimit?: string;
   /** the longest a request may take, in ms; X-Request-Timeout-Ms may ask for less. Default: 30000 (CHORIPAN_TIMEOUT_MS for the server). */
   timeoutMs?: number;
   /** past its deadline, a request is answered 200 { label, default: true } with this label instead of 504. Default: 504 (CHORIPAN_DEFAULT_LABEL for the server). */
@@ -32,6 +42,12 @@ export interface AppOptions {
   /** the longest a ?url= fetch may take, in ms. Default: 10000 (CHORIPAN_FETCH_TIMEOUT_MS for the server). */
   fetchTimeoutMs?: number;
   // </vocabulary appOptions>
+}
+
+/** A key of `apiKeys`: at least 16 characters of a Bearer token's; an admin key may infer too. */
+export interface ApiKey {
+  key: string;
+  scope: 'infer' | 'admin';
 }
 
 /**

@@ -4,9 +4,10 @@
 // /healthz, /readyz, /metrics, /openapi.json and a page at /. Every failure of its own routes answers
 // JSON { error: { code, message } } (the protocol's routes, its { error }); mounted in another app, it
 // passes other routes on.
-// createApp checks its options and composes the parts: the middleware (js/server/middleware.js, cors.js),
-// the routes (predict.js, oip.js, repository-routes.js, operations.js), the page (page.js), and the
-// answer to every failure; given a tracer, a span for each request (trace-requests.js).
+// createApp checks its options and composes the parts: the middleware (js/server/middleware.js, cors.js,
+// api-keys.js, rate-limit.js), the routes (predict.js, oip.js, repository-routes.js, operations.js), the
+// page (page.js), and the answer to every failure; given a tracer, a span for each request
+// (trace-requests.js).
 
 const express = require('express');
 const pino = require('pino');
@@ -21,6 +22,8 @@ const { createRepositoryRouter } = require('./repository-routes');
 const { createOperationsRouter } = require('./operations');
 const { createPageRouter } = require('./page');
 const { Catalog } = require('./catalog');
+const { keyring, requireKeys } = require('./api-keys');
+const { parseRateLimit, createBuckets, limitRate } = require('./rate-limit');
 const { serverVariables } = require('../vocabulary');
 
 /** createApp's defaults: those of the variables that set its options (native/core/vocabulary.json). */
@@ -40,6 +43,9 @@ const APP_DEFAULTS = Object.fromEntries(serverVariables().filter((v) => v.app).m
  * @param {number} [options.timeoutMs] the longest a request may take; X-Request-Timeout-Ms may ask for less
  * @param {string} [options.defaultLabel] answer 200 { label, default: true } past the deadline instead of 504
  * @param {import('@opentelemetry/api').Tracer} [options.tracer] a span for each request (js/server/trace-requests.js)
+ * @param {Array<{ key: string, scope: 'infer' | 'admin' }>} [options.apiKeys] the keys that may call it (js/server/api-keys.js)
+ * @param {boolean} [options.metricsAuth] /metrics needs a key too
+ * @param {string} [options.rateLimit] RATE:BURST, a token bucket per key, or per client address without keys
  */
 function createApp({
   model,
@@ -53,16 +59,18 @@ function createApp({
   timeoutMs = APP_DEFAULTS.timeoutMs,
   defaultLabel,
   tracer,
+  apiKeys,
+  metricsAuth = APP_DEFAULTS.metricsAuth,
+  rateLimit = APP_DEFAULTS.rateLimit,
 }) {
   if (!repository && ![...models.values()].every(Boolean)) throw new TypeError('createApp needs a model, or a Map of models');
   const catalog = repository?.catalog ?? Catalog.of(models);
+  const keys = apiKeys === undefined ? null : checked('apiKeys', () => keyring(apiKeys));
+  if (metricsAuth && !keys) throw new TypeError('metricsAuth: closing /metrics needs apiKeys');
+  const metricsOpen = !metricsAuth;
+  const limit = rateLimit ? checked('rateLimit', () => parseRateLimit(rateLimit)) : null;
   const allowed = parseAllowlist(urlAllowlist);
-  let crossOrigin;
-  try {
-    crossOrigin = corsFor(parseOrigins(corsOrigins));
-  } catch (error) {
-    throw new TypeError(`corsOrigins: ${error.message}`);
-  }
+  const crossOrigin = checked('corsOrigins', () => corsFor(parseOrigins(corsOrigins)));
   const metrics = createMetrics(catalog, repository && (() => repository.loadFailures()));
   const pacing = createRetryPacing();
   const app = express();
@@ -73,20 +81,32 @@ function createApp({
 
   app.use(passOthers(app));
   // Only when asked for: without a tracer, no OpenTelemetry module is loaded and no request pays for one.
-  if (tracer) app.use(require('./trace-requests').traceRequests({ tracer, models }));
+  if (tracer) app.use(require('./trace-requests').traceRequests({ tracer, catalog }));
   app.use(closeWhileDraining(app), requestLog({ logger, metrics }));
   // Before anything can refuse a request: a browser shows a script of another origin an error only when
   // it carries these headers too.
   if (crossOrigin) app.use(crossOrigin);
+  // Keys and limits before any body is read: a client refused reads nothing into memory.
+  app.use(requireKeys({ keys, metricsOpen }));
+  if (limit) app.use(limitRate({ buckets: createBuckets(limit), metricsOpen, metrics }));
   app.use(bodyLimit(maxBodyBytes));
   app.use(createPredictRouter({ catalog, allowed, maxBodyBytes, fetchTimeoutMs, timeoutMs, defaultLabel, metrics, pacing }));
   app.use(createOipRouter({ catalog, ready, maxBodyBytes, timeoutMs, pacing }));
   app.use(createRepositoryRouter({ repository, catalog, maxBodyBytes }));
-  app.use(createOperationsRouter({ catalog, ready, metrics }));
+  app.use(createOperationsRouter({ catalog, ready, metrics, access: { keys: Boolean(keys), metricsOpen, limited: Boolean(limit) } }));
   app.use(createPageRouter());
   app.use(notFound);
   app.use(answerErrors({ logger, maxBodyBytes, pacing }));
   return app;
+}
+
+/** `make()`, whose Error becomes a TypeError naming the option it was made from. */
+function checked(option, make) {
+  try {
+    return make();
+  } catch (error) {
+    throw new TypeError(`${option}: ${error.message}`);
+  }
 }
 
 module.exports = { createApp };

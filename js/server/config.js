@@ -7,6 +7,8 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { publicKeys } = require('../signature');
 const { parseOrigins } = require('./cors');
+const { parseKeysFile, keyring } = require('./api-keys');
+const { parseRateLimit } = require('./rate-limit');
 const { vocabulary, serverVariables, unsetValue } = require('../vocabulary');
 
 class ConfigError extends Error {
@@ -91,6 +93,13 @@ const PARSERS = {
     return t;
   },
   keyFiles: () => trustedKeys,
+  boolean: () => boolean,
+  apiKeysFile: () => apiKeys,
+  // Checked here, so that a bad limit stops start-up; createApp takes it as it is written, as it does origins.
+  rateLimit: () => (t) => {
+    parseRateLimit(t);
+    return t;
+  },
 };
 
 /** @type {any[]} the variables as native/core/vocabulary.json lists them */
@@ -123,6 +132,33 @@ function number(text, min, max) {
 function oneOf(text, values) {
   if (!values.includes(text)) throw new Error(`expected one of ${values.join(', ')}, got '${text}'`);
   return text;
+}
+
+/** @param {string} text */
+function boolean(text) {
+  const value = { true: true, 1: true, false: false, 0: false }[text.trim().toLowerCase()];
+  if (value === undefined) throw new Error(`expected true or false, got '${text}'`);
+  return value;
+}
+
+/**
+ * The entries of an API keys file (js/server/api-keys.js), checked; an error names a line, never a key.
+ * @param {string} file
+ */
+function apiKeys(file) {
+  let text;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new Error(`cannot read ${file}: ${unreadableBecause(error)}`);
+  }
+  try {
+    const entries = parseKeysFile(text);
+    keyring(entries);
+    return entries.map(({ key, scope }) => ({ key, scope }));
+  } catch (error) {
+    throw new Error(`${file}: ${/** @type {Error} */ (error).message}`);
+  }
 }
 
 /** @param {string} text */
@@ -217,6 +253,9 @@ function readConfig(env = process.env, overrides = {}) {
       const value = read(variable.variable);
       if (value !== undefined) load[variable.option] = value;
     }
+  }
+  if (settings.metricsAuth && !settings.apiKeys) {
+    throw new ConfigError('CHORIPAN_METRICS_AUTH', 'closes /metrics to requests without a key, and needs CHORIPAN_API_KEYS_FILE to say which keys');
   }
   if (settings.modelControl !== 'none' && !settings.modelRepository) {
     throw new ConfigError(flags.modelControl ? '--model-control' : 'CHORIPAN_MODEL_CONTROL',

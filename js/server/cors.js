@@ -1,7 +1,8 @@
 'use strict';
 // Cross-origin requests (CORS): the origins whose browser apps may call the service and read its answers
 // (CHORIPAN_CORS_ORIGINS). None by default, so that a page of another origin cannot read what the service
-// answers a visitor's browser. The service takes no cookies or credentials, so none are allowed.
+// answers a visitor's browser. The service takes no cookies, so no credentials are allowed; an API key
+// is a header the page's script sets (Authorization), which a preflight asks for like any other.
 
 const cors = require('cors');
 
@@ -35,12 +36,13 @@ function parseOrigins(text) {
 
 /**
  * The middleware for those origins: it answers preflight requests, and lets their scripts read the
- * request id and Retry-After as well as the body. Null when there are none.
+ * request id, Retry-After, the rate limit's fields and a refused key's challenge as well as the body.
+ * Null when there are none.
  * @param {'*' | string[]} origins
  */
 function corsFor(origins) {
   if (origins !== '*' && origins.length === 0) return null;
-  return cors({ origin: origins, methods: ['GET', 'HEAD', 'POST'], exposedHeaders: ['X-Request-Id', 'Retry-After'], maxAge: 600 });
+  return cors({ origin: origins, methods: ['GET', 'HEAD', 'POST'], exposedHeaders: ['X-Request-Id', 'Retry-After', 'RateLimit', 'RateLimit-Policy', 'WWW-Authenticate'], maxAge: 600 });
 }
 
 module.exports = { parseOrigins, corsFor };

@@ -30,12 +30,14 @@ function translate(error, maxBodyBytes) {
 
 /**
  * What to answer for `error`. A refusal that passes carries `retryAfter`, in seconds: E_QUEUE_FULL the
- * time the refusing model needs for the work ahead (js/server/retry.js), E_NOT_READY one second.
+ * time the refusing model needs for the work ahead (js/server/retry.js), E_NOT_READY one second,
+ * E_RATE_LIMITED the time the client's bucket takes to hold a request. E_UNAUTHORIZED and E_FORBIDDEN
+ * carry `authenticate`, the WWW-Authenticate challenge.
  * @param {unknown} error whatever a route or middleware threw, or Node's HTTP parser raised
  * @param {{ maxBodyBytes?: number, model?: import('../index').Model, unparsed?: boolean }} [context]
  *   `model`: the one the request was for; `unparsed`: `error` is the server's 'clientError', for a
  *   request Node could not parse
- * @returns {{ status: number, code: import('../index').ErrorCode, message: string, retryAfter?: number }}
+ * @returns {{ status: number, code: import('../index').ErrorCode, message: string, retryAfter?: number, authenticate?: string }}
  */
 function toHttpError(error, { maxBodyBytes, model, unparsed = false } = {}) {
   if (unparsed) {
@@ -43,10 +45,15 @@ function toHttpError(error, { maxBodyBytes, model, unparsed = false } = {}) {
     return { status: tooLarge ? 431 : STATUS.E_INVALID_ARGUMENT, code: tooLarge ? 'E_TOO_LARGE' : 'E_INVALID_ARGUMENT',
       message: `The request could not be parsed (${error?.code ?? error?.message})` };
   }
-  const { code, message } = translate(error, maxBodyBytes);
+  const translated = translate(error, maxBodyBytes);
+  const { code, message } = translated;
   const failure = { status: STATUS[code] ?? 500, code, message };
   if (code === 'E_QUEUE_FULL') failure.retryAfter = model ? retryAfterSeconds(model) : 1;
   if (code === 'E_NOT_READY') failure.retryAfter = 1;
+  // js/server/rate-limit.js knows when the client's bucket holds a request again.
+  if (code === 'E_RATE_LIMITED') failure.retryAfter = translated.retryAfter ?? 1;
+  // js/server/api-keys.js: the challenge of RFC 6750 for a missing, wrong or lesser key.
+  if (translated.authenticate) failure.authenticate = translated.authenticate;
   return failure;
 }
 

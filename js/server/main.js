@@ -3,6 +3,7 @@
 // HOST, and OTEL_* for tracing), until SIGTERM or SIGINT.
 
 const http = require('node:http');
+const net = require('node:net');
 const pino = require('pino');
 const { load, availableCores } = require('..');
 const { ChoripanError, summary } = require('../errors');
@@ -12,13 +13,26 @@ const { PATHS } = require('./paths');
 const { ModelRepository } = require('./repository');
 const { toHttpError, errorBody } = require('./http-error');
 
+/**
+ * Whatever a line might one day carry of a request's headers, its key is not written: the service logs
+ * no headers (js/server/middleware.js requestLog), and this holds should a field of them be added.
+ */
+const REDACT = { paths: ['headers.authorization', 'req.headers.authorization', '*.headers.authorization'], censor: '[redacted]' };
+
 /** JSON lines, one per event, for whatever reads them; on a terminal, pino-pretty's lines for a person. */
 function createLogger(level) {
-  if (!process.stdout.isTTY) return pino({ level });
+  if (!process.stdout.isTTY) return pino({ level, redact: REDACT });
   const pretty = require('pino-pretty');
   // Synchronous, so that nothing is lost when the process exits right after a line.
-  return pino({ level }, pretty({ sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', singleLine: true }));
+  return pino({ level, redact: REDACT }, pretty({ sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', singleLine: true }));
 }
+
+const LOOPBACK = new net.BlockList();
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
+LOOPBACK.addAddress('::1', 'ipv6');
+
+/** Whether `address` (as server.address() gives it) reaches this machine only. */
+const isLoopback = (address) => LOOPBACK.check(address, net.isIPv6(address) ? 'ipv6' : 'ipv4');
 
 /** What the usual reasons to be refused a port mean. */
 const LISTEN_ERRORS = {
@@ -108,6 +122,9 @@ async function serve(config = readConfig()) {
   const loading = !config.models ? `the model repository ${config.modelRepository} (model control ${config.modelControl})`
     : config.models.length === 1 ? 'the model' : `${config.models.length} models`;
   logger.info({ url }, `listening on ${url}; loading ${loading}`);
+  if (!config.apiKeys && !isLoopback(address)) {
+    logger.warn({ address }, `${url} is open to the network and takes no API keys: whoever reaches it may use it (set CHORIPAN_API_KEYS_FILE)`);
+  }
 
   let served;
   try {
@@ -121,7 +138,8 @@ async function serve(config = readConfig()) {
   const tracing = config.tracing ? require('./tracing').startTracing(config.tracing, logger) : null;
   if (tracing) logger.info({ protocol: config.tracing.protocol }, `tracing: spans go over OTLP (${config.tracing.protocol})`);
   const app = createApp({ ...served, logger, urlAllowlist: config.urlAllowlist, corsOrigins: config.corsOrigins, maxBodyBytes: config.maxBodyBytes,
-    fetchTimeoutMs: config.fetchTimeoutMs, timeoutMs: config.timeoutMs, defaultLabel: config.defaultLabel, tracer: tracing?.tracer });
+    fetchTimeoutMs: config.fetchTimeoutMs, timeoutMs: config.timeoutMs, defaultLabel: config.defaultLabel, tracer: tracing?.tracer,
+    apiKeys: config.apiKeys, metricsAuth: config.metricsAuth, rateLimit: config.rateLimit });
   handle = app;
   const names = served.models ? [...served.models.keys()] : served.repository.catalog.names();
   logger.info({ address, port }, `ready: serving ${names.join(', ') || 'no model yet'} on ${url}`);

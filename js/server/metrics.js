@@ -48,6 +48,10 @@ function createMetrics(catalog, loadFailures) {
     name: 'choripan_default_answers_total', help: 'requests past their deadline answered with CHORIPAN_DEFAULT_LABEL',
     labelNames: ['model', 'version'], registers: [registry],
   });
+  const rateLimited = new client.Counter({
+    name: 'choripan_rate_limited_total', help: 'requests refused 429 because their client was past CHORIPAN_RATE_LIMIT',
+    registers: [registry],
+  });
   // The model's own counts, read from its stats() when scraped; the vocabulary names each and says
   // whether it is a gauge (a count now) or a counter (a count since load).
   for (const stat of vocabulary.stats.filter((s) => s.metric)) {
@@ -104,6 +108,10 @@ function createMetrics(catalog, loadFailures) {
     /** A request past its deadline answered with the default label, for `served`. */
     defaultAnswer(served) {
       defaults.inc(labelsOf(served));
+    },
+    /** One request refused by the rate limit (js/server/rate-limit.js). */
+    rateLimited() {
+      rateLimited.inc();
     },
   };
 }

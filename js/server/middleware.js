@@ -81,6 +81,7 @@ function answerErrors({ logger, maxBodyBytes, pacing }) {
     if (failure.code === 'E_INTERNAL') logger.error({ err: error }, 'unexpected error');
     res.locals.errorCode = failure.code;
     if (res.headersSent || req.socket.destroyed) return;
+    if (failure.authenticate) res.set('WWW-Authenticate', failure.authenticate);
     if (failure.retryAfter !== undefined) {
       res.set('Retry-After', String(failure.retryAfter));
       if (chosen && failure.code === 'E_QUEUE_FULL') pacing.refused(req, chosen, failure.retryAfter);

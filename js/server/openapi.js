@@ -3,7 +3,8 @@
 
 const vocabulary = require('../../native/core/vocabulary.json');
 const { version } = require('../../package.json');
-const { PATHS, OIP_PATHS, REPOSITORY_PATHS, openapiPath } = require('./paths');
+const { STATUS } = require('../errors');
+const { PATHS, OIP_PATHS, REPOSITORY_PATHS, openapiPath, accessOf, isProtocol } = require('./paths');
 
 const json = (schema) => ({ 'application/json': { schema } });
 const ref = (name) => ({ $ref: `#/components/schemas/${name}` });
@@ -25,14 +26,57 @@ const OIP_FAILURES = { 400: answer('a malformed request', ref('OipError')), 404:
   503: answer('the queue is full', ref('OipError')),
   504: answer('no answer in time', ref('OipError')) };
 
+const header = (description) => ({ description, schema: { type: 'string' } });
+
+/** The headers of an answer on a rate-limited route (js/server/rate-limit.js). */
+const RATE_HEADERS = {
+  RateLimit: header('draft-ietf-httpapi-ratelimit-headers: the requests left (r) and the seconds until the bucket is full (t)'),
+  'RateLimit-Policy': header('draft-ietf-httpapi-ratelimit-headers: the bucket as a quota (q) over a window (w)'),
+};
+
+/**
+ * Each operation's key and limit, as js/server/paths.js accessOf() says for its path: the security
+ * requirement, 401 (and 403 on admin paths) with keys, 429 with a rate limit, in its family's error shape.
+ * @param {object} document
+ * @param {{ keys: boolean, metricsOpen: boolean, limited: boolean }} access
+ */
+function withAccess(document, { keys, metricsOpen, limited }) {
+  for (const [path, operations] of Object.entries(document.paths)) {
+    const need = accessOf(path, { metricsOpen });
+    const refusal = (code, description) => (isProtocol(path) ? answer(description, ref('OipError')) : failures([code])[STATUS[code]]);
+    for (const operation of Object.values(operations)) {
+      if (keys) operation.security = need === 'open' ? [] : [{ apiKey: need === 'admin' ? ['admin'] : [] }];
+      if (need === 'open') continue;
+      const responses = { ...operation.responses };
+      if (keys) {
+        responses[401] = { ...refusal('E_UNAUTHORIZED', 'no API key, or a wrong one'), headers: { 'WWW-Authenticate': header('Bearer realm="choripan"') } };
+        if (need === 'admin') responses[403] = refusal('E_FORBIDDEN', 'the key is not an admin key');
+      }
+      if (limited) {
+        responses[429] = { ...refusal('E_RATE_LIMITED', 'past the rate limit'),
+          headers: { 'Retry-After': header('seconds until the bucket holds a request'), ...RATE_HEADERS } };
+      }
+      operation.responses = responses;
+    }
+  }
+  if (keys) {
+    document.components.securitySchemes = { apiKey: { type: 'http', scheme: 'bearer',
+      description: 'a key of CHORIPAN_API_KEYS_FILE: scope infer, or admin, which may also infer and alone may call the repository' } };
+  }
+  return document;
+}
+
 /** The answers of a repository call that loads or unloads a model. */
 const CONTROL_ANSWERS = { 200: { description: 'done (an empty body)' },
   400: answer('a name that breaks the rule, parameters naming files, or a server whose models are not loaded and unloaded on request', ref('OipError')),
   404: answer('no such model in the repository', ref('OipError')),
   500: answer('E_MODEL_LOAD: a version did not load; the version served before goes on', ref('OipError')) };
 
-/** @param {string[]} names the models served now */
-function openapi(names) {
+/**
+ * @param {string[]} names the models served now
+ * @param {{ keys: boolean, metricsOpen: boolean, limited: boolean }} [access] whether keys and a rate limit guard it
+ */
+function openapi(names, access = { keys: false, metricsOpen: true, limited: false }) {
   // A name is one the service serves now; with a model repository, others may come.
   const nameSchema = { type: 'string', pattern: `^${vocabulary.modelName.pattern}$`, ...(names.length ? { examples: names } : {}) };
   const name = { name: 'name', in: 'path', required: true, schema: nameSchema };
@@ -48,7 +92,7 @@ function openapi(names) {
     [`${model}${suffix}`]: { ...operation, parameters: [name, ...(operation.parameters ?? [])] },
     [`${modelVersion}${suffix}`]: { ...operation, parameters: [name, versioned, ...(operation.parameters ?? [])] },
   });
-  return {
+  return withAccess({
     openapi: '3.1.0',
     info: { title: 'choripan', version, description: 'Image classification with a PyTorch model served through libtorch.' },
     paths: {
@@ -129,7 +173,7 @@ function openapi(names) {
           model_name: { type: 'string' }, model_version: { type: 'string' }, id: { type: 'string' }, outputs: { type: 'array', items: ref('Tensor') } } },
       },
     },
-  };
+  }, access);
 }
 
 module.exports = { openapi };

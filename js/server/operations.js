@@ -11,8 +11,10 @@ const { PATHS } = require('./paths');
  * @param {import('./catalog').Catalog} options.catalog the models served; the first name is the default
  * @param {() => boolean} options.ready every model loaded and not disposed, and the server not draining
  * @param {ReturnType<typeof import('./metrics').createMetrics>} options.metrics
+ * @param {{ keys: boolean, metricsOpen: boolean, limited: boolean }} options.access what the document says of
+ *   keys and limits (js/server/openapi.js)
  */
-function createOperationsRouter({ catalog, ready, metrics }) {
+function createOperationsRouter({ catalog, ready, metrics, access }) {
   const router = express.Router();
 
   router.get(PATHS.readyz, (req, res) => {
@@ -32,7 +34,7 @@ function createOperationsRouter({ catalog, ready, metrics }) {
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
 
-  router.get(PATHS.openapi, (req, res) => res.json(openapi(catalog.names())));
+  router.get(PATHS.openapi, (req, res) => res.json(openapi(catalog.names(), access)));
 
   return router;
 }

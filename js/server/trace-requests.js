@@ -43,14 +43,14 @@ function hostAttributes(host) {
 /**
  * @param {object} options
  * @param {import('@opentelemetry/api').Tracer} options.tracer
- * @param {Map<string, import('../index').Model>} options.models by the names they are served under
+ * @param {import('./catalog').Catalog} options.catalog the versions served, now and as they come
  * @returns {import('express').RequestHandler}
  */
-function traceRequests({ tracer, models }) {
+function traceRequests({ tracer, catalog }) {
   // The request's record in its context: how the 'prediction' listener finds whose image it was. A key
   // of this app's own, so that two apps serving one model do not take each other's requests.
   const REQUEST = createContextKey('choripan request');
-  for (const [name, model] of models) {
+  const watch = ({ name, version, model }) => {
     model.on('prediction', ({ queueMs, forwardMs, batchSize }) => {
       const request = context.active().getValue(REQUEST);
       if (!request?.span.isRecording()) return;
@@ -59,14 +59,16 @@ function traceRequests({ tracer, models }) {
       const answered = performance.now();
       const forwardStarted = answered - forwardMs;
       const parent = trace.setSpan(context.active(), request.span);
-      const attributes = { 'choripan.model.name': name, 'choripan.batch.size': batchSize };
+      const attributes = { 'choripan.model.name': name, 'choripan.model.version': String(version), 'choripan.batch.size': batchSize };
       tracer.startSpan('choripan.queue', { startTime: request.at(forwardStarted - queueMs), attributes }, parent)
         .end(request.at(forwardStarted));
       tracer.startSpan('choripan.forward', { startTime: request.at(forwardStarted), attributes }, parent)
         .end(request.at(answered));
       request.batchSize = Math.max(request.batchSize, batchSize);
     });
-  }
+  };
+  catalog.all().forEach(watch);
+  catalog.on('install', watch); // a version a model repository loads later
 
   return (req, res, next) => {
     if (UNTRACED.has(req.path)) return next();

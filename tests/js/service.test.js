@@ -412,7 +412,7 @@ describe('cross-origin requests (CORS)', () => {
       const answer = await post(`${base}/predict`, photo('chelsea.png'), { origin });
       assert.equal(answer.status, 200);
       assert.equal(answer.headers.get('access-control-allow-origin'), origin);
-      assert.equal(answer.headers.get('access-control-expose-headers'), 'X-Request-Id,Retry-After');
+      assert.equal(answer.headers.get('access-control-expose-headers'), 'X-Request-Id,Retry-After,RateLimit,RateLimit-Policy,WWW-Authenticate');
       for (const [refusal, status] of [[post(`${base}/predict`, 'hello', { origin, 'content-type': 'text/plain' }), 415],
         [fetch(`${base}/nowhere`, { headers: { origin } }), 404]]) {
         const response = await refusal;

@@ -76,6 +76,19 @@ def test_probes_drain_and_autoscaling_fit_the_server():
     assert budget["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
 
 
+def test_the_api_keys_come_from_a_secret_the_server_user_can_read():
+    pod = manifest("k8s/deployment.yaml")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    keys_file = next(e["value"] for e in container["env"] if e["name"] == "CHORIPAN_API_KEYS_FILE")
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mount = next(m for m in container["volumeMounts"] if keys_file.startswith(m["mountPath"] + "/"))
+    secret = volumes[mount["name"]]["secret"]
+    assert mount["readOnly"] and secret["secretName"] == "choripan-api-keys"
+    # Group-readable, and the group is the server's: fsGroup owns the Secret's files.
+    assert secret["defaultMode"] & 0o040 and not secret["defaultMode"] & 0o007
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]
+
+
 def test_kserve_serves_choripan_with_the_open_inference_protocol():
     service = manifest("kserve/inferenceservice.yaml")
     runtime = manifest("kserve/servingruntime.yaml")

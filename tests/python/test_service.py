@@ -1,5 +1,5 @@
 """The HTTP service as clients nobody here wrote see it: Triton's own Python client over the Open
-Inference Protocol, and an OpenAPI validator on /openapi.json."""
+Inference Protocol, with and without API keys and a rate limit, and an OpenAPI validator on /openapi.json."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 from openapi_spec_validator import validate
+from tritonclient.utils import InferenceServerException
 
 from choripan.imaging import load_batch
 from choripan.photos import reference_photos
@@ -23,10 +24,9 @@ from .conftest import CAT_LABELS, ROOT
 DEFAULT_PACKAGE = ROOT / "models" / "default.pt2"
 
 
-@pytest.fixture(scope="module")
-def server():
+def serve(**variables):
     """choripan's server on an ephemeral port, serving the default model under the name 'lite0'."""
-    env = {**os.environ, "PORT": "0", "HOST": "127.0.0.1", "CHORIPAN_MODELS": f"lite0={DEFAULT_PACKAGE}"}
+    env = {**os.environ, "PORT": "0", "HOST": "127.0.0.1", "CHORIPAN_MODELS": f"lite0={DEFAULT_PACKAGE}", **variables}
     process = subprocess.Popen(
         ["node", str(ROOT / "js" / "server" / "main.js")], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
     )
@@ -40,6 +40,24 @@ def server():
     yield f"127.0.0.1:{port}"
     process.terminate()
     assert process.wait(timeout=30) == 0
+
+
+@pytest.fixture(scope="module")
+def server():
+    yield from serve()
+
+
+INFER_KEY = "infer-key-for-the-python-client-0001"
+ADMIN_KEY = "admin-key-for-the-python-client-0002"
+LIMITED_KEY = "infer-key-with-a-small-budget-0003"
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory):
+    """The same, asking for API keys, each with a bucket of 3 requests refilled at one a second."""
+    keys = tmp_path_factory.mktemp("keys") / "api-keys"
+    keys.write_text(f"{INFER_KEY} infer\n{ADMIN_KEY} admin\n{LIMITED_KEY} infer\n")
+    yield from serve(CHORIPAN_API_KEYS_FILE=str(keys), CHORIPAN_RATE_LIMIT="1:3")
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +133,62 @@ def test_protocol_errors_have_the_protocol_shape(server):
         assert answered == status and isinstance(document["error"], str), (body, answered, document)
     assert post(b"{}", path="/v2/models/nope/infer")[0] == 404
     assert post(b"{}", path="/v2/models/lite0/versions/7/infer")[0] == 404
+
+
+def bearer(key):
+    return {"Authorization": f"Bearer {key}"}
+
+
+def encoded_cat():
+    image = triton.InferInput("image", [1], "BYTES")
+    image.set_data_from_numpy(np.array([reference_photos()[0].read_bytes()], dtype=np.object_), binary_data=True)
+    return [image]
+
+
+def test_keys_the_client_sends_as_headers(keyed_server):
+    client = triton.InferenceServerClient(url=keyed_server)
+    # The probes need no key; the model's metadata and inference do.
+    assert client.is_server_live() and client.is_server_ready()
+    for headers, status in [({}, "401"), (bearer("a-key-this-server-never-gave"), "401")]:
+        with pytest.raises(InferenceServerException) as refused:
+            client.infer("lite0", encoded_cat(), headers=headers)
+        assert refused.value.status() == status and "key" in refused.value.message()
+        with pytest.raises(InferenceServerException) as refused:
+            client.get_model_metadata("lite0", headers=headers)
+        assert refused.value.status() == status
+    for key in (INFER_KEY, ADMIN_KEY):
+        assert client.get_model_metadata("lite0", headers=bearer(key))["name"] == "lite0"
+        probabilities = client.infer("lite0", encoded_cat(), headers=bearer(key)).as_numpy("probabilities")
+        assert probabilities.shape == (1, 1000)
+
+
+def test_past_its_rate_a_key_is_refused_429_and_others_are_not(keyed_server):
+    client = triton.InferenceServerClient(url=keyed_server)
+    statuses = []
+    for _ in range(4):
+        try:
+            client.get_model_metadata("lite0", headers=bearer(LIMITED_KEY))
+            statuses.append("200")
+        except InferenceServerException as error:
+            statuses.append(error.status())
+            assert "rate limit" in error.message()
+    assert statuses == ["200", "200", "200", "429"]
+    assert client.get_model_metadata("lite0", headers=bearer(INFER_KEY))["name"] == "lite0"
+    request = urllib.request.Request(f"http://{keyed_server}/v2/models/lite0", headers=bearer(LIMITED_KEY))
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request)
+    assert refused.value.code == 429 and refused.value.headers["Retry-After"] == "1"
+    assert refused.value.headers["RateLimit"] == '"per-key";r=0;t=1'
+    assert refused.value.headers["RateLimit-Policy"] == '"per-key";q=3;w=3'
+
+
+def test_openapi_document_with_keys_and_limits_is_valid(keyed_server):
+    request = urllib.request.Request(f"http://{keyed_server}/openapi.json", headers=bearer(ADMIN_KEY))
+    with urllib.request.urlopen(request) as response:
+        spec = json.loads(response.read())
+    validate(spec)
+    assert spec["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
+    assert {"401", "429"} <= set(spec["paths"]["/v2/models/{name}/infer"]["post"]["responses"])
 
 
 def test_openapi_document_is_valid_and_lists_the_routes(server):

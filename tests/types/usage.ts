@@ -49,6 +49,9 @@ async function embed(): Promise<void> {
   createApp({ model, tracer: trace.getTracer('vision') });
   // @ts-expect-error: a tracer, not its provider
   createApp({ model, tracer: trace.getTracerProvider() });
+  createApp({ model, apiKeys: [{ key: 'a-key-of-sixteen-characters', scope: 'admin' }], metricsAuth: true, rateLimit: '20:40' });
+  // @ts-expect-error: a key's scope is infer or admin
+  createApp({ model, apiKeys: [{ key: 'a-key-of-sixteen-characters', scope: 'root' }] });
   // @ts-expect-error: createApp takes options, not a model
   createApp(model);
 }

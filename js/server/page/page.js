@@ -11,6 +11,8 @@ const TROUBLE = {
   E_INVALID_ARGUMENT: "The server couldn't use that file",
   E_QUEUE_FULL: 'The server is busy: try again in a moment',
   E_TIMEOUT: 'The model took too long: try again',
+  E_UNAUTHORIZED: 'This server takes requests with an API key only, which this page does not send',
+  E_RATE_LIMITED: 'Too many requests from here: try again in a moment',
 };
 
 async function models() {
