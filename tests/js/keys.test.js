@@ -213,8 +213,8 @@ describe('keys: a served app', () => {
     assert.equal(lesser.status, 403);
     assert.equal(lesser.headers.get('www-authenticate'), 'Bearer realm="choripan", error="insufficient_scope", scope="admin"');
     assert.equal(typeof (await lesser.json()).error, 'string');
-    // No repository route yet (issue 22, item 2): an admin key gets past the keys to the 404.
-    assert.equal((await call(bearer(ADMIN_KEY))).status, 404);
+    // Past the keys: the index of the models served.
+    assert.equal((await call(bearer(ADMIN_KEY))).status, 200);
   });
 
   test('no key reaches the log, valid or not', async () => {

@@ -18,6 +18,9 @@ const { ModelRepository } = require('../../js/server/repository');
 const { isRepository, REPOSITORY_PATHS } = require('../../js/server/paths');
 const { root, photo, defaultModelPath, defaultPackagePath } = require('./helpers');
 
+const ADMIN_KEY = 'repository-test-admin-key';
+const ADMIN = { authorization: `Bearer ${ADMIN_KEY}` };
+
 /** A repository folder from `layout`: { 'name/version': artifact path to copy }. */
 function repositoryOf(layout) {
   const folder = fs.mkdtempSync(path.join(os.tmpdir(), 'choripan-repository-'));
@@ -161,7 +164,9 @@ describe('the repository calls of a server started with its models', () => {
   let base;
   before(async () => {
     model = await choripan.load(defaultPackagePath, { workers: 1, warmup: false });
-    server = http.createServer(createApp({ models: new Map([['lite0', model]]), logger: pino({ level: 'silent' }) }));
+    // Repository calls need an admin key (docs/service.md#api-keys).
+    server = http.createServer(createApp({ models: new Map([['lite0', model]]), logger: pino({ level: 'silent' }),
+      apiKeys: [{ key: ADMIN_KEY, scope: 'admin' }] }));
     await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
     base = `http://127.0.0.1:${server.address().port}`;
   });
@@ -171,21 +176,21 @@ describe('the repository calls of a server started with its models', () => {
   });
 
   test('the index lists the models served, each version 1; loads and unloads are refused, their code first', async () => {
-    const index = await fetch(`${base}/v2/repository/index`, { method: 'POST' });
+    const index = await fetch(`${base}/v2/repository/index`, { method: 'POST', headers: ADMIN });
     assert.deepEqual(await index.json(), [{ name: 'lite0', version: '1', state: 'READY' }]);
     for (const call of ['load', 'unload']) {
-      const refused = await fetch(`${base}/v2/repository/models/lite0/${call}`, { method: 'POST', body: '{}' });
+      const refused = await fetch(`${base}/v2/repository/models/lite0/${call}`, { method: 'POST', body: '{}', headers: ADMIN });
       assert.equal(refused.status, 400);
       assert.match((await refused.json()).error, /^E_INVALID_ARGUMENT: this server serves the models it was started with/);
     }
-    const malformed = await fetch(`${base}/v2/repository/index`, { method: 'POST', body: '{"ready": "yes"}' });
+    const malformed = await fetch(`${base}/v2/repository/index`, { method: 'POST', body: '{"ready": "yes"}', headers: ADMIN });
     assert.deepEqual([malformed.status, await malformed.json()], [400, { error: 'E_INVALID_ARGUMENT: "ready" must be true or false' }]);
   });
 
   test('isRepository() knows every path Express routes to a repository call, whatever its case', async () => {
     for (const route of ['/V2/Repository/Index', '/v2/repository/index/', '/v2/REPOSITORY/models/lite0/LOAD']) {
       assert.ok(isRepository(route), route);
-      const answer = await fetch(`${base}${route}`, { method: 'POST' });
+      const answer = await fetch(`${base}${route}`, { method: 'POST', headers: ADMIN });
       assert.notEqual(answer.status, 404, `${route} is a repository call to Express`);
     }
     for (const route of ['/v2/repositoryx', '/v2/models/lite0/infer', '/repository/index']) assert.ok(!isRepository(route), route);

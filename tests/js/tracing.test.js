@@ -245,7 +245,7 @@ describe('a service traced in this process (OTLP/JSON)', () => {
     for (const child of [queue, forward]) {
       assert.equal(child.parentSpanId, server_.spanId);
       assert.equal(child.kind, INTERNAL);
-      assert.deepEqual(child.attributes, { 'choripan.model.name': 'efficientnet-lite0', 'choripan.batch.size': batchSize });
+      assert.deepEqual(child.attributes, { 'choripan.model.name': 'efficientnet-lite0', 'choripan.model.version': '1', 'choripan.batch.size': batchSize });
     }
     sameMs(ms(queue.end - queue.start), queueMs, 'choripan.queue');
     sameMs(ms(forward.end - forward.start), forwardMs, 'choripan.forward');
@@ -352,7 +352,7 @@ describe('choripan serve with OTEL_* set (OTLP/protobuf, the default)', () => {
       assert.equal(response.status, 200);
       // The model's one answer, as its 'prediction' event gave it to the metrics.
       const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-      const sum = (name) => Number(metrics.match(new RegExp(`^${name}_sum\\{model="efficientnet-lite0"\\} (\\S+)$`, 'm'))[1]) * 1000;
+      const sum = (name) => Number(metrics.match(new RegExp(`^${name}_sum\\{model="efficientnet-lite0",version="1"\\} (\\S+)$`, 'm'))[1]) * 1000;
       child.kill('SIGTERM');
       assert.equal(await exited, 0);
       assert.deepEqual([...receiver.contentTypes], ['application/x-protobuf']);

@@ -33,6 +33,25 @@ from choripan.tracing import export_classifier
 from .conftest import CAT_LABELS, ROOT
 
 CAT = (ROOT / "examples" / "cat.jpg").read_bytes()
+# Repository calls need an admin key (docs/service.md#api-keys); with keys, every inference needs one too.
+ADMIN_KEY = "repository-test-admin-key"
+AUTHORIZATION = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+class Authorized:
+    """Triton's client with the admin key on every call."""
+
+    def __init__(self, client: triton.InferenceServerClient):
+        self._client = client
+
+    def __getattr__(self, name: str):
+        method = getattr(self._client, name)
+        if name == "close" or not callable(method):
+            return method
+        # A copy each call: tritonclient adds its own headers (Inference-Header-Content-Length) to the dict.
+        return lambda *args, **kwargs: method(*args, headers=dict(AUTHORIZATION), **kwargs)
+
+
 DEFAULT_MODEL = ROOT / "models" / "default.pt"
 
 
@@ -69,9 +88,10 @@ class Server:
     def __init__(self, repository: Path, control: str, **env: str):
         command = ["node", str(ROOT / "bin" / "choripan.js"), "serve", "--port", "0"]
         command += ["--model-repository", str(repository), "--model-control", control]
-        self.process = subprocess.Popen(
-            command, cwd=ROOT, env={**os.environ, "HOST": "127.0.0.1", **env}, stdout=subprocess.PIPE, text=True
-        )
+        keys = repository.parent / "api-keys"
+        keys.write_text(f"{ADMIN_KEY} admin\n")
+        env = {"HOST": "127.0.0.1", "CHORIPAN_API_KEYS_FILE": str(keys), **env}
+        self.process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, text=True)
         self.lines: list[dict] = []
         listening = threading.Event()
 
@@ -87,11 +107,12 @@ class Server:
         threading.Thread(target=read, daemon=True).start()
         assert listening.wait(60) and self.process.poll() is None, f"the server did not start: {self.lines}"
         self.url = f"127.0.0.1:{self.port}"
-        self.client = triton.InferenceServerClient(url=self.url)
+        self.client = Authorized(triton.InferenceServerClient(url=self.url))
 
     def request(self, path: str, body: bytes | None = None) -> tuple[int, dict | str]:
         """A request sent as it is written: no client of ours normalises `path`."""
         method, headers = ("GET", {}) if body is None else ("POST", {"Content-Type": "application/octet-stream"})
+        headers = {**headers, **AUTHORIZATION}
         request = urllib.request.Request(f"http://{self.url}{path}", data=body, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
@@ -136,7 +157,7 @@ INFER = json.dumps(
 
 def infer(url: str, path: str) -> tuple[int, str]:
     """One inference over plain HTTP (for the threads of a constant load): the status, and the top label."""
-    request = urllib.request.Request(f"http://{url}{path}", data=INFER, method="POST")
+    request = urllib.request.Request(f"http://{url}{path}", data=INFER, method="POST", headers=AUTHORIZATION)
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, json.loads(response.read())["outputs"][0]["data"][0].split(":", 2)[2]
