@@ -68,7 +68,7 @@ const collect = (value, previous = []) => [...previous, value];
 
 function serveCommand() {
   const command = new Command('serve')
-    .summary('serve models over HTTP until SIGTERM or SIGINT')
+    .summary('serve models over HTTP (and gRPC) until SIGTERM or SIGINT')
     .description('Serve models over HTTP (POST /predict, the Open Inference Protocol under /v2, /metrics, a page at /) ' +
       'until SIGTERM or SIGINT, then finish the requests in hand. The port is taken first; /readyz answers 503 until ' +
       'the models have loaded. The log goes to stdout: JSON lines, or lines for a person on a terminal.')
@@ -77,9 +77,12 @@ function serveCommand() {
       .argParser(collect))
     .option('--port <N>', `port to listen on, 0 for any free one (default: PORT, else ${unset('PORT')})`)
     .option('--host <HOST>', `address to listen on (default: HOST, else ${unset('HOST')})`)
+    .option('--grpc-port <N>', `also serve the Open Inference Protocol over gRPC on this port, 0 for any free one (default: CHORIPAN_GRPC_PORT, else ${unset('CHORIPAN_GRPC_PORT')})`)
     .addHelpText('after', `\nEnvironment (a flag wins over its variable):\n${config.describeVariables()}`)
     .action(async (options) => {
       const port = options.port === undefined ? undefined : flagValue(command, '--port', options.port, config.VARIABLES.PORT[1]);
+      const grpcPort = options.grpcPort === undefined ? undefined
+        : flagValue(command, '--grpc-port', options.grpcPort, config.VARIABLES.CHORIPAN_GRPC_PORT[1]);
       let models;
       if (options.model) {
         const entries = flagValue(command, '--model', options.model, (list) => config.modelEntries(list, { bare: true }));
@@ -90,7 +93,7 @@ function serveCommand() {
         models = entries.map(({ name, path: file }) => ({ name, path: path.resolve(file) }));
       }
       const { serve } = require('../js/server/main');
-      await serve(config.readConfig(process.env, { models, port, host: options.host }));
+      await serve(config.readConfig(process.env, { models, port, grpcPort, host: options.host }));
     });
   return command;
 }

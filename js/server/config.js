@@ -173,7 +173,7 @@ function readVariable(env, name) {
 
 /**
  * @param {NodeJS.ProcessEnv} env
- * @param {{ models?: Array<{ name: string | null, path: string }>, port?: number, host?: string,
+ * @param {{ models?: Array<{ name: string | null, path: string }>, port?: number, grpcPort?: number, host?: string,
  *   [setting: string]: unknown }} [overrides] command-line flags, which win
  */
 function readConfig(env = process.env, overrides = {}) {

@@ -10,6 +10,7 @@ const { createApp } = require('./app');
 const { readConfig, ConfigError } = require('./config');
 const { PATHS } = require('./paths');
 const { toHttpError, errorBody } = require('./http-error');
+const { startGrpcServer } = require('./grpc');
 
 /** JSON lines, one per event, for whatever reads them; on a terminal, pino-pretty's lines for a person. */
 function createLogger(level) {
@@ -71,6 +72,15 @@ async function serve(config = readConfig()) {
   server.on('clientError', answerClientError);
   const { address, port } = await listen(server, config.port, host);
   const url = `http://${hostPort(host, port)}`;
+  let grpcServer = null;
+  if (config.grpcPort !== undefined) {
+    try {
+      grpcServer = await startGrpcServer({ host, port: config.grpcPort, maxBodyBytes: config.maxBodyBytes, logger });
+    } catch (error) {
+      server.close();
+      throw error;
+    }
+  }
   // No "port" field yet: what reads the log for it (tests/js/helpers.js listening()) waits for the
   // line that says the models are ready.
   logger.info({ url }, `listening on ${url}; loading ${config.models.length === 1 ? 'the model' : `${config.models.length} models`}`);
@@ -85,13 +95,17 @@ async function serve(config = readConfig()) {
     }
   } catch (error) {
     server.close();
+    grpcServer?.server.forceShutdown();
     throw error;
   }
 
   const app = createApp({ models, logger, urlAllowlist: config.urlAllowlist, corsOrigins: config.corsOrigins, maxBodyBytes: config.maxBodyBytes,
     fetchTimeoutMs: config.fetchTimeoutMs, timeoutMs: config.timeoutMs, defaultLabel: config.defaultLabel });
   handle = app;
-  logger.info({ address, port }, `ready: serving ${[...models.keys()].join(', ')} on ${url}`);
+  grpcServer?.serve({ models, ready: app.locals.ready, timeoutMs: config.timeoutMs, metrics: app.locals.metrics });
+  const grpcPort = grpcServer?.port;
+  const grpcAt = grpcServer ? ` and gRPC on ${hostPort(host, grpcPort)}` : '';
+  logger.info({ address, port, grpcPort }, `ready: serving ${[...models.keys()].join(', ')} on ${url}${grpcAt}`);
 
   // Graceful: stop accepting connections, answer the requests in hand with `Connection: close` (so
   // that keep-alive clients move on), close idle connections as they become idle, free the model,
@@ -109,7 +123,9 @@ async function serve(config = readConfig()) {
       logger.warn('requests still running after 10 s; stopping anyway');
       process.exit(1);
     }, 10_000).unref();
-    server.close(async () => {
+    // The gRPC server, if any, takes no new call and finishes those in hand, alongside.
+    const closed = Promise.all([new Promise((resolve) => server.close(resolve)), grpcServer?.shutdown()]);
+    closed.then(async () => {
       await Promise.all([...models.values()].map((model) => model.dispose()));
       logger.info('stopped');
       process.exit(0);
