@@ -11,6 +11,7 @@ const { readConfig, ConfigError } = require('./config');
 const { PATHS } = require('./paths');
 const { ModelRepository } = require('./repository');
 const { toHttpError, errorBody } = require('./http-error');
+const { startGrpcServer } = require('./grpc');
 
 /** JSON lines, one per event, for whatever reads them; on a terminal, pino-pretty's lines for a person. */
 function createLogger(level) {
@@ -103,6 +104,15 @@ async function serve(config = readConfig()) {
   server.on('clientError', answerClientError);
   const { address, port } = await listen(server, config.port, host);
   const url = `http://${hostPort(host, port)}`;
+  let grpcServer = null;
+  if (config.grpcPort !== undefined) {
+    try {
+      grpcServer = await startGrpcServer({ host, port: config.grpcPort, maxBodyBytes: config.maxBodyBytes, logger });
+    } catch (error) {
+      server.close();
+      throw error;
+    }
+  }
   // No "port" field yet: what reads the log for it (tests/js/helpers.js listening()) waits for the
   // line that says the models are ready.
   const loading = !config.models ? `the model repository ${config.modelRepository} (model control ${config.modelControl})`
@@ -114,6 +124,7 @@ async function serve(config = readConfig()) {
     served = config.models ? { models: await loadModels(config, logger) } : { repository: await openRepository(config, logger) };
   } catch (error) {
     server.close();
+    grpcServer?.server.forceShutdown();
     throw error;
   }
 
@@ -121,7 +132,12 @@ async function serve(config = readConfig()) {
     fetchTimeoutMs: config.fetchTimeoutMs, timeoutMs: config.timeoutMs, defaultLabel: config.defaultLabel });
   handle = app;
   const names = served.models ? [...served.models.keys()] : served.repository.catalog.names();
-  logger.info({ address, port }, `ready: serving ${names.join(', ') || 'no model yet'} on ${url}`);
+  // The gRPC service answers from the app's catalog, and loads and unloads through the same repository.
+  grpcServer?.serve({ catalog: app.locals.catalog, repository: served.repository, ready: app.locals.ready,
+    timeoutMs: config.timeoutMs, metrics: app.locals.metrics });
+  const grpcPort = grpcServer?.port;
+  const grpcAt = grpcServer ? ` and gRPC on ${hostPort(host, grpcPort)}` : '';
+  logger.info({ address, port, grpcPort }, `ready: serving ${names.join(', ') || 'no model yet'} on ${url}${grpcAt}`);
   // Every model, or the repository's versions once each has answered the requests it holds.
   const unload = () => served.repository?.close() ?? Promise.all([...served.models.values()].map((model) => model.dispose()));
 
@@ -141,7 +157,9 @@ async function serve(config = readConfig()) {
       logger.warn('requests still running after 10 s; stopping anyway');
       process.exit(1);
     }, 10_000).unref();
-    server.close(async () => {
+    // The gRPC server, if any, takes no new call and finishes those in hand, alongside.
+    const closed = Promise.all([new Promise((resolve) => server.close(resolve)), grpcServer?.shutdown()]);
+    closed.then(async () => {
       await unload();
       logger.info('stopped');
       process.exit(0);
