@@ -68,7 +68,7 @@ const collect = (value, previous = []) => [...previous, value];
 
 function serveCommand() {
   const command = new Command('serve')
-    .summary('serve models, or a model repository, over HTTP until SIGTERM or SIGINT')
+    .summary('serve models over HTTP (and gRPC) until stopped')
     .description('Serve models over HTTP (POST /predict, the Open Inference Protocol under /v2, /metrics, a page at /) ' +
       'until SIGTERM or SIGINT, then finish the requests in hand. The port is taken first; /readyz answers 503 until ' +
       'the models have loaded. The log goes to stdout: JSON lines, or lines for a person on a terminal.')
@@ -82,6 +82,7 @@ function serveCommand() {
       `(default: CHORIPAN_MODEL_CONTROL, else ${unset('CHORIPAN_MODEL_CONTROL')})`)
     .option('--port <N>', `port to listen on, 0 for any free one (default: PORT, else ${unset('PORT')})`)
     .option('--host <HOST>', `address to listen on (default: HOST, else ${unset('HOST')})`)
+    .option('--grpc-port <N>', `also serve the Open Inference Protocol over gRPC on this port, 0 for any free one (default: CHORIPAN_GRPC_PORT, else ${unset('CHORIPAN_GRPC_PORT')})`)
     .addHelpText('after', `\nEnvironment (a flag wins over its variable):\n${config.describeVariables()}\n\n` +
       'Tracing: OTEL_EXPORTER_OTLP_ENDPOINT and OpenTelemetry\'s other OTEL_* variables send a span for each request\n' +
       'over OTLP; with none set, nothing is traced (docs/service.md#tracing).')
@@ -92,6 +93,8 @@ function serveCommand() {
         : flagValue(command, '--model-repository', options.modelRepository, config.VARIABLES.CHORIPAN_MODEL_REPOSITORY[1]);
       const modelControl = options.modelControl === undefined ? undefined
         : flagValue(command, '--model-control', options.modelControl, config.VARIABLES.CHORIPAN_MODEL_CONTROL[1]);
+      const grpcPort = options.grpcPort === undefined ? undefined
+        : flagValue(command, '--grpc-port', options.grpcPort, config.VARIABLES.CHORIPAN_GRPC_PORT[1]);
       let models;
       if (options.model) {
         const entries = flagValue(command, '--model', options.model, (list) => config.modelEntries(list, { bare: true }));
@@ -102,7 +105,7 @@ function serveCommand() {
         models = entries.map(({ name, path: file }) => ({ name, path: path.resolve(file) }));
       }
       const { serve } = require('../js/server/main');
-      await serve(config.readConfig(process.env, { models, modelRepository, modelControl, port, host: options.host }));
+      await serve(config.readConfig(process.env, { models, modelRepository, modelControl, port, grpcPort, host: options.host }));
     });
   return command;
 }

@@ -77,6 +77,11 @@ function createApp({
   app.disable('x-powered-by');
   // Set by the server when it drains (main.js): /readyz turns 503 and every answer closes its connection.
   app.locals.draining = false;
+  // Read by the gRPC service (js/server/grpc.js), which answers from the same catalog (and repository)
+  // and counts its calls beside the app's requests.
+  app.locals.catalog = catalog;
+  app.locals.metrics = metrics;
+  app.locals.ready = () => ready();
   const ready = () => !app.locals.draining && catalog.all().every((served) => !served.model.disposed);
 
   app.use(passOthers(app));

@@ -232,7 +232,7 @@ function readVariable(env, name) {
  * repository's models come and go.
  * @param {NodeJS.ProcessEnv} env
  * @param {{ models?: Array<{ name: string | null, path: string }>, modelRepository?: string | null,
- *   modelControl?: string, port?: number, host?: string, [setting: string]: unknown }} [overrides]
+ *   modelControl?: string, port?: number, grpcPort?: number, host?: string, [setting: string]: unknown }} [overrides]
  *   command-line flags, which win
  */
 function readConfig(env = process.env, overrides = {}) {

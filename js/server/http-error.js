@@ -2,9 +2,11 @@
 // Every failure the service answers, as HTTP answers it: the one owner of what other packages' errors
 // mean in choripan's codes, of each code's status (native/core/vocabulary.json), of Retry-After and of
 // the body's shape. The app's error handler, the answers while the models load and the answers to
-// requests Node cannot parse (js/server/main.js) all come through here.
+// requests Node cannot parse (js/server/main.js) all come through here; and the gRPC service's
+// (js/server/grpc.js), through toGrpcError, which gives each code its gRPC status.
 
 const multer = require('multer');
+const { status: GRPC } = require('@grpc/grpc-js');
 const { ChoripanError, STATUS } = require('../errors');
 const { isProtocol, isRepository } = require('./paths');
 const { retryAfterSeconds } = require('./retry');
@@ -70,4 +72,44 @@ function errorBody(path, { code, message }) {
   return { error: isRepository(path) ? `${code}: ${message}` : message };
 }
 
-module.exports = { toHttpError, errorBody };
+/**
+ * Each code's gRPC status (tests/js/vocabulary.test.js checks that every code of the vocabulary has one). A full
+ * queue is UNAVAILABLE, as HTTP's 503 is and as Triton answers it: a transient refusal that gRPC's retry
+ * policies retry by default, told when in `grpc-retry-pushback-ms`. RESOURCE_EXHAUSTED is left to what
+ * never fits (E_TOO_LARGE), which is also what gRPC itself answers for a message over its limit.
+ */
+const GRPC_STATUS = Object.freeze({
+  E_INVALID_ARGUMENT: GRPC.INVALID_ARGUMENT,
+  E_DECODE: GRPC.INVALID_ARGUMENT,
+  E_UNSUPPORTED_FORMAT: GRPC.INVALID_ARGUMENT,
+  E_TOO_LARGE: GRPC.RESOURCE_EXHAUSTED,
+  E_QUEUE_FULL: GRPC.UNAVAILABLE,
+  E_TIMEOUT: GRPC.DEADLINE_EXCEEDED,
+  E_ABORTED: GRPC.CANCELLED,
+  E_DISPOSED: GRPC.UNAVAILABLE,
+  E_MODEL_LOAD: GRPC.INTERNAL,
+  E_DEVICE: GRPC.INTERNAL,
+  E_INTERNAL: GRPC.INTERNAL,
+  E_ADDON: GRPC.INTERNAL,
+  E_URL_NOT_ALLOWED: GRPC.PERMISSION_DENIED,
+  E_FETCH: GRPC.UNAVAILABLE,
+  E_NOT_FOUND: GRPC.NOT_FOUND,
+  E_NOT_READY: GRPC.UNAVAILABLE,
+  E_UNAUTHORIZED: GRPC.UNAUTHENTICATED,
+  E_FORBIDDEN: GRPC.PERMISSION_DENIED,
+  E_RATE_LIMITED: GRPC.RESOURCE_EXHAUSTED,
+});
+
+/**
+ * What to answer a gRPC call that failed with `error`: toHttpError's failure (its `status` is what HTTP
+ * would answer, which the metrics count) with the gRPC status `grpcCode`; the service sends `code` and
+ * `retryAfter` in the trailing metadata.
+ * @param {unknown} error
+ * @param {{ model?: import('../index').Model }} [context]
+ */
+function toGrpcError(error, context = {}) {
+  const failure = toHttpError(error, context);
+  return { ...failure, grpcCode: GRPC_STATUS[failure.code] ?? GRPC.INTERNAL };
+}
+
+module.exports = { toHttpError, toGrpcError, errorBody, GRPC_STATUS };

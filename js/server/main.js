@@ -12,6 +12,26 @@ const { readConfig, ConfigError } = require('./config');
 const { PATHS } = require('./paths');
 const { ModelRepository } = require('./repository');
 const { toHttpError, errorBody } = require('./http-error');
+const { startGrpcServer } = require('./grpc');
+const { keyring, authorize } = require('./api-keys');
+
+/** The gRPC methods open to any caller, as HTTP's /v2/health routes are (js/server/paths.js accessOf). */
+const OPEN_GRPC = new Set(['ServerLive', 'ServerReady']);
+
+/**
+ * The key check of a gRPC call, as the HTTP routes ask for it: none for the health methods, an admin key
+ * for the repository's, an infer key for the rest; the key in the `authorization` metadata.
+ * @param {Array<{ key: string, scope: 'infer' | 'admin' }> | undefined} apiKeys
+ */
+function grpcKeyCheck(apiKeys) {
+  const keys = apiKeys ? keyring(apiKeys) : null;
+  return (call, method) => {
+    if (OPEN_GRPC.has(method)) return;
+    const [authorization] = call.metadata.get('authorization');
+    const { refusal } = authorize(keys, authorization?.toString(), method.startsWith('Repository') ? 'admin' : 'infer');
+    if (refusal) throw refusal;
+  };
+}
 
 /**
  * Whatever a line might one day carry of a request's headers, its key is not written: the service logs
@@ -117,6 +137,16 @@ async function serve(config = readConfig()) {
   server.on('clientError', answerClientError);
   const { address, port } = await listen(server, config.port, host);
   const url = `http://${hostPort(host, port)}`;
+  let grpcServer = null;
+  if (config.grpcPort !== undefined) {
+    try {
+      grpcServer = await startGrpcServer({ host, port: config.grpcPort, maxBodyBytes: config.maxBodyBytes, logger,
+        checkCall: grpcKeyCheck(config.apiKeys) });
+    } catch (error) {
+      server.close();
+      throw error;
+    }
+  }
   // No "port" field yet: what reads the log for it (tests/js/helpers.js listening()) waits for the
   // line that says the models are ready.
   const loading = !config.models ? `the model repository ${config.modelRepository} (model control ${config.modelControl})`
@@ -131,6 +161,7 @@ async function serve(config = readConfig()) {
     served = config.models ? { models: await loadModels(config, logger) } : { repository: await openRepository(config, logger) };
   } catch (error) {
     server.close();
+    grpcServer?.server.forceShutdown();
     throw error;
   }
 
@@ -142,7 +173,12 @@ async function serve(config = readConfig()) {
     apiKeys: config.apiKeys, metricsAuth: config.metricsAuth, rateLimit: config.rateLimit });
   handle = app;
   const names = served.models ? [...served.models.keys()] : served.repository.catalog.names();
-  logger.info({ address, port }, `ready: serving ${names.join(', ') || 'no model yet'} on ${url}`);
+  // The gRPC service answers from the app's catalog, and loads and unloads through the same repository.
+  grpcServer?.serve({ catalog: app.locals.catalog, repository: served.repository, ready: app.locals.ready,
+    timeoutMs: config.timeoutMs, metrics: app.locals.metrics });
+  const grpcPort = grpcServer?.port;
+  const grpcAt = grpcServer ? ` and gRPC on ${hostPort(host, grpcPort)}` : '';
+  logger.info({ address, port, grpcPort }, `ready: serving ${names.join(', ') || 'no model yet'} on ${url}${grpcAt}`);
   // Every model, or the repository's versions once each has answered the requests it holds.
   const unload = () => served.repository?.close() ?? Promise.all([...served.models.values()].map((model) => model.dispose()));
 
@@ -162,7 +198,9 @@ async function serve(config = readConfig()) {
       logger.warn('requests still running after 10 s; stopping anyway');
       process.exit(1);
     }, 10_000).unref();
-    server.close(async () => {
+    // The gRPC server, if any, takes no new call and finishes those in hand, alongside.
+    const closed = Promise.all([new Promise((resolve) => server.close(resolve)), grpcServer?.shutdown()]);
+    closed.then(async () => {
       await unload();
       await tracing?.shutdown().catch((error) => logger.warn({ err: error }, 'tracing: the last spans were not sent'));
       logger.info('stopped');

@@ -9,9 +9,10 @@ const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
 
 // Every distinct label value is a series kept until the process exits, so no label takes a value a
 // client chose: a request no route matched (a 404, a body refused on its headers) is `unmatched`, not
-// its path, and a method outside these is `other`.
+// its path, and a method outside these is `other`. A gRPC call counts as `GRPC`, under its method's
+// path (`/inference.GRPCInferenceService/ModelInfer`), with the status HTTP would answer.
 const UNMATCHED = 'unmatched';
-const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']);
+const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'GRPC']);
 
 /** A served version's labels: its model's name and its version (1 for a model given to createApp). */
 const labelsOf = ({ name, version }) => ({ model: name, version: String(version) });
@@ -25,11 +26,11 @@ function createMetrics(catalog, loadFailures) {
   const registry = new client.Registry();
   client.collectDefaultMetrics({ register: registry, prefix: 'choripan_' });
   const requests = new client.Counter({
-    name: 'choripan_http_requests_total', help: 'HTTP requests by route, method and status',
+    name: 'choripan_http_requests_total', help: 'HTTP requests (and gRPC calls, method GRPC) by route, method and status',
     labelNames: ['route', 'method', 'status'], registers: [registry],
   });
   const requestSeconds = new client.Histogram({
-    name: 'choripan_http_request_duration_seconds', help: 'HTTP request latency, by route',
+    name: 'choripan_http_request_duration_seconds', help: 'HTTP request (and gRPC call) latency, by route',
     labelNames: ['route', 'method'], buckets: LATENCY_BUCKETS, registers: [registry],
   });
   const inferenceSeconds = new client.Histogram({
@@ -97,8 +98,8 @@ function createMetrics(catalog, loadFailures) {
   return {
     registry,
     /**
-     * One answered HTTP request.
-     * @param {string | undefined} route the pattern of the route that matched it, if one did
+     * One answered HTTP request, or gRPC call.
+     * @param {string | undefined} route the pattern of the route that matched it, if one did; a gRPC method's path
      */
     request(route = UNMATCHED, method, status, seconds) {
       const labels = { route, method: METHODS.has(method) ? method : 'other' };

@@ -4,7 +4,8 @@
 // POST /v2/repository/models/NAME/load and …/unload. A call names a model, never a file: the model
 // repository (js/server/repository.js) finds its versions inside its own folder. Without a repository,
 // the index lists the models served, and loads and unloads are refused. Paths: js/server/paths.js
-// (REPOSITORY_PATHS, isRepository), where a guard on them all belongs.
+// (REPOSITORY_PATHS, isRepository), where a guard on them all belongs. The gRPC service's
+// RepositoryModelLoad and RepositoryModelUnload (js/server/grpc.js) call the same loadModel and unloadModel.
 
 const express = require('express');
 const { ChoripanError } = require('../errors');
@@ -46,13 +47,43 @@ function fixedModels(catalog) {
 }
 
 /**
+ * What loads, unloads and lists models: the repository, or, without one, the models given to createApp.
+ * @param {import('./repository').ModelRepository | undefined} repository
+ * @param {import('./catalog').Catalog} catalog
+ */
+const controlOf = (repository, catalog) => repository ?? fixedModels(catalog);
+
+/**
+ * Loads model `name` (a repository load call, whichever transport): `parameters` are the call's.
+ * @param {ReturnType<typeof controlOf>} control
+ * @param {unknown} name
+ * @param {Record<string, unknown>} [parameters]
+ */
+async function loadModel(control, name, parameters = {}) {
+  // Triton's load may carry a model's configuration and files in place of the repository's: here a
+  // call names a model, and its files are those in the repository.
+  const files = Object.keys(parameters).filter((key) => key === 'config' || key.startsWith('file:'));
+  if (files.length) throw bad(`a load names a model, never its files or configuration: ${files.join(', ')} is not taken`);
+  await control.load(checkName(name));
+}
+
+/**
+ * Unloads model `name` (a repository unload call, whichever transport).
+ * @param {ReturnType<typeof controlOf>} control
+ * @param {unknown} name
+ */
+async function unloadModel(control, name) {
+  await control.unload(checkName(name));
+}
+
+/**
  * @param {object} options createApp's
  * @param {import('./repository').ModelRepository} [options.repository]
  * @param {import('./catalog').Catalog} options.catalog the models served, when there is no repository
  * @param {number} options.maxBodyBytes
  */
 function createRepositoryRouter({ repository, catalog, maxBodyBytes }) {
-  const control = repository ?? fixedModels(catalog);
+  const control = controlOf(repository, catalog);
   const router = express.Router();
   const body = express.raw({ type: () => true, limit: maxBodyBytes });
 
@@ -64,23 +95,19 @@ function createRepositoryRouter({ repository, catalog, maxBodyBytes }) {
 
   router.post(REPOSITORY_PATHS.load, body, async (req, res) => {
     const { parameters = {} } = bodyOf(req);
-    // Triton's load may carry a model's configuration and files in place of the repository's: here a
-    // call names a model, and its files are those in the repository.
-    const files = Object.keys(parameters).filter((name) => name === 'config' || name.startsWith('file:'));
-    if (files.length) throw bad(`a load names a model, never its files or configuration: ${files.join(', ')} is not taken`);
     res.locals.model = checkName(req.params.name);
-    await control.load(req.params.name);
+    await loadModel(control, req.params.name, parameters);
     res.status(200).end();
   });
 
   router.post(REPOSITORY_PATHS.unload, body, async (req, res) => {
     bodyOf(req); // unload_dependents: a model here has none
     res.locals.model = checkName(req.params.name);
-    await control.unload(req.params.name);
+    await unloadModel(control, req.params.name);
     res.status(200).end();
   });
 
   return router;
 }
 
-module.exports = { createRepositoryRouter };
+module.exports = { createRepositoryRouter, controlOf, loadModel, unloadModel };

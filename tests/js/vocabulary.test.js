@@ -83,3 +83,13 @@ test('what a refusal at an image limit says agrees with the limit', () => {
   assert.equal(limits.maxPixels.refusal, `at most ${limits.maxPixels.value / 1e6} megapixels are decoded`);
   assert.equal(limits.maxAspectRatio.refusal, `aspect ratios beyond ${limits.maxAspectRatio.value}:1 are refused`);
 });
+
+test('every code has a gRPC status, and RESOURCE_EXHAUSTED is a code that never fits or a client past its rate', () => {
+  const { status } = require('@grpc/grpc-js');
+  const { GRPC_STATUS, toGrpcError } = require('../../js/server/http-error');
+  assert.deepEqual(Object.keys(GRPC_STATUS).sort(), vocabulary.errors.map((e) => e.code).sort());
+  assert.deepEqual(Object.keys(GRPC_STATUS).filter((code) => GRPC_STATUS[code] === status.RESOURCE_EXHAUSTED), ['E_TOO_LARGE', 'E_RATE_LIMITED']);
+  const full = toGrpcError(new choripan.ChoripanError('E_QUEUE_FULL', 'full'));
+  assert.deepEqual([full.grpcCode, full.status, full.retryAfter], [status.UNAVAILABLE, 503, 1]);
+  assert.equal(toGrpcError(new Error('boom')).grpcCode, status.INTERNAL);
+});

@@ -72,6 +72,11 @@ def test_probes_drain_and_autoscaling_fit_the_server():
     assert any(rule["name"]["as"] == pods_metrics[0] for rule in rules)
     service = manifest("k8s/service.yaml")
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    # The gRPC port the server is told (CHORIPAN_GRPC_PORT) is the one declared, and the Service routes to it.
+    env = {variable["name"]: variable["value"] for variable in container["env"]}
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert int(env["CHORIPAN_GRPC_PORT"]) == ports["grpc"] and int(env["PORT"]) == ports["http"]
+    assert {port["targetPort"] for port in service["spec"]["ports"]} == {"http", "grpc"}
     budget = manifest("k8s/pdb.yaml")
     assert budget["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
 
