@@ -17,7 +17,7 @@ const skip = !process.env.CI && !process.env.CHORIPAN_SLOW_TESTS && 'a full rebu
 test('npx node-gyp rebuild builds an addon that loads the model and predicts', { timeout: 20 * 60_000, skip }, () => {
   const copy = fs.mkdtempSync(path.join(os.tmpdir(), 'choripan-gyp-'));
   try {
-    for (const entry of ['binding.gyp', 'package.json', 'native', 'scripts']) {
+    for (const entry of ['binding.gyp', 'package.json', 'native', 'scripts', 'js']) {
       fs.cpSync(path.join(root, entry), path.join(copy, entry), { recursive: true });
     }
     fs.symlinkSync(path.join(root, 'node_modules'), path.join(copy, 'node_modules'));
@@ -31,20 +31,21 @@ test('npx node-gyp rebuild builds an addon that loads the model and predicts', {
     const addon = path.join(copy, 'build', 'Release', 'choripan.node');
     assert.ok(fs.existsSync(addon));
 
+    // The library of the copy takes its own build first (js/binding.js): the addon node-gyp just built.
     const script = `
-      const sharp = require('sharp');
-      const binding = require(${JSON.stringify(addon)});
+      const choripan = require(${JSON.stringify(path.join(copy, 'js', 'index.js'))});
       (async () => {
-        const model = await binding.load(${JSON.stringify(defaultModelPath)}, { maxBatch: 8, maxDelayMs: 2, maxQueue: 8, workers: 1, intraOpThreads: 0, device: 'cpu', warmup: true });
-        const { data, info } = await sharp(${JSON.stringify(photoPath('chelsea.png'))}).rotate().keepIccProfile().raw().toBuffer({ resolveWithObject: true });
-        const { probabilities } = await model.predict(data, info.width, info.height, info.channels, 0, null).promise;
-        const labels = JSON.parse(model.metadata).labels;
-        console.log(labels[probabilities.indexOf(Math.max(...probabilities))]);
+        const model = await choripan.load(${JSON.stringify(defaultModelPath)}, { maxBatch: 8, workers: 1 });
+        const { label } = await model.predict(require('node:fs').readFileSync(${JSON.stringify(photoPath('chelsea.png'))}));
+        const addons = Object.keys(require.cache).filter((file) => file.endsWith('.node') && file.includes('choripan'));
+        console.log(JSON.stringify({ label, addons }));
         await model.dispose();
       })();`;
     const run = spawnSync(process.execPath, ['-e', script], { cwd: root, encoding: 'utf8', timeout: 120_000 });
     assert.equal(run.status, 0, run.stderr);
-    assert.ok(CAT_LABELS.includes(run.stdout.trim()), run.stdout);
+    const { label, addons } = JSON.parse(run.stdout);
+    assert.ok(CAT_LABELS.includes(label), label);
+    assert.deepEqual(addons, [addon]);
   } finally {
     fs.rmSync(copy, { recursive: true, force: true });
   }
