@@ -76,6 +76,15 @@ function existingFolder(text) {
 }
 
 /**
+ * The text as it is, once `parse` (which throws what is wrong with it) has read it.
+ * @param {(text: string) => unknown} parse
+ */
+const checkedText = (parse) => (/** @type {string} */ text) => {
+  parse(text);
+  return text;
+};
+
+/**
  * How the text of each type of variable (native/core/vocabulary.json's `server`) becomes its value.
  * @type {Record<string, (variable: any) => (text: string) => unknown>}
  */
@@ -87,19 +96,12 @@ const PARSERS = {
   file: () => existingFile,
   directory: () => existingFolder,
   models: () => models,
-  // Checked here, so that a bad origin stops start-up; createApp takes the list as it is written.
-  origins: () => (t) => {
-    parseOrigins(t);
-    return t;
-  },
+  // Checked here, so that a bad origin or limit stops start-up; createApp takes each as it is written.
+  origins: () => checkedText(parseOrigins),
   keyFiles: () => trustedKeys,
   boolean: () => boolean,
   apiKeysFile: () => apiKeys,
-  // Checked here, so that a bad limit stops start-up; createApp takes it as it is written, as it does origins.
-  rateLimit: () => (t) => {
-    parseRateLimit(t);
-    return t;
-  },
+  rateLimit: () => checkedText(parseRateLimit),
 };
 
 /** @type {any[]} the variables as native/core/vocabulary.json lists them */
