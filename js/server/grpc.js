@@ -7,8 +7,9 @@
 // CHORIPAN_MAX_BYTES, and each call is counted in the app's metrics under its method's path. Models are
 // the app's catalog's (js/server/catalog.js), by name and version as over HTTP; RepositoryModelLoad and
 // RepositoryModelUnload load and unload through js/server/repository-routes.js, as the HTTP calls do.
-// Triton's RepositoryIndex is not in KServe's .proto: grpc-js answers it UNIMPLEMENTED (HTTP's
-// POST /v2/repository/index lists the repository).
+// Triton's RepositoryIndex, which KServe's .proto lacks, is served in the same service under Triton's
+// path, its messages read and written by our own js/server/proto/repository_index.proto; it lists what
+// HTTP's POST /v2/repository/index lists.
 
 const path = require('node:path');
 const grpc = require('@grpc/grpc-js');
@@ -16,15 +17,16 @@ const protoLoader = require('@grpc/proto-loader');
 const { ChoripanError } = require('../errors');
 const { bad, metadataOf, serverMetadata, findServed, joinBytes, checkRequest, inputsOf, outputsOf } = require('./inference');
 const { toGrpcError } = require('./http-error');
-const { controlOf, loadModel, unloadModel } = require('./repository-routes');
+const { controlOf, loadModel, unloadModel, listModels } = require('./repository-routes');
 
-const PROTO = path.join(__dirname, 'proto', 'grpc_predict_v2.proto');
 const SERVICE = 'inference.GRPCInferenceService';
 
 // keepCase: the fields as the .proto names them, as the HTTP JSON does; int64 as Number (shapes and
 // classification counts); defaults, so that an absent repeated field is an empty list.
-const definition = protoLoader.loadSync(PROTO, { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true });
-const { service } = grpc.loadPackageDefinition(definition).inference.GRPCInferenceService;
+const loadProto = (file) => grpc.loadPackageDefinition(protoLoader.loadSync(path.join(__dirname, 'proto', file),
+  { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true }));
+const { service } = loadProto('grpc_predict_v2.proto').inference.GRPCInferenceService;
+const { RepositoryIndex } = loadProto('repository_index.proto').choripan.triton.RepositoryIndexService.service;
 
 /**
  * The repository calls, whose requests two layouts share: KServe's .proto (model_name = 1) and Triton's,
@@ -34,6 +36,23 @@ const { service } = grpc.loadPackageDefinition(definition).inference.GRPCInferen
 const REPOSITORY = new Set(['RepositoryModelLoad', 'RepositoryModelUnload']);
 const methodsServed = Object.fromEntries(Object.entries(service).map(([method, definition]) => [method,
   REPOSITORY.has(method) ? { ...definition, requestDeserialize: (bytes) => bytes } : definition]));
+// Triton's RepositoryIndex, beside KServe's methods: its request too reaches the method as bytes, so
+// that one that does not parse is answered INVALID_ARGUMENT, as the others are (indexRequestOf).
+methodsServed.RepositoryIndex = { ...RepositoryIndex, path: `/${SERVICE}/RepositoryIndex`, requestDeserialize: (bytes) => bytes };
+
+/** A RepositoryIndexRequest's fields: `ready`; a repository named is refused, as Triton refuses it (one repository here). */
+function indexRequestOf(bytes) {
+  let request;
+  try {
+    request = RepositoryIndex.requestDeserialize(bytes);
+  } catch (error) {
+    throw bad(`the request is not a RepositoryIndexRequest: ${error.message}`);
+  }
+  if (request.repository_name !== '') {
+    throw bad('this server has one model repository, which has no name: send an empty repository_name');
+  }
+  return { ready: request.ready };
+}
 
 /** A protobuf message's length-delimited fields (strings, messages, map entries), by field number; others skipped. */
 function lengthDelimited(bytes) {
@@ -188,6 +207,9 @@ function protocolMethods({ catalog, repository, ready, timeoutMs }) {
       const { name } = named(bytes, context);
       await unloadModel(control, name);
       return { model_name: name, isUnloaded: true };
+    },
+    async RepositoryIndex(bytes) {
+      return { models: await listModels(control, indexRequestOf(bytes)) };
     },
   };
 }

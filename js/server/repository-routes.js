@@ -5,7 +5,8 @@
 // repository (js/server/repository.js) finds its versions inside its own folder. Without a repository,
 // the index lists the models served, and loads and unloads are refused. Paths: js/server/paths.js
 // (REPOSITORY_PATHS, isRepository), where a guard on them all belongs. The gRPC service's
-// RepositoryModelLoad and RepositoryModelUnload (js/server/grpc.js) call the same loadModel and unloadModel.
+// RepositoryIndex, RepositoryModelLoad and RepositoryModelUnload (js/server/grpc.js) call the same
+// listModels, loadModel and unloadModel.
 
 const express = require('express');
 const { ChoripanError } = require('../errors');
@@ -54,6 +55,16 @@ function fixedModels(catalog) {
 const controlOf = (repository, catalog) => repository ?? fixedModels(catalog);
 
 /**
+ * The index (a repository index call, whichever transport): every version, or with `ready` those READY.
+ * @param {ReturnType<typeof controlOf>} control
+ * @param {{ ready?: unknown }} options
+ */
+async function listModels(control, { ready = false }) {
+  if (typeof ready !== 'boolean') throw bad('"ready" must be true or false');
+  return control.index({ ready });
+}
+
+/**
  * Loads model `name` (a repository load call, whichever transport): `parameters` are the call's.
  * @param {ReturnType<typeof controlOf>} control
  * @param {unknown} name
@@ -88,9 +99,7 @@ function createRepositoryRouter({ repository, catalog, maxBodyBytes }) {
   const body = express.raw({ type: () => true, limit: maxBodyBytes });
 
   router.post(REPOSITORY_PATHS.index, body, async (req, res) => {
-    const { ready = false } = bodyOf(req);
-    if (typeof ready !== 'boolean') throw bad('"ready" must be true or false');
-    res.json(await control.index({ ready }));
+    res.json(await listModels(control, bodyOf(req)));
   });
 
   router.post(REPOSITORY_PATHS.load, body, async (req, res) => {
@@ -110,4 +119,4 @@ function createRepositoryRouter({ repository, catalog, maxBodyBytes }) {
   return router;
 }
 
-module.exports = { createRepositoryRouter, controlOf, loadModel, unloadModel };
+module.exports = { createRepositoryRouter, controlOf, listModels, loadModel, unloadModel };

@@ -126,10 +126,10 @@ def test_errors_take_their_grpc_status(client):
     huge = triton.InferInput("image", [1], "BYTES")
     huge.set_data_from_numpy(np.array([b"\0" * (MAX_BYTES + 1)], dtype=np.object_))
     assert status_of(lambda: client.infer("lite0", [huge]))[0] == "StatusCode.RESOURCE_EXHAUSTED"
-    # Repository calls need an admin key, as over HTTP (403); KServe's .proto has no RepositoryIndex.
-    code, message = status_of(lambda: client.load_model("lite0"))
-    assert code == "StatusCode.PERMISSION_DENIED" and "admin key" in message
-    assert status_of(lambda: client.get_model_repository_index())[0] == "StatusCode.UNIMPLEMENTED"
+    # Repository calls need an admin key, as over HTTP (403): Triton's RepositoryIndex as KServe's load.
+    for call in (lambda: client.load_model("lite0"), client.get_model_repository_index):
+        code, message = status_of(call)
+        assert code == "StatusCode.PERMISSION_DENIED" and "admin key" in message
 
 
 def test_metrics_count_grpc_calls(server, client):
@@ -193,6 +193,9 @@ def test_keys_over_grpc_as_over_http(tmp_path):
         # Past the keys: no repository here, so a load is refused for that (as over HTTP, 400).
         code, message = status_of(lambda: Keyed(bare, ADMIN_KEY).load_model("lite0"))
         assert code == "StatusCode.INVALID_ARGUMENT" and "--model-repository" in message
+        # Its index lists the models it was started with, as over HTTP.
+        index = Keyed(bare, ADMIN_KEY).get_model_repository_index(as_json=True)
+        assert index == {"models": [{"name": "lite0", "version": "1", "state": "READY"}]}
     finally:
         process.terminate()
         assert process.wait(timeout=30) == 0

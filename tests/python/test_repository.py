@@ -1,6 +1,7 @@
-"""A model repository (`choripan serve --model-repository DIR`) as Triton's own client sees it: the
-repository extension's index, load and unload, inference from each version, a version loaded under
-constant load, a file that does not load, polling, and names and paths that try to leave DIR.
+"""A model repository (`choripan serve --model-repository DIR`) as Triton's own clients see it: the
+repository extension's index (over HTTP and gRPC), load and unload, inference from each version, a
+version loaded under constant load, a file that does not load, polling, and names and paths that try to
+leave DIR.
 
 The versions are told apart by their labels: each is a tiny classifier exported with labels of its own
 (`one-a`, `one-b`; `two-a`, …), so an answer names the version that gave it."""
@@ -10,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -18,12 +20,15 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 import torch
+import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton
 from openapi_spec_validator import validate
 from torch import nn
+from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
 from choripan import artifact
@@ -35,6 +40,7 @@ from .conftest import CAT_LABELS, ROOT
 CAT = (ROOT / "examples" / "cat.jpg").read_bytes()
 # Repository calls need an admin key (docs/service.md#api-keys); with keys, every inference needs one too.
 ADMIN_KEY = "repository-test-admin-key"
+INFER_KEY = "repository-test-infer-key"
 AUTHORIZATION = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
@@ -89,7 +95,7 @@ class Server:
         command = ["node", str(ROOT / "bin" / "choripan.js"), "serve", "--port", "0"]
         command += ["--model-repository", str(repository), "--model-control", control]
         keys = repository.parent / "api-keys"
-        keys.write_text(f"{ADMIN_KEY} admin\n")
+        keys.write_text(f"{ADMIN_KEY} admin\n{INFER_KEY} infer\n")
         env = {"HOST": "127.0.0.1", "CHORIPAN_API_KEYS_FILE": str(keys), **env}
         self.process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, text=True)
         self.lines: list[dict] = []
@@ -100,7 +106,7 @@ class Server:
                 record = json.loads(line)
                 self.lines.append(record)
                 if "port" in record:
-                    self.port = record["port"]
+                    self.port, self.grpc_port = record["port"], record.get("grpcPort")
                     listening.set()
             listening.set()
 
@@ -224,6 +230,82 @@ def test_index_load_infer_each_version_and_unload(repository):
         assert ready == (200, [{"name": "lite0", "version": "1", "state": "READY"}])
         assert top_label(client, "lite0")[0] in CAT_LABELS
         wait_for(lambda: sum("disposed" in line["msg"] for line in server.lines) == 2)
+
+
+def grpc_status(call, *args) -> tuple[grpc.StatusCode, str]:
+    """The status of a gRPC call that fails, and its error code (the trailing `choripan-error-code`)."""
+    with pytest.raises(grpc.RpcError) as raised:
+        call(*args)
+    return raised.value.code(), dict(raised.value.trailing_metadata())["choripan-error-code"]
+
+
+def test_the_index_over_grpc_lists_what_http_lists(repository, tmp_path, tiny):
+    """Triton's RepositoryIndex, which KServe's .proto lacks: tritonclient.grpc reads the same index as
+    over HTTP (each version, its state and reason), `ready` filters, and the key rule is the other
+    repository calls'."""
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(tiny["three"].read_bytes()[:5000])
+    place(repository, "tiny", 3, corrupt)
+    with Server(repository, "explicit", CHORIPAN_GRPC_PORT="0") as server:
+        address = f"127.0.0.1:{server.grpc_port}"
+        client = triton_grpc.InferenceServerClient(address)
+        admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+
+        def index():
+            grpc_index = client.get_model_repository_index(headers=admin, as_json=True)["models"]
+            assert server.request("/v2/repository/index", b"") == (200, grpc_index)
+            return grpc_index
+
+        assert [(e["name"], e["version"], e["state"], e["reason"]) for e in index()] == [
+            ("lite0", "1", "UNAVAILABLE", "unloaded"),
+            ("tiny", "1", "UNAVAILABLE", "unloaded"),
+            ("tiny", "2", "UNAVAILABLE", "unloaded"),
+            ("tiny", "3", "UNAVAILABLE", "unloaded"),
+        ]
+        with pytest.raises(InferenceServerException, match="version 3 did not load"):
+            client.load_model("tiny", headers=admin)
+        [*served, failed] = index()
+        assert served == [
+            {"name": "lite0", "version": "1", "state": "UNAVAILABLE", "reason": "unloaded"},
+            {"name": "tiny", "version": "1", "state": "READY"},
+            {"name": "tiny", "version": "2", "state": "READY"},
+        ]
+        assert failed["state"] == "UNAVAILABLE" and failed["reason"].startswith("cannot load model ")
+
+        with grpc.insecure_channel(address) as channel:
+            call = channel.unary_unary(
+                "/inference.GRPCInferenceService/RepositoryIndex",
+                response_deserializer=service_pb2.RepositoryIndexResponse.FromString,
+            )
+
+            def raw(request: bytes, key: str | None = ADMIN_KEY):
+                metadata = (("authorization", f"Bearer {key}"),) if key else ()
+                return call(request, timeout=30, metadata=metadata)
+
+            ready = raw(service_pb2.RepositoryIndexRequest(ready=True).SerializeToString())
+            assert [(m.name, m.version, m.state, m.reason) for m in ready.models] == [
+                ("tiny", "1", "READY", ""),
+                ("tiny", "2", "READY", ""),
+            ]
+            elsewhere = service_pb2.RepositoryIndexRequest(repository_name="other").SerializeToString()
+            assert grpc_status(raw, elsewhere) == (grpc.StatusCode.INVALID_ARGUMENT, "E_INVALID_ARGUMENT")
+            for malformed in [b"\xff\xff\xff", b"\x0a\x05ab", b"\x10"]:  # a tag cut short, a string cut short, no value
+                assert grpc_status(raw, malformed) == (grpc.StatusCode.INVALID_ARGUMENT, "E_INVALID_ARGUMENT")
+            # The other repository calls' rule: an admin key, none or a wrong one refused, an infer key not enough.
+            assert grpc_status(raw, b"", None) == (grpc.StatusCode.UNAUTHENTICATED, "E_UNAUTHORIZED")
+            assert grpc_status(raw, b"", "a-wrong-key-0123456789") == (
+                grpc.StatusCode.UNAUTHENTICATED,
+                "E_UNAUTHORIZED",
+            )
+            assert grpc_status(raw, b"", INFER_KEY) == (grpc.StatusCode.PERMISSION_DENIED, "E_FORBIDDEN")
+
+        status, metrics = server.request("/metrics")
+        route = 'route="/inference.GRPCInferenceService/RepositoryIndex",method="GRPC"'
+        counted = {
+            status: int(count)
+            for status, count in re.findall(rf"choripan_http_requests_total{{{route},status=\"(\d+)\"}} (\d+)", metrics)
+        }
+        assert counted == {"200": 3, "400": 4, "401": 2, "403": 1}
 
 
 def test_a_version_loaded_under_constant_load_answers_every_request(tmp_path, tiny):
