@@ -95,8 +95,8 @@ function answerWhileLoading(req, res) {
 /**
  * The load options of a model that will be one of `count` in this process: the configured ones, and,
  * unless CHORIPAN_WORKERS says, its share of the cores: models in one process share them, each with
- * its share of workers, one thread each. A model's workers are fixed at load: with a repository, a
- * version loaded later gets the share of the count then, and those loaded before keep theirs.
+ * its share of workers, one thread each. A repository puts every version it serves back on its share
+ * after each change (js/server/repository.js); with CHORIPAN_WORKERS, the share is that, whatever the count.
  */
 function loadOptionsFor(config, count) {
   if (config.load.workers !== undefined) return config.load;
@@ -239,4 +239,4 @@ if (require.main === module) {
   }
 }
 
-module.exports = { serve, fail, answerClientError };
+module.exports = { serve, fail, answerClientError, loadOptionsFor };

@@ -12,6 +12,11 @@
 // asked, in the log, in choripan_model_load_failures_total). One change at a time: loads, unloads and
 // polls wait for each other.
 //
+// The versions served share the cores: each change ends with every version on its share of them now
+// (#rebalance). A model's workers are fixed once it is loaded (native/core/model.h starts its threads
+// and their OpenMP teams at load), so a version whose share changed is loaded again from its file with
+// its new share, and swapped in as a changed version is.
+//
 // Nothing outside DIR is read: a name or a version that breaks its rule is never a path, and every path
 // is resolved (symbolic links included) and refused unless it lies inside DIR.
 
@@ -29,6 +34,7 @@ const ARTIFACT = /\.pt2?$/;
 const CONTROLS = ['none', 'poll', 'explicit'];
 
 const key = (name, version) => `${name}/${version}`;
+const workers = (count) => `${count} worker${count === 1 ? '' : 's'}`;
 
 /** A model's name, checked before it is used as a path; E_INVALID_ARGUMENT names the rule. */
 function checkName(name) {
@@ -58,6 +64,10 @@ class ModelRepository {
   #failureCounts = new Map();
   /** What the log has said once and need not say at every poll. */
   #warned = new Set();
+  /** The changes waiting for the one under way: while one waits, the one ending leaves the cores to it. */
+  #waiting = 0;
+  /** name/version → the signature and share of its last reload that failed, not tried again as it is. */
+  #reshareFailed = new Map();
 
   /**
    * @param {string} root the repository's real path (open() resolves it)
@@ -65,7 +75,8 @@ class ModelRepository {
    * @param {'none' | 'poll' | 'explicit'} options.control
    * @param {number} options.pollMs with `poll`, the interval
    * @param {(count: number) => import('../index').LoadOptions} options.loadOptions the options of a model
-   *   that will be one of `count` loaded in this process (its share of the cores)
+   *   that will be one of `count` loaded in this process (its share of the cores: `workers`, which, when
+   *   it does not depend on `count`, no version is reloaded for)
    * @param {import('pino').Logger} options.logger
    */
   constructor(root, { control, pollMs, loadOptions, logger }) {
@@ -97,7 +108,9 @@ class ModelRepository {
    */
   async start() {
     if (this.#control === 'explicit') return;
-    const failures = await this.#exclusive(() => this.#syncAll({ retry: true }));
+    const sync = () => this.#syncAll({ retry: true });
+    // With `none`, every version found loads, each on the share of them all, or the start fails: no share changes.
+    const failures = await (this.#control === 'none' ? this.#exclusive(sync) : this.#change(sync));
     if (failures.length && this.#control === 'none') throw failures[0];
     if (this.#control === 'poll') this.#schedulePoll();
   }
@@ -111,7 +124,7 @@ class ModelRepository {
   async load(name) {
     checkName(name);
     this.#explicitOnly('load');
-    return this.#exclusive(async () => {
+    return this.#change(async () => {
       const found = await this.#readModel(name);
       if (!found) throw new ChoripanError('E_NOT_FOUND', `the model repository has no model named ${name}`);
       if (!found.size) throw new ChoripanError('E_NOT_FOUND', `model ${name} has no version in the repository: a folder named 1, 2, … holding its artifact`);
@@ -129,7 +142,7 @@ class ModelRepository {
   async unload(name) {
     checkName(name);
     this.#explicitOnly('unload');
-    return this.#exclusive(async () => {
+    return this.#change(async () => {
       const versions = this.catalog.versions(name);
       if (!versions.length && !(await this.#readModel(name))) {
         throw new ChoripanError('E_NOT_FOUND', `the model repository has no model named ${name}`);
@@ -189,15 +202,33 @@ class ModelRepository {
 
   /** Runs `change` once the change before it is done; the next waits for it in turn. */
   #exclusive(change) {
-    const run = this.#queue.then(change);
+    this.#waiting++;
+    const run = this.#queue.then(() => {
+      this.#waiting--;
+      return change();
+    });
     this.#queue = run.then(() => undefined, () => undefined);
     return run;
+  }
+
+  /**
+   * A change of what is served (#exclusive), which ends, whether it succeeded or not, with every version
+   * served on its share of the cores, unless another change waits: that one will.
+   */
+  #change(change) {
+    return this.#exclusive(async () => {
+      try {
+        return await change();
+      } finally {
+        if (!this.#waiting) await this.#rebalance();
+      }
+    });
   }
 
   #schedulePoll() {
     if (this.#closed) return;
     this.#timer = setTimeout(() => {
-      this.#exclusive(() => this.#syncAll({ retry: false }))
+      this.#change(() => this.#syncAll({ retry: false }))
         .catch((error) => this.#logger.error({ err: error }, `cannot read the model repository ${this.#root}: ${error.message}`))
         .finally(() => this.#schedulePoll());
     }, this.#pollMs);
@@ -257,10 +288,11 @@ class ModelRepository {
     const id = key(name, version);
     const started = performance.now();
     this.#loading.add(id);
+    const options = this.#loadOptions(count);
     let model;
     let why = artifact.problem;
     try {
-      if (!why) model = await load(artifact.path, this.#loadOptions(count));
+      if (!why) model = await load(artifact.path, options);
     } catch (error) {
       why = error.message;
     } finally {
@@ -268,7 +300,7 @@ class ModelRepository {
     }
     if (why) return why;
     const replaced = this.catalog.find(name, version);
-    this.catalog.install(name, version, model, { path: artifact.path, signature: artifact.signature });
+    this.catalog.install(name, version, model, { path: artifact.path, signature: artifact.signature, workers: options.workers });
     this.#failed.delete(id);
     this.#logger.info({ model: name, version, path: artifact.path, ms: Math.round(performance.now() - started), workers: model.stats().workers },
       `model ${name} version ${version} ${replaced ? 'reloaded: it takes the new requests' : 'loaded'}`);
@@ -290,7 +322,59 @@ class ModelRepository {
     return error;
   }
 
+  /**
+   * Puts every version served on its share of the cores now (loadOptions of their count): those whose
+   * share changed, one after the other, by #reshare. Never rejects.
+   */
+  async #rebalance() {
+    const served = this.catalog.all();
+    const options = this.#loadOptions(Math.max(1, served.length));
+    for (const { name, version, source } of served) {
+      if (this.#closed) return;
+      if (source.workers !== options.workers) await this.#reshare(name, version, source, options);
+    }
+  }
+
+  /**
+   * Loads a version again from its file with `options` (its new share), beside the one serving, and
+   * swaps it in as a changed version is: the one serving answers what it holds, then is disposed. When
+   * the file changed since (a load call has yet to ask for it), or the load fails, the one serving goes
+   * on and the log says why; a reload that failed is not tried again for the same file and share.
+   */
+  async #reshare(name, version, source, options) {
+    const id = key(name, version);
+    const attempt = `${source.signature}:${options.workers}`;
+    if (this.#reshareFailed.get(id) === attempt) return;
+    const started = performance.now();
+    const folder = path.join(this.#root, name, String(version));
+    const unchanged = async () => (await this.#readVersion(folder)).signature === source.signature;
+    let model;
+    let changed = false;
+    let failure;
+    try {
+      changed = !(await unchanged());
+      if (!changed) model = await load(source.path, options);
+      changed ||= !(await unchanged());
+    } catch (error) {
+      failure = error;
+    }
+    if (changed || failure) {
+      await model?.dispose().catch((error) => this.#logger.error({ model: name, version, err: error }, `model ${name} version ${version}: its reload did not dispose cleanly`));
+      this.#reshareFailed.set(id, attempt);
+      const why = failure?.message ?? 'its file changed since it was loaded, and no load has asked for the new one yet';
+      this.#logger[failure ? 'error' : 'warn']({ model: name, version, path: source.path, ...(failure && { errorCode: failure.code ?? 'E_MODEL_LOAD' }) },
+        `model ${name} version ${version} was not reloaded on its share of the cores (${workers(options.workers)}): ${why}; ` +
+        `it goes on serving with ${source.workers}`);
+      return;
+    }
+    this.#reshareFailed.delete(id);
+    this.catalog.install(name, version, model, { ...source, workers: options.workers });
+    this.#logger.info({ model: name, version, path: source.path, ms: Math.round(performance.now() - started), workers: model.stats().workers },
+      `model ${name} version ${version} reloaded on its share of the cores (${workers(options.workers)}, was ${source.workers}): it takes the new requests`);
+  }
+
   #unloadVersion(name, version) {
+    this.#reshareFailed.delete(key(name, version));
     this.catalog.remove(name, version);
     this.#logger.info({ model: name, version }, `model ${name} version ${version} unloaded: it takes no new request`);
   }

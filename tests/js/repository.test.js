@@ -15,6 +15,7 @@ const pino = require('pino');
 const choripan = require('choripan');
 const { createApp } = require('choripan/server');
 const { ModelRepository } = require('../../js/server/repository');
+const { loadOptionsFor } = require('../../js/server/main');
 const { isRepository, REPOSITORY_PATHS } = require('../../js/server/paths');
 const { root, photo, defaultModelPath, defaultPackagePath } = require('./helpers');
 
@@ -31,15 +32,18 @@ function repositoryOf(layout) {
   return folder;
 }
 
-/** A repository over `folder`, its log lines collected, each load's share of the cores recorded. */
-async function open(folder, control, pollMs = 100) {
+/**
+ * A repository over `folder`, its log lines collected, the counts its load options were asked for
+ * recorded; by default, one worker whatever the count.
+ */
+async function open(folder, control, { pollMs = 100, loadOptions = () => ({ workers: 1, warmup: false }) } = {}) {
   const lines = [];
   const counts = [];
   const logger = pino({ level: 'info' }, { write: (line) => lines.push(JSON.parse(line)) });
   const repository = await ModelRepository.open(folder, { control, pollMs, logger,
     loadOptions: (count) => {
       counts.push(count);
-      return { workers: 1, warmup: false };
+      return loadOptions(count);
     } });
   return { repository, lines, counts };
 }
@@ -106,28 +110,144 @@ describe('a version that does not load', () => {
 });
 
 describe('the cores', () => {
+  const cores = choripan.availableCores();
+  const skip = cores < 2 && 'one core: every share is one worker, and nothing is reloaded';
+  /** The server's own load options (CHORIPAN_WORKERS unset): each version's workers, its share of the cores. */
+  const shared = (count) => loadOptionsFor({ load: { warmup: true } }, count);
   let folder;
   before(() => {
-    folder = repositoryOf({ 'a/1': defaultModelPath, 'a/2': defaultModelPath, 'b/1': defaultModelPath });
+    folder = repositoryOf({ 'a/1': defaultModelPath, 'b/1': defaultModelPath });
   });
   after(() => fs.rmSync(folder, { recursive: true, force: true }));
 
-  test('each load gets the share of the versions that will be served then; those loaded before keep theirs', async () => {
-    const { repository, counts } = await open(folder, 'explicit');
-    await repository.load('a');
-    assert.deepEqual(counts, [2, 2]); // a's two versions
-    await repository.load('b');
-    assert.deepEqual(counts, [2, 2, 3]);
-    await repository.unload('a');
-    fs.copyFileSync(defaultPackagePath, path.join(folder, 'b', '1', 'default.pt2'));
-    fs.rmSync(path.join(folder, 'b', '1', 'default.pt'));
-    await repository.load('b'); // changed: reloaded, alone now
-    assert.deepEqual(counts, [2, 2, 3, 1]);
-    await repository.close();
+  test('every load and unload ends with each version on its share, and under constant load every request is answered', { skip }, async () => {
+    const { repository, lines } = await open(folder, 'explicit', { loadOptions: shared });
+    const server = http.createServer(createApp({ repository, logger: pino({ level: 'silent' }), apiKeys: [{ key: ADMIN_KEY, scope: 'admin' }] }));
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const base = `http://127.0.0.1:${server.address().port}`;
+    const call = async (what) => assert.equal((await fetch(`${base}/v2/repository/models/${what}`, { method: 'POST', headers: ADMIN })).status, 200);
+    const workers = (name) => repository.catalog.find(name).model.stats().workers;
+    const statuses = [];
+    let loading = true;
+    const client = async () => {
+      const body = photo('chelsea.png');
+      while (loading) {
+        const answer = await fetch(`${base}/predict?model=a`, { method: 'POST', body, headers: { ...ADMIN, 'Content-Type': 'image/png' } });
+        statuses.push(answer.status);
+        await answer.arrayBuffer();
+      }
+    };
+    try {
+      await call('a/load');
+      assert.equal(workers('a'), cores, 'alone: every core');
+      const clients = [client(), client()];
+      await until(() => statuses.length > 5);
+      const alone = repository.catalog.find('a');
+      await call('b/load');
+      assert.deepEqual([workers('a'), workers('b')], [Math.floor(cores / 2), Math.floor(cores / 2)], 'two: half each');
+      assert.notEqual(repository.catalog.find('a'), alone, 'a, reloaded on its share');
+      const before = statuses.length;
+      await call('b/unload');
+      assert.equal(workers('a'), cores, 'alone again: every core');
+      await until(() => statuses.length > before + 5);
+      loading = false;
+      await Promise.all(clients);
+      assert.deepEqual(statuses.filter((status) => status !== 200), []);
+      const reloads = lines.filter((line) => line.msg.startsWith('model a version 1 reloaded on its share of the cores'));
+      assert.deepEqual(reloads.map((line) => line.workers), [Math.floor(cores / 2), cores]);
+    } finally {
+      loading = false;
+      server.close();
+      await repository.close();
+    }
+  });
+
+  test('loads and unloads called together end with each version on its share, reloaded once, by the last', { skip }, async () => {
+    const { repository, lines } = await open(folder, 'explicit', { loadOptions: (count) => loadOptionsFor({ load: { warmup: false } }, count) });
+    try {
+      await Promise.all([repository.load('a'), repository.load('b'), repository.unload('b'), repository.load('b')]);
+      const half = Math.floor(cores / 2);
+      assert.deepEqual(repository.catalog.all().map(({ name, model }) => [name, model.stats().workers]), [['a', half], ['b', half]]);
+      assert.deepEqual(lines.filter((line) => line.msg.includes('reloaded on its share')).map((line) => [line.model, line.workers]), [['a', half]]);
+    } finally {
+      await repository.close();
+    }
+  });
+
+  test('with the workers fixed (CHORIPAN_WORKERS), nothing is reloaded', async () => {
+    const { repository } = await open(folder, 'explicit', { loadOptions: (count) => loadOptionsFor({ load: { workers: 1, warmup: false } }, count) });
+    try {
+      await repository.load('a');
+      const served = repository.catalog.find('a');
+      await repository.load('b');
+      await repository.unload('b');
+      assert.equal(repository.catalog.find('a'), served);
+      assert.equal(served.model.stats().workers, 1);
+    } finally {
+      await repository.close();
+    }
+  });
+
+  test('a version whose file changed since it loaded is not reloaded on its share until a load asks for the new file', async () => {
+    const changing = repositoryOf({ 'a/1': defaultModelPath, 'a/2': defaultModelPath, 'b/1': defaultModelPath });
+    const { repository, lines } = await open(changing, 'explicit', { loadOptions: (count) => ({ warmup: false, workers: count }) });
+    try {
+      await repository.load('a');
+      const [a1, a2] = [repository.catalog.find('a', 1), repository.catalog.find('a', 2)];
+      assert.deepEqual([a1.model.stats().workers, a2.model.stats().workers], [2, 2]);
+      fs.copyFileSync(defaultModelPath, path.join(changing, 'a', '2', 'incoming.tmp'));
+      fs.renameSync(path.join(changing, 'a', '2', 'incoming.tmp'), path.join(changing, 'a', '2', 'default.pt'));
+      await repository.load('b');
+      assert.equal(repository.catalog.find('a', 2), a2, 'changed: as it was');
+      assert.equal(repository.catalog.find('a', 1).model.stats().workers, 3, 'unchanged: on its share');
+      assert.ok(lines.some((line) => line.level === 40 && line.msg === 'model a version 2 was not reloaded on its share of the cores (3 workers): ' +
+        'its file changed since it was loaded, and no load has asked for the new one yet; it goes on serving with 2'));
+      await repository.load('a');
+      assert.equal(repository.catalog.find('a', 2).model.stats().workers, 3, 'loaded from its new file, on its share');
+    } finally {
+      await repository.close();
+      fs.rmSync(changing, { recursive: true, force: true });
+    }
+  });
+
+  test('a reload that fails leaves the version serving as it was, logged once, not tried again at every poll', async () => {
+    const polled = repositoryOf({ 'a/1': defaultModelPath, 'b/1': defaultModelPath });
+    // Alone, a version would get more workers than the core takes (it refuses 65): its reload fails.
+    const { repository, lines } = await open(polled, 'poll', { loadOptions: (count) => ({ warmup: false, workers: count === 1 ? 65 : count }) });
+    try {
+      await repository.start();
+      const served = repository.catalog.find('a');
+      fs.rmSync(path.join(polled, 'b'), { recursive: true });
+      await until(() => lines.some((line) => line.level === 50 && line.model === 'a'));
+      await new Promise((resolve) => setTimeout(resolve, 800)); // polls every 100 ms meanwhile
+      const failed = lines.filter((line) => line.level === 50);
+      assert.deepEqual(failed.map(({ msg, errorCode }) => [msg.slice(0, msg.indexOf(':')), errorCode]),
+        [['model a version 1 was not reloaded on its share of the cores (65 workers)', 'E_INVALID_ARGUMENT']]);
+      assert.equal(repository.catalog.find('a'), served);
+      assert.ok((await served.model.predict(photo('chelsea.png'))).label);
+    } finally {
+      await repository.close();
+      fs.rmSync(polled, { recursive: true, force: true });
+    }
+  });
+
+  test('a poll that unloads a model puts the others on the larger share', { skip }, async () => {
+    const polled = repositoryOf({ 'a/1': defaultModelPath, 'b/1': defaultModelPath });
+    const { repository } = await open(polled, 'poll', { loadOptions: (count) => loadOptionsFor({ load: { warmup: false } }, count) });
+    try {
+      await repository.start();
+      assert.equal(repository.catalog.find('a').model.stats().workers, Math.floor(cores / 2));
+      fs.rmSync(path.join(polled, 'b'), { recursive: true });
+      await until(() => repository.catalog.find('a').model.stats().workers === cores);
+      assert.deepEqual(repository.catalog.names(), ['a']);
+    } finally {
+      await repository.close();
+      fs.rmSync(polled, { recursive: true, force: true });
+    }
   });
 
   test('none loads the whole repository at start, each version with the share of all', async () => {
-    const { repository, counts } = await open(folder, 'none');
+    const { repository, counts } = await open(repositoryOf({ 'a/1': defaultModelPath, 'a/2': defaultModelPath, 'b/1': defaultModelPath }), 'none');
     await repository.start();
     assert.deepEqual(counts, [3, 3, 3]);
     assert.deepEqual(repository.catalog.all().map(({ name, version }) => `${name}/${version}`), ['a/1', 'a/2', 'b/1']);

@@ -229,7 +229,14 @@ def test_index_load_infer_each_version_and_unload(repository):
         ready = server.request("/v2/repository/index", b'{"ready": true}')
         assert ready == (200, [{"name": "lite0", "version": "1", "state": "READY"}])
         assert top_label(client, "lite0")[0] in CAT_LABELS
-        wait_for(lambda: sum("disposed" in line["msg"] for line in server.lines) == 2)
+
+        def disposed_once_unloaded(version: int) -> bool:
+            # Versions reloaded on a new share of the cores were disposed before, each copy once answered.
+            said = [line["msg"] for line in server.lines]
+            unloaded = said.index(f"model tiny version {version} unloaded: it takes no new request")
+            return f"model tiny version {version} disposed, its requests answered" in said[unloaded:]
+
+        wait_for(lambda: disposed_once_unloaded(1) and disposed_once_unloaded(2))
 
 
 def grpc_status(call, *args) -> tuple[grpc.StatusCode, str]:
