@@ -40,7 +40,7 @@ const methodsServed = Object.fromEntries(Object.entries(service).map(([method, d
 // that one that does not parse is answered INVALID_ARGUMENT, as the others are (indexRequestOf).
 methodsServed.RepositoryIndex = { ...RepositoryIndex, path: `/${SERVICE}/RepositoryIndex`, requestDeserialize: (bytes) => bytes };
 
-/** A RepositoryIndexRequest's fields: `ready`; a repository named is refused, as Triton refuses it (one repository here). */
+/** A RepositoryIndexRequest's fields: `ready`; a repository named is refused (checkRepositoryName). */
 function indexRequestOf(bytes) {
   let request;
   try {
@@ -48,10 +48,13 @@ function indexRequestOf(bytes) {
   } catch (error) {
     throw bad(`the request is not a RepositoryIndexRequest: ${error.message}`);
   }
-  if (request.repository_name !== '') {
-    throw bad('this server has one model repository, which has no name: send an empty repository_name');
-  }
+  checkRepositoryName(request.repository_name);
   return { ready: request.ready };
+}
+
+/** Triton's repository_name: empty, as Triton refuses any other (this server has one repository). */
+function checkRepositoryName(name) {
+  if (name !== '') throw bad('this server has one model repository, which has no name: send an empty repository_name');
 }
 
 /** A protobuf message's length-delimited fields (strings, messages, map entries), by field number; others skipped. */
@@ -93,6 +96,7 @@ function repositoryRequestOf(bytes) {
   const fields = lengthDelimited(bytes);
   const text = (found, field) => found.get(field)?.at(-1)?.toString('utf8') ?? '';
   if (!fields.has(2)) return { name: text(fields, 1), parameters: {} };
+  checkRepositoryName(text(fields, 1));
   const keys = (fields.get(3) ?? []).map((entry) => text(lengthDelimited(entry), 1));
   return { name: text(fields, 2), parameters: Object.fromEntries(keys.map((key) => [key, true])) };
 }

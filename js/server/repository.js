@@ -179,7 +179,7 @@ class ModelRepository {
     return ready ? entries.filter((entry) => entry.state === 'READY') : entries;
   }
 
-  /** The failed loads since start, by version, for choripan_model_load_failures_total. */
+  /** The failed loads since start (reloads on a new share of the cores too), by version, for choripan_model_load_failures_total. */
   loadFailures() {
     return this.#failureCounts.values();
   }
@@ -315,11 +315,16 @@ class ModelRepository {
       : serving.length ? `${name} goes on serving version${serving.length > 1 ? 's' : ''} ${serving.join(', ')}` : `${name} is not served`;
     const error = new ChoripanError('E_MODEL_LOAD', `model ${name} version ${version} did not load: ${why}; ${still}`);
     this.#failed.set(id, { signature: artifact.signature, reason: why });
+    this.#countFailure(name, version);
+    this.#logger.error({ model: name, version, path: artifact.path, errorCode: error.code }, error.message);
+    return error;
+  }
+
+  #countFailure(name, version) {
+    const id = key(name, version);
     const counted = this.#failureCounts.get(id) ?? { name, version, count: 0 };
     counted.count++;
     this.#failureCounts.set(id, counted);
-    this.#logger.error({ model: name, version, path: artifact.path, errorCode: error.code }, error.message);
-    return error;
   }
 
   /**
@@ -361,6 +366,7 @@ class ModelRepository {
     if (changed || failure) {
       await model?.dispose().catch((error) => this.#logger.error({ model: name, version, err: error }, `model ${name} version ${version}: its reload did not dispose cleanly`));
       this.#reshareFailed.set(id, attempt);
+      if (failure) this.#countFailure(name, version);
       const why = failure?.message ?? 'its file changed since it was loaded, and no load has asked for the new one yet';
       this.#logger[failure ? 'error' : 'warn']({ model: name, version, path: source.path, ...(failure && { errorCode: failure.code ?? 'E_MODEL_LOAD' }) },
         `model ${name} version ${version} was not reloaded on its share of the cores (${workers(options.workers)}): ${why}; ` +

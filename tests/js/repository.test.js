@@ -223,6 +223,7 @@ describe('the cores', () => {
       const failed = lines.filter((line) => line.level === 50);
       assert.deepEqual(failed.map(({ msg, errorCode }) => [msg.slice(0, msg.indexOf(':')), errorCode]),
         [['model a version 1 was not reloaded on its share of the cores (65 workers)', 'E_INVALID_ARGUMENT']]);
+      assert.deepEqual([...repository.loadFailures()], [{ name: 'a', version: 1, count: 1 }]);
       assert.equal(repository.catalog.find('a'), served);
       assert.ok((await served.model.predict(photo('chelsea.png'))).label);
     } finally {

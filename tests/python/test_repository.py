@@ -239,10 +239,10 @@ def test_index_load_infer_each_version_and_unload(repository):
         wait_for(lambda: disposed_once_unloaded(1) and disposed_once_unloaded(2))
 
 
-def grpc_status(call, *args) -> tuple[grpc.StatusCode, str]:
+def grpc_status(call, *args, **kwargs) -> tuple[grpc.StatusCode, str]:
     """The status of a gRPC call that fails, and its error code (the trailing `choripan-error-code`)."""
     with pytest.raises(grpc.RpcError) as raised:
-        call(*args)
+        call(*args, **kwargs)
     return raised.value.code(), dict(raised.value.trailing_metadata())["choripan-error-code"]
 
 
@@ -305,6 +305,18 @@ def test_the_index_over_grpc_lists_what_http_lists(repository, tmp_path, tiny):
                 "E_UNAUTHORIZED",
             )
             assert grpc_status(raw, b"", INFER_KEY) == (grpc.StatusCode.PERMISSION_DENIED, "E_FORBIDDEN")
+            # Loads and unloads in Triton's layout name no other repository either.
+            for method, request in [
+                ("RepositoryModelLoad", service_pb2.RepositoryModelLoadRequest),
+                ("RepositoryModelUnload", service_pb2.RepositoryModelUnloadRequest),
+            ]:
+                change = channel.unary_unary(f"/inference.GRPCInferenceService/{method}")
+                named = request(repository_name="other", model_name="tiny").SerializeToString()
+                assert grpc_status(change, named, timeout=30, metadata=admin.items()) == (
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "E_INVALID_ARGUMENT",
+                )
+            assert [m["state"] for m in index()[1:3]] == ["READY", "READY"]
 
         status, metrics = server.request("/metrics")
         route = 'route="/inference.GRPCInferenceService/RepositoryIndex",method="GRPC"'
@@ -312,7 +324,7 @@ def test_the_index_over_grpc_lists_what_http_lists(repository, tmp_path, tiny):
             status: int(count)
             for status, count in re.findall(rf"choripan_http_requests_total{{{route},status=\"(\d+)\"}} (\d+)", metrics)
         }
-        assert counted == {"200": 3, "400": 4, "401": 2, "403": 1}
+        assert counted == {"200": 4, "400": 4, "401": 2, "403": 1}
 
 
 def test_a_version_loaded_under_constant_load_answers_every_request(tmp_path, tiny):
