@@ -75,10 +75,14 @@ export interface NativeModel {
 
 export interface NativeBinding {
   /**
-   * Hands over the class of every error the binding raises, and how a message shows a refused JS value
-   * (js/validate.js received(): "2.5 of type number").
+   * Hands over what builds every error the binding raises (js/errors.js codedError(): a ChoripanError,
+   * or a bad call's TypeError or RangeError as the core's Misuse says), and how a message shows a
+   * refused JS value (js/validate.js received(): "2.5 of type number").
    */
-  init(helpers: { ChoripanError: new (code: string, message: string) => Error; received: (value: unknown) => string }): void;
+  init(helpers: {
+    codedError: (code: import('./index').ErrorCode, message: string, kind?: 'type' | 'range') => Error;
+    received: (value: unknown) => string;
+  }): void;
   /** Throws E_INVALID_ARGUMENT for options that load() would refuse (a name, a type or a range), in the core's words. */
   checkOptions(options: NativeOptions): void;
   /** Throws as checkOptions() does; then reads and warms the artifact on the libuv pool. */

@@ -10,7 +10,7 @@
 
 const fs = require('node:fs');
 const path = require('node:path');
-const { ChoripanError } = require('./errors');
+const { ChoripanError, codedError } = require('./errors');
 const { received } = require('./validate');
 
 const root = path.resolve(__dirname, '..');
@@ -83,7 +83,7 @@ function native() {
     throw new ChoripanError('E_ADDON', `choripan's native addon (${addon}, from ${from}) does not load ` +
       `(${String(/** @type {Error} */ (error).message).split('\n')[0]}): ${remedy}`, { cause: error });
   }
-  loaded.init({ ChoripanError, received });
+  loaded.init({ codedError, received });
   // C's exit() (process.exit, an uncaught exception) would tear libtorch down under a worker still
   // inside a forward pass: stop this thread's models first. Environment teardown does the same.
   process.once('exit', () => loaded.disposeAll());

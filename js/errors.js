@@ -1,7 +1,9 @@
 'use strict';
 // One error vocabulary for the whole package: native/core/vocabulary.json owns the codes, what each
-// means and the HTTP status the service answers with. The native binding builds this ChoripanError
-// itself (js/binding.js hands it over), so nothing here re-wraps its errors.
+// means and the HTTP status the service answers with. This module owns which class each error is: a bad
+// call is a TypeError or a RangeError, as Node's own APIs throw, and a ChoripanError all the same; the
+// native binding builds its errors through codedError() (js/binding.js hands it over), so nothing here
+// re-wraps them.
 
 const vocabulary = require('../native/core/vocabulary.json');
 
@@ -22,6 +24,54 @@ class ChoripanError extends Error {
     this.name = 'ChoripanError';
     this.code = code;
   }
+
+  /** A bad call's TypeError or RangeError is a ChoripanError too: one `catch` still sees every code. */
+  static [Symbol.hasInstance](value) {
+    return Function.prototype[Symbol.hasInstance].call(this, value) ||
+      (this === ChoripanError && (value instanceof ChoripanTypeError || value instanceof ChoripanRangeError));
+  }
+}
+
+// A bad call's code, as the core's Error(Misuse, …) gives it too (native/core/errors.h).
+const MISUSE_CODE = 'E_INVALID_ARGUMENT';
+
+/** An argument or option of another type, name or form than the call takes. */
+class ChoripanTypeError extends TypeError {
+  /** @param {string} message */
+  constructor(message) {
+    super(message);
+    this.code = MISUSE_CODE;
+  }
+}
+
+/** A number (or a length) of the right type outside its range. */
+class ChoripanRangeError extends RangeError {
+  /** @param {string} message */
+  constructor(message) {
+    super(message);
+    this.code = MISUSE_CODE;
+  }
+}
+
+/**
+ * A bad call, told which kind: 'type' (a value of another type, name or form) or 'range' (of the
+ * right type, out of its range).
+ * @param {'type' | 'range'} kind
+ * @param {string} message
+ */
+function misuse(kind, message) {
+  return kind === 'range' ? new ChoripanRangeError(message) : new ChoripanTypeError(message);
+}
+
+/**
+ * The error for `code`: a bad call's class when `kind` says it is one (the native core's Misuse), a
+ * ChoripanError otherwise. The native binding builds every error it raises with this.
+ * @param {keyof typeof CODES} code
+ * @param {string} message
+ * @param {'type' | 'range'} [kind]
+ */
+function codedError(code, message, kind) {
+  return kind ? misuse(kind, message) : new ChoripanError(code, message);
 }
 
 /**
@@ -44,4 +94,4 @@ function summary(error) {
   return error?.code && !line.startsWith(error.code) ? `${error.code}: ${line}` : line;
 }
 
-module.exports = { CODES, STATUS, ChoripanError, atCallSite, summary };
+module.exports = { CODES, STATUS, ChoripanError, misuse, codedError, atCallSite, summary };

@@ -28,9 +28,18 @@ export type ErrorCode =
   // </vocabulary errors>
   ;
 
+/**
+ * Every failure choripan raises carries a stable `code`. A bad call (an argument or option of the wrong
+ * type, a misspelled option, a value out of its range) is thrown as Node's own APIs throw it: a
+ * `TypeError`, or a `RangeError` for a value of the right type out of its range, with the code
+ * `E_INVALID_ARGUMENT`; `instanceof ChoripanError` is true for it all the same. Every other failure is a
+ * ChoripanError proper.
+ */
 export class ChoripanError extends Error {
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown });
   readonly code: ErrorCode;
+  /** True for a ChoripanError, and for a bad call's TypeError or RangeError. */
+  static [Symbol.hasInstance](value: unknown): value is ChoripanError;
 }
 
 /** Each code and what it means. */

@@ -6,7 +6,7 @@ const { debuglog } = require('node:util');
 const { native } = require('./binding');
 const { inspect, decode } = require('./decode');
 const { signedDigest } = require('./signature');
-const { ChoripanError, atCallSite } = require('./errors');
+const { ChoripanError, misuse, atCallSite } = require('./errors');
 const validate = require('./validate');
 
 const debug = debuglog('choripan');
@@ -247,7 +247,7 @@ class Model extends EventEmitter {
       try {
         if (!(input instanceof Float32Array)) return inspect(input, policy);
         if (input.length !== 3 * crop * crop) {
-          throw new ChoripanError('E_INVALID_ARGUMENT', `Expected 3 × ${crop} × ${crop} = ${3 * crop * crop} floats, got ${input.length}`);
+          throw misuse('range', `Expected 3 × ${crop} × ${crop} = ${3 * crop * crop} floats, got ${input.length}`);
         }
         return { bytes: input.byteLength };
       } catch (error) {

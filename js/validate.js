@@ -3,10 +3,11 @@
 // that js/ reads itself (trustedKeys, signature). load()'s other options are read and checked by the
 // native core, for Node and Python alike, from vocabulary.json's table (native/core/options.h
 // ReadOptions). Every message has one shape, the core's included: "Expected <what> for <name> but
-// received <value> of type <type>", the value shown by received() below.
+// received <value> of type <type>", the value shown by received() below. A bad call throws a TypeError,
+// or a RangeError for a value of the right type out of its range (js/errors.js misuse()).
 
 const { KeyObject } = require('node:crypto');
-const { ChoripanError } = require('./errors');
+const { misuse } = require('./errors');
 const { vocabulary } = require('./vocabulary');
 
 /** predict()'s options that the vocabulary states: topK's default and least, timeoutMs's range. */
@@ -24,9 +25,17 @@ function received(value) {
   return `${describe(value)} of type ${value === null ? 'null' : typeof value}`;
 }
 
-/** "Expected <what> for <name> but received <value> of type <type>". */
-function invalid(what, name, value) {
-  return new ChoripanError('E_INVALID_ARGUMENT', `Expected ${what} for ${name} but received ${received(value)}`);
+/**
+ * "Expected <what> for <name> but received <value> of type <type>".
+ * @param {'type' | 'range'} [kind] 'range': `value` has the right type but is out of its range
+ */
+function invalid(what, name, value, kind = 'type') {
+  return misuse(kind, `Expected ${what} for ${name} but received ${received(value)}`);
+}
+
+/** invalid() for a value that must be a number in a range: a RangeError when it is a number. */
+function outOfRange(what, name, value) {
+  return invalid(what, name, value, typeof value === 'number' ? 'range' : 'type');
 }
 
 function distance(a, b) {
@@ -51,21 +60,20 @@ function rejectUnknown(options, known, where) {
       .map((name) => [name, distance(key.toLowerCase(), name.toLowerCase())])
       .sort((x, y) => x[1] - y[1])[0];
     const hint = closest && closest[1] <= 3 ? ` Did you mean '${closest[0]}'?` : '';
-    throw new ChoripanError('E_INVALID_ARGUMENT',
-      `Unknown option '${key}' for ${where}.${hint} Known options: ${known.join(', ')}`);
+    throw misuse('type', `Unknown option '${key}' for ${where}.${hint} Known options: ${known.join(', ')}`);
   }
 }
 
 function integer(value, name, min, max) {
   if (!Number.isInteger(value) || value < min || value > max) {
-    throw invalid(`an integer between ${min} and ${max}`, name, value);
+    throw outOfRange(`an integer between ${min} and ${max}`, name, value);
   }
   return value;
 }
 
 function number(value, name, min, max) {
   if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max) {
-    throw invalid(`a number between ${min} and ${max}`, name, value);
+    throw outOfRange(`a number between ${min} and ${max}`, name, value);
   }
   return value;
 }
@@ -94,7 +102,7 @@ function loadOptions(options) {
   }
   if (signature !== undefined && typeof signature !== 'string') throw invalid('a string', 'options.signature', signature);
   if (signature !== undefined && trustedKeys === undefined) {
-    throw new ChoripanError('E_INVALID_ARGUMENT', 'options.signature names the file that options.trustedKeys checks: give trustedKeys too');
+    throw misuse('type', 'options.signature names the file that options.trustedKeys checks: give trustedKeys too');
   }
   return { trustedKeys, signature, core };
 }
@@ -109,7 +117,7 @@ function renamedTopK(given) {
   const { topk, ...rest } = given;
   if (topk === undefined) return [given, 'topK'];
   if (rest.topK !== undefined) {
-    throw new ChoripanError('E_INVALID_ARGUMENT', 'options.topk is the old name of options.topK: give topK alone');
+    throw misuse('type', 'options.topk is the old name of options.topK: give topK alone');
   }
   if (!warnedTopk) {
     warnedTopk = true;
@@ -144,7 +152,7 @@ function deadlineOptions(given) {
 
 function imageBytes(value, name = 'image') {
   if (!(value instanceof Uint8Array)) throw invalid('a Buffer or Uint8Array of encoded image bytes', name, value);
-  if (value.byteLength === 0) throw new ChoripanError('E_INVALID_ARGUMENT', `Expected image bytes for ${name} but received an empty buffer`);
+  if (value.byteLength === 0) throw misuse('range', `Expected image bytes for ${name} but received an empty buffer`);
   return value;
 }
 
@@ -164,7 +172,7 @@ function ranking(probabilities, k) {
   if (!(probabilities instanceof Float32Array) && !(Array.isArray(probabilities) && probabilities.every((p) => typeof p === 'number'))) {
     throw invalid('a Float32Array or an array of numbers', 'probabilities', probabilities);
   }
-  if (!Number.isSafeInteger(k) || k < 1) throw invalid('a positive integer', 'k', k);
+  if (!Number.isSafeInteger(k) || k < 1) throw outOfRange('a positive integer', 'k', k);
 }
 
 function modelPath(value) {

@@ -1,7 +1,7 @@
 'use strict';
 // The service's paths, named once: its routers mount on them, app.js tells its own requests from those
 // of an app it is mounted in by them, main.js answers them while the models load, api-keys.js asks for
-// the key each needs (accessOf), and openapi.js documents each (tests/js/service.test.js checks that
+// the key each needs (accessOf), and openapi.js documents each (tests/js/server-operations.test.js checks that
 // what is mounted is what is documented).
 
 /** Each route outside the Open Inference Protocol, as Express writes it. */

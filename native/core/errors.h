@@ -20,13 +20,23 @@ enum class ErrorCode {
 // "E_INVALID_ARGUMENT", "E_QUEUE_FULL", …
 std::string_view CodeName(ErrorCode code);
 
+// Which bad call a kInvalidArgument of an option's value is, for a binding whose language tells the two
+// apart (JS throws a TypeError or a RangeError, as Node's own APIs do): a value of another kind (type,
+// name, form) or one of the right type out of its range. kNone: not a caller's misuse, or not told.
+enum class Misuse { kNone, kType, kRange };
+
 class Error : public std::runtime_error {
  public:
   Error(ErrorCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
+  // A bad call: kInvalidArgument, told which kind.
+  Error(Misuse misuse, const std::string& message)
+      : std::runtime_error(message), code_(ErrorCode::kInvalidArgument), misuse_(misuse) {}
   ErrorCode code() const { return code_; }
+  Misuse misuse() const { return misuse_; }
 
  private:
   ErrorCode code_;
+  Misuse misuse_ = Misuse::kNone;
 };
 
 // "cannot load model PATH: REASON": every load failure says which file and why, in this one shape.

@@ -63,8 +63,8 @@ std::shared_ptr<Model> Model::Load(const std::string& path, const Options& reque
   auto& metadata = artifact.metadata;
 
   if (metadata.max_batch > 0 && options.max_batch > metadata.max_batch) {
-    throw Error(ErrorCode::kInvalidArgument, "max_batch is " + std::to_string(options.max_batch) + " but " + path +
-                                                 " runs batches of at most " + std::to_string(metadata.max_batch));
+    throw Error(Misuse::kRange, "max_batch is " + std::to_string(options.max_batch) + " but " + path +
+                                    " runs batches of at most " + std::to_string(metadata.max_batch));
   }
   std::shared_ptr<Model> model(new Model(path, options, std::move(artifact.runner), std::move(metadata)));
   model->StartWorkers();

@@ -74,8 +74,8 @@ void RequireCuda() {
 }
 
 // The one shape of every message about a bad option.
-Error Expected(const std::string& what, const std::string& option, const std::string& received) {
-  return Error(ErrorCode::kInvalidArgument, "Expected " + what + " for " + option + " but received " + received);
+Error Expected(Misuse misuse, const std::string& what, const std::string& option, const std::string& received) {
+  return Error(misuse, "Expected " + what + " for " + option + " but received " + received);
 }
 
 template <typename T>
@@ -146,20 +146,21 @@ Options ReadOptions(const OptionSource& source) {
     if (Distance(name, closest) <= 3) message += " Did you mean '" + closest + "'?";
     message += " Known options:";
     for (size_t i = 0; i < known.size(); ++i) message += (i == 0 ? " " : ", ") + known[i];
-    throw Error(ErrorCode::kInvalidArgument, message);
+    throw Error(Misuse::kType, message);
   }
 
   Options options;
-  const auto refuse = [&](const std::string& name, const std::string& what) {
-    return Expected(what, source.Label(name), source.Received(name));
+  const auto refuse = [&](const std::string& name, const std::string& what, Misuse misuse = Misuse::kType) {
+    return Expected(misuse, what, source.Label(name), source.Received(name));
   };
 #define CHORIPAN_READ_OPTION(name, js_name, type, fallback, min, max)                    \
   {                                                                                      \
     const std::string key = js ? js_name : #name;                                        \
     if (const auto value = source.Get(key)) {                                            \
       const auto* number = std::get_if<double>(&*value);                                 \
-      if (number == nullptr || !InRange<type>(*number, min, max)) {                      \
-        throw refuse(key, Range<type>(min, max));                                        \
+      if (number == nullptr) throw refuse(key, Range<type>(min, max));                   \
+      if (!InRange<type>(*number, min, max)) {                                           \
+        throw refuse(key, Range<type>(min, max), Misuse::kRange);                        \
       }                                                                                  \
       options.name = static_cast<type>(*number);                                         \
     }                                                                                    \
@@ -194,12 +195,12 @@ Options ReadOptions(const OptionSource& source) {
 void Validate(const Options& options) {
 #define CHORIPAN_CHECK_OPTION(name, js, type, fallback, min, max)                                          \
   if (!InRange<type>(static_cast<double>(options.name), min, max)) {                                      \
-    throw Expected(Range<type>(min, max), js " (" #name ")", c10::str(options.name));                     \
+    throw Expected(Misuse::kRange, Range<type>(min, max), js " (" #name ")", c10::str(options.name));     \
   }
   CHORIPAN_NUMERIC_OPTIONS(CHORIPAN_CHECK_OPTION)
 #undef CHORIPAN_CHECK_OPTION
   if (!options.sha256.empty() && !IsHexDigest(options.sha256)) {
-    throw Expected("64 hexadecimal digits", "sha256", "'" + options.sha256.substr(0, 80) + "'");
+    throw Expected(Misuse::kType, "64 hexadecimal digits", "sha256", "'" + options.sha256.substr(0, 80) + "'");
   }
 }
 

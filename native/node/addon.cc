@@ -45,15 +45,15 @@ Addon::~Addon() {
 
 void Addon::Teardown(void* self) { static_cast<Addon*>(self)->StopAll(/*teardown=*/true); }
 
-// init({ ChoripanError, received }): the class every error this binding raises is an instance of, and
-// how a message shows a JS value that was refused.
+// init({ codedError, received }): what builds every error this binding raises (a ChoripanError, or a
+// bad call's TypeError or RangeError), and how a message shows a JS value that was refused.
 Napi::Value Addon::Configure(const Napi::CallbackInfo& info) {
   auto env = info.Env();
   const auto given = info[0].IsObject() ? info[0].As<Napi::Object>() : Napi::Object::New(env);
-  if (!given.Get("ChoripanError").IsFunction() || !given.Get("received").IsFunction()) {
-    throw Napi::TypeError::New(env, "init({ ChoripanError, received }) received malformed arguments");
+  if (!given.Get("codedError").IsFunction() || !given.Get("received").IsFunction()) {
+    throw Napi::TypeError::New(env, "init({ codedError, received }) received malformed arguments");
   }
-  error_constructor = Napi::Persistent(given.Get("ChoripanError").As<Napi::Function>());
+  error_function = Napi::Persistent(given.Get("codedError").As<Napi::Function>());
   received_function = Napi::Persistent(given.Get("received").As<Napi::Function>());
   return env.Undefined();
 }

@@ -17,7 +17,7 @@ class Addon : public Napi::Addon<Addon> {
 
   Napi::FunctionReference model_constructor;
   Napi::FunctionReference request_constructor;
-  Napi::FunctionReference error_constructor;  // js/errors.js ChoripanError, given by init()
+  Napi::FunctionReference error_function;     // js/errors.js codedError(), given by init()
   Napi::FunctionReference received_function;  // js/validate.js received(), given by init()
 
   void Register(ModelWrap* model) { live_.insert(model); }

@@ -1,4 +1,5 @@
-// choripan::Error → a ChoripanError (js/errors.js) carrying the same stable `code`, built here once.
+// choripan::Error → js/errors.js codedError(): a ChoripanError carrying the same stable `code`, or for a
+// bad call the TypeError or RangeError the core's Misuse names; built here once.
 #pragma once
 
 #include <napi.h>

@@ -62,32 +62,85 @@ describe('predict() with the default model', () => {
   });
 });
 
-describe('bad calls are rejected with E_INVALID_ARGUMENT', () => {
+// A bad call is thrown as Node's own APIs throw one, a TypeError or a RangeError, and is a ChoripanError
+// with the code E_INVALID_ARGUMENT all the same; the core's refusals of load()'s options included.
+describe('bad calls throw a TypeError or a RangeError with E_INVALID_ARGUMENT, each a ChoripanError', () => {
   const cases = [
-    ['a string instead of bytes', () => choripan.predict('chelsea.png'), /Expected a Buffer or Uint8Array .* for image but received "chelsea.png" of type string/],
-    ['an empty buffer', () => choripan.predict(Buffer.alloc(0)), /empty buffer/],
-    ['topK 0', () => choripan.predict(photo('coffee.png'), { topK: 0 }), /Expected an integer between 1 and 1000 for options.topK but received 0/],
-    ['topK over the label count', () => choripan.predict(photo('coffee.png'), { topK: 1001 }), /Expected an integer between 1 and 1000 for options.topK but received 1001/],
-    ['the old name topk, named as given', () => choripan.predict(photo('coffee.png'), { topk: 0 }), /Expected an integer between 1 and 1000 for options.topk but received 0/],
-    ['topK and topk at once', () => choripan.predict(photo('coffee.png'), { topK: 3, topk: 3 }), /^options.topk is the old name of options.topK: give topK alone$/],
-    ['a misspelled option', () => choripan.predict(photo('coffee.png'), { top_k: 3 }), /Unknown option 'top_k' for predict\(\)\. Did you mean 'topK'\?/],
-    ['a signal that is not an AbortSignal', () => choripan.predict(photo('coffee.png'), { signal: {} }), /AbortSignal/],
-    ['a misspelled load option', () => choripan.load(defaultModelPath, { maxbatch: 4 }), /Did you mean 'maxBatch'\?/],
-    ['maxBatch 0', () => choripan.load(defaultModelPath, { maxBatch: 0 }), /^Expected an integer between 1 and 1024 for options.maxBatch but received 0 of type number$/],
-    ['maxBatch 2.5', () => choripan.load(defaultModelPath, { maxBatch: 2.5 }), /^Expected an integer between 1 and 1024 for options.maxBatch but received 2.5 of type number$/],
-    ['an unknown device', () => choripan.load(defaultModelPath, { device: 'tpu' }), /'cpu' or 'cuda' for options.device/],
-    ['warmup of another type, in the one shape', () => choripan.load(defaultModelPath, { warmup: 'yes' }),
+    ['a string instead of bytes', TypeError, () => choripan.predict('chelsea.png'), /Expected a Buffer or Uint8Array .* for image but received "chelsea.png" of type string/],
+    ['an empty buffer', RangeError, () => choripan.predict(Buffer.alloc(0)), /empty buffer/],
+    ['options that are not an object', TypeError, () => choripan.predict(photo('coffee.png'), 5), /^Expected an object for options but received 5 of type number$/],
+    ['topK 0', RangeError, () => choripan.predict(photo('coffee.png'), { topK: 0 }), /Expected an integer between 1 and 1000 for options.topK but received 0/],
+    ['topK over the label count', RangeError, () => choripan.predict(photo('coffee.png'), { topK: 1001 }), /Expected an integer between 1 and 1000 for options.topK but received 1001/],
+    ['topK as a string', TypeError, () => choripan.predict(photo('coffee.png'), { topK: '3' }), /^Expected an integer between 1 and 1000 for options.topK but received "3" of type string$/],
+    ['the old name topk, named as given', RangeError, () => choripan.predict(photo('coffee.png'), { topk: 0 }), /Expected an integer between 1 and 1000 for options.topk but received 0/],
+    ['topK and topk at once', TypeError, () => choripan.predict(photo('coffee.png'), { topK: 3, topk: 3 }), /^options.topk is the old name of options.topK: give topK alone$/],
+    ['a misspelled option', TypeError, () => choripan.predict(photo('coffee.png'), { top_k: 3 }), /Unknown option 'top_k' for predict\(\)\. Did you mean 'topK'\?/],
+    ['a signal that is not an AbortSignal', TypeError, () => choripan.predict(photo('coffee.png'), { signal: {} }), /AbortSignal/],
+    ['a negative timeoutMs', RangeError, () => choripan.predict(photo('coffee.png'), { timeoutMs: -1 }), /for options.timeoutMs but received -1 of type number$/],
+    ['a Float32Array of the wrong length', RangeError, async () => {
+      const model = await choripan.load(defaultModelPath, { warmup: false });
+      try {
+        return await model.probabilities(new Float32Array(10));
+      } finally {
+        await model.dispose();
+      }
+    }, /^Expected 3 × (\d+) × \1 = \d+ floats, got 10$/],
+    ['a misspelled load option', TypeError, () => choripan.load(defaultModelPath, { maxbatch: 4 }), /Did you mean 'maxBatch'\?/],
+    ['maxBatch 0', RangeError, () => choripan.load(defaultModelPath, { maxBatch: 0 }), /^Expected an integer between 1 and 1024 for options.maxBatch but received 0 of type number$/],
+    ['maxBatch 2.5', RangeError, () => choripan.load(defaultModelPath, { maxBatch: 2.5 }), /^Expected an integer between 1 and 1024 for options.maxBatch but received 2.5 of type number$/],
+    ['maxBatch as a string', TypeError, () => choripan.load(defaultModelPath, { maxBatch: '4' }), /^Expected an integer between 1 and 1024 for options.maxBatch but received "4" of type string$/],
+    ['an unknown device', TypeError, () => choripan.load(defaultModelPath, { device: 'tpu' }), /'cpu' or 'cuda' for options.device/],
+    ['warmup of another type, in the one shape', TypeError, () => choripan.load(defaultModelPath, { warmup: 'yes' }),
       /^Expected a boolean for options.warmup but received "yes" of type string$/],
-    ['a path that is not a string', () => choripan.load(42), /for path but received 42 of type number/],
+    ['a path that is not a string', TypeError, () => choripan.load(42), /for path but received 42 of type number/],
   ];
-  for (const [name, call, message] of cases) {
-    test(name, async () => {
+  for (const [name, kind, call, message] of cases) {
+    test(`${name}: a ${kind.name}`, async () => {
       const error = await rejection(call());
+      assert.equal(error.constructor.name, `Choripan${kind.name}`);
+      assert.ok(error instanceof kind, `${error.name}: ${error.message}`);
+      assert.equal(error.name, kind.name);
       assert.ok(error instanceof choripan.ChoripanError);
       assert.equal(error.code, 'E_INVALID_ARGUMENT');
       assert.match(error.message, message);
     });
   }
+
+  test("the core's refusal of an option points at the caller, as Node prints its own", async () => {
+    const error = await rejection(choripan.load(defaultModelPath, { maxBatch: 0 }));
+    assert.match(error.stack, /^RangeError \[E_INVALID_ARGUMENT\]: Expected an integer between 1 and 1024/);
+    assert.match(error.stack, /api\.test\.js/);
+  });
+
+  test('what is not a bad call stays a ChoripanError proper: the image, the queue, the file', async () => {
+    const strip = await sharp({ create: { width: 2000, height: 10, channels: 3, background: '#808080' } }).png().toBuffer();
+    for (const [code, failure] of [
+      ['E_INVALID_ARGUMENT', choripan.predict(strip)],
+      ['E_DECODE', choripan.predict(crypto.randomBytes(4096))],
+      ['E_MODEL_LOAD', choripan.load('/nonexistent/model.pt')],
+    ]) {
+      const error = await rejection(failure);
+      assert.equal(error.code, code);
+      assert.equal(error.constructor, choripan.ChoripanError, `${code} is no TypeError or RangeError`);
+      assert.ok(!(error instanceof TypeError) && !(error instanceof RangeError));
+    }
+    assert.ok(!(new TypeError('not ours') instanceof choripan.ChoripanError), 'an error without our class is not ours');
+    assert.ok(!(Object.assign(new RangeError('a code alone'), { code: 'E_INVALID_ARGUMENT' }) instanceof choripan.ChoripanError));
+  });
+
+  test("the service answers a bad call's TypeError and RangeError as it answers E_INVALID_ARGUMENT: HTTP 400, gRPC INVALID_ARGUMENT", async () => {
+    // js/server is loaded here on purpose: its mapping of the library's own errors is what is checked.
+    const { toHttpError, toGrpcError } = require('../../js/server/http-error');
+    const { status: grpc } = require('@grpc/grpc-js');
+    const typeError = await rejection(choripan.predict(photo('coffee.png'), { signal: {} }));
+    const rangeError = await rejection(choripan.load(defaultModelPath, { maxBatch: 0 }));
+    for (const error of [typeError, rangeError]) {
+      const expected = { status: 400, code: 'E_INVALID_ARGUMENT', message: error.message };
+      assert.deepEqual(toHttpError(error), expected);
+      assert.deepEqual(toHttpError(new choripan.ChoripanError('E_INVALID_ARGUMENT', error.message)), expected);
+      assert.deepEqual(toGrpcError(error), { ...expected, grpcCode: grpc.INVALID_ARGUMENT });
+    }
+  });
 });
 
 describe('expected failures carry a code', () => {
@@ -255,14 +308,15 @@ describe('topIndices() and availableCores()', () => {
     assert.deepEqual(choripan.topIndices([0.1, 0.6, 0.3, 0.6], 9), [[1, 0.6], [3, 0.6], [2, 0.3], [0, 0.1]]);
   });
 
-  test('topIndices() refuses a row that is not numbers, and a k that is not a positive integer, with E_INVALID_ARGUMENT', () => {
-    for (const [args, message] of [
-      [['0.5', 1], /^Expected a Float32Array or an array of numbers for probabilities but received "0.5" of type string$/],
-      [[[0.5, '0.5'], 1], /for probabilities but received Array of type object$/],
-      [[[0.5], 0], /^Expected a positive integer for k but received 0 of type number$/],
-      [[new Float32Array(2), 1.5], /for k but received 1.5 of type number$/],
+  test('topIndices() refuses a row that is not numbers (TypeError), and a k that is not a positive integer (RangeError when a number), with E_INVALID_ARGUMENT', () => {
+    for (const [args, kind, message] of [
+      [['0.5', 1], TypeError, /^Expected a Float32Array or an array of numbers for probabilities but received "0.5" of type string$/],
+      [[[0.5, '0.5'], 1], TypeError, /for probabilities but received Array of type object$/],
+      [[[0.5], '3'], TypeError, /^Expected a positive integer for k but received "3" of type string$/],
+      [[[0.5], 0], RangeError, /^Expected a positive integer for k but received 0 of type number$/],
+      [[new Float32Array(2), 1.5], RangeError, /for k but received 1.5 of type number$/],
     ]) {
-      assert.throws(() => choripan.topIndices(...args), (error) => error instanceof choripan.ChoripanError &&
+      assert.throws(() => choripan.topIndices(...args), (error) => error instanceof kind && error instanceof choripan.ChoripanError &&
         error.code === 'E_INVALID_ARGUMENT' && message.test(error.message));
     }
   });

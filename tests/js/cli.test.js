@@ -247,7 +247,7 @@ describe('usage', () => {
     }
   });
 
-  test('each command has its own help (serve\'s lists the variables: service.test.js)', () => {
+  test('each command has its own help (serve\'s lists the variables: server-config.test.js)', () => {
     const [global, serve, predict] = [['--help'], ['serve', '--help'], ['predict', '--help']].map(run);
     for (const help of [global, serve, predict]) assert.equal(help.status, 0, help.stderr);
     assert.match(global.stdout, /^Usage: choripan \[options\] \[command\]/);

@@ -1,9 +1,12 @@
 'use strict';
 // Shared test fixtures: real photos from scikit-image (installed in the project's Python environment),
-// the default artifact and its golden file.
+// the default artifact and its golden file; and the server's: an app on an ephemeral loopback port, the
+// server process (js/server/main.js), two models in one app.
 
 const fs = require('node:fs');
+const http = require('node:http');
 const path = require('node:path');
+const { spawn } = require('node:child_process');
 const { recorded, probe } = require('../../scripts/environment');
 
 const root = path.resolve(__dirname, '..', '..');
@@ -52,6 +55,61 @@ function listening(child) {
   });
 }
 
+/** An Express app (or any request listener) served on an ephemeral loopback port. */
+function listen(app) {
+  return new Promise((resolve) => {
+    const server = http.createServer(app).listen(0, '127.0.0.1', () => resolve({ server, base: `http://127.0.0.1:${server.address().port}` }));
+  });
+}
+
+/** POSTs image bytes (image/png unless `headers` say otherwise) to `url`. */
+const postImage = (url, body, headers = {}) => fetch(url, { method: 'POST', body, headers: { 'content-type': 'image/png', ...headers } });
+
+/** The default package and the traced default model, one worker each, as 'lite0' (the default) and 'traced'. */
+async function twoModels() {
+  const choripan = require('choripan');
+  return new Map([
+    ['lite0', await choripan.load(defaultPackagePath, { workers: 1 })],
+    ['traced', await choripan.load(defaultModelPath, { workers: 1 })],
+  ]);
+}
+
+// The server processes startServer() started that still run: stopServers() kills them, after a file's
+// tests, so that a failed test leaves none running.
+const children = new Set();
+
+/**
+ * `npm start` (js/server/main.js) on an ephemeral port: its JSON log lines as they come, the port once it
+ * listens, and how it exited.
+ */
+function startServer() {
+  const child = spawn(process.execPath, [path.join(root, 'js', 'server', 'main.js')], {
+    cwd: root,
+    env: { ...process.env, PORT: '0', HOST: '127.0.0.1' },
+  });
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  const lines = [];
+  let buffered = '';
+  const listening = new Promise((resolve, reject) => {
+    child.stdout.on('data', (chunk) => {
+      buffered += chunk;
+      for (let end; (end = buffered.indexOf('\n')) >= 0; buffered = buffered.slice(end + 1)) {
+        const line = JSON.parse(buffered.slice(0, end));
+        lines.push(line);
+        if (line.port) resolve(line.port);
+      }
+    });
+    child.on('exit', (status) => reject(new Error(`the server exited with ${status} before listening`)));
+  });
+  const exited = new Promise((resolve) => child.on('exit', (status, signal) => resolve({ status, signal })));
+  return { child, lines, listening, exited };
+}
+
+function stopServers() {
+  for (const child of children) child.kill('SIGKILL');
+}
+
 /** Debian's Chromium (apt-get install chromium; .ci/run installs it), or null: then the browser tests skip. */
 const chromiumPath = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((file) => fs.existsSync(file)) ?? null;
 
@@ -63,4 +121,4 @@ function launchChromium() {
 }
 
 module.exports = { root, env, photosDir, photoPath, photo, golden, defaultModelPath, defaultPackagePath, CAT_LABELS, rejection, listening,
-  chromiumPath, launchChromium };
+  listen, postImage, twoModels, startServer, stopServers, chromiumPath, launchChromium };

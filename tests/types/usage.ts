@@ -22,6 +22,11 @@ async function main(): Promise<void> {
     await choripan.predict(new Uint8Array(0));
   } catch (error) {
     if (error instanceof ChoripanError && error.code === 'E_INVALID_ARGUMENT') console.log(error.message);
+    // A bad call is a RangeError (an empty buffer) or a TypeError, and a ChoripanError with its code.
+    if (error instanceof RangeError && error instanceof ChoripanError) {
+      const code: ErrorCode = error.code;
+      console.log(code, error.name);
+    }
   }
   console.log(label, batch, labels.length, crop, rows.length, bestLabel, workers, choripan.codes.E_QUEUE_FULL);
   // @ts-expect-error: misspelled options are type errors too

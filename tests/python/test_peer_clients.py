@@ -1,5 +1,7 @@
-"""The HTTP service as clients nobody here wrote see it: Triton's own Python client over the Open
-Inference Protocol, with and without API keys and a rate limit, and an OpenAPI validator on /openapi.json."""
+"""The HTTP service as peers nobody here wrote see it, which only Python has: Triton's own Python client
+over the Open Inference Protocol, with and without API keys and a rate limit, an OpenAPI validator on
+/openapi.json, and the autoscaler's manifest (deploy/k8s/hpa.yaml) read against /metrics. The service's
+own behaviour is tested in tests/js/server-*.test.js."""
 
 from __future__ import annotations
 
