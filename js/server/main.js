@@ -14,6 +14,10 @@ const { ModelRepository } = require('./repository');
 const { toHttpError, errorBody } = require('./http-error');
 const { startGrpcServer } = require('./grpc');
 const { keyring, authorize } = require('./api-keys');
+const { serverVariables } = require('../vocabulary');
+
+/** The settings of the variables that set createApp's options (`app` in native/core/vocabulary.json). */
+const appSettings = (config) => Object.fromEntries(serverVariables().filter((v) => v.app).map((v) => [v.setting, config[v.setting]]));
 
 /** The gRPC methods open to any caller, as HTTP's /v2/health routes are (js/server/paths.js accessOf). */
 const OPEN_GRPC = new Set(['ServerLive', 'ServerReady']);
@@ -168,9 +172,7 @@ async function serve(config = readConfig()) {
   // OpenTelemetry's SDK is loaded only when OTEL_* variables ask for an exporter (config.js readTracing).
   const tracing = config.tracing ? require('./tracing').startTracing(config.tracing, logger) : null;
   if (tracing) logger.info({ protocol: config.tracing.protocol }, `tracing: spans go over OTLP (${config.tracing.protocol})`);
-  const app = createApp({ ...served, logger, urlAllowlist: config.urlAllowlist, corsOrigins: config.corsOrigins, maxBodyBytes: config.maxBodyBytes,
-    fetchTimeoutMs: config.fetchTimeoutMs, timeoutMs: config.timeoutMs, defaultLabel: config.defaultLabel, tracer: tracing?.tracer,
-    apiKeys: config.apiKeys, metricsAuth: config.metricsAuth, rateLimit: config.rateLimit });
+  const app = createApp({ ...served, ...appSettings(config), logger, tracer: tracing?.tracer, apiKeys: config.apiKeys });
   handle = app;
   const names = served.models ? [...served.models.keys()] : served.repository.catalog.names();
   // The gRPC service answers from the app's catalog, and loads and unloads through the same repository.

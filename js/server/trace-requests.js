@@ -10,6 +10,7 @@
 const { context, propagation, trace, createContextKey, SpanKind, SpanStatusCode } = require('@opentelemetry/api');
 const semconv = require('@opentelemetry/semantic-conventions');
 const { PATHS, OIP_PATHS } = require('./paths');
+const { clientAddress } = require('./trust-proxy');
 
 // What probes and scrapers ask every few seconds: logged and counted, but no one's trace.
 const UNTRACED = new Set([PATHS.healthz, PATHS.readyz, PATHS.metrics, OIP_PATHS.live, OIP_PATHS.ready]);
@@ -79,6 +80,7 @@ function traceRequests({ tracer, catalog }) {
     // Under an app's own HTTP server span (its instrumentation), this one is a part of it; otherwise it
     // is the server span, and continues the trace the caller's traceparent names.
     const hosted = trace.getSpan(context.active()) !== undefined;
+    const client = clientAddress(req);
     const parent = hosted ? context.active() : propagation.extract(context.active(), req.headers);
     const span = tracer.startSpan(known ? method : 'HTTP', {
       kind: hosted ? SpanKind.INTERNAL : SpanKind.SERVER,
@@ -90,7 +92,9 @@ function traceRequests({ tracer, catalog }) {
         [semconv.ATTR_URL_SCHEME]: req.protocol,
         [semconv.ATTR_NETWORK_PROTOCOL_VERSION]: req.httpVersion,
         ...hostAttributes(req.get('host')),
-        ...(req.socket.remoteAddress ? { [semconv.ATTR_CLIENT_ADDRESS]: req.socket.remoteAddress } : {}),
+        ...(client ? { [semconv.ATTR_CLIENT_ADDRESS]: client } : {}),
+        // The connection's peer, where it is a proxy the client came through.
+        ...(client !== req.socket.remoteAddress && req.socket.remoteAddress ? { [semconv.ATTR_NETWORK_PEER_ADDRESS]: req.socket.remoteAddress } : {}),
         ...(req.get('user-agent') ? { [semconv.ATTR_USER_AGENT_ORIGINAL]: req.get('user-agent') } : {}),
       },
     }, parent);
