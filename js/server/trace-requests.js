@@ -1,11 +1,12 @@
 'use strict';
 // A span for each request the service answers (but the probes' and the scrape's), when createApp has a
 // tracer (js/server/app.js): the caller's trace continued from its `traceparent`, the attributes of
-// OpenTelemetry's HTTP server conventions and the model's, and under it a `choripan.queue` and a
-// `choripan.forward` span for each image, whose lengths are the core's own timings, as the model's
-// 'prediction' event carries them (queueMs: submission to the start of its batch, preprocessing and a
-// JPEG decoded in the core included; forwardMs: its batch's forward pass). Nothing here measures them
-// again. Only @opentelemetry/api is used: the SDK behind it is js/server/tracing.js's, or an app's own.
+// OpenTelemetry's HTTP server conventions and the model's, and under it a `choripan.decode`, a
+// `choripan.queue` and a `choripan.forward` span for each image, whose lengths are the timings the
+// model's 'prediction' event carries (decodeMs: the core's decoding of a JPEG, or sharp's as the library
+// timed it, `choripan.decoder` saying which; queueMs: submission to the start of its batch, preprocessing
+// and a JPEG decoded in the core included; forwardMs: its batch's forward pass). Nothing here measures
+// them again. Only @opentelemetry/api is used: the SDK behind it is js/server/tracing.js's, or an app's own.
 
 const { context, propagation, trace, createContextKey, SpanKind, SpanStatusCode } = require('@opentelemetry/api');
 const semconv = require('@opentelemetry/semantic-conventions');
@@ -52,16 +53,24 @@ function traceRequests({ tracer, catalog }) {
   // of this app's own, so that two apps serving one model do not take each other's requests.
   const REQUEST = createContextKey('choripan request');
   const watch = ({ name, version, model }) => {
-    model.on('prediction', ({ queueMs, forwardMs, batchSize }) => {
+    model.on('prediction', ({ queueMs, forwardMs, batchSize, decoder, decodeStartMs, decodeMs }) => {
       const request = context.active().getValue(REQUEST);
       if (!request?.span.isRecording()) return;
       // The core says how long each step took, not when it ended: the forward pass is taken to end as
       // its answer reaches this event loop, which is later by the hop from the worker thread.
       const answered = performance.now();
       const forwardStarted = answered - forwardMs;
+      const submitted = forwardStarted - queueMs;
       const parent = trace.setSpan(context.active(), request.span);
-      const attributes = { 'choripan.model.name': name, 'choripan.model.version': String(version), 'choripan.batch.size': batchSize };
-      tracer.startSpan('choripan.queue', { startTime: request.at(forwardStarted - queueMs), attributes }, parent)
+      const ofModel = { 'choripan.model.name': name, 'choripan.model.version': String(version) };
+      const attributes = { ...ofModel, 'choripan.batch.size': batchSize };
+      if (decoder) {
+        // Decoded before submission by sharp, or by the core while it waited (within the queue's span).
+        const decodeStarted = submitted + decodeStartMs;
+        tracer.startSpan('choripan.decode', { startTime: request.at(decodeStarted), attributes: { ...ofModel, 'choripan.decoder': decoder } }, parent)
+          .end(request.at(decodeStarted + decodeMs));
+      }
+      tracer.startSpan('choripan.queue', { startTime: request.at(submitted), attributes }, parent)
         .end(request.at(forwardStarted));
       tracer.startSpan('choripan.forward', { startTime: request.at(forwardStarted), attributes }, parent)
         .end(request.at(answered));
