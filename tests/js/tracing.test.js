@@ -8,6 +8,7 @@ const { test, describe, before, after } = require('node:test');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const http = require('node:http');
+const net = require('node:net');
 const path = require('node:path');
 const { spawn, spawnSync } = require('node:child_process');
 const sharp = require('sharp');
@@ -412,6 +413,38 @@ describe('choripan serve with OTEL_* set (OTLP/protobuf, the default)', () => {
     } finally {
       child.kill('SIGKILL');
       receiver.server.close();
+    }
+  });
+
+  test('a collector that takes connections and never answers: requests are answered, and a stop waits 2 s for it, no more', { timeout: 120_000 }, async () => {
+    const held = [];
+    const collector = net.createServer((socket) => held.push(socket));
+    await new Promise((resolve) => collector.listen(0, '127.0.0.1', resolve));
+    const child = spawn(process.execPath, [path.join(root, 'bin', 'choripan.js'), 'serve', '--port', '0'], {
+      cwd: root, env: { ...withoutOtel(process.env), OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${collector.address().port}`, OTEL_BSP_SCHEDULE_DELAY: '50' },
+    });
+    try {
+      let log = '';
+      child.stdout.on('data', (chunk) => (log += chunk));
+      const port = await require('./helpers').listening(child);
+      for (let i = 0; i < 3; i++) {
+        const response = await fetch(`http://127.0.0.1:${port}/predict`, { method: 'POST', body: CAT, headers: { 'content-type': 'image/jpeg' } });
+        assert.equal(response.status, 200);
+        await response.arrayBuffer();
+      }
+      while (held.length === 0) await new Promise((resolve) => setTimeout(resolve, 20)); // an export is stuck
+      const exited = new Promise((resolve) => child.on('exit', (status) => resolve(status)));
+      const stopping = performance.now();
+      child.kill('SIGTERM');
+      assert.equal(await exited, 0, log);
+      const took = performance.now() - stopping;
+      assert.ok(took >= 1_900 && took < 6_000, `stopped in ${took} ms`);
+      assert.match(log, /"msg":"tracing: the last spans were not sent"/);
+      assert.doesNotMatch(log, /requests still running/);
+    } finally {
+      child.kill('SIGKILL');
+      collector.close();
+      held.forEach((socket) => socket.destroy());
     }
   });
 
