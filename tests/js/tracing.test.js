@@ -328,6 +328,29 @@ describe('a service traced in this process (OTLP/JSON)', () => {
     assert.equal(spans.filter((s) => s.parentSpanId === server_.spanId).length, 3);
   });
 
+  test('behind a trusted proxy, client.address is the client X-Forwarded-For names, network.peer.address the proxy', async () => {
+    const proxied = http.createServer(createApp({ model, logger: pino({ level: 'silent' }), tracer: tracing.tracer, trustProxy: 'loopback' }));
+    await new Promise((resolve) => proxied.listen(0, '127.0.0.1', resolve));
+    try {
+      const spanOf = async (headers) => {
+        const { traceId, traceparent } = caller();
+        const response = await fetch(`http://127.0.0.1:${proxied.address().port}/v2`, { headers: { traceparent, ...headers } });
+        assert.equal(response.status, 200);
+        await response.arrayBuffer();
+        const [served] = await spansOf(traceId, 1);
+        return served.attributes;
+      };
+      const behind = await spanOf({ 'x-forwarded-for': '198.51.100.7, 203.0.113.9' });
+      assert.equal(behind['client.address'], '203.0.113.9');
+      assert.equal(behind['network.peer.address'], '127.0.0.1');
+      const direct = await spanOf({});
+      assert.equal(direct['client.address'], '127.0.0.1');
+      assert.equal(direct['network.peer.address'], undefined, 'no proxy between');
+    } finally {
+      proxied.close();
+    }
+  });
+
   test('a caller that does not sample: answered, logged with its trace id, and no span is sent', async () => {
     const { traceId, traceparent } = caller({ sampled: false });
     const answer = await request('/predict', { method: 'POST', body: CAT, headers: { 'content-type': 'image/jpeg', traceparent, 'x-request-id': 'unsampled' } });
