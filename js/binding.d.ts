@@ -16,6 +16,9 @@ export interface NativeAnswer {
   queueMs: number;
   forwardMs: number;
   batchSize: number;
+  /** A JPEG the core decoded (within queueMs): submission to the start of its decoding, and how long that took. */
+  decodeStartMs?: number;
+  decodeMs?: number;
 }
 
 /** What NativeModel.reserve() admits: `count` inputs, `bytes` of decoded pixels between them at most. */

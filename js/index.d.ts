@@ -156,6 +156,15 @@ export interface PredictionTiming {
   forwardMs: number;
   /** The requests in that batch. */
   batchSize: number;
+  /** Who decoded the image: the core (libjpeg-turbo, for the common JPEG) or sharp (the others); absent for a preprocessed tensor. */
+  decoder?: 'core-jpeg' | 'sharp';
+  /**
+   * From submission to the start of decoding: within queueMs for the core, negative for sharp, which
+   * decodes before the pixels are submitted.
+   */
+  decodeStartMs?: number;
+  /** How long decoding took, as the core timed it, or this thread timed sharp's work. */
+  decodeMs?: number;
 }
 
 export class Model extends EventEmitter {

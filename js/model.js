@@ -267,12 +267,20 @@ class Model extends EventEmitter {
    */
   async #one(input, header, request, deadline) {
     let submitted;
+    /** @type {{ decoder: 'core-jpeg' | 'sharp', decodeStartMs?: number, decodeMs?: number } | null} */
+    let decoding = null;
     if (input instanceof Float32Array) {
       submitted = request.submit({ tensor: input });
     } else if ('inCore' in header && header.inCore) {
+      decoding = { decoder: 'core-jpeg' }; // the core times it (the answer's decodeStartMs, decodeMs)
       submitted = request.submit({ jpeg: input, width: header.width, height: header.height });
     } else {
-      submitted = request.submit(await deadline.race(decode(input, /** @type {ImageHeader} */ (header))));
+      // Sharp's work is this thread's to time: it ends before the core is given the pixels.
+      const started = performance.now();
+      const pixels = await deadline.race(decode(input, /** @type {ImageHeader} */ (header)));
+      const decoded = performance.now();
+      decoding = { decoder: 'sharp', decodeStartMs: started - decoded, decodeMs: decoded - started };
+      submitted = request.submit(pixels);
     }
     let answer;
     try {
@@ -285,7 +293,8 @@ class Model extends EventEmitter {
     debug('%s: %d ms (queue %d, forward %d of a batch of %d)', this.name, Math.round(totalMs),
       Math.round(answer.queueMs), Math.round(answer.forwardMs), answer.batchSize);
     if (this.listenerCount('prediction')) {
-      this.emit('prediction', { totalMs, queueMs: answer.queueMs, forwardMs: answer.forwardMs, batchSize: answer.batchSize });
+      const { queueMs, forwardMs, batchSize, decodeStartMs, decodeMs } = answer;
+      this.emit('prediction', { totalMs, queueMs, forwardMs, batchSize, ...(decoding && { decodeStartMs, decodeMs, ...decoding }) });
     }
     return answer.probabilities;
   }

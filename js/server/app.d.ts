@@ -33,6 +33,8 @@ export interface AppOptions {
   metricsAuth?: boolean;
   /** RATE:BURST (20:40): a token bucket per API key, or per client address without keys, of BURST requests refilled at RATE a second; past it, 429. Default: no limit (CHORIPAN_RATE_LIMIT for the server). */
   rateLimit?: string;
+  /** the proxies in front (Express's trust proxy): addresses or CIDR ranges, comma-separated, loopback, linklocal and uniquelocal among them, or a count of hops from 1 to 10; the client is then the address X-Forwarded-For names before them, for the rate limit, the log and the spans. Default: none: the client is the connection's peer (CHORIPAN_TRUST_PROXY for the server). */
+  trustProxy?: string;
   /** the longest a request may take, in ms; X-Request-Timeout-Ms may ask for less. Default: 30000 (CHORIPAN_TIMEOUT_MS for the server). */
   timeoutMs?: number;
   /** past its deadline, a request is answered 200 { label, default: true } with this label instead of 504. Default: 504 (CHORIPAN_DEFAULT_LABEL for the server). */

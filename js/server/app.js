@@ -24,6 +24,7 @@ const { createPageRouter } = require('./page');
 const { Catalog } = require('./catalog');
 const { keyring, requireKeys } = require('./api-keys');
 const { parseRateLimit, createBuckets, limitRate } = require('./rate-limit');
+const { parseTrustProxy } = require('./trust-proxy');
 const { serverVariables } = require('../vocabulary');
 
 /** createApp's defaults: those of the variables that set its options (native/core/vocabulary.json). */
@@ -46,6 +47,8 @@ const APP_DEFAULTS = Object.fromEntries(serverVariables().filter((v) => v.app).m
  * @param {Array<{ key: string, scope: 'infer' | 'admin' }>} [options.apiKeys] the keys that may call it (js/server/api-keys.js)
  * @param {boolean} [options.metricsAuth] /metrics needs a key too
  * @param {string} [options.rateLimit] RATE:BURST, a token bucket per key, or per client address without keys
+ * @param {string} [options.trustProxy] the proxies whose X-Forwarded-For names the client (js/server/trust-proxy.js);
+ *   unset, an app mounted in another takes that one's `trust proxy`
  */
 function createApp({
   model,
@@ -62,6 +65,7 @@ function createApp({
   apiKeys,
   metricsAuth = APP_DEFAULTS.metricsAuth,
   rateLimit = APP_DEFAULTS.rateLimit,
+  trustProxy = APP_DEFAULTS.trustProxy,
 }) {
   if (!repository && ![...models.values()].every(Boolean)) throw new TypeError('createApp needs a model, or a Map of models');
   const catalog = repository?.catalog ?? Catalog.of(models);
@@ -69,12 +73,14 @@ function createApp({
   if (metricsAuth && !keys) throw new TypeError('metricsAuth: closing /metrics needs apiKeys');
   const metricsOpen = !metricsAuth;
   const limit = rateLimit ? checked('rateLimit', () => parseRateLimit(rateLimit)) : null;
+  const proxies = trustProxy ? checked('trustProxy', () => parseTrustProxy(trustProxy)) : null;
   const allowed = parseAllowlist(urlAllowlist);
   const crossOrigin = checked('corsOrigins', () => corsFor(parseOrigins(corsOrigins)));
   const metrics = createMetrics(catalog, repository && (() => repository.loadFailures()));
   const pacing = createRetryPacing();
   const app = express();
   app.disable('x-powered-by');
+  if (proxies !== null) app.set('trust proxy', proxies);
   // Set by the server when it drains (main.js): /readyz turns 503 and every answer closes its connection.
   app.locals.draining = false;
   // Read by the gRPC service (js/server/grpc.js), which answers from the same catalog (and repository)

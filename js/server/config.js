@@ -9,6 +9,7 @@ const { publicKeys } = require('../signature');
 const { parseOrigins } = require('./cors');
 const { parseKeysFile, keyring } = require('./api-keys');
 const { parseRateLimit } = require('./rate-limit');
+const { parseTrustProxy } = require('./trust-proxy');
 const { vocabulary, serverVariables, unsetValue } = require('../vocabulary');
 
 class ConfigError extends Error {
@@ -96,12 +97,13 @@ const PARSERS = {
   file: () => existingFile,
   directory: () => existingFolder,
   models: () => models,
-  // Checked here, so that a bad origin or limit stops start-up; createApp takes each as it is written.
+  // Checked here, so that a bad origin, limit or proxy stops start-up; createApp takes each as it is written.
   origins: () => checkedText(parseOrigins),
   keyFiles: () => trustedKeys,
   boolean: () => boolean,
   apiKeysFile: () => apiKeys,
   rateLimit: () => checkedText(parseRateLimit),
+  trustProxy: () => checkedText(parseTrustProxy),
 };
 
 /** @type {any[]} the variables as native/core/vocabulary.json lists them */

@@ -14,6 +14,14 @@ const { ModelRepository } = require('./repository');
 const { toHttpError, errorBody } = require('./http-error');
 const { startGrpcServer } = require('./grpc');
 const { keyring, authorize } = require('./api-keys');
+const { serverVariables } = require('../vocabulary');
+
+// How long a stop may take (the requests in hand, then the last spans), and the part of it the spans get.
+const STOP_MS = 10_000;
+const SPANS_STOP_MS = 2_000;
+
+/** The settings of the variables that set createApp's options (`app` in native/core/vocabulary.json). */
+const appSettings = (config) => Object.fromEntries(serverVariables().filter((v) => v.app).map((v) => [v.setting, config[v.setting]]));
 
 /** The gRPC methods open to any caller, as HTTP's /v2/health routes are (js/server/paths.js accessOf). */
 const OPEN_GRPC = new Set(['ServerLive', 'ServerReady']);
@@ -168,9 +176,7 @@ async function serve(config = readConfig()) {
   // OpenTelemetry's SDK is loaded only when OTEL_* variables ask for an exporter (config.js readTracing).
   const tracing = config.tracing ? require('./tracing').startTracing(config.tracing, logger) : null;
   if (tracing) logger.info({ protocol: config.tracing.protocol }, `tracing: spans go over OTLP (${config.tracing.protocol})`);
-  const app = createApp({ ...served, logger, urlAllowlist: config.urlAllowlist, corsOrigins: config.corsOrigins, maxBodyBytes: config.maxBodyBytes,
-    fetchTimeoutMs: config.fetchTimeoutMs, timeoutMs: config.timeoutMs, defaultLabel: config.defaultLabel, tracer: tracing?.tracer,
-    apiKeys: config.apiKeys, metricsAuth: config.metricsAuth, rateLimit: config.rateLimit });
+  const app = createApp({ ...served, ...appSettings(config), logger, tracer: tracing?.tracer, apiKeys: config.apiKeys });
   handle = app;
   const names = served.models ? [...served.models.keys()] : served.repository.catalog.names();
   // The gRPC service answers from the app's catalog, and loads and unloads through the same repository.
@@ -194,15 +200,16 @@ async function serve(config = readConfig()) {
     stopping = true;
     app.locals.draining = true;
     logger.info({ signal }, 'stopping: finishing the requests in hand');
+    const deadline = performance.now() + STOP_MS;
     setTimeout(() => {
-      logger.warn('requests still running after 10 s; stopping anyway');
+      logger.warn(`requests still running after ${STOP_MS / 1000} s; stopping anyway`);
       process.exit(1);
-    }, 10_000).unref();
+    }, STOP_MS).unref();
     // The gRPC server, if any, takes no new call and finishes those in hand, alongside.
     const closed = Promise.all([new Promise((resolve) => server.close(resolve)), grpcServer?.shutdown()]);
     closed.then(async () => {
       await unload();
-      await tracing?.shutdown().catch((error) => logger.warn({ err: error }, 'tracing: the last spans were not sent'));
+      if (tracing) await sendLastSpans(tracing, logger, Math.min(SPANS_STOP_MS, deadline - performance.now()));
       logger.info('stopped');
       process.exit(0);
     });
@@ -211,6 +218,21 @@ async function serve(config = readConfig()) {
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
+}
+
+/**
+ * The spans still held, sent as the server stops, for `ms` at most: a collector that is down or does not
+ * answer (the exporter retries for OTEL_EXPORTER_OTLP_TIMEOUT, 10 s by default) must not hold up a
+ * restart, nor make a drained server's exit look like a failure.
+ */
+async function sendLastSpans(tracing, logger, ms) {
+  let timer;
+  const late = new Promise((resolve) => {
+    timer = setTimeout(() => resolve(new Error(`the collector took no spans in ${Math.round(ms)} ms`)), Math.max(0, ms));
+  });
+  const failure = await Promise.race([tracing.shutdown().then(() => null, (error) => error), late]);
+  clearTimeout(timer);
+  if (failure) logger.warn({ err: failure }, 'tracing: the last spans were not sent');
 }
 
 /** Node's own parse errors (a bad chunk, headers too large, …) answered in choripan's JSON shape. */

@@ -8,6 +8,7 @@ const crypto = require('node:crypto');
 const { ChoripanError } = require('../errors');
 const { isOwn } = require('./paths');
 const { toHttpError, errorBody } = require('./http-error');
+const { clientAddress } = require('./trust-proxy');
 
 /** Mounted in another app, `app` answers its own paths only: the rest is the host's. */
 function passOthers(app) {
@@ -23,9 +24,9 @@ function closeWhileDraining(app) {
 }
 
 /**
- * One log line per request, with an id (X-Request-Id, or a new one) echoed back and, when it is traced,
- * its trace_id and span_id; and its count and latency in the metrics. The routes leave what the line
- * says of the answer in `res.locals`.
+ * One log line per request, with an id (X-Request-Id, or a new one) echoed back, its client (as
+ * js/server/trust-proxy.js tells it) and, when it is traced, its trace_id and span_id; and its count
+ * and latency in the metrics. The routes leave what the line says of the answer in `res.locals`.
  * @param {{ logger: import('pino').Logger, metrics: ReturnType<typeof import('./metrics').createMetrics> }} options
  */
 function requestLog({ logger, metrics }) {
@@ -39,7 +40,7 @@ function requestLog({ logger, metrics }) {
       metrics.request(req.route?.path, req.method, res.statusCode, seconds);
       const { label, probability, errorCode, model: name, traceIds } = res.locals;
       const where = req.originalUrl.split('?')[0];
-      logger.info({ id, method: req.method, path: where, status: res.statusCode, model: name, label, probability, errorCode, ms, ...traceIds },
+      logger.info({ id, client: clientAddress(req), method: req.method, path: where, status: res.statusCode, model: name, label, probability, errorCode, ms, ...traceIds },
         label ? `${label} (${probability.toFixed(3)}) in ${ms} ms` : `${req.method} ${where} ${res.statusCode} in ${ms} ms`);
     });
     next();

@@ -10,6 +10,7 @@
 
 const { ChoripanError } = require('../errors');
 const { accessOf } = require('./paths');
+const { clientAddress } = require('./trust-proxy');
 
 /** The most buckets kept: past it, the least recently used goes (it comes back full, which favours its client). */
 const MAX_BUCKETS = 10_000;
@@ -82,8 +83,8 @@ function createBuckets({ rate, burst, maxBuckets = MAX_BUCKETS, now = () => perf
 /**
  * The client a request counts against when the service has no keys: its address, an IPv6 one by its
  * /64 (the least a host is given, so that one host cycling through its addresses is one client).
- * Behind a proxy every request comes from the proxy: give keys instead.
- * @param {string | undefined} address the socket's remoteAddress
+ * Behind a proxy every request comes from the proxy unless trustProxy names it (js/server/trust-proxy.js).
+ * @param {string | undefined} address the client's, as clientAddress() tells it
  */
 function clientOf(address = '') {
   const bare = address.replace(/%.*$/, '');
@@ -109,7 +110,7 @@ function limitRate({ buckets, metricsOpen, metrics }) {
     if (accessOf(req.path, { metricsOpen }) === 'open') return next();
     const key = res.locals.apiKey;
     const name = policyName(Boolean(key));
-    const { allowed, remaining, resetSeconds } = buckets.take(key ? `key ${key.id}` : clientOf(req.socket.remoteAddress));
+    const { allowed, remaining, resetSeconds } = buckets.take(key ? `key ${key.id}` : clientOf(clientAddress(req)));
     res.set('RateLimit-Policy', `"${name}";q=${burst};w=${window}`);
     res.set('RateLimit', `"${name}";r=${remaining};t=${resetSeconds}`);
     if (allowed) return next();

@@ -1,15 +1,17 @@
 'use strict';
 // A span for each request the service answers (but the probes' and the scrape's), when createApp has a
 // tracer (js/server/app.js): the caller's trace continued from its `traceparent`, the attributes of
-// OpenTelemetry's HTTP server conventions and the model's, and under it a `choripan.queue` and a
-// `choripan.forward` span for each image, whose lengths are the core's own timings, as the model's
-// 'prediction' event carries them (queueMs: submission to the start of its batch, preprocessing and a
-// JPEG decoded in the core included; forwardMs: its batch's forward pass). Nothing here measures them
-// again. Only @opentelemetry/api is used: the SDK behind it is js/server/tracing.js's, or an app's own.
+// OpenTelemetry's HTTP server conventions and the model's, and under it a `choripan.decode`, a
+// `choripan.queue` and a `choripan.forward` span for each image, whose lengths are the timings the
+// model's 'prediction' event carries (decodeMs: the core's decoding of a JPEG, or sharp's as the library
+// timed it, `choripan.decoder` saying which; queueMs: submission to the start of its batch, preprocessing
+// and a JPEG decoded in the core included; forwardMs: its batch's forward pass). Nothing here measures
+// them again. Only @opentelemetry/api is used: the SDK behind it is js/server/tracing.js's, or an app's own.
 
 const { context, propagation, trace, createContextKey, SpanKind, SpanStatusCode } = require('@opentelemetry/api');
 const semconv = require('@opentelemetry/semantic-conventions');
 const { PATHS, OIP_PATHS } = require('./paths');
+const { clientAddress } = require('./trust-proxy');
 
 // What probes and scrapers ask every few seconds: logged and counted, but no one's trace.
 const UNTRACED = new Set([PATHS.healthz, PATHS.readyz, PATHS.metrics, OIP_PATHS.live, OIP_PATHS.ready]);
@@ -51,16 +53,24 @@ function traceRequests({ tracer, catalog }) {
   // of this app's own, so that two apps serving one model do not take each other's requests.
   const REQUEST = createContextKey('choripan request');
   const watch = ({ name, version, model }) => {
-    model.on('prediction', ({ queueMs, forwardMs, batchSize }) => {
+    model.on('prediction', ({ queueMs, forwardMs, batchSize, decoder, decodeStartMs, decodeMs }) => {
       const request = context.active().getValue(REQUEST);
       if (!request?.span.isRecording()) return;
       // The core says how long each step took, not when it ended: the forward pass is taken to end as
       // its answer reaches this event loop, which is later by the hop from the worker thread.
       const answered = performance.now();
       const forwardStarted = answered - forwardMs;
+      const submitted = forwardStarted - queueMs;
       const parent = trace.setSpan(context.active(), request.span);
-      const attributes = { 'choripan.model.name': name, 'choripan.model.version': String(version), 'choripan.batch.size': batchSize };
-      tracer.startSpan('choripan.queue', { startTime: request.at(forwardStarted - queueMs), attributes }, parent)
+      const ofModel = { 'choripan.model.name': name, 'choripan.model.version': String(version) };
+      const attributes = { ...ofModel, 'choripan.batch.size': batchSize };
+      if (decoder) {
+        // Decoded before submission by sharp, or by the core while it waited (within the queue's span).
+        const decodeStarted = submitted + decodeStartMs;
+        tracer.startSpan('choripan.decode', { startTime: request.at(decodeStarted), attributes: { ...ofModel, 'choripan.decoder': decoder } }, parent)
+          .end(request.at(decodeStarted + decodeMs));
+      }
+      tracer.startSpan('choripan.queue', { startTime: request.at(submitted), attributes }, parent)
         .end(request.at(forwardStarted));
       tracer.startSpan('choripan.forward', { startTime: request.at(forwardStarted), attributes }, parent)
         .end(request.at(answered));
@@ -79,6 +89,7 @@ function traceRequests({ tracer, catalog }) {
     // Under an app's own HTTP server span (its instrumentation), this one is a part of it; otherwise it
     // is the server span, and continues the trace the caller's traceparent names.
     const hosted = trace.getSpan(context.active()) !== undefined;
+    const client = clientAddress(req);
     const parent = hosted ? context.active() : propagation.extract(context.active(), req.headers);
     const span = tracer.startSpan(known ? method : 'HTTP', {
       kind: hosted ? SpanKind.INTERNAL : SpanKind.SERVER,
@@ -90,7 +101,9 @@ function traceRequests({ tracer, catalog }) {
         [semconv.ATTR_URL_SCHEME]: req.protocol,
         [semconv.ATTR_NETWORK_PROTOCOL_VERSION]: req.httpVersion,
         ...hostAttributes(req.get('host')),
-        ...(req.socket.remoteAddress ? { [semconv.ATTR_CLIENT_ADDRESS]: req.socket.remoteAddress } : {}),
+        ...(client ? { [semconv.ATTR_CLIENT_ADDRESS]: client } : {}),
+        // The connection's peer, where it is a proxy the client came through.
+        ...(client !== req.socket.remoteAddress && req.socket.remoteAddress ? { [semconv.ATTR_NETWORK_PEER_ADDRESS]: req.socket.remoteAddress } : {}),
         ...(req.get('user-agent') ? { [semconv.ATTR_USER_AGENT_ORIGINAL]: req.get('user-agent') } : {}),
       },
     }, parent);

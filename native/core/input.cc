@@ -32,14 +32,19 @@ int64_t InputPixels(const Input& input) {
   return 0;
 }
 
-void PrepareInto(const Input& input, const Preprocessing& spec, at::Tensor row) {
+std::optional<Decoding> PrepareInto(const Input& input, const Preprocessing& spec, at::Tensor row) {
   if (const auto* tensor = std::get_if<at::Tensor>(&input)) {
     row.copy_(*tensor);
   } else if (const auto* jpeg = std::get_if<JpegView>(&input)) {
-    PreprocessInto(DecodeJpeg(*jpeg).image, spec, row);
+    const auto started = Clock::now();
+    const auto decoded = DecodeJpeg(*jpeg);
+    const Decoding decoding{started, Milliseconds(Clock::now() - started)};
+    PreprocessInto(decoded.image, spec, row);
+    return decoding;
   } else {
     PreprocessInto(std::get<ImageView>(input), spec, row);
   }
+  return std::nullopt;
 }
 
 }  // namespace choripan

@@ -6,10 +6,12 @@
 #include <ATen/Tensor.h>
 
 #include <cstdint>
+#include <optional>
 #include <variant>
 
 #include "jpeg.h"
 #include "preprocess.h"
+#include "statistics.h"
 
 namespace choripan {
 
@@ -30,8 +32,15 @@ int64_t InputBytes(const Input& input);
 // Decoded pixels (0 for a tensor): whether it is prepared off the workers (kOffWorkerPixels).
 int64_t InputPixels(const Input& input);
 
+// When the core decoded a JPEG, and for how long: the decode step of a request's trace.
+struct Decoding {
+  Clock::time_point started;
+  double ms = 0;
+};
+
 // The input as a preprocessed row: a JPEG decoded, pixels composited, resized, cropped and normalised
-// into `row` [3, crop, crop]; a tensor copied. Throws Error(kDecode | kTooLarge | kInvalidArgument).
-void PrepareInto(const Input& input, const Preprocessing& spec, at::Tensor row);
+// into `row` [3, crop, crop]; a tensor copied. Returns the JPEG's decoding, nullopt for the others.
+// Throws Error(kDecode | kTooLarge | kInvalidArgument).
+std::optional<Decoding> PrepareInto(const Input& input, const Preprocessing& spec, at::Tensor row);
 
 }  // namespace choripan

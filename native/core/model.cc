@@ -210,7 +210,9 @@ void Model::RunBatch(std::vector<Request>& batch, Runner& runner) {
   std::vector<Request*> admitted;
   for (auto& request : batch) {
     try {
-      PrepareInto(request.input, metadata_.preprocessing, input[static_cast<int64_t>(admitted.size())]);
+      const auto row = input[static_cast<int64_t>(admitted.size())];
+      // One prepared off the workers is a tensor by now, its decoding already recorded.
+      if (auto decoding = PrepareInto(request.input, metadata_.preprocessing, row)) request.decoding = decoding;
       admitted.push_back(&request);
     } catch (const Error& error) {
       Finish(request, Outcome{error, {}}, true);
@@ -235,11 +237,15 @@ void Model::RunBatch(std::vector<Request>& batch, Runner& runner) {
   }
   const auto* data = probabilities.data_ptr<float>();
   for (size_t row = 0; row < admitted.size(); ++row) {
+    auto& request = *admitted[row];
     const auto* begin = data + row * classes_;
-    Finish(*admitted[row],
-           Outcome{std::nullopt, std::vector<float>(begin, begin + classes_),
-                   Milliseconds(started - admitted[row]->submitted), elapsed, static_cast<int64_t>(admitted.size())},
-           true);
+    Outcome outcome{std::nullopt, std::vector<float>(begin, begin + classes_), Milliseconds(started - request.submitted),
+                    elapsed, static_cast<int64_t>(admitted.size())};
+    if (request.decoding) {
+      outcome.decode_start_ms = Milliseconds(request.decoding->started - request.submitted);
+      outcome.decode_ms = request.decoding->ms;
+    }
+    Finish(request, std::move(outcome), true);
   }
 }
 
@@ -346,7 +352,7 @@ void Model::PreprocessorMain() {
       try {
         const auto crop = metadata_.preprocessing.crop;
         auto tensor = at::empty({3, crop, crop}, at::kFloat);
-        PrepareInto(request.input, metadata_.preprocessing, tensor);
+        request.decoding = PrepareInto(request.input, metadata_.preprocessing, tensor);
         request.input = std::move(tensor);
       } catch (const Error& error) {
         failure = error;

@@ -82,6 +82,7 @@ class Model : public std::enable_shared_from_this<Model> {
     Clock::time_point submitted;
     std::optional<Clock::time_point> deadline;
     int64_t bytes;  // the input's, counted in pending_bytes until it is answered
+    std::optional<Decoding> decoding = std::nullopt;  // once the core has decoded its JPEG
   };
 
   Model(std::string path, Options options, std::shared_ptr<Runner> runner, Metadata metadata);

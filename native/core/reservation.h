@@ -28,6 +28,10 @@ struct Outcome {
   double queue_ms = 0;
   double forward_ms = 0;
   int64_t batch_size = 0;
+  // A JPEG the core decoded (within queue_ms): from submission to the start of its decoding, and how
+  // long that took; nullopt for pixels and tensors, decoded before they came.
+  std::optional<double> decode_start_ms = std::nullopt;
+  std::optional<double> decode_ms = std::nullopt;
 };
 
 // Called exactly once per submitted request, from a worker thread, or from the thread that cancels or

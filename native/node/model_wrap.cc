@@ -140,6 +140,10 @@ void ModelWrap::Settle(Napi::Env env, Job* job, Outcome outcome) {
       answer.Set("queueMs", outcome.queue_ms);
       answer.Set("forwardMs", outcome.forward_ms);
       answer.Set("batchSize", static_cast<double>(outcome.batch_size));
+      if (outcome.decode_ms) {
+        answer.Set("decodeStartMs", *outcome.decode_start_ms);
+        answer.Set("decodeMs", *outcome.decode_ms);
+      }
       owned->deferred.Resolve(answer);
     }
   } catch (const Napi::Error&) {

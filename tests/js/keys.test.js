@@ -1,8 +1,9 @@
 'use strict';
-// API keys and rate limits (createApp's apiKeys, metricsAuth, rateLimit; CHORIPAN_API_KEYS_FILE,
-// CHORIPAN_METRICS_AUTH, CHORIPAN_RATE_LIMIT): who may call which route, what a refusal says in each
-// route family's shape, that keys are compared in constant time and never written to the log, and that
-// buckets refill, stay apart and stay few. Real servers on ephemeral loopback ports, called with fetch.
+// API keys and rate limits (createApp's apiKeys, metricsAuth, rateLimit, trustProxy; CHORIPAN_API_KEYS_FILE,
+// CHORIPAN_METRICS_AUTH, CHORIPAN_RATE_LIMIT, CHORIPAN_TRUST_PROXY): who may call which route, what a
+// refusal says in each route family's shape, that keys are compared in constant time and never written
+// to the log, that buckets refill, stay apart and stay few, and who the client is behind a proxy. Real
+// servers on ephemeral loopback ports, called with fetch.
 
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
@@ -328,6 +329,85 @@ describe('limits: a served app', () => {
       server.close();
     }
   });
+
+  describe('behind a proxy (trustProxy)', () => {
+    const route = `/v2/models/${MODEL}`;
+    /** A served app of a bucket of one request, and the clients its log lines name. */
+    async function served(options) {
+      const lines = [];
+      const logger = pino({ level: 'info' }, { write: (line) => lines.push(JSON.parse(line)) });
+      const { server } = await listen(createApp({ model, logger, rateLimit: '0.01:1', ...options }));
+      const url = `http://127.0.0.1:${server.address().port}${route}`;
+      const from = async (forwardedFor, localAddress = '127.0.0.1') => {
+        const headers = forwardedFor === undefined ? {} : { 'x-forwarded-for': forwardedFor };
+        const { status } = await getFrom(localAddress, url, headers);
+        return status;
+      };
+      const clients = () => lines.filter((l) => l.path === route).map((l) => l.client);
+      return { server, from, clients };
+    }
+
+    test('off (the default): X-Forwarded-For names no one, every value shares the connection\'s bucket', async () => {
+      const { server, from, clients } = await served({});
+      try {
+        assert.deepEqual([await from('203.0.113.1'), await from('203.0.113.2')], [200, 429]);
+        assert.deepEqual(clients(), ['127.0.0.1', '127.0.0.1']);
+      } finally {
+        server.close();
+      }
+    });
+
+    test('loopback trusted: each address the proxy forwards has its own bucket, in the log and the limit alike', async () => {
+      const { server, from, clients } = await served({ trustProxy: 'loopback' });
+      try {
+        assert.deepEqual([await from('203.0.113.1'), await from('203.0.113.2'), await from('203.0.113.1')], [200, 200, 429]);
+        // What the client wrote before the proxy's entry is the client's own say, never trusted.
+        assert.equal(await from('198.51.100.9, 203.0.113.2'), 429, 'a forged first entry: still 203.0.113.2');
+        // An IPv6 client by its /64, as without a proxy.
+        assert.deepEqual([await from('2001:db8::1'), await from('2001:db8::2')], [200, 429]);
+        assert.deepEqual(clients(), ['203.0.113.1', '203.0.113.2', '203.0.113.1', '203.0.113.2', '2001:db8::1', '2001:db8::2']);
+      } finally {
+        server.close();
+      }
+    });
+
+    test('hostile headers: what is no address counts as the proxy, a long chain is read to its last hop, an oversized one refused', async () => {
+      const { server, from, clients } = await served({ trustProxy: 'loopback' });
+      try {
+        assert.equal(await from('not-an-address'), 200);
+        assert.equal(await from('203.0.113.1 , <script>'), 429, 'the proxy\'s bucket again');
+        assert.equal(await from('203.0.113.1, unknown'), 429, 'nginx\'s word for an address it does not know');
+        const chain = Array.from({ length: 1000 }, (_, i) => `10.${i >> 8}.${i & 255}.1`).join(', ');
+        assert.equal(await from(`${chain}, 203.0.113.7`), 200, 'its own bucket: the last hop');
+        assert.deepEqual(clients(), ['127.0.0.1', '127.0.0.1', '127.0.0.1', '203.0.113.7']);
+        assert.equal(await from('203.0.113.8,'.repeat(2000)), 431, 'past Node\'s header limit: refused before the app');
+      } finally {
+        server.close();
+      }
+    });
+
+    test('a hop not trusted cannot name a client: only the listed proxy\'s header counts', async (t) => {
+      const { server, from, clients } = await served({ trustProxy: '127.0.0.2' });
+      try {
+        const proxied = await from('203.0.113.1', '127.0.0.2').catch((error) => error);
+        if (proxied instanceof Error) return t.skip(`no second loopback address here (${proxied.code})`);
+        assert.equal(proxied, 200);
+        assert.equal(await from('203.0.113.2'), 200, 'from 127.0.0.1: its own address');
+        assert.equal(await from('203.0.113.3'), 429, 'the same client whatever it forwards');
+        assert.deepEqual(clients(), ['203.0.113.1', '127.0.0.1', '127.0.0.1']);
+      } finally {
+        server.close();
+      }
+    });
+
+    test('createApp refuses a proxy setting it cannot read, or one that trusts every hop, by option name', () => {
+      for (const [trustProxy, message] of [['true', /trusting every hop/], ['0', /count of hops from 1 to 10/], ['10.0.0.0/33', /invalid range/],
+        ['loopback,proxy.example', /invalid IP address: proxy\.example/]]) {
+        assert.throws(() => createApp({ model, trustProxy }), (error) => error instanceof TypeError && /^trustProxy: /.test(error.message) &&
+          message.test(error.message), trustProxy);
+      }
+    });
+  });
 });
 
 describe('the server (js/server/main.js) with keys and limits', () => {
@@ -368,6 +448,7 @@ describe('the server (js/server/main.js) with keys and limits', () => {
       ['CHORIPAN_API_KEYS_FILE', folder],
       ['CHORIPAN_RATE_LIMIT', '20'], ['CHORIPAN_RATE_LIMIT', '0:40'], ['CHORIPAN_RATE_LIMIT', '20:0'],
       ['CHORIPAN_METRICS_AUTH', 'yes'], ['CHORIPAN_METRICS_AUTH', 'true'],
+      ['CHORIPAN_TRUST_PROXY', 'true'], ['CHORIPAN_TRUST_PROXY', '11'], ['CHORIPAN_TRUST_PROXY', '10.0.0.0/8;loopback'],
     ]) {
       const run = spawnSync(process.execPath, [main], { encoding: 'utf8', env: { ...process.env, ...env, [variable]: value }, timeout: 60_000 });
       assert.equal(run.status, 2, `${variable}=${value}: ${run.stderr}`);

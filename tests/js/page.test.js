@@ -1,7 +1,7 @@
 'use strict';
 // The page at `/`, in Debian's Chromium through playwright-core, against a real server on a loopback
 // port and real photos: choosing, dropping and pasting, the busy state, the keyboard and what a screen
-// reader is given, the favicon, and the page mounted in another Express app. Each test saves screenshots
+// reader is given, the favicon, the page mounted in another Express app, and an API key typed in. Each test saves screenshots
 // into one folder under the system's temporary folder, printed at the start, to look at.
 
 const assert = require('node:assert/strict');
@@ -303,6 +303,75 @@ describe('the page, in Chromium', { skip }, () => {
       assert.equal(await (await fetch(`${mounted.base}/`)).text(), 'the host app');
     } finally {
       mounted.server.close();
+    }
+  });
+
+  test('with API keys: the page asks for one, refuses odd bytes unsent, sends the key typed in, and keeps it for the tab only', async () => {
+    const key = 'page-key-0123456789abcdef012345';
+    const lines = [];
+    const logger = pino({ level: 'info' }, { write: (line) => lines.push(line) });
+    const keyed = await listen(createApp({ model, logger, apiKeys: [{ key, scope: 'infer' }] }));
+    try {
+      const { page } = await open(keyed.base);
+      const posts = [];
+      page.on('request', (request) => request.method() === 'POST' && posts.push(request));
+      const errorText = async () => (await page.isHidden('#error') ? null : page.textContent('#error-text'));
+      assert.equal(await page.isHidden('#key-form'), true, 'no key field until the server asks for one');
+
+      await page.setInputFiles('#file', photoPath('chelsea.png'));
+      await page.waitForSelector('#error:not([hidden])');
+      assert.equal(await errorText(), 'This server needs an API key: type it in the API key field (E_UNAUTHORIZED)');
+      assert.equal(await page.isVisible('#key'), true);
+      assert.equal(await page.evaluate(() => document.activeElement.id), 'key', 'where to type it');
+      assert.equal((await accessible(page, '#key')).name, 'API key');
+      await shoot(page, 'key-needed');
+
+      for (const odd of ['ключ-0123456789abcdef', 'two words 0123456789abcdef', '"quoted-0123456789abcdef"', `${key}🔑`]) {
+        const before = posts.length;
+        await page.fill('#key', odd);
+        await page.press('#key', 'Enter');
+        await page.waitForFunction(() => document.getElementById('error-text').textContent.startsWith('That is not an API key'));
+        assert.equal(posts.length, before, `${odd}: nothing sent`);
+        assert.equal(await page.evaluate(() => sessionStorage.getItem('choripan.apiKey')), null, `${odd}: not kept`);
+      }
+
+      await page.fill('#key', 'wrong-key-0123456789abcdef0123');
+      await page.click('#key-form button');
+      await page.waitForFunction(() => /not accepted/.test(document.getElementById('error-text').textContent));
+      assert.equal(await errorText(), 'That API key was not accepted: check it and try again (E_UNAUTHORIZED)');
+
+      await page.fill('#key', ` ${key} `); // as pasted, with the spaces around it
+      await page.press('#key', 'Enter');
+      await page.waitForSelector('#label:not(:empty)');
+      assert.ok(CAT_LABELS.includes(await page.textContent('#label')), 'the photo is sent again, with the key');
+      assert.equal(await page.isHidden('#error'), true);
+      assert.equal(await posts.at(-1).headerValue('authorization'), `Bearer ${key}`);
+      assert.equal(await page.evaluate(() => sessionStorage.getItem('choripan.apiKey')), key);
+      assert.equal(await page.evaluate(() => localStorage.length), 0, 'nothing kept beyond the tab');
+      assert.equal(page.url(), `${keyed.base}/`, 'no key in the URL');
+      assert.ok(!(await page.content()).includes(key), 'no key in the page\'s HTML');
+      await shoot(page, 'key-given');
+
+      // The same tab, reloaded: the key is still there, and the next photo needs nothing more.
+      await page.reload();
+      assert.equal(await page.isVisible('#key'), true);
+      await page.setInputFiles('#file', photoPath('coffee.png'));
+      await page.waitForFunction(() => document.getElementById('label').textContent === 'espresso');
+      // Another tab starts without it.
+      const other = await open(keyed.base);
+      assert.equal(await other.page.isHidden('#key-form'), true);
+      assert.equal(await other.page.evaluate(() => sessionStorage.length), 0);
+      await other.page.close();
+      // An empty field forgets it: refused again.
+      await page.fill('#key', '');
+      await page.press('#key', 'Enter');
+      await page.waitForFunction(() => /needs an API key/.test(document.getElementById('error-text').textContent));
+      assert.equal(await page.evaluate(() => sessionStorage.getItem('choripan.apiKey')), null);
+      await page.close();
+      assert.ok(lines.some((line) => line.includes('"status":200')), 'the log has the requests');
+      assert.ok(!lines.some((line) => line.includes(key)), 'and never the key');
+    } finally {
+      keyed.server.close();
     }
   });
 

@@ -8,6 +8,7 @@ const { test, describe, before, after } = require('node:test');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const http = require('node:http');
+const net = require('node:net');
 const path = require('node:path');
 const { spawn, spawnSync } = require('node:child_process');
 const sharp = require('sharp');
@@ -237,8 +238,8 @@ describe('a service traced in this process (OTLP/JSON)', () => {
     assert.equal(answer.status, 200);
     assert.equal(answer.predictions.length, 1);
     const [{ queueMs, forwardMs, batchSize }] = answer.predictions;
-    const spans = await spansOf(traceId, 3);
-    assert.equal(spans.length, 3, JSON.stringify(spans.map((s) => s.name)));
+    const spans = await spansOf(traceId, 4);
+    assert.equal(spans.length, 4, JSON.stringify(spans.map((s) => s.name)));
     const server_ = spans.find((s) => s.kind === SERVER);
     const queue = spans.find((s) => s.name === 'choripan.queue');
     const forward = spans.find((s) => s.name === 'choripan.forward');
@@ -253,6 +254,46 @@ describe('a service traced in this process (OTLP/JSON)', () => {
     assert.ok(server_.start <= queue.start && forward.end <= server_.end, 'both within the request');
   });
 
+  test('choripan.decode: a JPEG the core decoded, timed by the core within the queue; a PNG decoded by sharp, before it', async () => {
+    for (const [body, type, decoder] of [[CAT, 'image/jpeg', 'core-jpeg'], [photo('chelsea.png'), 'image/png', 'sharp']]) {
+      const { traceId, traceparent } = caller();
+      const answer = await request('/predict', { method: 'POST', body, headers: { 'content-type': type, traceparent } });
+      assert.equal(answer.status, 200);
+      const [timing] = answer.predictions;
+      assert.equal(timing.decoder, decoder);
+      assert.ok(timing.decodeMs > 0, `${decoder}: ${timing.decodeMs} ms`);
+      const spans = await spansOf(traceId, 4);
+      const server_ = spans.find((s) => s.kind === SERVER);
+      const decode = spans.find((s) => s.name === 'choripan.decode');
+      const queue = spans.find((s) => s.name === 'choripan.queue');
+      assert.ok(decode, `${decoder}: ${JSON.stringify(spans.map((s) => s.name))}`);
+      assert.equal(decode.parentSpanId, server_.spanId);
+      assert.equal(decode.kind, INTERNAL);
+      assert.deepEqual(decode.attributes, { 'choripan.model.name': 'efficientnet-lite0', 'choripan.model.version': '1', 'choripan.decoder': decoder });
+      assert.ok(decode.end > decode.start, decoder);
+      sameMs(ms(decode.end - decode.start), timing.decodeMs, `${decoder}'s choripan.decode`);
+      assert.ok(server_.start <= decode.start && decode.end <= server_.end, `${decoder}: within the request`);
+      if (decoder === 'core-jpeg') {
+        assert.ok(timing.decodeStartMs >= 0 && timing.decodeStartMs + timing.decodeMs <= timing.queueMs, JSON.stringify(timing));
+        assert.ok(queue.start <= decode.start && decode.end <= queue.end, 'the core decodes while the request waits for its forward pass');
+      } else {
+        assert.ok(timing.decodeStartMs <= -timing.decodeMs, JSON.stringify(timing));
+        assert.ok(decode.end <= queue.start, 'sharp decodes before the pixels are submitted');
+      }
+    }
+  });
+
+  test('a preprocessed tensor was decoded by no one: no choripan.decode', async () => {
+    const { traceId, traceparent } = caller();
+    const crop = model.metadata.preprocessing.crop;
+    const body = JSON.stringify({ inputs: [{ name: 'input', shape: [1, 3, crop, crop], datatype: 'FP32', data: new Array(3 * crop * crop).fill(0) }] });
+    const answer = await request('/v2/models/efficientnet-lite0/infer', { method: 'POST', body, headers: { 'content-type': 'application/json', traceparent } });
+    assert.equal(answer.status, 200, JSON.stringify(answer.body));
+    assert.equal(answer.predictions[0].decoder, undefined);
+    const spans = await spansOf(traceId, 3);
+    assert.deepEqual(spans.map((s) => s.name).sort(), ['POST /v2/models/:name/infer', 'choripan.forward', 'choripan.queue']);
+  });
+
   test('an inference request of two images: a queue and a forward span for each, as the core timed each', async () => {
     const { traceId, traceparent } = caller();
     const images = [photo('chelsea.png'), await sharp(photo('coffee.png')).jpeg().toBuffer()];
@@ -260,7 +301,7 @@ describe('a service traced in this process (OTLP/JSON)', () => {
     const answer = await request('/v2/models/efficientnet-lite0/infer', { method: 'POST', body, headers: { 'content-type': 'application/json', traceparent } });
     assert.equal(answer.status, 200, JSON.stringify(answer.body));
     assert.equal(answer.predictions.length, 2);
-    const spans = await spansOf(traceId, 5);
+    const spans = await spansOf(traceId, 7);
     const server_ = spans.find((s) => s.kind === SERVER);
     assert.equal(server_.name, 'POST /v2/models/:name/infer');
     assert.equal(server_.attributes['http.route'], '/v2/models/:name/infer');
@@ -272,17 +313,42 @@ describe('a service traced in this process (OTLP/JSON)', () => {
     const expected = (key) => answer.predictions.map((p) => p[key]).sort((a, b) => a - b);
     lengths('choripan.queue').forEach((length, i) => sameMs(length, expected('queueMs')[i], 'choripan.queue'));
     lengths('choripan.forward').forEach((length, i) => sameMs(length, expected('forwardMs')[i], 'choripan.forward'));
+    lengths('choripan.decode').forEach((length, i) => sameMs(length, expected('decodeMs')[i], 'choripan.decode'));
     assert.equal(lengths('choripan.queue').length, 2);
+    assert.deepEqual(spans.filter((s) => s.name === 'choripan.decode').map((s) => s.attributes['choripan.decoder']).sort(), ['core-jpeg', 'sharp']);
   });
 
   test('without a traceparent, a request starts a trace of its own', async () => {
     const answer = await request('/predict', { method: 'POST', body: photo('coffee.png'), headers: { 'content-type': 'image/png', 'x-request-id': 'untraced' } });
     assert.equal(answer.status, 200);
     const traceId = lines.find((l) => l.id === 'untraced').trace_id;
-    const spans = await spansOf(traceId, 3);
+    const spans = await spansOf(traceId, 4);
     const server_ = spans.find((s) => s.kind === SERVER);
     assert.equal(server_.parentSpanId, '');
-    assert.equal(spans.filter((s) => s.parentSpanId === server_.spanId).length, 2);
+    assert.equal(spans.filter((s) => s.parentSpanId === server_.spanId).length, 3);
+  });
+
+  test('behind a trusted proxy, client.address is the client X-Forwarded-For names, network.peer.address the proxy', async () => {
+    const proxied = http.createServer(createApp({ model, logger: pino({ level: 'silent' }), tracer: tracing.tracer, trustProxy: 'loopback' }));
+    await new Promise((resolve) => proxied.listen(0, '127.0.0.1', resolve));
+    try {
+      const spanOf = async (headers) => {
+        const { traceId, traceparent } = caller();
+        const response = await fetch(`http://127.0.0.1:${proxied.address().port}/v2`, { headers: { traceparent, ...headers } });
+        assert.equal(response.status, 200);
+        await response.arrayBuffer();
+        const [served] = await spansOf(traceId, 1);
+        return served.attributes;
+      };
+      const behind = await spanOf({ 'x-forwarded-for': '198.51.100.7, 203.0.113.9' });
+      assert.equal(behind['client.address'], '203.0.113.9');
+      assert.equal(behind['network.peer.address'], '127.0.0.1');
+      const direct = await spanOf({});
+      assert.equal(direct['client.address'], '127.0.0.1');
+      assert.equal(direct['network.peer.address'], undefined, 'no proxy between');
+    } finally {
+      proxied.close();
+    }
   });
 
   test('a caller that does not sample: answered, logged with its trace id, and no span is sent', async () => {
@@ -370,6 +436,38 @@ describe('choripan serve with OTEL_* set (OTLP/protobuf, the default)', () => {
     } finally {
       child.kill('SIGKILL');
       receiver.server.close();
+    }
+  });
+
+  test('a collector that takes connections and never answers: requests are answered, and a stop waits 2 s for it, no more', { timeout: 120_000 }, async () => {
+    const held = [];
+    const collector = net.createServer((socket) => held.push(socket));
+    await new Promise((resolve) => collector.listen(0, '127.0.0.1', resolve));
+    const child = spawn(process.execPath, [path.join(root, 'bin', 'choripan.js'), 'serve', '--port', '0'], {
+      cwd: root, env: { ...withoutOtel(process.env), OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${collector.address().port}`, OTEL_BSP_SCHEDULE_DELAY: '50' },
+    });
+    try {
+      let log = '';
+      child.stdout.on('data', (chunk) => (log += chunk));
+      const port = await require('./helpers').listening(child);
+      for (let i = 0; i < 3; i++) {
+        const response = await fetch(`http://127.0.0.1:${port}/predict`, { method: 'POST', body: CAT, headers: { 'content-type': 'image/jpeg' } });
+        assert.equal(response.status, 200);
+        await response.arrayBuffer();
+      }
+      while (held.length === 0) await new Promise((resolve) => setTimeout(resolve, 20)); // an export is stuck
+      const exited = new Promise((resolve) => child.on('exit', (status) => resolve(status)));
+      const stopping = performance.now();
+      child.kill('SIGTERM');
+      assert.equal(await exited, 0, log);
+      const took = performance.now() - stopping;
+      assert.ok(took >= 1_900 && took < 6_000, `stopped in ${took} ms`);
+      assert.match(log, /"msg":"tracing: the last spans were not sent"/);
+      assert.doesNotMatch(log, /requests still running/);
+    } finally {
+      child.kill('SIGKILL');
+      collector.close();
+      held.forEach((socket) => socket.destroy());
     }
   });
 

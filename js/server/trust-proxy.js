@@ -1,0 +1,52 @@
+'use strict';
+// Who a request's client is (CHORIPAN_TRUST_PROXY, createApp's trustProxy): the socket's peer, or, behind
+// proxies the operator names, the address X-Forwarded-For gives for the hop before the nearest proxy it
+// does not trust, as Express's `trust proxy` setting (proxy-addr) reads it. The log, the rate limit's
+// buckets and the spans all take the client from clientAddress(). Off unless set: a header any client can
+// write names no one unless the hop that wrote it is trusted.
+
+const net = require('node:net');
+const express = require('express');
+const { serverVariables } = require('../vocabulary');
+
+const { min: MIN_HOPS, max: MAX_HOPS } = serverVariables().find((v) => v.setting === 'trustProxy');
+
+/**
+ * The setting as Express's `trust proxy` takes it: a count of hops, or addresses and CIDR ranges, among
+ * them proxy-addr's names (loopback, linklocal, uniquelocal), comma-separated. `true` is refused: it
+ * trusts every hop, and so lets any client write its own address. Throws an Error saying what it expected.
+ * @param {string} text
+ * @returns {number | string}
+ */
+function parseTrustProxy(text) {
+  const expected = `expected the proxies to trust: addresses or CIDR ranges, comma-separated, loopback, linklocal and uniquelocal among them ` +
+    `(10.0.0.0/8,loopback), or a count of hops from ${MIN_HOPS} to ${MAX_HOPS}, got '${text}'`;
+  const value = String(text).trim();
+  if (/^\d+$/.test(value)) {
+    const hops = Number(value);
+    if (hops < MIN_HOPS || hops > MAX_HOPS) throw new Error(expected);
+    return hops;
+  }
+  if (/^true$/i.test(value)) throw new Error(`${expected}: trusting every hop lets any client name itself in X-Forwarded-For`);
+  try {
+    express().set('trust proxy', value); // compiled by proxy-addr, which refuses what it cannot read
+  } catch (error) {
+    throw new Error(`${expected} (${error.message})`);
+  }
+  return value;
+}
+
+/**
+ * The request's client: Express's req.ip, through the trusted proxies. Where a trusted proxy passed on
+ * something that is no address, the request is counted as that proxy's, so that no header can make up
+ * a client of its own.
+ * @param {import('express').Request} req
+ * @returns {string}
+ */
+function clientAddress(req) {
+  const address = req.ip;
+  if (address && net.isIP(address)) return address;
+  return req.ips[1] ?? req.socket.remoteAddress ?? '';
+}
+
+module.exports = { parseTrustProxy, clientAddress };
