@@ -23,7 +23,7 @@ const { createOperationsRouter } = require('./operations');
 const { createPageRouter } = require('./page');
 const { Catalog } = require('./catalog');
 const { keyring, requireKeys } = require('./api-keys');
-const { parseRateLimit, createBuckets, limitRate } = require('./rate-limit');
+const { parseRateLimit, createBuckets, createLimiter, limitRate } = require('./rate-limit');
 const { parseTrustProxy } = require('./trust-proxy');
 const { serverVariables } = require('../vocabulary');
 
@@ -77,16 +77,19 @@ function createApp({
   const allowed = parseAllowlist(urlAllowlist);
   const crossOrigin = checked('corsOrigins', () => corsFor(parseOrigins(corsOrigins)));
   const metrics = createMetrics(catalog, repository && (() => repository.loadFailures()));
+  const limiter = limit ? createLimiter({ buckets: createBuckets(limit), metrics }) : null;
   const pacing = createRetryPacing();
   const app = express();
   app.disable('x-powered-by');
   if (proxies !== null) app.set('trust proxy', proxies);
   // Set by the server when it drains (main.js): /readyz turns 503 and every answer closes its connection.
   app.locals.draining = false;
-  // Read by the gRPC service (js/server/grpc.js), which answers from the same catalog (and repository)
-  // and counts its calls beside the app's requests.
+  // Read by the gRPC service (js/server/grpc.js, main.js), which answers from the same catalog (and
+  // repository), counts its calls beside the app's requests and takes them from the same rate limit's
+  // buckets (null without one).
   app.locals.catalog = catalog;
   app.locals.metrics = metrics;
+  app.locals.limiter = limiter;
   app.locals.ready = () => ready();
   const ready = () => !app.locals.draining && catalog.all().every((served) => !served.model.disposed);
 
@@ -99,7 +102,7 @@ function createApp({
   if (crossOrigin) app.use(crossOrigin);
   // Keys and limits before any body is read: a client refused reads nothing into memory.
   app.use(requireKeys({ keys, metricsOpen }));
-  if (limit) app.use(limitRate({ buckets: createBuckets(limit), metricsOpen, metrics }));
+  if (limiter) app.use(limitRate({ limiter, metricsOpen }));
   app.use(bodyLimit(maxBodyBytes));
   app.use(createPredictRouter({ catalog, allowed, maxBodyBytes, fetchTimeoutMs, timeoutMs, defaultLabel, metrics, pacing }));
   app.use(createOipRouter({ catalog, ready, maxBodyBytes, timeoutMs, pacing }));

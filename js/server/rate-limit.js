@@ -98,26 +98,50 @@ function clientOf(address = '') {
 }
 
 /**
- * The middleware: after the keys (js/server/api-keys.js), before any body is read.
- * @param {{ buckets: ReturnType<typeof createBuckets>, metricsOpen: boolean,
+ * The service's one rate limit, which its HTTP requests and its gRPC calls (js/server/main.js) both take
+ * from, so that a client has one bucket whichever way it calls: its key's, by the key's id (its place
+ * in the list of keys, the same in every keyring made of that list: HTTP's and gRPC's), or without keys
+ * its address's (clientOf). `take` answers where the client stands, and with `refusal` when its bucket is
+ * empty: an E_RATE_LIMITED carrying `retryAfter`, already counted in choripan_rate_limited_total.
+ * @param {{ buckets: ReturnType<typeof createBuckets>,
  *   metrics: ReturnType<typeof import('./metrics').createMetrics> }} options
  */
-function limitRate({ buckets, metricsOpen, metrics }) {
+function createLimiter({ buckets, metrics }) {
   const { rate, burst } = buckets;
-  const policyName = (keyed) => (keyed ? 'per-key' : 'per-address');
-  const window = Math.max(1, Math.ceil(burst / rate));
-  return (req, res, next) => {
-    if (accessOf(req.path, { metricsOpen }) === 'open') return next();
-    const key = res.locals.apiKey;
-    const name = policyName(Boolean(key));
-    const { allowed, remaining, resetSeconds } = buckets.take(key ? `key ${key.id}` : clientOf(clientAddress(req)));
-    res.set('RateLimit-Policy', `"${name}";q=${burst};w=${window}`);
-    res.set('RateLimit', `"${name}";r=${remaining};t=${resetSeconds}`);
-    if (allowed) return next();
-    metrics.rateLimited();
-    const refusal = new ChoripanError('E_RATE_LIMITED', `Past the rate limit of ${rate} requests a second (bursts of ${burst}): retry in ${resetSeconds} s`);
-    return next(Object.assign(refusal, { retryAfter: resetSeconds }));
+  return {
+    rate,
+    burst,
+    /** The seconds an empty bucket takes to fill: RateLimit-Policy's window. */
+    window: Math.max(1, Math.ceil(burst / rate)),
+    /**
+     * @param {{ key: { id: number } | null | undefined, address: string | undefined }} client its key, if
+     *   any, else its address (as clientAddress() or peerAddress() tells it)
+     * @returns {{ policy: 'per-key' | 'per-address', remaining: number, resetSeconds: number, refusal?: ChoripanError }}
+     */
+    take({ key, address }) {
+      const policy = key ? 'per-key' : 'per-address';
+      const { allowed, remaining, resetSeconds } = buckets.take(key ? `key ${key.id}` : clientOf(address));
+      if (allowed) return { policy, remaining, resetSeconds };
+      metrics.rateLimited();
+      const refusal = new ChoripanError('E_RATE_LIMITED', `Past the rate limit of ${rate} requests a second (bursts of ${burst}): retry in ${resetSeconds} s`);
+      return { policy, remaining, resetSeconds, refusal: Object.assign(refusal, { retryAfter: resetSeconds }) };
+    },
   };
 }
 
-module.exports = { parseRateLimit, createBuckets, clientOf, limitRate, MAX_BUCKETS };
+/**
+ * The middleware: after the keys (js/server/api-keys.js), before any body is read.
+ * @param {{ limiter: ReturnType<typeof createLimiter>, metricsOpen: boolean }} options
+ */
+function limitRate({ limiter, metricsOpen }) {
+  const { burst, window } = limiter;
+  return (req, res, next) => {
+    if (accessOf(req.path, { metricsOpen }) === 'open') return next();
+    const { policy, remaining, resetSeconds, refusal } = limiter.take({ key: res.locals.apiKey, address: clientAddress(req) });
+    res.set('RateLimit-Policy', `"${policy}";q=${burst};w=${window}`);
+    res.set('RateLimit', `"${policy}";r=${remaining};t=${resetSeconds}`);
+    return next(refusal);
+  };
+}
+
+module.exports = { parseRateLimit, createBuckets, clientOf, createLimiter, limitRate, MAX_BUCKETS };
