@@ -3,7 +3,9 @@
 // proxies the operator names, the address X-Forwarded-For gives for the hop before the nearest proxy it
 // does not trust, as Express's `trust proxy` setting (proxy-addr) reads it. The log, the rate limit's
 // buckets and the spans all take the client from clientAddress(). Off unless set: a header any client can
-// write names no one unless the hop that wrote it is trusted.
+// write names no one unless the hop that wrote it is trusted. A gRPC call's client is its connection's
+// peer (peerAddress()), whatever its metadata says: the setting names HTTP proxies, which write
+// X-Forwarded-For on the requests they pass, and a gRPC client can write any metadata it likes.
 
 const net = require('node:net');
 const express = require('express');
@@ -49,4 +51,23 @@ function clientAddress(req) {
   return req.ips[1] ?? req.socket.remoteAddress ?? '';
 }
 
-module.exports = { parseTrustProxy, clientAddress };
+/**
+ * A gRPC call's client: the address in its peer (call.getPeer()), which @grpc/grpc-js writes `ADDRESS:PORT`
+ * (an IPv6 address unbracketed: `::1:50051`) and gRPC's other implementations `ipv4:ADDRESS:PORT` or
+ * `ipv6:[ADDRESS]:PORT`. Anything else (`unknown`, `unix:PATH`) is '': such calls count as one client,
+ * never as a string of their own.
+ * @param {string} peer
+ * @returns {string}
+ */
+function peerAddress(peer) {
+  const bare = String(peer).replace(/^ipv[46]:/, '');
+  const bracketed = /^\[([^\]]+)\](?::\d+)?$/.exec(bare);
+  if (bracketed) return net.isIP(bracketed[1]) ? bracketed[1] : '';
+  // The port is what follows the last colon, when what precedes it is an address: `::1:50051` is ::1
+  // on port 50051, though it reads as an IPv6 address of its own.
+  const port = /^(.+):\d+$/.exec(bare);
+  if (port && net.isIP(port[1])) return port[1];
+  return net.isIP(bare) ? bare : '';
+}
+
+module.exports = { parseTrustProxy, clientAddress, peerAddress };

@@ -2,7 +2,8 @@
 // API keys and rate limits (createApp's apiKeys, metricsAuth, rateLimit, trustProxy; CHORIPAN_API_KEYS_FILE,
 // CHORIPAN_METRICS_AUTH, CHORIPAN_RATE_LIMIT, CHORIPAN_TRUST_PROXY): who may call which route, what a
 // refusal says in each route family's shape, that keys are compared in constant time and never written
-// to the log, that buckets refill, stay apart and stay few, and who the client is behind a proxy. Real
+// to the log, that buckets refill, stay apart and stay few, and who the client is behind a proxy (and
+// over gRPC: its peer; the gRPC calls' limit itself is tests/python/test_grpc.py's). Real
 // servers on ephemeral loopback ports, called with fetch.
 
 const assert = require('node:assert/strict');
@@ -19,6 +20,7 @@ const { createApp } = require('choripan/server');
 const { keyring, parseKeysFile } = require('../../js/server/api-keys');
 const { createBuckets, clientOf, MAX_BUCKETS } = require('../../js/server/rate-limit');
 const { accessOf } = require('../../js/server/paths');
+const { peerAddress } = require('../../js/server/trust-proxy');
 const { root, photo, defaultPackagePath, CAT_LABELS } = require('./helpers');
 
 const INFER_KEY = 'infer-0123456789abcdef0123456789';
@@ -149,6 +151,20 @@ describe('rate limits: units', () => {
     assert.equal(clientOf('::1'), '0:0:0:0::/64');
     assert.equal(clientOf('fe80::1%eth0'), 'fe80:0:0:0::/64');
     assert.equal(clientOf('64:ff9b::1.2.3.4'), '64:ff9b:0:0::/64');
+  });
+
+  test('a gRPC call\'s client is its peer\'s address, in each form gRPC writes it; a peer without one is \'\'', () => {
+    // @grpc/grpc-js's ADDRESS:PORT, an IPv6 address unbracketed; gRPC core's ipv4: and ipv6:[…].
+    const peers = {
+      '127.0.0.1:50051': '127.0.0.1', '::1:50051': '::1', '::ffff:10.1.2.3:443': '::ffff:10.1.2.3',
+      '2001:db8:1:2::9:8080': '2001:db8:1:2::9', 'fe80::1%eth0:9': 'fe80::1%eth0', '10.0.0.1': '10.0.0.1',
+      'ipv4:10.0.0.1:80': '10.0.0.1', 'ipv6:[2001:db8::1]:80': '2001:db8::1', '[::1]:80': '::1',
+      unknown: '', 'unix:/run/choripan.sock': '', 'ipv6:[not-an-address]:80': '', '10.0.0.1:port': '', '': '',
+    };
+    for (const [peer, address] of Object.entries(peers)) assert.equal(peerAddress(peer), address, peer);
+    // As clientOf then reads it: the same bucket as HTTP's for that address.
+    assert.equal(clientOf(peerAddress('::ffff:10.1.2.3:443')), '10.1.2.3');
+    assert.equal(clientOf(peerAddress('2001:db8:1:2::9:8080')), clientOf('2001:db8:1:2::7'));
   });
 });
 
