@@ -4,7 +4,10 @@
 // The protocol's semantics are js/server/inference.js's, shared with the HTTP routes (oip.js): this
 // module turns a call's messages into that request shape and the outputs into raw_output_contents.
 // Errors take their gRPC status from js/server/http-error.js (toGrpcError), the largest message is
-// CHORIPAN_MAX_BYTES, and each call is counted in the app's metrics under its method's path. Models are
+// CHORIPAN_MAX_BYTES, and each call is counted in the app's metrics under its method's path. Each call
+// but the health methods passes the server's access check first (js/server/main.js grpcAccess): the API
+// key HTTP would ask for, then the rate limit's bucket HTTP takes from, the key's or the peer's address's;
+// a call past it is answered RESOURCE_EXHAUSTED (E_RATE_LIMITED) with retry-after. Models are
 // the app's catalog's (js/server/catalog.js), by name and version as over HTTP; RepositoryModelLoad and
 // RepositoryModelUnload load and unload through js/server/repository-routes.js, as the HTTP calls do.
 // Triton's RepositoryIndex, which KServe's .proto lacks, is served in the same service under Triton's
@@ -226,8 +229,9 @@ const loading = () => {
 /**
  * The gRPC server, bound to host:port before the models load (as the HTTP server is: a port in use fails
  * at once); it answers UNAVAILABLE until `serve` hands it the models. Every call goes through one
- * wrapper: `checkCall(call, method)` (a per-call check, such as a key in the `authorization` metadata:
- * throw a ChoripanError to refuse), the method, then the answer or toGrpcError's, its count and its log line.
+ * wrapper: `checkCall(call, method)` (a per-call check, such as a key in the `authorization` metadata or
+ * a rate limit: throw a ChoripanError to refuse), the method, then the answer or toGrpcError's, its count
+ * and its log line.
  * @param {{ host: string, port: number, maxBodyBytes: number, logger: import('pino').Logger,
  *   checkCall?: (call: grpc.ServerUnaryCall<any, any>, method: string) => void }} options
  * @returns {Promise<{ port: number, server: grpc.Server,

@@ -76,7 +76,8 @@ function errorBody(path, { code, message }) {
  * Each code's gRPC status (tests/js/vocabulary.test.js checks that every code of the vocabulary has one). A full
  * queue is UNAVAILABLE, as HTTP's 503 is and as Triton answers it: a transient refusal that gRPC's retry
  * policies retry by default, told when in `grpc-retry-pushback-ms`. RESOURCE_EXHAUSTED is left to what
- * never fits (E_TOO_LARGE), which is also what gRPC itself answers for a message over its limit.
+ * never fits (E_TOO_LARGE), which is also what gRPC itself answers for a message over its limit, and to a
+ * client past its rate (E_RATE_LIMITED), gRPC's status for a quota spent: its own share, not the server's.
  */
 const GRPC_STATUS = Object.freeze({
   E_INVALID_ARGUMENT: GRPC.INVALID_ARGUMENT,

@@ -14,6 +14,7 @@ const { ModelRepository } = require('./repository');
 const { toHttpError, errorBody } = require('./http-error');
 const { startGrpcServer } = require('./grpc');
 const { keyring, authorize } = require('./api-keys');
+const { peerAddress } = require('./trust-proxy');
 const { serverVariables } = require('../vocabulary');
 
 // How long a stop may take (the requests in hand, then the last spans), and the part of it the spans get.
@@ -23,21 +24,31 @@ const SPANS_STOP_MS = 2_000;
 /** The settings of the variables that set createApp's options (`app` in native/core/vocabulary.json). */
 const appSettings = (config) => Object.fromEntries(serverVariables().filter((v) => v.app).map((v) => [v.setting, config[v.setting]]));
 
-/** The gRPC methods open to any caller, as HTTP's /v2/health routes are (js/server/paths.js accessOf). */
+/**
+ * The gRPC methods open to any caller, as HTTP's /v2/health routes are (js/server/paths.js accessOf):
+ * neither a key nor the rate limit asked of them.
+ */
 const OPEN_GRPC = new Set(['ServerLive', 'ServerReady']);
 
 /**
- * The key check of a gRPC call, as the HTTP routes ask for it: none for the health methods, an admin key
- * for the repository's, an infer key for the rest; the key in the `authorization` metadata.
- * @param {Array<{ key: string, scope: 'infer' | 'admin' }> | undefined} apiKeys
+ * The access check of a gRPC call, as the HTTP routes ask for it: none for the health methods; for the
+ * rest, a key in the `authorization` metadata (an admin key for the repository's methods, an infer key
+ * for the others), then the rate limit's bucket, the one HTTP takes from: the key's, or without keys the
+ * peer's address's (js/server/trust-proxy.js peerAddress).
+ * @param {Array<{ key: string, scope: 'infer' | 'admin' }> | undefined} apiKeys the list the app has,
+ *   so that a key has the same id, and so the same bucket, over both
+ * @param {() => ReturnType<typeof import('./rate-limit').createLimiter> | null} limiter the app's, once it
+ *   exists (until then calls are answered E_NOT_READY, unlimited as HTTP's requests are while loading)
  */
-function grpcKeyCheck(apiKeys) {
+function grpcAccess(apiKeys, limiter) {
   const keys = apiKeys ? keyring(apiKeys) : null;
   return (call, method) => {
     if (OPEN_GRPC.has(method)) return;
     const [authorization] = call.metadata.get('authorization');
-    const { refusal } = authorize(keys, authorization?.toString(), method.startsWith('Repository') ? 'admin' : 'infer');
+    const { key, refusal } = authorize(keys, authorization?.toString(), method.startsWith('Repository') ? 'admin' : 'infer');
     if (refusal) throw refusal;
+    const limited = limiter()?.take({ key, address: peerAddress(call.getPeer()) }).refusal;
+    if (limited) throw limited;
   };
 }
 
@@ -146,10 +157,11 @@ async function serve(config = readConfig()) {
   const { address, port } = await listen(server, config.port, host);
   const url = `http://${hostPort(host, port)}`;
   let grpcServer = null;
+  let limiter = null; // the app's rate limit, once the app exists: gRPC's calls take from its buckets
   if (config.grpcPort !== undefined) {
     try {
       grpcServer = await startGrpcServer({ host, port: config.grpcPort, maxBodyBytes: config.maxBodyBytes, logger,
-        checkCall: grpcKeyCheck(config.apiKeys) });
+        checkCall: grpcAccess(config.apiKeys, () => limiter) });
     } catch (error) {
       server.close();
       throw error;
@@ -178,6 +190,7 @@ async function serve(config = readConfig()) {
   if (tracing) logger.info({ protocol: config.tracing.protocol }, `tracing: spans go over OTLP (${config.tracing.protocol})`);
   const app = createApp({ ...served, ...appSettings(config), logger, tracer: tracing?.tracer, apiKeys: config.apiKeys });
   handle = app;
+  limiter = app.locals.limiter;
   const names = served.models ? [...served.models.keys()] : served.repository.catalog.names();
   // The gRPC service answers from the app's catalog, and loads and unloads through the same repository.
   grpcServer?.serve({ catalog: app.locals.catalog, repository: served.repository, ready: app.locals.ready,

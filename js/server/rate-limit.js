@@ -6,6 +6,8 @@
 // draft-ietf-httpapi-ratelimit-headers (-11): RateLimit-Policy, the bucket as a quota of BURST requests
 // over the seconds an empty one takes to fill, and RateLimit, the requests left (r) and the seconds (t)
 // until the bucket is full again, or on a 429 until the next request is let through (= Retry-After).
+// The gRPC service's calls take from the same buckets (createLimiter; js/server/main.js grpcAccess), on
+// every method a key would guard, refused RESOURCE_EXHAUSTED with retry-after in the trailing metadata.
 // The queue's own 503 (E_QUEUE_FULL) is another matter: the server's capacity, not a client's share.
 
 const { ChoripanError } = require('../errors');

@@ -7,16 +7,19 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import threading
 import time
 import urllib.request
+from http.client import HTTPConnection
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from choripan.imaging import load_batch
@@ -196,6 +199,88 @@ def test_keys_over_grpc_as_over_http(tmp_path):
         # Its index lists the models it was started with, as over HTTP.
         index = Keyed(bare, ADMIN_KEY).get_model_repository_index(as_json=True)
         assert index == {"models": [{"name": "lite0", "version": "1", "state": "READY"}]}
+    finally:
+        process.terminate()
+        assert process.wait(timeout=30) == 0
+
+
+def metric(http: str, series: str) -> int:
+    """A series' value in the server's /metrics (0 while it has none)."""
+    with urllib.request.urlopen(f"http://{http}/metrics") as response:
+        found = re.search(rf"^{re.escape(series)} (\d+)$", response.read().decode(), re.MULTILINE)
+    return int(found.group(1)) if found else 0
+
+
+REFUSED_INFERS = (
+    'choripan_http_requests_total{route="/inference.GRPCInferenceService/ModelInfer",method="GRPC",status="429"}'
+)
+
+
+def raw_infer(address: str, key: str | None = None) -> grpc.RpcError:
+    """A ModelInfer over grpcio itself, which shows an error's trailing metadata: the error it raised."""
+    photo = (data_dir() / "chelsea.png").read_bytes()
+    request = service_pb2.ModelInferRequest(model_name="lite0")
+    request.inputs.add(name="image", datatype="BYTES", shape=[1])
+    request.raw_input_contents.append(struct.pack("<I", len(photo)) + photo)
+    metadata = (("authorization", f"Bearer {key}"),) if key else ()
+    with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as raised:
+        service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30, metadata=metadata)
+    return raised.value
+
+
+def http_status(base: str, path: str, key: str | None = None, source: str = "127.0.0.1") -> tuple[int, dict]:
+    """GET `path` from the loopback address `source`: its status and headers."""
+    host, port = base.rsplit(":", 1)
+    connection = HTTPConnection(host, int(port), timeout=30, source_address=(source, 0))
+    try:
+        connection.request("GET", path, headers={"authorization": f"Bearer {key}"} if key else {})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders())
+    finally:
+        connection.close()
+
+
+def assert_rate_limited(error: grpc.RpcError):
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "rate limit" in error.details()
+    trailers = dict(error.trailing_metadata())
+    assert trailers["choripan-error-code"] == "E_RATE_LIMITED"
+    assert 1 <= int(trailers["retry-after"]) <= 10  # a request every 10 s: the next within 10 s
+
+
+def test_the_rate_limit_takes_a_keys_grpc_calls_from_its_http_bucket(tmp_path):
+    """With CHORIPAN_RATE_LIMIT and keys, a key's gRPC calls and HTTP requests take from one bucket: past
+    it, RESOURCE_EXHAUSTED with the code and retry-after in the trailing metadata, and 429 over HTTP;
+    another key's bucket is its own, the health methods are not counted, the refusals are."""
+    process, http, address = start(CHORIPAN_RATE_LIMIT="0.1:2", CHORIPAN_API_KEYS_FILE=str(keys_file(tmp_path)))
+    try:
+        client = triton.InferenceServerClient(url=address)
+        photo = images(reference_photos()[:1])
+        for _ in range(2):
+            assert Keyed(client, INFER_KEY).infer("lite0", [photo]).get_response().model_name == "lite0"
+        assert_rate_limited(raw_infer(address, INFER_KEY))
+        status, headers = http_status(http, "/v2/models/lite0", INFER_KEY)
+        assert status == 429 and 1 <= int(headers["Retry-After"]) <= 10
+        assert headers["RateLimit"].startswith('"per-key";r=0;')
+        assert Keyed(client, ADMIN_KEY).get_model_metadata("lite0", as_json=True)["name"] == "lite0"
+        for _ in range(3):
+            assert client.is_server_live() and client.is_server_ready()
+        assert metric(http, REFUSED_INFERS) == 1
+        assert metric(http, "choripan_rate_limited_total") == 2  # the gRPC call's and the HTTP request's
+    finally:
+        process.terminate()
+        assert process.wait(timeout=30) == 0
+
+
+def test_the_rate_limit_without_keys_is_the_grpc_peers_address_as_over_http():
+    """Without keys, a gRPC call counts against its peer's address, the bucket HTTP requests from that
+    address take from; another address's bucket is its own."""
+    process, http, address = start(CHORIPAN_RATE_LIMIT="0.1:1")
+    try:
+        assert http_status(http, "/v2/models/lite0")[0] == 200
+        assert_rate_limited(raw_infer(address))
+        assert http_status(http, "/v2/models/lite0", source="127.0.0.2")[0] == 200
+        assert triton.InferenceServerClient(url=address).is_server_live()
+        assert metric(http, REFUSED_INFERS) == 1
     finally:
         process.terminate()
         assert process.wait(timeout=30) == 0
