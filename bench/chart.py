@@ -37,7 +37,8 @@ def main():
         axis.invert_yaxis()
         axis.margins(x=0.2)
     servers = [row["system"].replace(" + ", "\n+ ", 1) for row in results["http"]]
-    bars = http.barh(servers, [row["throughput_per_s"] for row in results["http"]], color=["#c0392b", "#7f8c8d"])
+    colours = ["#c0392b" if ours(row["system"]) else "#7f8c8d" for row in results["http"]]
+    bars = http.barh(servers, [row["throughput_per_s"] for row in results["http"]], color=colours)
     http.bar_label(
         bars, labels=[f"{r['throughput_per_s']:.0f}/s\np99 {r['p99_ms']:.0f} ms" for r in results["http"]], padding=3
     )
