@@ -68,7 +68,7 @@ class PythonOptions : public choripan::OptionSource {
  public:
   explicit PythonOptions(const py::kwargs& given) : given_(given) {}
 
-  bool js() const override { return false; }
+  choripan::Spelling spelling() const override { return choripan::Spelling::kSnake; }
   std::string_view call() const override { return "Model()"; }
 
   std::vector<std::string> Names() const override {

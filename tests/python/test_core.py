@@ -97,7 +97,8 @@ def test_queue_full(default_artifact, spec):
     x = load_batch(reference_photos()[:1], spec)[0]
     with pytest.raises(choripan_core.Error) as caught:
         model.predict_many([x] * 50)
-    assert caught.value.code == "E_QUEUE_FULL"
+    assert caught.value.code == "E_QUEUE_FULL" and type(caught.value) is choripan_core.Error
+    assert caught.value.message.endswith("see max_queue)"), "the option, as Python spells it"
     assert model.stats()["rejected"] >= 1
     model.dispose()
 
