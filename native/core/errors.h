@@ -20,9 +20,10 @@ enum class ErrorCode {
 // "E_INVALID_ARGUMENT", "E_QUEUE_FULL", …
 std::string_view CodeName(ErrorCode code);
 
-// Which bad call a kInvalidArgument of an option's value is, for a binding whose language tells the two
-// apart (JS throws a TypeError or a RangeError, as Node's own APIs do): a value of another kind (type,
-// name, form) or one of the right type out of its range. kNone: not a caller's misuse, or not told.
+// Which bad call a kInvalidArgument of an option's value is, for the bindings, whose languages tell the
+// two apart (JS throws a TypeError or a RangeError, as Node's own APIs do; Python raises a TypeError or a
+// ValueError): a value of another kind (type, name, form) or one of the right type out of its range.
+// kNone: not a caller's misuse, or not told.
 enum class Misuse { kNone, kType, kRange };
 
 class Error : public std::runtime_error {

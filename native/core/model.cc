@@ -63,8 +63,9 @@ std::shared_ptr<Model> Model::Load(const std::string& path, const Options& reque
   auto& metadata = artifact.metadata;
 
   if (metadata.max_batch > 0 && options.max_batch > metadata.max_batch) {
-    throw Error(Misuse::kRange, "max_batch is " + std::to_string(options.max_batch) + " but " + path +
-                                    " runs batches of at most " + std::to_string(metadata.max_batch));
+    throw Error(Misuse::kRange, std::string(OptionName("max_batch", options.spelling)) + " is " +
+                                    std::to_string(options.max_batch) + " but " + path + " runs batches of at most " +
+                                    std::to_string(metadata.max_batch));
   }
   std::shared_ptr<Model> model(new Model(path, options, std::move(artifact.runner), std::move(metadata)));
   model->StartWorkers();
@@ -306,7 +307,7 @@ void Model::Queue(std::optional<RequestId> id, Input input, Completion done, std
     if (!reserved && Waiting() >= static_cast<size_t>(options_.max_queue)) {
       statistics_.Rejected(1);
       throw Error(ErrorCode::kQueueFull, "the queue is full (" + std::to_string(options_.max_queue) +
-                                             " requests waiting; see maxQueue)");
+                                             " requests waiting; see " + Named("max_queue") + ")");
     }
     Request request{id ? *id : next_id_++, std::move(input), std::move(done), Clock::now(), deadline, bytes};
     statistics_.Accepted();
@@ -385,23 +386,25 @@ Reservation Model::Reserve(int64_t bytes, int64_t count, std::optional<Clock::ti
     if (disposed_) throw Error(ErrorCode::kDisposed, "the model was disposed");
     if (count > options_.max_queue) {
       throw Error(ErrorCode::kTooLarge, std::to_string(count) + " images in one call; the queue holds " +
-                                            std::to_string(options_.max_queue) + " (maxQueue)");
+                                            std::to_string(options_.max_queue) + " (" + Named("max_queue") + ")");
     }
     // One image alone may take the whole budget, and more: refusing it could never succeed.
     if (count > 1 && bytes > options_.max_pending_bytes) {
       throw Error(ErrorCode::kTooLarge, std::to_string(count) + " images in one call decode to " +
-                                            std::to_string(bytes >> 20) + " MiB, over maxPendingBytes (" +
+                                            std::to_string(bytes >> 20) + " MiB, over " + Named("max_pending_bytes") +
+                                            " (" +
                                             std::to_string(options_.max_pending_bytes >> 20) + " MiB)");
     }
     if (Waiting() + static_cast<size_t>(count) > static_cast<size_t>(options_.max_queue)) {
       statistics_.Rejected(count);
       throw Error(ErrorCode::kQueueFull, "the queue is full (" + std::to_string(options_.max_queue) +
-                                             " requests waiting; see maxQueue)");
+                                             " requests waiting; see " + Named("max_queue") + ")");
     }
     if (pending_bytes_ > 0 && pending_bytes_ + bytes > options_.max_pending_bytes) {
       statistics_.Rejected(count);
       throw Error(ErrorCode::kQueueFull, std::to_string(pending_bytes_ >> 20) +
-                                             " MiB of decoded images are already waiting (maxPendingBytes); retry later");
+                                             " MiB of decoded images are already waiting (" +
+                                             Named("max_pending_bytes") + "); retry later");
     }
     reserved_ += count;
     pending_bytes_ += bytes;

@@ -111,6 +111,8 @@ class Model : public std::enable_shared_from_this<Model> {
   void RunBatch(std::vector<Request>& batch, Runner& runner);
   at::Tensor Run(Runner& runner, const at::Tensor& batch);
   std::shared_ptr<Runner> runner() const;
+  // An option, for a message, as the caller spells it ("max_queue" from Python, "maxQueue" from JS).
+  std::string Named(std::string_view option) const { return std::string(OptionName(option, options_.spelling)); }
   void Finish(Request& request, Outcome outcome, bool was_running);
 
   const std::string path_;

@@ -15,6 +15,10 @@
 
 namespace choripan {
 
+// How a binding's language spells option names, which every message that names one follows: the core's
+// snake_case ("max_batch": Python's keyword arguments, and C++) or JS's camelCase ("maxBatch").
+enum class Spelling { kSnake, kCamel };
+
 // In short: workers 0 picks the CPU cores this process may use (cgroup quota and affinity included), or
 // 1 on a GPU; intra_op_threads 0 picks cores / workers. With one thread per worker, a batch that runs
 // alone (no other worker busy, nothing else queued or reserved) gets all `workers` threads: a lone
@@ -26,7 +30,14 @@ struct Options {
   Device device = std::string_view(CHORIPAN_DEFAULT_DEVICE) == "cuda" ? Device::kCuda : Device::kCpu;
   bool warmup = CHORIPAN_DEFAULT_WARMUP;
   std::string sha256;  // the file's digest in hex; when set, any other file is refused before it is read
+  // How the caller names these options (ReadOptions sets it from its source): the messages that name one
+  // later, when the model loads or runs, name it as the caller does.
+  Spelling spelling = Spelling::kSnake;
 };
+
+// The option the core calls `name` ("max_batch", as in vocabulary.h) in `spelling`: "max_batch" or
+// "maxBatch". The one translation of option names between the bindings' languages.
+std::string_view OptionName(std::string_view name, Spelling spelling);
 
 // The cores this process may run on: affinity mask and cgroup (v1 or v2) CPU quota, at least 1.
 int64_t AvailableCores();
@@ -43,7 +54,7 @@ class OptionSource {
   virtual ~OptionSource() = default;
   // Whether options go by their JS names ("maxBatch"; js/ reads the JS-only ones itself) or their
   // Python ones ("max_batch").
-  virtual bool js() const = 0;
+  virtual Spelling spelling() const = 0;
   // The call they are for, in messages: "load()", "Model()".
   virtual std::string_view call() const = 0;
   // The names given, in their order.
@@ -61,7 +72,7 @@ class OptionSource {
 // Error(kInvalidArgument); what is not given keeps its default.
 Options ReadOptions(const OptionSource& source);
 
-// Throws Error(kInvalidArgument) for a value out of its range, naming the option by both names: for
+// Throws Error(kInvalidArgument) for a value out of its range, naming the option in options.spelling: for
 // Options that no binding read (ReadOptions checks the ranges in the caller's words).
 void Validate(const Options& options);
 

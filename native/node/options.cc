@@ -11,7 +11,7 @@ class JsOptions : public OptionSource {
  public:
   JsOptions(Napi::Env env, Napi::Object object) : env_(env), object_(object) {}
 
-  bool js() const override { return true; }
+  Spelling spelling() const override { return Spelling::kCamel; }
   std::string_view call() const override { return "load()"; }
 
   std::vector<std::string> Names() const override {

@@ -25,7 +25,7 @@ choripan::Outcome Wait(Model& model, choripan::Input input, std::optional<double
   auto future = promise->get_future();
   std::optional<choripan::Clock::time_point> deadline;
   if (timeout_ms && !(*timeout_ms > 0)) {
-    throw Error(choripan::ErrorCode::kInvalidArgument, "timeout_ms must be positive");
+    throw Error(choripan::Misuse::kRange, "timeout_ms must be positive");
   }
   if (timeout_ms && *timeout_ms < kLongestTimeoutMs) {  // beyond it (inf included): no deadline
     deadline = choripan::Clock::now() + std::chrono::duration_cast<choripan::Clock::duration>(
@@ -43,7 +43,7 @@ at::Tensor ToTensor(const choripan::Outcome& outcome) {
 
 at::Tensor RequirePixels(const at::Tensor& pixels) {
   if (!pixels.is_cpu() || pixels.scalar_type() != at::kByte || pixels.dim() != 3) {
-    throw Error(choripan::ErrorCode::kInvalidArgument,
+    throw Error(choripan::Misuse::kType,
                 "expected uint8 CPU pixels of shape (height, width, channels), got " +
                     std::string(c10::toString(pixels.scalar_type())) + " " + c10::str(pixels.sizes()));
   }
@@ -68,7 +68,7 @@ class PythonOptions : public choripan::OptionSource {
  public:
   explicit PythonOptions(const py::kwargs& given) : given_(given) {}
 
-  bool js() const override { return false; }
+  choripan::Spelling spelling() const override { return choripan::Spelling::kSnake; }
   std::string_view call() const override { return "Model()"; }
 
   std::vector<std::string> Names() const override {
@@ -148,6 +148,9 @@ void DisposeAll() {
 PYBIND11_MODULE(choripan_core, m) {
   m.doc() = "choripan's native core: load an artifact, preprocess, batch and run it through libtorch.";
 
+  // A bad call is raised as Python's own functions raise one, TypeError or ValueError, and is an Error
+  // all the same (one `except choripan_core.Error` and one `.code` for every failure), as the Node
+  // binding throws a TypeError or a RangeError that is a ChoripanError.
   py::exec(R"(
 class Error(RuntimeError):
     """A choripan failure with a stable code (E_MODEL_LOAD, E_QUEUE_FULL, …), as in the Node package."""
@@ -156,14 +159,27 @@ class Error(RuntimeError):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+class ChoripanTypeError(Error, TypeError):
+    """A bad call (E_INVALID_ARGUMENT): an argument or option of another type, name or form."""
+
+
+class ChoripanValueError(Error, ValueError):
+    """A bad call (E_INVALID_ARGUMENT): a value of the right type out of its range."""
 )", m.attr("__dict__"));
+  // The one mapping from the core's errors to Python's classes: the kind of a bad call decides it.
   static py::object error_type = m.attr("Error");
+  static py::object type_error_type = m.attr("ChoripanTypeError");
+  static py::object value_error_type = m.attr("ChoripanValueError");
   py::register_exception_translator([](std::exception_ptr pointer) {
     try {
       if (pointer) std::rethrow_exception(pointer);
     } catch (const Error& error) {
-      PyErr_SetObject(error_type.ptr(),
-                      py::make_tuple(std::string(choripan::CodeName(error.code())), error.what()).ptr());
+      const auto& type = error.misuse() == choripan::Misuse::kType    ? type_error_type
+                         : error.misuse() == choripan::Misuse::kRange ? value_error_type
+                                                                      : error_type;
+      PyErr_SetObject(type.ptr(), py::make_tuple(std::string(choripan::CodeName(error.code())), error.what()).ptr());
     }
   });
 

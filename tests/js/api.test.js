@@ -7,7 +7,10 @@ const crypto = require('node:crypto');
 const { spawnSync } = require('node:child_process');
 const sharp = require('sharp');
 const choripan = require('choripan');
-const { root, photo, photoPath, defaultModelPath, defaultPackagePath, CAT_LABELS, rejection } = require('./helpers');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { root, env, rewriteMetadata, photo, photoPath, defaultModelPath, defaultPackagePath, CAT_LABELS, rejection } = require('./helpers');
 
 describe('predict() with the default model', () => {
   test('labels a real cat photo as a cat, with the top 5', async () => {
@@ -65,6 +68,16 @@ describe('predict() with the default model', () => {
 // A bad call is thrown as Node's own APIs throw one, a TypeError or a RangeError, and is a ChoripanError
 // with the code E_INVALID_ARGUMENT all the same; the core's refusals of load()'s options included.
 describe('bad calls throw a TypeError or a RangeError with E_INVALID_ARGUMENT, each a ChoripanError', () => {
+  // models/default.pt2, its metadata saying it runs batches of at most 4 (the checksum leaves the metadata
+  // out): made by the first case that loads it.
+  let smallDir;
+  const smallPackage = () => {
+    if (smallDir) return path.join(smallDir, 'default.pt2');
+    smallDir = fs.mkdtempSync(path.join(os.tmpdir(), 'choripan-batch4-'));
+    rewriteMetadata(defaultPackagePath, path.join(smallDir, 'default.pt2'), 'doc["runtime"]["models"]["model"]["batch"] = [1, 4]');
+    return path.join(smallDir, 'default.pt2');
+  };
+  after(() => smallDir && fs.rmSync(smallDir, { recursive: true, force: true }));
   const cases = [
     ['a string instead of bytes', TypeError, () => choripan.predict('chelsea.png'), /Expected a Buffer or Uint8Array .* for image but received "chelsea.png" of type string/],
     ['an empty buffer', RangeError, () => choripan.predict(Buffer.alloc(0)), /empty buffer/],
@@ -89,6 +102,8 @@ describe('bad calls throw a TypeError or a RangeError with E_INVALID_ARGUMENT, e
     ['maxBatch 0', RangeError, () => choripan.load(defaultModelPath, { maxBatch: 0 }), /^Expected an integer between 1 and 1024 for options.maxBatch but received 0 of type number$/],
     ['maxBatch 2.5', RangeError, () => choripan.load(defaultModelPath, { maxBatch: 2.5 }), /^Expected an integer between 1 and 1024 for options.maxBatch but received 2.5 of type number$/],
     ['maxBatch as a string', TypeError, () => choripan.load(defaultModelPath, { maxBatch: '4' }), /^Expected an integer between 1 and 1024 for options.maxBatch but received "4" of type string$/],
+    ['maxBatch past what the package runs, named as JS spells it', RangeError, () => choripan.load(smallPackage(), { maxBatch: 8, warmup: false }),
+      /^maxBatch is 8 but \S+default\.pt2 runs batches of at most 4$/],
     ['an unknown device', TypeError, () => choripan.load(defaultModelPath, { device: 'tpu' }), /'cpu' or 'cuda' for options.device/],
     ['warmup of another type, in the one shape', TypeError, () => choripan.load(defaultModelPath, { warmup: 'yes' }),
       /^Expected a boolean for options.warmup but received "yes" of type string$/],
@@ -156,29 +171,12 @@ describe('expected failures carry a code', () => {
   });
 
   test('an artifact whose decode policy predates GIF, TIFF and CMYK refuses them, in Node as in Python', async () => {
-    const fs = require('node:fs');
-    const os = require('node:os');
-    const path = require('node:path');
-    const { spawnSync } = require('node:child_process');
-    const { env } = require('./helpers');
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'choripan-policy-'));
     const old = path.join(dir, 'old.pt');
     const gif = path.join(dir, 'cat.gif');
     const cmyk = path.join(dir, 'cat.jpg');
     // The same artifact, its metadata saying what artifacts said before (formats JPEG, PNG, WebP; CMYK refused).
-    const rewrite = spawnSync(env.python, ['-c', `
-import json, sys, zipfile
-source, target = sys.argv[1:3]
-with zipfile.ZipFile(source) as a, zipfile.ZipFile(target, "w") as b:
-    for info in a.infolist():
-        data = a.read(info)
-        if info.filename.endswith("extra/choripan.json"):
-            doc = json.loads(data)
-            doc["preprocessing"]["decode"].update(formats=["JPEG", "PNG", "WEBP"], cmyk="reject")
-            data = json.dumps(doc).encode()
-        b.writestr(info.filename.replace("default/", "old/", 1), data)
-`, defaultModelPath, old], { encoding: 'utf8' });
-    assert.equal(rewrite.status, 0, rewrite.stderr);
+    rewriteMetadata(defaultModelPath, old, 'doc["preprocessing"]["decode"].update(formats=["JPEG", "PNG", "WEBP"], cmyk="reject")', 'old');
     fs.writeFileSync(gif, await sharp(photo('chelsea.png')).gif().toBuffer());
     fs.writeFileSync(cmyk, await sharp(photo('chelsea.png')).toColourspace('cmyk').jpeg().toBuffer());
     const model = await choripan.load(old, { workers: 1 });

@@ -6,7 +6,7 @@
 const fs = require('node:fs');
 const http = require('node:http');
 const path = require('node:path');
-const { spawn } = require('node:child_process');
+const { spawn, spawnSync } = require('node:child_process');
 const { recorded, probe } = require('../../scripts/environment');
 
 const root = path.resolve(__dirname, '..', '..');
@@ -23,6 +23,34 @@ function photoPath(name) {
 
 function photo(name) {
   return fs.readFileSync(photoPath(name));
+}
+
+/**
+ * `source`'s records written to `target`, its metadata changed by `edit` (one Python statement on `doc`,
+ * the parsed choripan.json) and, with `folder`, its records' folder renamed: the checksum leaves the
+ * metadata out, so the artifact still loads, saying what the edit says.
+ * @param {string} source
+ * @param {string} target
+ * @param {string} edit
+ * @param {string} [folder]
+ */
+function rewriteMetadata(source, target, edit, folder = '') {
+  const run = spawnSync(env.python, ['-c', `
+import json, sys, zipfile
+source, target, folder = sys.argv[1:4]
+with zipfile.ZipFile(source) as a, zipfile.ZipFile(target, "w") as b:
+    for info in a.infolist():
+        data = a.read(info)
+        if info.filename.endswith("extra/choripan.json"):
+            doc = json.loads(data)
+            ${edit}
+            data = json.dumps(doc).encode()
+        if folder:
+            info.filename = folder + info.filename[info.filename.index("/"):]
+        b.writestr(info, data)
+`, source, target, folder], { encoding: 'utf8' });
+  if (run.status !== 0) throw new Error(`rewriting ${source}'s metadata failed: ${run.stderr}`);
+  return target;
 }
 
 function golden(artifact = defaultModelPath) {
@@ -120,5 +148,5 @@ function launchChromium() {
     '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'] });
 }
 
-module.exports = { root, env, photosDir, photoPath, photo, golden, defaultModelPath, defaultPackagePath, CAT_LABELS, rejection, listening,
+module.exports = { root, env, photosDir, photoPath, photo, golden, rewriteMetadata, defaultModelPath, defaultPackagePath, CAT_LABELS, rejection, listening,
   listen, postImage, twoModels, startServer, stopServers, chromiumPath, launchChromium };

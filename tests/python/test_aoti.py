@@ -134,6 +134,26 @@ def test_core_refuses_shapes_the_package_was_not_compiled_for(core_package):
         assert caught.value.code == "E_INVALID_ARGUMENT" and "[N, 3, 224, 224]" in caught.value.message
 
 
+def test_a_max_batch_past_the_package_is_a_value_error_in_pythons_words(default_package, tmp_path):
+    """The same refusal as Node's, naming the option as Python spells it, as a ValueError."""
+    import zipfile
+
+    # The package, its metadata saying it runs batches of at most 4 (the checksum leaves the metadata out).
+    small = tmp_path / "default.pt2"
+    with zipfile.ZipFile(default_package) as source, zipfile.ZipFile(small, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename.endswith("extra/choripan.json"):
+                document = json.loads(data)
+                document["runtime"]["models"]["model"]["batch"] = [1, 4]
+                data = json.dumps(document).encode()
+            target.writestr(info, data)
+    with pytest.raises(ValueError) as caught:
+        choripan_core.Model(str(small), max_batch=8, warmup=False)
+    assert type(caught.value) is choripan_core.ChoripanValueError and caught.value.code == "E_INVALID_ARGUMENT"
+    assert caught.value.message == f"max_batch is 8 but {small} runs batches of at most 4"
+
+
 def test_a_lone_request_does_not_wait_for_company(default_artifact, default_package):
     """max_delay_ms holds a batch open only while other requests are queued or announced."""
     for path in (default_artifact, default_package):

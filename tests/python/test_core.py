@@ -97,7 +97,8 @@ def test_queue_full(default_artifact, spec):
     x = load_batch(reference_photos()[:1], spec)[0]
     with pytest.raises(choripan_core.Error) as caught:
         model.predict_many([x] * 50)
-    assert caught.value.code == "E_QUEUE_FULL"
+    assert caught.value.code == "E_QUEUE_FULL" and type(caught.value) is choripan_core.Error
+    assert caught.value.message.endswith("see max_queue)"), "the option, as Python spells it"
     assert model.stats()["rejected"] >= 1
     model.dispose()
 
@@ -230,19 +231,54 @@ def test_bad_inputs_raise_e_invalid_argument(core):
         assert caught.value.code == "E_INVALID_ARGUMENT"
 
 
+# A bad call is Python's TypeError (a value of another type, name or form) or ValueError (of the right
+# type, out of its range), and a choripan_core.Error with its code all the same.
+BAD_TYPE = (choripan_core.ChoripanTypeError, TypeError)
+BAD_VALUE = (choripan_core.ChoripanValueError, ValueError)
+
+
+def _assert_bad_call(error, kind, message):
+    own, builtin = kind
+    assert type(error) is own, f"{type(error).__name__}: {error}"
+    assert isinstance(error, builtin) and isinstance(error, choripan_core.Error)
+    assert not isinstance(error, (BAD_VALUE if kind is BAD_TYPE else BAD_TYPE)[1])
+    assert error.code == "E_INVALID_ARGUMENT"
+    assert error.message.startswith(message), error.message
+    assert str(error) == f"E_INVALID_ARGUMENT: {error.message}"
+
+
 def test_options_are_checked(default_artifact):
     """The core reads and checks the options for both bindings: Node's messages, in Python's words."""
-    for options, message in (
-        ({"max_batch": 0}, "Expected an integer between 1 and 1024 for max_batch but received 0 of type int"),
-        ({"max_batch": "2"}, "Expected an integer between 1 and 1024 for max_batch but received '2' of type str"),
-        ({"device": "tpu"}, "Expected 'cpu' or 'cuda' for device but received 'tpu' of type str"),
-        ({"warmup": 1}, "Expected a boolean for warmup but received 1 of type int"),
-        ({"maxBatch": 4}, "Unknown option 'maxBatch' for Model(). Did you mean 'max_batch'? Known options: "),
+    between = "Expected an integer between 1 and 1024 for max_batch but received"
+    for options, kind, message in (
+        ({"max_batch": 0}, BAD_VALUE, f"{between} 0 of type int"),
+        ({"max_batch": 2.5}, BAD_VALUE, f"{between} 2.5 of type float"),
+        ({"max_batch": "2"}, BAD_TYPE, f"{between} '2' of type str"),
+        ({"device": "tpu"}, BAD_TYPE, "Expected 'cpu' or 'cuda' for device but received 'tpu' of type str"),
+        ({"warmup": 1}, BAD_TYPE, "Expected a boolean for warmup but received 1 of type int"),
+        ({"maxBatch": 4}, BAD_TYPE, "Unknown option 'maxBatch' for Model(). Did you mean 'max_batch'? Known options: "),
     ):
         with pytest.raises(choripan_core.Error) as caught:
             choripan_core.Model(str(default_artifact), **options)
-        assert caught.value.code == "E_INVALID_ARGUMENT"
-        assert caught.value.message.startswith(message), caught.value.message
+        _assert_bad_call(caught.value, kind, message)
+
+
+def test_the_bindings_own_bad_calls_are_type_and_value_errors(core):
+    pixels = torch.zeros(10, 10, 3, dtype=torch.uint8)
+    for call, kind, message in (
+        (lambda: core.predict(pixels.float()), BAD_TYPE, "expected uint8 CPU pixels"),
+        (lambda: core.predict(pixels, timeout_ms=0), BAD_VALUE, "timeout_ms must be positive"),
+    ):
+        with pytest.raises(choripan_core.Error) as caught:
+            call()
+        _assert_bad_call(caught.value, kind, message)
+
+
+def test_what_is_not_a_bad_call_stays_an_error_proper(core):
+    """An image's own E_INVALID_ARGUMENT (an aspect ratio past the limit) is no TypeError or ValueError."""
+    with pytest.raises(choripan_core.Error) as caught:
+        core.preprocess(torch.zeros(2, 500, 3, dtype=torch.uint8))
+    assert type(caught.value) is choripan_core.Error and caught.value.code == "E_INVALID_ARGUMENT"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: test_gpu.py covers it")
