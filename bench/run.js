@@ -741,7 +741,12 @@ async function main() {
   log(python([path.join(__dirname, 'chart.py'), json, '--out', path.join(outDir, 'latest.png')]).trim());
 }
 
-main().catch((error) => {
-  console.error(error);
-  process.exit(1);
-});
+if (require.main === module) {
+  main().catch((error) => {
+    console.error(error);
+    process.exit(1);
+  });
+}
+
+// For the benchmarks beside this one (bench/int8.js), which take the same flags.
+module.exports = { settings, env, artifacts, outDir, log, table, python, photo, onnxTwin, nodeChild, interleave, summarise };

@@ -25,6 +25,7 @@ export type ErrorCode =
   | 'E_UNAUTHORIZED'
   | 'E_FORBIDDEN'
   | 'E_RATE_LIMITED'
+  | 'E_QUANTIZATION_GATE'
   // </vocabulary errors>
   ;
 

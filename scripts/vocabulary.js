@@ -17,6 +17,8 @@ const header = path.join(root, 'native', 'core', 'vocabulary.h');
 // The Python package's copy, package data of its wheel (which cannot reach native/): choripan/contract.py.
 const pythonCopy = path.join(root, 'export', 'choripan', 'vocabulary.json');
 
+// What the documentation's table says of a code that one layer alone raises.
+const LAYERS = { js: 'JS only', service: 'the service only', export: 'Python export only' };
 const snake = (name) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 const pascal = (code) => code.replace(/^E_/, '').toLowerCase().replace(/(^|_)([a-z])/g, (_, __, c) => c.toUpperCase());
 
@@ -97,7 +99,7 @@ const regions = {
   },
   'docs/api.md': {
     errors: (v) => ['| code | HTTP status | meaning |', '| --- | --- | --- |',
-      ...v.errors.map((e) => `| \`${e.code}\` | ${e.status} | ${e.meaning}${e.layer ? ` (${e.layer === 'js' ? 'JS only' : 'the service only'})` : ''} |`)],
+      ...v.errors.map((e) => `| \`${e.code}\` | ${e.status} | ${e.meaning}${e.layer ? ` (${LAYERS[e.layer]})` : ''} |`)],
     options: (v) => ['| option | type | default | range | meaning |', '| --- | --- | --- | --- | --- |',
       ...v.options.map((o) => `| \`${o.name}\` | ${o.type === 'integer' ? 'integer' : optionType(o).replace(/\|/g, '\\|')} | ` +
         `${'default' in o ? quote(o.default) : ''} | ${'min' in o ? `${o.min} – ${o.max}` : ''} | ${o.meaning}${o.layer === 'js' ? ' (JS only)' : ''} |`)],

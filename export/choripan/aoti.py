@@ -17,6 +17,7 @@ import logging
 import subprocess
 import sysconfig
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,10 @@ from torch import nn
 
 from .contract import ARTIFACT, MAX_BATCH
 from .errors import ExportError, first_line
+
+# Compiling (int8's lowering) and loading import torch's C++ extension support, which warns that this
+# CPU-only use has no CUDA runtime: true, and beside the point.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 SUFFIX = ".pt2"
 BATCHED = ARTIFACT["batchedModel"]
@@ -74,7 +79,9 @@ def fold_padding(graph_module: torch.fx.GraphModule) -> int:
     convolution's own padding. A pad one wider on one side (stride-2 "same") becomes the wider padding
     on both sides with the kernel grown by one zero tap on the narrow side: each output reads exactly
     the same inputs with the same weights, the extra tap multiplying zeros. With frozen weights,
-    Inductor computes the grown kernel once, at compile time.
+    Inductor computes the grown kernel once, at compile time. In a module's own graph (weights read
+    with get_attr, as PT2E quantization needs them to fold BatchNorm and observe the weights), the
+    grown kernel is computed here and stored in the module instead.
     """
     folded = 0
     graph = graph_module.graph
@@ -101,7 +108,12 @@ def fold_padding(graph_module: torch.fx.GraphModule) -> int:
             for conv, args, padding, grow in plans:
                 with graph.inserting_before(conv):
                     weight = args[1]
-                    if any(grow):
+                    if any(grow) and weight.op == "get_attr":
+                        grown = torch.nn.functional.pad(graph_module.get_parameter(weight.target).detach(), grow)
+                        target = f"_folded_pad_{weight.target.replace('.', '_')}_{''.join(map(str, grow))}"
+                        graph_module.register_parameter(target, torch.nn.Parameter(grown, requires_grad=False))
+                        weight = graph.get_attr(target)
+                    elif any(grow):
                         weight = graph.call_function(torch.ops.aten.constant_pad_nd.default, (weight, grow, 0.0))
                     conv.args = (pad_node.args[0], weight, args[2], args[3], padding, args[5], args[6])
             graph.erase_node(pad_node)
@@ -143,11 +155,14 @@ def compile_package(
     metadata_json: dict,
     target_cpu: str = "native",
     step: Callable[[str], None] = lambda name: None,
+    check: Callable[[Path], dict] | None = None,
 ) -> nn.Module:
     """Export `model` (returning probabilities) at batch 1 and for any batch, compile both for `target_cpu`
     (a key of TARGET_CPUS), write `path`. `step(name)` is told as each of the four steps begins (progress.Steps).
 
-    `metadata_json` goes in as `extra/choripan.json`, with the checksum of every other record filled in.
+    `metadata_json` goes in as `extra/choripan.json`, with the checksum of every other record filled in,
+    and the fields `check(path)` returns: it is given the compiled package before its metadata is written
+    (what it measures on the package as served goes into the metadata) and may refuse it by raising.
     Returns the dynamic-batch program as a module (padding folded, run eagerly), for verification.
     """
     path = Path(path)
@@ -162,8 +177,10 @@ def compile_package(
         args, kwargs = program.example_inputs
         options = {**_INDUCTOR, **TARGET_CPUS[target_cpu], "aot_inductor.package": True}
         try:
-            # Inductor freezes (folds and prepacks the weights) only with gradients off.
-            with torch.no_grad():
+            # Inductor freezes (folds and prepacks the weights) only with gradients off. Its int8 lowering
+            # warns about its own way of copying a tensor, which no user can act on.
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "To copy construct from a tensor", UserWarning)
                 files[name] = torch._inductor.aot_compile(
                     program.module(check_guards=False), args, kwargs, options=options
                 )
@@ -177,6 +194,8 @@ def compile_package(
 
     from . import artifact
 
+    if check is not None:
+        metadata_json.update(check(path))
     metadata_json["checksum"]["value"] = artifact.checksum(path)
     with zipfile.ZipFile(path, "a") as archive:
         top = archive.namelist()[0].split("/", 1)[0]
@@ -257,8 +276,6 @@ class Package:
     """
 
     def __init__(self, checked):
-        # Importing the loader warns that this CPU-only use has no CUDA runtime: true, and beside the point.
-        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         from torch.export.pt2_archive._package import AOTICompiledModel
 
         compiled = _compiled_metadata(checked, BATCHED)

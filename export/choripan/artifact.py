@@ -428,9 +428,11 @@ def save_package(
     example: torch.Tensor,
     target_cpu: str = "native",
     step: Callable[[str], None] = lambda name: None,
+    check: Callable[[Path], dict] | None = None,
 ) -> torch.nn.Module:
     """Compile `model` for `target_cpu` into an AOTInductor package at `path` with the metadata inside
-    (see export/choripan/aoti.py); `step(name)` is told as each step begins."""
+    (see export/choripan/aoti.py); `step(name)` is told as each step begins; `check(path)` measures the
+    compiled package and returns metadata fields (aoti.compile_package)."""
     metadata.exported_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     metadata.versions = versions()
     metadata.runtime = {
@@ -439,4 +441,4 @@ def save_package(
         "device": "cpu",
         "cpu_target": target_cpu,
     }
-    return aoti.compile_package(model, example, path, metadata.to_json(), target_cpu, step)
+    return aoti.compile_package(model, example, path, metadata.to_json(), target_cpu, step, check)

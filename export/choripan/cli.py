@@ -15,12 +15,42 @@ from .contract import PREDICT_OPTIONS
 from .errors import ExportError, counted
 from .names import NAME_RULE, check_name, name_from
 
+_INT8_FLAGS = ("calibration_images", "check_fraction", "min_agreement", "max_prob_diff", "accuracy_data")
+
+
+def _quantization(args: argparse.Namespace, calibration: Path | None = None):
+    """The int8 export the flags ask for (choripan.quantize.Quantization), or None; int8's flags without
+    --quantize are an error. Photos from --calibration, else from `calibration` (train's --data)."""
+    from .quantize import Quantization
+
+    given = [flag for flag in ("calibration", "max_accuracy_drop", *_INT8_FLAGS) if getattr(args, flag) is not None]
+    if args.quantize is None:
+        if given:
+            flags = ", ".join(f"--{flag.replace('_', '-')}" for flag in given)
+            raise ExportError(f"{flags}: only for an int8 export (--quantize int8)")
+        return None
+    calibration = args.calibration or calibration
+    if calibration is None:
+        raise ExportError("--quantize int8 needs --calibration DIR: photos like those the model will be shown")
+    if args.max_accuracy_drop is not None and args.accuracy_data is None:
+        raise ExportError("--max-accuracy-drop bounds the accuracy on --accuracy-data DIR: give the folder too")
+    options = {
+        flag: getattr(args, flag) for flag in ("max_accuracy_drop", *_INT8_FLAGS) if getattr(args, flag) is not None
+    }
+    return Quantization(calibration, **options)
+
 
 def _check_export(args: argparse.Namespace) -> None:
-    """The export flags agree (--out's suffix, --format, --target-cpu, --script), before anything loads."""
+    """The export flags agree (--out's suffix, --format, --target-cpu, --script, int8's), before anything loads."""
     from .tracing import check_export
 
-    check_export(args.out, script=getattr(args, "script", False), format=args.format, target_cpu=args.target_cpu)
+    check_export(
+        args.out,
+        script=getattr(args, "script", False),
+        format=args.format,
+        target_cpu=args.target_cpu,
+        quantization=_quantization(args),
+    )
 
 
 def _write(args: argparse.Namespace, model, metadata, what: str, name: str | None = None) -> None:
@@ -28,10 +58,20 @@ def _write(args: argparse.Namespace, model, metadata, what: str, name: str | Non
     after the --out file."""
     from .tracing import export_classifier
 
-    script = getattr(args, "script", False)
     metadata.name = args.name or name or name_from(args.out)
-    path = export_classifier(model, metadata, args.out, script=script, format=args.format, target_cpu=args.target_cpu)
-    print(f"wrote {path} ({what}, {counted(len(metadata.labels), 'class', 'classes')}, served as {metadata.name})")
+    path = export_classifier(
+        model,
+        metadata,
+        args.out,
+        script=getattr(args, "script", False),
+        format=args.format,
+        target_cpu=args.target_cpu,
+        quantization=_quantization(args),
+    )
+    int8 = ", int8" if args.quantize else ""
+    print(
+        f"wrote {path} ({what}{int8}, {counted(len(metadata.labels), 'class', 'classes')}, served as {metadata.name})"
+    )
     _sign_if_asked(args, path)
 
 
@@ -98,6 +138,7 @@ def _train(args: argparse.Namespace) -> None:
         format=args.format,
         target_cpu=args.target_cpu,
         name=args.name,
+        quantization=_quantization(args, calibration=args.data),
     )
     report = train(config)
     classes = counted(len(report.labels), "class", "classes")
@@ -169,6 +210,8 @@ def _show(args: argparse.Namespace, metadata: dict, matches: bool, actual: str) 
         runtime = metadata.get("runtime", {"format": "torchscript"})
         isa = f" compiled for {runtime['cpu_isa']}" if "cpu_isa" in runtime else ""
         print(f"  runtime       {runtime['format']}{isa}")
+        if "quantization" in metadata:
+            print(f"  quantization  {_quantization_line(metadata['quantization'])}")
         print(f"  versions      {', '.join(f'{k} {v}' for k, v in metadata['versions'].items())}")
         print(f"  exported      {metadata['exported_at']}")
         print(f"  checksum      {'ok' if matches else 'MISMATCH'} ({actual})")
@@ -176,6 +219,17 @@ def _show(args: argparse.Namespace, metadata: dict, matches: bool, actual: str) 
         print(f"error: {args.artifact} was modified after export: its checksum does not match", file=sys.stderr)
         return 2
     return 0
+
+
+def _quantization_line(q: dict) -> str:
+    """What an int8 package cost, as its export measured it on photos held out from calibration."""
+    line = (
+        f"{q['scheme']}: top-1 agreement {q['top1_agreement']:.4f} with float32, largest probability difference "
+        f"{q['max_prob_diff']:.4f} on {q['checked_images']} held-out photos (calibrated on {q['calibration_images']})"
+    )
+    if "accuracy" in q:
+        line += f"; accuracy {q['accuracy']:.4f} (float32 {q['fp32_accuracy']:.4f})"
+    return line
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -250,6 +304,49 @@ def _add_format_argument(command: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_quantize_arguments(command: argparse.ArgumentParser, calibration: str) -> None:
+    from .quantize import SCHEMES, Quantization
+
+    int8 = command.add_argument_group(
+        "int8 (an AOTInductor package; needs the [int8] extra). Some calibration photos are held out to check "
+        "the result against the float32 model; past a bound, nothing is written"
+    )
+    int8.add_argument("--quantize", choices=SCHEMES, help="quantize to int8: PT2E static quantization for x86 CPUs")
+    int8.add_argument(
+        "--calibration", type=Path, metavar="DIR", help=f"photos to calibrate and check on ({calibration})"
+    )
+    int8.add_argument(
+        "--calibration-images",
+        type=int,
+        metavar="N",
+        help=f"at most N photos from DIR, drawn at random (default {Quantization.calibration_images})",
+    )
+    int8.add_argument(
+        "--check-fraction",
+        type=float,
+        metavar="F",
+        help=f"the share held out to check on (default {Quantization.check_fraction})",
+    )
+    int8.add_argument(
+        "--min-agreement",
+        type=float,
+        metavar="F",
+        help=f"least share of checked photos with float32's top-1 (default {Quantization.min_agreement})",
+    )
+    int8.add_argument(
+        "--max-prob-diff", type=float, metavar="F", help="largest probability difference allowed (default: none)"
+    )
+    int8.add_argument(
+        "--accuracy-data", type=Path, metavar="DIR", help="labelled photos (DIR/<label>/*.jpg) to measure accuracy on"
+    )
+    int8.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        metavar="F",
+        help=f"largest accuracy lost on --accuracy-data (default {Quantization.max_accuracy_drop})",
+    )
+
+
 def _add_signing_arguments(command: argparse.ArgumentParser, key_flag: str = "--sign-key") -> None:
     command.add_argument(
         key_flag,
@@ -282,6 +379,7 @@ def _add_model_arguments(command: argparse.ArgumentParser, weights_flag: str, we
     command.add_argument("--out", type=Path, required=True, help="artifact path, e.g. models/choripan.pt")
     _add_name_argument(command, "the --out file's name without its suffix")
     _add_format_argument(command)
+    _add_quantize_arguments(command, "required with --quantize")
     _add_signing_arguments(command)
     command.add_argument(
         "--trust-pickle",
@@ -333,6 +431,7 @@ def parser() -> argparse.ArgumentParser:
     default.add_argument("--out", type=Path, required=True, help="artifact path, e.g. models/default.pt")
     _add_name_argument(default, "efficientnet-lite0")
     _add_format_argument(default)
+    _add_quantize_arguments(default, "required with --quantize")
     _add_signing_arguments(default)
     default.set_defaults(run=_default)
 
@@ -353,6 +452,7 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, required=True, help="artifact path, e.g. models/choripan.pt")
     _add_name_argument(train, "the --out file's name without its suffix")
     _add_format_argument(train)
+    _add_quantize_arguments(train, "default: the --data folder")
     _add_signing_arguments(train)
     train.add_argument("--epochs", type=_positive, default=6, help="epochs of head training (default 6)")
     train.add_argument(

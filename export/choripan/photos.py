@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}  # the photos a folder holds, for training and calibration
+
 REFERENCE_PHOTOS = (
     "chelsea.png",  # a cat; RGB with an ICC profile and EXIF
     "coffee.png",  # an espresso

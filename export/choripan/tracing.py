@@ -10,15 +10,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import aoti, artifact
+from . import aoti, artifact, quantize
 from .artifact import Metadata
-from .errors import ExportError, first_line
+from .errors import ExportError, counted, first_line
 from .imaging import load_batch
 from .labels import check_count
 from .names import check_name
 from .photos import reference_photos
 from .predictor import Predictor
 from .progress import Steps
+from .quantize import Quantization
 
 TOLERANCE = 1e-4
 
@@ -140,10 +141,24 @@ def format_for(out: Path, format: str | None = None) -> str:
     return chosen
 
 
-def check_export(out: Path, *, script: bool = False, format: str | None = None, target_cpu: str = "native") -> str:
+def check_export(
+    out: Path,
+    *,
+    script: bool = False,
+    format: str | None = None,
+    target_cpu: str = "native",
+    quantization: Quantization | None = None,
+) -> str:
     """The format `export_classifier(…, out, …)` writes, once the options agree; an ExportError otherwise.
     Cheap: the command line calls it before it loads anything."""
     format = format_for(out, format)
+    if quantization is not None:
+        if format != "aoti":
+            raise ExportError(
+                f"--quantize int8 compiles an AOTInductor package: name it {Path(out).with_suffix(aoti.SUFFIX)}"
+            )
+        quantize.require_torchao()
+        quantize.split(quantization)  # a folder without enough photos, said before any model loads
     if target_cpu not in aoti.TARGET_CPUS:
         raise ExportError(f"unknown target CPU {target_cpu!r}; choose one of {', '.join(aoti.TARGET_CPUS)}")
     if target_cpu != "native" and format != "aoti":
@@ -161,6 +176,7 @@ def export_classifier(
     script: bool = False,
     format: str | None = None,
     target_cpu: str = "native",
+    quantization: Quantization | None = None,
     progress: bool | None = None,
 ) -> Path:
     """Trace `model` (returning logits), verify it on real photos, write `out` and its golden file.
@@ -172,12 +188,20 @@ def export_classifier(
     whole). `metadata.name` must be a served model's name (names.NAME_RULE). Nothing is written unless
     every check passes; a failure leaves no file. `progress`: each step on stderr where it is a terminal
     (None), always (True) or never (False).
+
+    With `quantization`, the package is int8 (choripan.quantize): calibrated on some of its photos, then
+    compared with the float32 model on the others, and refused past its bounds; what was measured goes
+    into the metadata's `quantization`.
     """
     out = Path(out)
-    format = check_export(out, script=script, format=format, target_cpu=target_cpu)
+    format = check_export(out, script=script, format=format, target_cpu=target_cpu, quantization=quantization)
     check_name(metadata.name)
-    # Checking, verifying, the golden answers; and tracing and saving, or capturing and compiling twice.
-    total = int(script) + 3 + (4 if format == "aoti" else 2)
+    if quantization is not None:
+        calibration, held_out = quantize.split(quantization)
+        labelled = quantization.accuracy_data and quantize.scan_labelled(quantization.accuracy_data, metadata.labels)
+    # Checking, verifying, the golden answers; and tracing and saving, or capturing and compiling twice;
+    # and quantizing and checking int8.
+    total = int(script) + 3 + (4 if format == "aoti" else 2) + (2 if quantization is not None else 0)
     with Steps(total, show=progress) as steps:
         if script:
             steps.step("scripting")
@@ -194,7 +218,24 @@ def export_classifier(
             )
         check_count(metadata.labels, probabilities.shape[1], "the model")
         with artifact.atomic_path(out) as partial:
-            if format == "aoti":
+            if format == "aoti" and quantization is not None:
+                steps.step(f"quantizing to int8 on {counted(len(calibration), 'photo')}")
+                int8 = quantize.quantize(eager, batch, calibration, metadata.preprocessing)
+
+                def check(package_path: Path) -> dict:
+                    steps.step(f"checking int8 against float32 on {counted(len(held_out), 'held-out photo')}")
+                    package = aoti.Package(artifact.CheckedArchive(package_path))
+                    measured = quantize.measure(eager, package, held_out, metadata.preprocessing, labelled)
+                    document = quantize.record(measured, len(calibration), len(held_out))
+                    quantize.check_gate(document, quantization)
+                    return {"quantization": document}
+
+                exported = artifact.save_package(int8, metadata, partial, batch, target_cpu, steps.step, check)
+                steps.step("verifying")
+                # The exported graph against the quantized one it was captured from; the compiled package
+                # was measured against the float32 model by `check`, which is what int8 may differ in.
+                verify(int8, {"exported": exported}, [batch[:1], batch])
+            elif format == "aoti":
                 exported = artifact.save_package(eager, metadata, partial, batch, target_cpu, step=steps.step)
                 steps.step("verifying")
                 # The exported graph (padding folded) run eagerly, then the compiled models loaded back.

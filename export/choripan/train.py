@@ -22,10 +22,10 @@ from .artifact import Source
 from .errors import ExportError
 from .imaging import decode, preprocess
 from .names import check_name, name_from
+from .photos import IMAGE_SUFFIXES
+from .quantize import Quantization
 from .sources import default
 from .tracing import check_export, export_classifier
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
 
 @dataclass
@@ -42,9 +42,11 @@ class TrainConfig:
     format: str | None = None  # by the suffix of `out` (choripan.tracing.format_for)
     target_cpu: str = "native"  # for a .pt2 package (choripan.aoti.TARGET_CPUS)
     name: str | None = None  # the served model's name (choripan.names.NAME_RULE); by default `out`'s stem
+    quantization: Quantization | None = None  # int8 (choripan.quantize), calibrated on `data` unless it says
 
     def __post_init__(self):
-        check_export(self.out, format=self.format, target_cpu=self.target_cpu)  # before the training, not after
+        # Before the training, not after.
+        check_export(self.out, format=self.format, target_cpu=self.target_cpu, quantization=self.quantization)
         if self.name is not None:
             check_name(self.name)
         if self.epochs < 1 or self.fine_tune_epochs < 0:
@@ -263,7 +265,14 @@ def train(config: TrainConfig) -> TrainReport:
     metadata.source = Source(
         kind="train", arch=default.ARCH, checkpoint=str(config.data), pretrained=metadata.source.pretrained
     )
-    report.artifact = export_classifier(model, metadata, config.out, format=config.format, target_cpu=config.target_cpu)
+    report.artifact = export_classifier(
+        model,
+        metadata,
+        config.out,
+        format=config.format,
+        target_cpu=config.target_cpu,
+        quantization=config.quantization,
+    )
     best = report.best
     print(
         f"best: {best.phase} epoch {best.epoch} (train acc {best.train_accuracy:.3f}"

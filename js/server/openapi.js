@@ -154,7 +154,7 @@ function openapi(names, access = { keys: false, metricsOpen: true, limited: fals
     components: {
       schemas: {
         Error: { type: 'object', required: ['error'], properties: { error: { type: 'object', required: ['code', 'message'], properties: {
-          code: { type: 'string', enum: vocabulary.errors.map((e) => e.code) }, message: { type: 'string' } } } } },
+          code: { type: 'string', enum: vocabulary.errors.filter((e) => e.layer !== 'export').map((e) => e.code) }, message: { type: 'string' } } } } },
         OipError: { type: 'object', required: ['error'], properties: { error: { type: 'string' } } },
         Prediction: { type: 'object', required: ['label', 'model'], properties: {
           label: { type: 'string' }, probability: { type: 'number' }, model: { type: 'string' }, elapsedMs: { type: 'number' },

@@ -18,7 +18,7 @@ CAT_LABELS = {"tiger cat", "Egyptian cat", "tabby"}
 # `npm run test:fast` runs `pytest -m "not slow"`: every test that needs a compiled package is slow (a
 # compile takes a minute or more), and so are the modules that export torchvision and fastai models or
 # train one (each test a minute or more; fastai's first installs fastai).
-SLOW_FIXTURES = {"default_package"}
+SLOW_FIXTURES = {"default_package", "int8_package"}
 SLOW_MODULES = {"test_fastai", "test_torchvision", "test_train"}
 
 

@@ -58,6 +58,20 @@ def test_fold_padding_removes_every_pad_and_keeps_the_answers():
         torch.testing.assert_close(program.module()(other), model(other), atol=1e-6, rtol=0)
 
 
+def test_fold_padding_stores_grown_kernels_in_a_module_whose_graph_reads_its_weights():
+    """PT2E quantization works on the module's own graph and needs every convolution's weight a stored
+    tensor (to fold BatchNorm into it and observe it), not one computed in the graph."""
+    torch.manual_seed(0)
+    model = SamePadded().eval()
+    x = torch.randn(2, 3, 37, 30)
+    module = torch.export.export(model, (x,)).module()
+    assert aoti.fold_padding(module) == 4
+    convs = [node for node in module.graph.nodes if node.target is torch.ops.aten.conv2d.default]
+    assert len(convs) == 4 and all(conv.args[1].op == "get_attr" for conv in convs)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), model(x), atol=1e-6, rtol=0)
+
+
 def test_fold_padding_leaves_pads_it_cannot_fold():
     class Reflect(nn.Module):
         def __init__(self):

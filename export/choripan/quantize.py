@@ -1,0 +1,234 @@
+"""int8 static quantization of a package, and the gate that decides whether what it costs is acceptable.
+
+PyTorch's PT2E flow with the x86 Inductor quantizer (torchao): the model is captured, its activation
+ranges are observed on calibration photos, it is converted to quantize/dequantize pairs around
+convolutions and linears, and Inductor (with frozen weights) lowers those to oneDNN's int8 kernels,
+VNNI or AMX where the CPU has them. What serves it is unchanged: the package takes and returns float32.
+
+The photos are split: activation ranges are fitted to the calibration photos, so agreement measured on
+those same photos would measure the fit, not how the model does on photos it has not seen. A held-out
+share of the folder is the check set, and the compiled package, loaded back as it will be served, is
+compared with the float32 model there.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .contract import MAX_BATCH
+from .errors import ExportError, counted, first_line
+from .photos import IMAGE_SUFFIXES
+
+if TYPE_CHECKING:  # torch loads where it is used: the command line reads the defaults here without it
+    import torch
+    from torch import nn
+
+    from .imaging import Preprocessing
+
+SCHEME = "int8-static-x86"
+SCHEMES = ("int8",)  # what --quantize takes
+_INSTALL = "pip install 'choripan[int8]'"
+_BATCH = 8  # photos per forward pass while calibrating and checking
+
+
+@dataclass
+class Quantization:
+    """What `--quantize int8` asks for: the photos, and the bounds past which no artifact is written.
+
+    `calibration` is a folder of photos (searched below it), of which at most `images` are drawn (in an
+    order fixed by `seed`) and `check_fraction` of those held out to check the result. `accuracy_data` is an
+    image folder (`DIR/<label>/*.jpg`, labels as the model names them) to measure accuracy on.
+    """
+
+    calibration: Path
+    calibration_images: int = 256
+    check_fraction: float = 0.25
+    min_agreement: float = 0.99
+    max_prob_diff: float | None = None
+    accuracy_data: Path | None = None
+    max_accuracy_drop: float = 0.01
+    seed: int = 0
+
+    def __post_init__(self):
+        self.calibration = Path(self.calibration)
+        for name in ("min_agreement", "max_prob_diff", "max_accuracy_drop"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 1:
+                raise ExportError(f"--{name.replace('_', '-')} must be in [0, 1], not {value}")
+        if not 0 < self.check_fraction < 1:
+            raise ExportError(f"--check-fraction must be in (0, 1), not {self.check_fraction}")
+        if (n := self.calibration_images) < 2:
+            raise ExportError(f"--calibration-images must be at least 2 (to calibrate and to check), not {n}")
+
+
+def require_torchao() -> None:
+    """torchao holds PT2E quantization since torch 2.10; an optional dependency, asked for by name."""
+    try:
+        _torchao()
+    except ImportError as error:
+        raise ExportError(
+            f"--quantize int8 needs the torchao package ({first_line(error)}): {_INSTALL}", "E_INVALID_ARGUMENT"
+        ) from error
+
+
+def _torchao():
+    with warnings.catch_warnings():  # torchao 0.18 registers an enum with torch.compile the deprecated way
+        warnings.simplefilter("ignore")
+        import logging
+
+        logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
+    return prepare_pt2e, convert_pt2e, x86
+
+
+def photos_in(folder: Path) -> list[Path]:
+    """The photos below `folder` (by suffix, as `train` reads them), in name order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ExportError(f"the calibration photos' folder {folder} is not a folder")
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def split(config: Quantization) -> tuple[list[Path], list[Path]]:
+    """(calibration photos, check photos): disjoint, at least one each, drawn in an order `seed` fixes
+    (a folder sorted by label would otherwise give every photo of one label to one side)."""
+    photos = photos_in(config.calibration)
+    suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+    if len(photos) < 2:
+        raise ExportError(
+            f"the calibration photos' folder {config.calibration} holds {counted(len(photos), 'photo')} "
+            f"({suffixes}); int8 needs at least 2: some to calibrate on, others to check the result on"
+        )
+    random.Random(config.seed).shuffle(photos)
+    photos = photos[: config.calibration_images]
+    held = min(len(photos) - 1, max(1, round(len(photos) * config.check_fraction)))
+    return photos[held:], photos[:held]
+
+
+def _batches(photos: list[Path], preprocessing: Preprocessing):
+    from .imaging import load_batch
+
+    for start in range(0, len(photos), _BATCH):
+        yield load_batch(photos[start : start + _BATCH], preprocessing)
+
+
+def quantize(model: nn.Module, example: torch.Tensor, photos: list[Path], preprocessing: Preprocessing) -> nn.Module:
+    """`model` (float32, returning probabilities) quantized to int8 with activation ranges observed on `photos`.
+
+    Returned as the converted graph, which torch.export captures again for compilation. Pads are folded
+    into the convolutions first, so that each convolution is quantized as one with its padding.
+    """
+    import torch
+
+    from . import aoti
+
+    prepare_pt2e, convert_pt2e, x86 = _torchao()
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    example = example if len(example) > 1 else example.expand(2, -1, -1, -1)
+    try:
+        # Strict: the quantizer finds convolutions and what follows them by the source function that
+        # TorchDynamo's trace records on each node; a non-strict capture records none, and every
+        # convolution would stay float32 without a word.
+        with torch.no_grad():
+            captured = torch.export.export(model.eval(), (example,), dynamic_shapes=({0: batch},), strict=True)
+    except Exception as error:  # torch.export raises many kinds, all meaning "cannot export this forward"
+        raise ExportError(f"torch.export cannot capture this model for int8 ({first_line(error)})") from error
+    graph = captured.module(check_guards=False)
+    aoti.fold_padding(graph)
+    quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
+    try:
+        prepared = prepare_pt2e(graph, quantizer)
+        with torch.no_grad():
+            for calibration in _batches(photos, preprocessing):
+                prepared(calibration)
+        return convert_pt2e(prepared)
+    except ExportError:
+        raise
+    except Exception as error:  # the quantizer raises many kinds for graphs it cannot annotate
+        raise ExportError(f"PT2E int8 quantization failed: {first_line(error)}", "E_INTERNAL") from error
+
+
+def scan_labelled(folder: Path, labels: list[str]) -> list[tuple[Path, int]]:
+    """(photo, class index) under `folder/<label>/`, every subfolder one of the model's `labels`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ExportError(f"--accuracy-data {folder} is not a folder")
+    samples = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if sub.name not in labels:
+            raise ExportError(
+                f"--accuracy-data {folder}: the folder '{sub.name}' is not one of the model's labels; "
+                "name each subfolder after the label its photos show"
+            )
+        samples += [(photo, labels.index(sub.name)) for photo in photos_in(sub)]
+    if not samples:
+        raise ExportError(f"--accuracy-data {folder} holds no photos in label folders (DIR/<label>/*.jpg)")
+    return samples
+
+
+def _answers(model, photos: list[Path], preprocessing: Preprocessing) -> torch.Tensor:
+    import torch
+
+    with torch.no_grad():
+        return torch.cat([model(batch) for batch in _batches(photos, preprocessing)])
+
+
+def measure(
+    fp32: nn.Module,
+    int8,
+    photos: list[Path],
+    preprocessing: Preprocessing,
+    labelled: list[tuple[Path, int]] = (),
+) -> dict:
+    """The int8 model's answers against the float32 model's: top-1 agreement and the largest probability
+    difference on `photos`; with `labelled` photos, both models' accuracy on them too."""
+    expected, actual = _answers(fp32, photos, preprocessing), _answers(int8, photos, preprocessing)
+    measured = {
+        "top1_agreement": (expected.argmax(1) == actual.argmax(1)).float().mean().item(),
+        "max_prob_diff": (expected - actual).abs().max().item(),
+    }
+    if labelled:
+        import torch
+
+        truth = torch.tensor([index for _, index in labelled])
+        paths = [path for path, _ in labelled]
+        for key, model in (("fp32_accuracy", fp32), ("accuracy", int8)):
+            measured[key] = (_answers(model, paths, preprocessing).argmax(1) == truth).float().mean().item()
+    return measured
+
+
+def check_gate(measured: dict, config: Quantization) -> None:
+    """ExportError(E_QUANTIZATION_GATE), with the measured numbers and the bounds, when one bound is passed.
+    `measured` is the metadata's document (`record`)."""
+    failures = []
+    if measured["top1_agreement"] < config.min_agreement:
+        failures.append(f"top-1 agreement {measured['top1_agreement']:.4f} < --min-agreement {config.min_agreement}")
+    if config.max_prob_diff is not None and measured["max_prob_diff"] > config.max_prob_diff:
+        failures.append(
+            f"largest probability difference {measured['max_prob_diff']:.4g} > --max-prob-diff {config.max_prob_diff}"
+        )
+    if "accuracy" in measured:
+        drop = measured["fp32_accuracy"] - measured["accuracy"]
+        if drop > config.max_accuracy_drop + 1e-9:  # counts of photos: no rounding noise should fail it
+            failures.append(
+                f"accuracy {measured['accuracy']:.4f} vs float32 {measured['fp32_accuracy']:.4f}, a drop of "
+                f"{drop:.4f} > --max-accuracy-drop {config.max_accuracy_drop}"
+            )
+    if failures:
+        raise ExportError(
+            f"the int8 model is refused, nothing was written: {'; '.join(failures)} "
+            f"(on {counted(measured['checked_images'], 'held-out photo')})",
+            "E_QUANTIZATION_GATE",
+        )
+
+
+def record(measured: dict, calibration_images: int, checked_images: int) -> dict:
+    """The metadata's `quantization` document: the scheme, how many photos, what `measure` found."""
+    rounded = {key: round(value, 6) if math.isfinite(value) else value for key, value in measured.items()}
+    return {"scheme": SCHEME, "calibration_images": calibration_images, "checked_images": checked_images, **rounded}

@@ -1,0 +1,225 @@
+"""int8 packages: calibrated on photos, checked against float32 on others, refused past a bound, served."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import choripan_core
+import pytest
+import torch
+
+from choripan import artifact, quantize
+from choripan.errors import ExportError
+from choripan.imaging import load_batch
+from choripan.photos import data_dir, reference_photos
+from choripan.sources import default
+from choripan.tracing import Probabilities, golden_path
+
+from .conftest import ROOT
+
+# A labelled folder of scikit-image's photos whose ImageNet class is not in doubt.
+LABELLED = {"espresso": "coffee.png", "missile": "rocket.jpg", "tiger cat": "chelsea.png"}
+
+
+def _choripan(*args: str, prelude: str = "") -> subprocess.CompletedProcess:
+    """`python -m choripan ARGS`, with `prelude` run first in the same interpreter."""
+    code = f"{prelude}\nimport sys\nfrom choripan.cli import main\nsys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT)
+
+
+@pytest.fixture(scope="session")
+def labelled(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("labelled")
+    for label, photo in LABELLED.items():
+        (folder / label).mkdir()
+        (folder / label / photo).symlink_to(data_dir() / photo)
+    return folder
+
+
+# Where float32 names a class with this probability or more, int8 must name the same. Most of scikit-image's
+# data are not photos of ImageNet's classes (microscopy, text, textures, a chessboard), where float32 itself
+# hesitates between classes under 0.2 each and int8's rounding picks another: the default --min-agreement
+# (0.99) refuses those (test_the_default_bound_refuses_int8_on_photos_float32_hesitates_on).
+SURE = 0.25
+
+
+@pytest.fixture(scope="session")
+def int8_package(tmp_path_factory, labelled):
+    """The default model exported to int8 by the command line, calibrated on scikit-image's photos, with
+    bounds those photos allow: no agreement bound (see SURE), a probability difference of at most 0.5."""
+    out = tmp_path_factory.mktemp("int8") / "default-int8.pt2"
+    run = _choripan(
+        "default", "--out", str(out), "--quantize", "int8", "--calibration", str(data_dir()),
+        "--min-agreement", "0", "--max-prob-diff", "0.5", "--accuracy-data", str(labelled), "--max-accuracy-drop", "0",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == "", "an export that succeeds says nothing on stderr but progress, here off"
+    return out
+
+
+@pytest.fixture(scope="module")
+def fp32():
+    model, metadata = default.build()
+    return Probabilities(model).eval(), metadata.preprocessing
+
+
+def test_the_photos_are_split_in_two_disjoint_sets_the_same_way_each_time():
+    config = quantize.Quantization(data_dir(), calibration_images=20, check_fraction=0.25)
+    calibration, check = quantize.split(config)
+    assert (len(calibration), len(check)) == (15, 5)
+    assert not set(calibration) & set(check)
+    assert (calibration, check) == quantize.split(config)
+    assert quantize.split(quantize.Quantization(data_dir(), seed=1)) != quantize.split(
+        quantize.Quantization(data_dir())
+    )
+
+
+def test_the_metadata_records_what_int8_cost_and_inspect_shows_it(int8_package, fp32):
+    photos = len(quantize.photos_in(data_dir()))
+    shown = json.loads(_choripan("inspect", "--json", str(int8_package)).stdout)
+    assert shown["checksum_ok"]
+    q = shown["metadata"]["quantization"]
+    assert q["scheme"] == "int8-static-x86"
+    assert q["calibration_images"] + q["checked_images"] == photos and q["checked_images"] == round(photos / 4)
+    # The numbers are the package's, as served, on the held-out photos: measured again here, they agree.
+    model, preprocessing = fp32
+    held_out = quantize.split(quantize.Quantization(data_dir()))[1]
+    again = quantize.measure(model, artifact.load(int8_package)[0], held_out, preprocessing)
+    assert q["top1_agreement"] == pytest.approx(again["top1_agreement"], abs=1e-6)  # recorded to 6 places
+    assert q["max_prob_diff"] == pytest.approx(again["max_prob_diff"], abs=1e-5)
+    assert 0 < q["max_prob_diff"] <= 0.5  # int8 is not float32; and the bound held
+    assert q["accuracy"] == q["fp32_accuracy"] == 1.0  # --max-accuracy-drop 0 held
+    assert shown["metadata"]["runtime"]["format"] == "aoti"
+    text = _choripan("inspect", str(int8_package)).stdout
+    assert f"quantization  int8-static-x86: top-1 agreement {q['top1_agreement']:.4f} with float32" in text
+
+
+def test_the_gate_refuses_past_a_bound_with_the_measured_numbers(int8_package):
+    recorded = artifact.read_metadata(int8_package)["quantization"]
+    strict = quantize.Quantization(data_dir(), min_agreement=0, max_prob_diff=recorded["max_prob_diff"] / 2)
+    with pytest.raises(ExportError) as caught:
+        quantize.check_gate(recorded, strict)
+    assert caught.value.code == "E_QUANTIZATION_GATE"
+    assert f"largest probability difference {recorded['max_prob_diff']:.4g} > --max-prob-diff" in str(caught.value)
+    quantize.check_gate(
+        recorded, quantize.Quantization(data_dir(), min_agreement=0, max_prob_diff=recorded["max_prob_diff"])
+    )
+
+
+def test_every_convolution_runs_in_int8(int8_package):
+    """Each compiled model calls oneDNN's int8 convolution for every convolution of the model, and its
+    float32 convolution for none (a quantizer that found no convolutions would leave them all float32)."""
+    model, _ = default.build()
+    convolutions = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    checked = artifact.CheckedArchive(int8_package)
+    wrappers = [name for name in checked.records if name.endswith(".wrapper.cpp")]
+    assert len(wrappers) == 2
+    for name in wrappers:
+        code = checked.read(name).decode()
+        calls = re.findall(r"aoti_torch_cpu_(\w+?)\(", code)
+        assert sum("qconv" in call for call in calls) == convolutions == 49, name
+        assert not [call for call in calls if "convolution" in call], name
+
+
+def test_the_core_serves_the_int8_package_with_float32s_answers(int8_package, fp32):
+    model, preprocessing = fp32
+    batch = load_batch(reference_photos(), preprocessing)
+    with torch.no_grad():
+        expected = model(batch)
+    core = choripan_core.Model(str(int8_package), max_batch=8)
+    try:
+        served = core.forward(batch)
+    finally:
+        core.dispose()
+    sure = expected.max(1).values >= SURE
+    assert sure.sum() >= 6  # the cat, the espresso, the missile, the moped, the tripod, the dog
+    assert torch.equal(served.argmax(1)[sure], expected.argmax(1)[sure])
+    assert (served - expected).abs().max() < 0.5
+
+
+def test_node_classifies_real_photos_with_the_int8_package_as_float32_does(int8_package, fp32):
+    model, preprocessing = fp32
+    with torch.no_grad():
+        probabilities = model(load_batch(reference_photos(), preprocessing))
+    photos = [photo for photo, p in zip(reference_photos(), probabilities, strict=True) if p.max() >= SURE]
+    expected = [p.argmax().item() for p in probabilities if p.max() >= SURE]
+    assert len(photos) >= 6
+    labels = artifact.read_metadata(int8_package)["labels"]
+    script = """
+    const fs = require('node:fs');
+    const [artifact, ...photos] = process.argv.slice(1);
+    require('.').load(artifact).then(async (model) => {
+      const answers = await Promise.all(photos.map((photo) => model.predict(fs.readFileSync(photo))));
+      console.log(JSON.stringify({ labels: answers.map((a) => a.label), quantization: model.metadata.quantization }));
+      await model.dispose();
+    });
+    """
+    run = subprocess.run(
+        ["node", "-e", script, str(int8_package), *map(str, photos)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    answer = json.loads(run.stdout)
+    assert answer["labels"] == [labels[i] for i in expected]
+    assert answer["quantization"] == artifact.read_metadata(int8_package)["quantization"]
+    assert json.loads(golden_path(int8_package).read_text())["photos"][1]["label"] == "espresso"
+
+
+@pytest.mark.slow
+def test_the_default_bound_refuses_int8_on_photos_float32_hesitates_on(tmp_path):
+    """On scikit-image's photos (see SURE) int8 agrees with float32 on well under 99% of the held-out ones,
+    and it never gives float32's probabilities exactly: both bounds refuse it, and nothing is written."""
+    out = tmp_path / "out" / "refused.pt2"
+    run = _choripan(
+        "default", "--out", str(out), "--quantize", "int8", "--calibration", str(data_dir()), "--max-prob-diff", "0"
+    )
+    assert run.returncode == 2
+    assert len(run.stderr.splitlines()) == 1
+    refusal = re.fullmatch(
+        r"error: the int8 model is refused, nothing was written: top-1 agreement (\S+) < --min-agreement 0.99; "
+        r"largest probability difference (\S+) > --max-prob-diff 0.0 \(on 6 held-out photos\) "
+        r"\(E_QUANTIZATION_GATE\)\n",
+        run.stderr,
+    )
+    assert refusal, run.stderr
+    assert float(refusal[1]) < 0.99 and float(refusal[2]) > 0
+    assert list((tmp_path / "out").iterdir()) == []  # no artifact, no golden file, no partial folder
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--min-agreement", "0.9"], "error: --min-agreement: only for an int8 export (--quantize int8)"),
+        (["--quantize", "int8"], "error: --quantize int8 needs --calibration DIR"),
+        (["--quantize", "int8", "--calibration", "{photos}", "--min-agreement", "1.01"], "must be in [0, 1], not 1.01"),
+        (["--quantize", "int8", "--calibration", "{photos}", "--max-accuracy-drop", "0"], "give the folder too"),
+        (["--quantize", "int8", "--calibration", "{empty}"], "holds 0 photos (.jpeg, .jpg, .png, .webp); int8 needs"),
+        (["--quantize", "int8", "--calibration", "{photos}", "--format", "torchscript"], "compiles an AOTInductor"),
+    ],
+)
+def test_int8_flags_that_cannot_work_are_refused_before_anything_loads(tmp_path, flags, message):
+    flags = [flag.format(photos=data_dir(), empty=tmp_path) for flag in flags]
+    out = tmp_path / ("m.pt" if "torchscript" in flags else "m.pt2")
+    run = _choripan("default", "--out", str(out), *flags)
+    assert run.returncode == 2 and message in run.stderr and "(E_INVALID_ARGUMENT)" in run.stderr, run.stderr
+    assert len(run.stderr.splitlines()) == 1 and not out.exists()
+
+
+def test_int8_without_torchao_says_how_to_install_it(tmp_path):
+    run = _choripan(
+        "default", "--out", str(tmp_path / "m.pt2"), "--quantize", "int8", "--calibration", str(data_dir()),
+        prelude="import sys; sys.modules['torchao'] = None  # as where torchao is not installed",
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert "--quantize int8 needs the torchao package" in run.stderr
+    assert run.stderr.rstrip().endswith("pip install 'choripan[int8]' (E_INVALID_ARGUMENT)")
+
+
+def test_train_calibrates_on_its_training_folder_unless_told(tmp_path):
+    (tmp_path / "cats").mkdir()
+    (tmp_path / "cats" / "chelsea.png").symlink_to(data_dir() / "chelsea.png")
+    run = _choripan("train", "--data", str(tmp_path), "--out", str(tmp_path / "m.pt2"), "--quantize", "int8")
+    assert run.returncode == 2, run.stderr
+    assert f"the calibration photos' folder {tmp_path} holds 1 photo (.jpeg, .jpg, .png, .webp)" in run.stderr
