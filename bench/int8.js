@@ -18,10 +18,6 @@ const { settings, env, artifacts, outDir, log, table, python, photo, onnxTwin, n
   require('./run');
 
 const calibration = path.join(env.sitePackages, 'skimage', 'data');
-// oneDNN must pick the same kernels when the int8 package is exported and when it is served, or it repacks
-// the weights on every call; its AMX kernels do for some convolutions even then (docs/export.md). The
-// export and every child inherit the cap; ONNX Runtime does not use oneDNN, float32 does not use AMX.
-process.env.ONEDNN_MAX_CPU_ISA ??= 'AVX512_CORE_VNNI';
 
 /** `make(file)` unless `file` is newer than everything it is made from. */
 function fresh(file, sources, make) {

@@ -12,6 +12,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { ChoripanError, codedError } = require('./errors');
 const { received } = require('./validate');
+const { vocabulary } = require('./vocabulary');
 
 const root = path.resolve(__dirname, '..');
 const LOCAL_ADDON = path.join(root, 'build', 'Release', 'choripan.node');
@@ -73,6 +74,10 @@ function native() {
   // 26 with 10,000, which a quiet machine measured the same (npm run bench -- --sweep [--busy 2]). It is
   // read once, when libgomp loads with the addon; a value of your own wins.
   process.env.GOMP_SPINCOUNT ??= '10000';
+  // oneDNN's newest instructions, as choripan's export used them (the vocabulary says why: an int8
+  // package on an AMX CPU ran at half float32's speed, repacking weights every call). Read at oneDNN's
+  // first use; float32 runs the same either way. A value of your own wins.
+  process.env.ONEDNN_MAX_CPU_ISA ??= vocabulary.artifact.oneDnnMaxCpuIsa;
   /** @type {import('./binding').NativeBinding} */
   let loaded;
   try {

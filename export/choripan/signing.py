@@ -1,4 +1,4 @@
-"""Signed artifacts, with OpenSSF model signing (the `model-signing` package, `pip install 'choripan-export[sign]'`).
+"""Signed artifacts, with OpenSSF model signing (the `model-signing` package, `pip install 'choripan[sign]'`).
 
 `sign()` writes `<artifact>.sig` beside the artifact: a Sigstore bundle whose DSSE envelope holds an
 in-toto statement naming the file's SHA-256, signed with an elliptic-curve private key (PEM, P-256,
@@ -31,7 +31,7 @@ def _library():
         import model_signing
     except ImportError as error:
         raise ExportError(
-            f"signing needs the model-signing package ({error}): pip install 'choripan-export[sign]'"
+            f"signing needs the model-signing package ({error}): pip install 'choripan[sign]'"
         ) from error
     return model_signing
 

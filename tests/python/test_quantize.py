@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -158,11 +159,21 @@ def test_node_classifies_real_photos_with_the_int8_package_as_float32_does(int8_
     });
     """
     run = subprocess.run(
-        ["node", "-e", script, str(int8_package), *map(str, photos)], cwd=ROOT, capture_output=True, text=True
+        ["node", "-e", script, str(int8_package), *map(str, photos)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ONEDNN_VERBOSE": "1"},
     )
     assert run.returncode == 0, run.stderr
-    answer = json.loads(run.stdout)
+    *verbose, last = run.stdout.splitlines()
+    answer = json.loads(last)
     assert answer["labels"] == [labels[i] for i in expected]
+    # Served with the instructions it was exported with (js/binding.js and the export cap oneDNN alike): on a
+    # CPU with AMX, oneDNN's AMX kernels would repack the int8 weights on every call.
+    executed = [line for line in verbose if line.startswith("onednn_verbose") and ",exec," in line]
+    assert sum(",convolution," in line for line in executed) >= 49 * len(photos) / 8
+    assert not [line for line in executed if "amx" in line]
     assert answer["quantization"] == artifact.read_metadata(int8_package)["quantization"]
     assert json.loads(golden_path(int8_package).read_text())["photos"][1]["label"] == "espresso"
 
