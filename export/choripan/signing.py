@@ -30,9 +30,7 @@ def _library():
     try:
         import model_signing
     except ImportError as error:
-        raise ExportError(
-            f"signing needs the model-signing package ({error}): pip install 'choripan[sign]'"
-        ) from error
+        raise ExportError(f"signing needs the model-signing package ({error}): pip install 'choripan[sign]'") from error
     return model_signing
 
 
