@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from .contract import ARTIFACT, PREDICT_OPTIONS
+from .contract import PREDICT_OPTIONS
 from .errors import ExportError, counted
 from .names import NAME_RULE, check_name, name_from
 
@@ -37,9 +37,6 @@ def _quantization(args: argparse.Namespace, calibration: Path | None = None):
     options = {
         flag: getattr(args, flag) for flag in ("max_accuracy_drop", *_INT8_FLAGS) if getattr(args, flag) is not None
     }
-    # oneDNN's instructions as choripan serves with them (js/binding.js): the int8 weights are packed for the
-    # kernels oneDNN picks here. Read at oneDNN's first use, which has not come yet; a value of the user's wins.
-    os.environ.setdefault("ONEDNN_MAX_CPU_ISA", ARTIFACT["oneDnnMaxCpuIsa"])
     return Quantization(calibration, **options)
 
 
