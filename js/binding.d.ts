@@ -63,6 +63,7 @@ export interface NativeModel {
   /** The artifact's metadata document, as stored (JSON text). */
   readonly metadata: string;
   readonly disposed: boolean;
+  readonly loneBatch: import('./index').LoneBatch | null;
   /**
    * Reserves places for `count` inputs that js/ is about to decode, `bytes` of pixels between them: a
    * worker holding a batch open waits for them. They are admitted together or refused together:

@@ -168,12 +168,27 @@ export interface PredictionTiming {
   decodeMs?: number;
 }
 
+/**
+ * Which compiled model of an AOTInductor package runs a batch of one on the CPU, as the warm-up timed
+ * them: the batch-1 model (its weights packed for the exporting CPU's kernels) or, where it runs slower
+ * here, the any-batch model (docs/runtime.md#one-package-on-other-cpus).
+ */
+export interface LoneBatch {
+  readonly model: 'batch1' | 'model';
+  /** The best of the batch-1 model's timed passes, in milliseconds. */
+  readonly singleMs: number;
+  /** The best of the any-batch model's, at batch 1. */
+  readonly batchedMs: number;
+}
+
 export class Model extends EventEmitter {
   private constructor();
   readonly name: string;
   readonly path: string;
   readonly labels: readonly string[];
   readonly metadata: Readonly<ArtifactMetadata>;
+  /** Null for TorchScript, on a GPU, for a package without a batch-1 model, or with `warmup: false`. */
+  readonly loneBatch: LoneBatch | null;
   readonly disposed: boolean;
   predict(image: Uint8Array, options?: PredictOptions): Promise<Prediction>;
   /**

@@ -144,6 +144,9 @@ class Model extends EventEmitter {
     this.path = path;
     this.name = this.metadata.name;
     this.labels = Object.freeze([...this.metadata.labels]);
+    /** Which compiled model of a package runs a batch of one (index.d.ts LoneBatch), or null. */
+    const loneBatch = nativeModel.loneBatch;
+    this.loneBatch = loneBatch && Object.freeze(loneBatch);
   }
 
   /**

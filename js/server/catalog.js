@@ -135,4 +135,28 @@ class Catalog extends EventEmitter {
   }
 }
 
-module.exports = { Catalog };
+/**
+ * Logs a model that has loaded, with `fields`; and, where its package's batch-1 model ran slower here than
+ * its any-batch model (weights packed for another CPU's kernels: docs/runtime.md#one-package-on-other-cpus),
+ * a warning that says so and what to do.
+ * @param {{ info: Function, warn: Function }} logger
+ * @param {import('..').Model} model
+ * @param {object} fields
+ * @param {string} message
+ */
+function logLoaded(logger, model, fields, message) {
+  const lone = model.loneBatch;
+  logger.info({ ...fields, ...(lone ? { loneBatch: lone.model } : {}), workers: model.stats().workers }, message);
+  if (lone?.model === 'model') {
+    logger.warn({ model: fields.model, singleMs: round(lone.singleMs), batchedMs: round(lone.batchedMs) },
+      `model ${fields.model}: its batch-1 model took ${round(lone.singleMs)} ms here against ${round(lone.batchedMs)} ms for ` +
+      'its any-batch model: its weights were packed for another CPU\'s kernels, so lone requests run the any-batch ' +
+      'model; export the package on a machine like this one for the fastest lone requests');
+  }
+}
+
+function round(ms) {
+  return Math.round(ms * 10) / 10;
+}
+
+module.exports = { Catalog, logLoaded };

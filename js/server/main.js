@@ -11,6 +11,7 @@ const { createApp } = require('./app');
 const { readConfig, ConfigError } = require('./config');
 const { PATHS } = require('./paths');
 const { ModelRepository } = require('./repository');
+const { logLoaded } = require('./catalog');
 const { toHttpError, errorBody } = require('./http-error');
 const { startGrpcServer } = require('./grpc');
 const { keyring, authorize } = require('./api-keys');
@@ -129,7 +130,7 @@ async function loadModels(config, logger) {
     const started = performance.now();
     const model = await load(path, loadOptionsFor(config, config.models.length));
     models.set(name ?? model.name, model);
-    logger.info({ model: name ?? model.name, path, ms: Math.round(performance.now() - started), workers: model.stats().workers }, 'model loaded');
+    logLoaded(logger, model, { model: name ?? model.name, path, ms: Math.round(performance.now() - started) }, 'model loaded');
   }
   return models;
 }

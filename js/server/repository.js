@@ -25,7 +25,7 @@ const path = require('node:path');
 const { load } = require('..');
 const { ChoripanError } = require('../errors');
 const { vocabulary } = require('../vocabulary');
-const { Catalog } = require('./catalog');
+const { Catalog, logLoaded } = require('./catalog');
 
 const NAME = new RegExp(`^${vocabulary.modelName.pattern}$`);
 /** A version's folder: a positive integer, in one spelling (no leading zero), small enough to be exact. */
@@ -302,7 +302,7 @@ class ModelRepository {
     const replaced = this.catalog.find(name, version);
     this.catalog.install(name, version, model, { path: artifact.path, signature: artifact.signature, workers: options.workers });
     this.#failed.delete(id);
-    this.#logger.info({ model: name, version, path: artifact.path, ms: Math.round(performance.now() - started), workers: model.stats().workers },
+    logLoaded(this.#logger, model, { model: name, version, path: artifact.path, ms: Math.round(performance.now() - started) },
       `model ${name} version ${version} ${replaced ? 'reloaded: it takes the new requests' : 'loaded'}`);
     return undefined;
   }
@@ -375,7 +375,7 @@ class ModelRepository {
     }
     this.#reshareFailed.delete(id);
     this.catalog.install(name, version, model, { ...source, workers: options.workers });
-    this.#logger.info({ model: name, version, path: source.path, ms: Math.round(performance.now() - started), workers: model.stats().workers },
+    logLoaded(this.#logger, model, { model: name, version, path: source.path, ms: Math.round(performance.now() - started) },
       `model ${name} version ${version} reloaded on its share of the cores (${workers(options.workers)}, was ${source.workers}): it takes the new requests`);
   }
 

@@ -100,6 +100,11 @@ void Model::StartWorkers() {
   }
 }
 
+std::optional<LoneBatch> Model::lone_batch() const {
+  std::lock_guard lock(mutex_);
+  return lone_batch_;
+}
+
 std::shared_ptr<Runner> Model::runner() const {
   std::lock_guard lock(mutex_);
   return runner_;
@@ -121,12 +126,18 @@ void Model::WorkerMain(int64_t worker) {
 
   std::optional<Error> failure;
   if (options_.warmup) {
+    // Worker 0 times the package's models alone on the machine, as a lone request will run them.
+    if (worker != 0) {
+      std::unique_lock lock(mutex_);
+      ready_.wait(lock, [&] { return lead_warmed_; });
+    }
     try {
       const auto crop = metadata_.preprocessing.crop;
       for (const auto team : {wide, narrow}) {
         omp_set_num_threads(static_cast<int>(team));
         Run(*runner, at::zeros({1, 3, crop, crop}));
         if (options_.max_batch > 1) Run(*runner, at::zeros({options_.max_batch, 3, crop, crop}));
+        if (worker == 0 && team == wide) runner->ChooseLoneModel(at::zeros({1, 3, crop, crop}));
         if (wide == narrow) break;
       }
       threads = narrow;
@@ -140,6 +151,10 @@ void Model::WorkerMain(int64_t worker) {
     std::lock_guard lock(mutex_);
     if (failure && !startup_error_) startup_error_ = failure;
     ++workers_ready_;
+    if (worker == 0) {
+      lead_warmed_ = true;
+      lone_batch_ = runner->lone_batch();
+    }
   }
   ready_.notify_all();
 

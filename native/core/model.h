@@ -64,6 +64,10 @@ class Model : public std::enable_shared_from_this<Model> {
 
   Stats GetStats() const;
 
+  // Which compiled model runs a batch of one, as the warm-up chose it (Runner::ChooseLoneModel); none
+  // for TorchScript, without `warmup`, or on a GPU.
+  std::optional<LoneBatch> lone_batch() const;
+
   // Refuses new work, answers queued requests with kDisposed, lets running batches finish, and frees
   // the module when the last one ends. Never blocks; idempotent.
   void Dispose();
@@ -139,6 +143,8 @@ class Model : public std::enable_shared_from_this<Model> {
   int64_t pending_bytes_ = 0;  // reserved, queued and running
   std::vector<std::thread> workers_;
   int64_t workers_ready_ = 0;
+  bool lead_warmed_ = false;  // worker 0 has warmed up and chosen lone_batch_: the others may warm up
+  std::optional<LoneBatch> lone_batch_;
   int64_t running_ = 0;        // workers inside a batch
   bool lead_running_ = false;  // worker 0, the only one that widens (see Options::intra_op_threads)
   std::optional<Error> startup_error_;

@@ -5,9 +5,14 @@
 #include <torch/script.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <limits>
 #include <map>
+#include <mutex>
 #include <sstream>
 #include <string_view>
+#include <vector>
 
 #include "archive.h"
 #include "errors.h"
@@ -29,8 +34,6 @@ class TorchScriptRunner final : public Runner {
     return module_.forward({input}).toTensor().to(at::kCPU);
   }
 
-  const char* format() const override { return "torchscript"; }
-
  private:
   torch::jit::Module module_;
   const Device device_;
@@ -44,24 +47,61 @@ constexpr std::string_view kCompiledFolder = CHORIPAN_ARTIFACT_COMPILED_FOLDER;
 class AotiRunner final : public Runner {
  public:
   AotiRunner(std::unique_ptr<torch::inductor::AOTIModelPackageLoader> batched,
-             std::unique_ptr<torch::inductor::AOTIModelPackageLoader> single, std::unique_ptr<Extraction> files)
-      : batched_(std::move(batched)), single_(std::move(single)), files_(std::move(files)) {}
+             std::unique_ptr<torch::inductor::AOTIModelPackageLoader> single, std::unique_ptr<Extraction> files,
+             Device device)
+      : batched_(std::move(batched)), single_(std::move(single)), files_(std::move(files)), device_(device) {
+    lone_single_ = single_ != nullptr;
+  }
 
   at::Tensor Run(const at::Tensor& batch) override {
     // Compiled for exactly these strides: another layout would be read wrongly, not refused.
     auto input = batch.contiguous();
-    auto& model = input.size(0) == 1 && single_ ? *single_ : *batched_;
-    auto outputs = model.run({input});
+    auto& model = input.size(0) == 1 && lone_single_ ? *single_ : *batched_;
+    return Output(model.run({input}));
+  }
+
+  void ChooseLoneModel(const at::Tensor& example) override {
+    if (!single_ || device_ != Device::kCpu) return;
+    const auto input = example.contiguous();
+    auto single_ms = std::numeric_limits<double>::infinity();
+    auto batched_ms = single_ms;
+    // Alternately, so that a busy moment of the machine slows both; the best of each, so that it does
+    // not decide. The first pass of the any-batch model at this shape is among them.
+    for (int round = 0; round < kChoiceRounds; ++round) {
+      single_ms = std::min(single_ms, Milliseconds(*single_, input));
+      batched_ms = std::min(batched_ms, Milliseconds(*batched_, input));
+    }
+    lone_single_ = single_ms <= batched_ms;
+    std::lock_guard lock(mutex_);
+    lone_batch_ = LoneBatch{lone_single_ ? kSingleModel : kBatchedModel, single_ms, batched_ms};
+  }
+
+  std::optional<LoneBatch> lone_batch() const override {
+    std::lock_guard lock(mutex_);
+    return lone_batch_;
+  }
+
+ private:
+  static constexpr int kChoiceRounds = 5;
+
+  static at::Tensor Output(std::vector<at::Tensor> outputs) {
     if (outputs.size() != 1) throw std::runtime_error("the package returned " + std::to_string(outputs.size()) + " outputs");
     return outputs[0];
   }
 
-  const char* format() const override { return "aoti"; }
+  static double Milliseconds(torch::inductor::AOTIModelPackageLoader& model, const at::Tensor& input) {
+    const auto started = std::chrono::steady_clock::now();
+    Output(model.run({input}));
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+  }
 
- private:
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> batched_;
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> single_;
   std::unique_ptr<Extraction> files_;  // kept only where the runner reads from it later (CUDA kernels)
+  const Device device_;
+  std::atomic<bool> lone_single_;  // whether a batch of one runs single_
+  mutable std::mutex mutex_;
+  std::optional<LoneBatch> lone_batch_;
 };
 
 // The vector instructions the compiled code uses (AOTI_CPU_ISA: "AVX2", "AVX512 AVX512_VNNI", …),
@@ -112,7 +152,7 @@ std::unique_ptr<Runner> LoadPackage(const Archive& archive, Device device, int64
   if (has_single) single = std::make_unique<torch::inductor::AOTIModelPackageLoader>(files->path(), kSingleModel, false, runners);
   // On the CPU the libraries are mapped and their weights read by now: the folder can go.
   if (device == Device::kCpu) files.reset();
-  return std::make_unique<AotiRunner>(std::move(batched), std::move(single), std::move(files));
+  return std::make_unique<AotiRunner>(std::move(batched), std::move(single), std::move(files), device);
 }
 
 std::unique_ptr<Runner> LoadTorchScript(const Archive& archive, Device device) {

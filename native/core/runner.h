@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "metadata.h"
@@ -13,6 +14,14 @@
 namespace choripan {
 
 enum class Device { kCpu, kCuda };
+
+// Which compiled model of an AOTInductor package runs a batch of one on the CPU, and the times that
+// decided it (Runner::ChooseLoneModel): the best of the timed passes of each, in milliseconds.
+struct LoneBatch {
+  std::string model;  // the vocabulary's singleModel ("batch1") or batchedModel ("model")
+  double single_ms = 0;
+  double batched_ms = 0;
+};
 
 class Runner {
  public:
@@ -22,8 +31,15 @@ class Runner {
   // `concurrency` threads at once (see LoadArtifact). Throws what libtorch throws.
   virtual at::Tensor Run(const at::Tensor& batch) = 0;
 
-  // "torchscript" or "aoti", for stats and messages.
-  virtual const char* format() const = 0;
+  // A package's batch-1 model has its weights packed at export for the kernels oneDNN picked on the
+  // exporting CPU. Where this process's oneDNN picks others (a package compiled on a CPU with AVX-512,
+  // served on one with AVX2 only, or another ONEDNN_MAX_CPU_ISA), it repacks them on every call: 3 to 4
+  // times slower than the any-batch model at batch 1, where it is otherwise a fifth faster. Nothing in
+  // the package says which kernels it was packed for, so this times both on `example` (one input, on the
+  // calling thread and its OpenMP team) and keeps the faster for batches of one. Nothing to choose
+  // for TorchScript, for a package without a batch-1 model, or on a GPU.
+  virtual void ChooseLoneModel(const at::Tensor& example) {}
+  virtual std::optional<LoneBatch> lone_batch() const { return std::nullopt; }
 };
 
 struct Artifact {

@@ -17,6 +17,7 @@ Napi::Function ModelWrap::Define(Napi::Env env) {
                          InstanceMethod("dispose", &ModelWrap::Dispose),
                          InstanceAccessor("metadata", &ModelWrap::Metadata, nullptr),
                          InstanceAccessor("disposed", &ModelWrap::Disposed, nullptr),
+                         InstanceAccessor("loneBatch", &ModelWrap::LoneBatch, nullptr),
                      });
 }
 
@@ -184,6 +185,17 @@ Napi::Value ModelWrap::Dispose(const Napi::CallbackInfo& info) {
 
 Napi::Value ModelWrap::Metadata(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), model_->metadata().document);
+}
+
+Napi::Value ModelWrap::LoneBatch(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  const auto chosen = model_->lone_batch();
+  if (!chosen) return env.Null();
+  auto result = Napi::Object::New(env);
+  result.Set("model", chosen->model);
+  result.Set("singleMs", chosen->single_ms);
+  result.Set("batchedMs", chosen->batched_ms);
+  return result;
 }
 
 Napi::Value ModelWrap::Disposed(const Napi::CallbackInfo& info) {

@@ -49,6 +49,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value Metadata(const Napi::CallbackInfo& info);
   Napi::Value Disposed(const Napi::CallbackInfo& info);
+  Napi::Value LoneBatch(const Napi::CallbackInfo& info);
 
   void Settle(Napi::Env env, Job* job, Outcome outcome);
   // No completion can come any more (the workers have exited): let the thread-safe function go.

@@ -198,6 +198,15 @@ class ChoripanValueError(Error, ValueError):
                              })
       .def_property_readonly("labels", [](const Model& model) { return model.metadata().labels; })
       .def_property_readonly("path", &Model::path)
+      .def_property_readonly(
+          "lone_batch",
+          [](const Model& model) -> py::object {
+            const auto chosen = model.lone_batch();
+            if (!chosen) return py::none();
+            return py::dict(py::arg("model") = chosen->model, py::arg("single_ms") = chosen->single_ms,
+                            py::arg("batched_ms") = chosen->batched_ms);
+          },
+          "Which compiled model of a package runs a batch of one, as the warm-up timed them (docs/runtime.md).")
       .def(
           "forward",
           [](Model& model, const at::Tensor& batch) {

@@ -236,6 +236,21 @@ describe('load() and Model', () => {
     assert.deepEqual(a, b);
   });
 
+  test("loneBatch: which of a package's models runs a batch of one, as its warm-up timed them; null otherwise", async () => {
+    const timed = await choripan.load(defaultPackagePath, { workers: 1 });
+    const untimed = await choripan.load(defaultPackagePath, { workers: 1, warmup: false });
+    try {
+      const { model: chosen, singleMs, batchedMs } = timed.loneBatch;
+      assert.ok(Object.isFrozen(timed.loneBatch));
+      assert.ok(singleMs > 0 && batchedMs > 0);
+      assert.equal(chosen, singleMs <= batchedMs ? 'batch1' : 'model');
+      assert.equal(untimed.loneBatch, null);
+      assert.equal(model.loneBatch, null, 'TorchScript has one model');
+    } finally {
+      await Promise.all([timed.dispose(), untimed.dispose()]);
+    }
+  });
+
   test('the default model is the AOTInductor package that setup compiled, the TorchScript one its twin', async () => {
     assert.equal(choripan.DEFAULT_MODEL_PATH, defaultPackagePath);
     const [a, b] = await Promise.all([model.predict(photo('coffee.png')), choripan.predict(photo('coffee.png'))]);

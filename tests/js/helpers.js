@@ -107,13 +107,13 @@ async function twoModels() {
 const children = new Set();
 
 /**
- * `npm start` (js/server/main.js) on an ephemeral port: its JSON log lines as they come, the port once it
- * listens, and how it exited.
+ * `npm start` (js/server/main.js) on an ephemeral port, with `variables` added to the environment: its JSON
+ * log lines as they come, the port once it listens, and how it exited.
  */
-function startServer() {
+function startServer(variables = {}) {
   const child = spawn(process.execPath, [path.join(root, 'js', 'server', 'main.js')], {
     cwd: root,
-    env: { ...process.env, PORT: '0', HOST: '127.0.0.1' },
+    env: { ...process.env, ...variables, PORT: '0', HOST: '127.0.0.1' },
   });
   children.add(child);
   child.on('exit', () => children.delete(child));

@@ -5,11 +5,12 @@
 
 const assert = require('node:assert/strict');
 const { test, describe, before, after } = require('node:test');
+const fs = require('node:fs');
 const http = require('node:http');
 const pino = require('pino');
 const choripan = require('choripan');
 const { createApp } = require('choripan/server');
-const { photo, defaultPackagePath, listen, postImage: post, twoModels } = require('./helpers');
+const { photo, defaultPackagePath, listen, postImage: post, twoModels, startServer, stopServers, CAT_LABELS } = require('./helpers');
 
 describe('one app, two models', () => {
   let models;
@@ -116,5 +117,28 @@ describe('metrics of requests no route matched', () => {
       server.close();
       await model.dispose();
     }
+  });
+});
+
+describe('a package served on other kernels than it was packed for', () => {
+  after(stopServers);
+  const flags = fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)?.[1].trim().split(/\s+/) ?? [];
+  const avx512 = ['avx512f', 'avx512bw', 'avx512dq', 'avx512vl'].every((flag) => flags.includes(flag));
+
+  test('lone requests run its any-batch model, and the log says why and what to do', {
+    timeout: 120_000,
+    skip: !avx512 && 'packs weights for AVX-512 kernels (setup compiles the default package here), then holds oneDNN to AVX2: needs AVX-512',
+  }, async () => {
+    const server = startServer({ ONEDNN_MAX_CPU_ISA: 'AVX2', CHORIPAN_MODEL: defaultPackagePath });
+    const port = await server.listening;
+    const loaded = server.lines.find((line) => line.msg === 'model loaded');
+    assert.equal(loaded.loneBatch, 'model');
+    const warning = server.lines.find((line) => line.level === 40 && line.singleMs !== undefined);
+    assert.ok(warning.singleMs > warning.batchedMs, JSON.stringify(warning));
+    assert.match(warning.msg, /packed for another CPU's kernels, so lone requests run the any-batch model; export the package on a machine like this one/);
+    const answer = await post(`http://127.0.0.1:${port}/predict`, photo('chelsea.png'));
+    assert.ok(CAT_LABELS.includes((await answer.json()).label));
+    server.child.kill('SIGTERM');
+    assert.deepEqual(await server.exited, { status: 0, signal: null });
   });
 });

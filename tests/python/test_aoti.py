@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import time
@@ -146,6 +147,55 @@ def test_core_refuses_shapes_the_package_was_not_compiled_for(core_package):
         with pytest.raises(choripan_core.Error) as caught:
             core_package.forward(batch)
         assert caught.value.code == "E_INVALID_ARGUMENT" and "[N, 3, 224, 224]" in caught.value.message
+
+
+def test_a_package_run_where_it_was_compiled_serves_lone_batches_with_its_batch_1_model(core_package):
+    chosen = core_package.lone_batch
+    assert chosen["model"] == "batch1" and 0 < chosen["single_ms"] <= chosen["batched_ms"], chosen
+
+
+_LONE_BATCH_ELSEWHERE = """
+import json, sys, torch, choripan_core
+model = choripan_core.Model(sys.argv[1], max_batch=2)
+torch.manual_seed(0)
+probabilities = model.forward(torch.rand(1, 3, 224, 224))[0].tolist()
+print(json.dumps({"lone_batch": model.lone_batch, "probabilities": probabilities}))
+model.dispose()
+"""
+
+
+@pytest.mark.skipif(
+    not {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= aoti._cpu_flags(),
+    reason="packs weights for AVX-512 kernels, then serves them with oneDNN held to AVX2: needs AVX-512",
+)
+def test_a_package_packed_for_other_kernels_serves_lone_batches_with_its_any_batch_model(core_package, default_package):
+    """Weights packed for AVX-512 kernels and served by oneDNN's AVX2 ones are repacked on every call of
+    the batch-1 model (3-4x slower): the warm-up times it, and lone batches run the any-batch model."""
+    held = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    ran = subprocess.run(
+        [sys.executable, "-c", _LONE_BATCH_ELSEWHERE, str(default_package)],
+        env=held,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    answer = json.loads(ran.stdout.strip().splitlines()[-1])
+    chosen = answer["lone_batch"]
+    assert chosen["model"] == "model" and chosen["single_ms"] > 1.5 * chosen["batched_ms"], chosen
+    torch.manual_seed(0)
+    expected = core_package.forward(torch.rand(1, 3, 224, 224))[0]
+    torch.testing.assert_close(torch.tensor(answer["probabilities"]), expected, atol=1e-4, rtol=0)
+
+
+def test_without_a_warm_up_nothing_is_timed(default_package, default_artifact):
+    for path in (default_package, default_artifact):
+        model = choripan_core.Model(str(path), warmup=False)
+        assert model.lone_batch is None
+        model.dispose()
+    traced = choripan_core.Model(str(default_artifact))
+    assert traced.lone_batch is None, "TorchScript has one model"
+    traced.dispose()
 
 
 def test_a_max_batch_past_the_package_is_a_value_error_in_pythons_words(default_package, tmp_path):
