@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -42,8 +43,7 @@ def labelled(tmp_path_factory):
 
 # Where float32 names a class with this probability or more, int8 must name the same. Most of scikit-image's
 # data are not photos of ImageNet's classes (microscopy, text, textures, a chessboard), where float32 itself
-# hesitates between classes under 0.2 each and int8's rounding picks another: the default --min-agreement
-# (0.99) refuses those (test_the_default_bound_refuses_int8_on_photos_float32_hesitates_on).
+# hesitates between classes under 0.2 each and int8's rounding may pick another.
 SURE = 0.25
 
 
@@ -78,6 +78,36 @@ def test_the_photos_are_split_in_two_disjoint_sets_the_same_way_each_time():
     )
 
 
+def test_bias_correction_gives_each_convolution_float32s_mean_output_and_int8_agrees_more(fp32):
+    """Rounding the weights to int8 moves each convolution's mean output; the correction moves it back, on the
+    photos it measures, and int8 then names float32's class on more of scikit-image's photos."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    model, preprocessing = fp32
+    calibration, _ = quantize.split(quantize.Quantization(data_dir()))
+    prepared = quantize.prepare(model, load_batch(calibration[:2], preprocessing), calibration, preprocessing)
+    batch = quantize.bias_correction_batch(calibration, preprocessing)
+    expected = quantize.convolution_means(prepared, batch)
+    plain = convert_pt2e(copy.deepcopy(prepared))
+    corrected = convert_pt2e(prepared)
+    assert quantize.correct_biases(corrected, batch, expected) == 49
+
+    def worst(graph):  # the largest distance of a convolution's mean output from float32's, relative to it
+        means = quantize.convolution_means(graph, batch)
+        return max(
+            ((m - e).abs().max() / e.abs().max().clamp(min=1e-3)).item() for m, e in zip(means, expected, strict=True)
+        )
+
+    # Not exactly 0: the corrected graph rounds its outputs to uint8 again, a little differently.
+    assert worst(corrected) < 0.05 < 0.5 < worst(plain)
+    photos = load_batch(quantize.photos_in(data_dir()), preprocessing)
+    with torch.no_grad():
+        truth = model(photos).argmax(1)
+        agreement = {name: (graph(photos).argmax(1) == truth).float().mean().item() for name, graph in
+                     (("plain", plain), ("corrected", corrected))}  # fmt: skip
+    assert agreement["corrected"] > agreement["plain"] + 0.05, agreement
+
+
 def test_the_metadata_records_what_int8_cost_and_inspect_shows_it(int8_package, fp32):
     photos = len(quantize.photos_in(data_dir()))
     shown = json.loads(_choripan("inspect", "--json", str(int8_package)).stdout)
@@ -85,6 +115,7 @@ def test_the_metadata_records_what_int8_cost_and_inspect_shows_it(int8_package, 
     q = shown["metadata"]["quantization"]
     assert q["scheme"] == "int8-static-x86"
     assert q["calibration_images"] + q["checked_images"] == photos and q["checked_images"] == round(photos / 4)
+    assert q["bias_correction_images"] == min(q["calibration_images"], quantize.BIAS_CORRECTION_IMAGES)
     # The numbers are the package's, as served, on the held-out photos: measured again here, they agree.
     model, preprocessing = fp32
     held_out = quantize.split(quantize.Quantization(data_dir()))[1]
@@ -179,9 +210,8 @@ def test_node_classifies_real_photos_with_the_int8_package_as_float32_does(int8_
 
 
 @pytest.mark.slow
-def test_the_default_bound_refuses_int8_on_photos_float32_hesitates_on(tmp_path):
-    """On scikit-image's photos (see SURE) int8 agrees with float32 on well under 99% of the held-out ones,
-    and it never gives float32's probabilities exactly: both bounds refuse it, and nothing is written."""
+def test_a_bound_int8_cannot_meet_refuses_it_and_nothing_is_written(tmp_path):
+    """int8 never gives float32's probabilities exactly: a bound of 0 refuses it, with the numbers."""
     out = tmp_path / "out" / "refused.pt2"
     run = _choripan(
         "default", "--out", str(out), "--quantize", "int8", "--calibration", str(data_dir()), "--max-prob-diff", "0"
@@ -189,13 +219,13 @@ def test_the_default_bound_refuses_int8_on_photos_float32_hesitates_on(tmp_path)
     assert run.returncode == 2
     assert len(run.stderr.splitlines()) == 1
     refusal = re.fullmatch(
-        r"error: the int8 model is refused, nothing was written: top-1 agreement (\S+) < --min-agreement 0.99; "
+        r"error: the int8 model is refused, nothing was written: (?:top-1 agreement \S+ < --min-agreement 0.99; )?"
         r"largest probability difference (\S+) > --max-prob-diff 0.0 \(on 6 held-out photos\) "
         r"\(E_QUANTIZATION_GATE\)\n",
         run.stderr,
     )
     assert refusal, run.stderr
-    assert float(refusal[1]) < 0.99 and float(refusal[2]) > 0
+    assert float(refusal[1]) > 0
     assert list((tmp_path / "out").iterdir()) == []  # no artifact, no golden file, no partial folder
 
 
