@@ -108,6 +108,50 @@ def test_bias_correction_gives_each_convolution_float32s_mean_output_and_int8_ag
     assert agreement["corrected"] > agreement["plain"] + 0.05, agreement
 
 
+@pytest.mark.parametrize(
+    ("cap", "flags", "bits"),
+    [
+        (None, {"avx2", "avx512f", "avx512_vnni"}, 8),
+        ("AVX512_CORE_VNNI", {"avx512_vnni"}, 8),  # choripan's own cap, on a CPU with VNNI
+        ("AVX512_CORE_AMX", {"avx512_vnni", "amx_tile"}, 8),
+        ("AVX512_CORE_VNNI", {"avx2", "fma"}, 7),  # choripan's own cap, on an AVX2-only CPU
+        ("AVX512_CORE", {"avx512_vnni"}, 7),
+        ("AVX2", {"avx512_vnni", "avx_vnni"}, 7),
+        ("AVX2_VNNI", {"avx_vnni"}, 8),
+        ("AVX512_CORE_VNNI", {"avx_vnni"}, 7),
+        ("A_NAME_ONEDNN_MAY_ADD", {"avx512_vnni"}, 7),
+    ],
+)
+def test_activations_get_7_bits_where_onednn_multiplies_without_vnni(monkeypatch, cap, flags, bits):
+    from choripan import aoti
+
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    if cap is None:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    else:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    monkeypatch.setattr(aoti, "_cpu_flags", lambda: flags)
+    assert quantize.activation_bits() == bits
+
+
+def test_the_quantizer_observes_7_bit_activations_where_onednn_has_no_vnni(monkeypatch, fp32):
+    """Held to AVX2 kernels, int8 products are summed in 16 bits that 8-bit activations saturate."""
+    from torchao.quantization.pt2e.observer import ObserverBase
+
+    model, preprocessing = fp32
+    photos = quantize.photos_in(data_dir())[:4]
+    example = load_batch(photos[:2], preprocessing)
+    ranges = {}
+    for cap in ("AVX2", "AVX512_CORE_VNNI"):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+        prepared = quantize.prepare(model, example, photos, preprocessing)
+        observers = [m for m in prepared.modules() if isinstance(m, ObserverBase)]
+        ranges[cap] = {(m.quant_min, m.quant_max) for m in observers if m.qscheme == torch.per_tensor_affine}
+        assert {(m.quant_min, m.quant_max) for m in observers if m.qscheme != torch.per_tensor_affine} == {(-128, 127)}
+    assert ranges["AVX2"] == {(0, 127)}
+    assert ranges["AVX512_CORE_VNNI"] == ({(0, 255)} if quantize.activation_bits() == 8 else {(0, 127)})
+
+
 def test_the_metadata_records_what_int8_cost_and_inspect_shows_it(int8_package, fp32):
     photos = len(quantize.photos_in(data_dir()))
     shown = json.loads(_choripan("inspect", "--json", str(int8_package)).stdout)
@@ -116,6 +160,7 @@ def test_the_metadata_records_what_int8_cost_and_inspect_shows_it(int8_package, 
     assert q["scheme"] == "int8-static-x86"
     assert q["calibration_images"] + q["checked_images"] == photos and q["checked_images"] == round(photos / 4)
     assert q["bias_correction_images"] == min(q["calibration_images"], quantize.BIAS_CORRECTION_IMAGES)
+    assert q["activation_bits"] == quantize.activation_bits()
     # The numbers are the package's, as served, on the held-out photos: measured again here, they agree.
     model, preprocessing = fp32
     held_out = quantize.split(quantize.Quantization(data_dir()))[1]
