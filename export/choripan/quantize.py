@@ -248,7 +248,8 @@ def _observer_types() -> tuple[type, ...]:
 def correct_biases(quantized: torch.fx.GraphModule, batch: torch.Tensor, expected: list[torch.Tensor]) -> int:
     """Empirical bias correction: shifts each convolution's bias so that its mean output per channel on `batch`,
     computed from int8 inputs and weights, is float32's (`expected`), convolution after convolution, each one
-    seeing the ones before it corrected. Returns how many biases moved.
+    seeing the ones before it corrected. Returns how many biases moved (a convolution without a bias of its
+    own, or sharing one already moved, keeps it).
 
     Rounding a weight to int8 also moves the average of what its convolution answers, and nothing later
     undoes it: a depthwise 3x3 filter with one strong tap loses its weak ones to rounding, and so its
@@ -265,7 +266,7 @@ def correct_biases(quantized: torch.fx.GraphModule, batch: torch.Tensor, expecte
             "E_INTERNAL",
         )
     order = {node: index for index, node in enumerate(convolutions)}
-    corrected = 0
+    corrected = set()  # the biases moved: one that two convolutions share moves for the first only
 
     class Correcting(torch.fx.Interpreter):
         def run_node(self, node):
@@ -273,17 +274,16 @@ def correct_biases(quantized: torch.fx.GraphModule, batch: torch.Tensor, expecte
             if node not in order:
                 return output
             bias = node.args[2] if len(node.args) > 2 else None
-            if bias is None or bias.op != "get_attr":
+            if bias is None or bias.op != "get_attr" or bias.target in corrected:
                 return output
             shift = expected[order[node]] - output.mean((0, 2, 3))
             functools.reduce(getattr, bias.target.split("."), quantized).data += shift
-            nonlocal corrected
-            corrected += 1
+            corrected.add(bias.target)
             return output + shift.view(1, -1, 1, 1)
 
     with torch.no_grad():
         Correcting(quantized).run(batch)
-    return corrected
+    return len(corrected)
 
 
 def scan_labelled(folder: Path, labels: list[str]) -> list[tuple[Path, int]]:

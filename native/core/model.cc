@@ -100,6 +100,15 @@ void Model::StartWorkers() {
   }
 }
 
+void Model::LeadChose(std::optional<LoneBatch> chosen) {
+  {
+    std::lock_guard lock(mutex_);
+    lead_chose_ = true;
+    lone_batch_ = std::move(chosen);
+  }
+  ready_.notify_all();
+}
+
 std::optional<LoneBatch> Model::lone_batch() const {
   std::lock_guard lock(mutex_);
   return lone_batch_;
@@ -127,9 +136,9 @@ void Model::WorkerMain(int64_t worker) {
   std::optional<Error> failure;
   if (options_.warmup) {
     // Worker 0 times the package's models alone on the machine, as a lone request will run them.
-    if (worker != 0) {
+    if (worker != 0 && runner->ChoosesLoneModel()) {
       std::unique_lock lock(mutex_);
-      ready_.wait(lock, [&] { return lead_warmed_; });
+      ready_.wait(lock, [&] { return lead_chose_; });
     }
     try {
       const auto crop = metadata_.preprocessing.crop;
@@ -137,7 +146,10 @@ void Model::WorkerMain(int64_t worker) {
         omp_set_num_threads(static_cast<int>(team));
         Run(*runner, at::zeros({1, 3, crop, crop}));
         if (options_.max_batch > 1) Run(*runner, at::zeros({options_.max_batch, 3, crop, crop}));
-        if (worker == 0 && team == wide) runner->ChooseLoneModel(at::zeros({1, 3, crop, crop}));
+        if (worker == 0 && team == wide) {
+          runner->ChooseLoneModel(at::zeros({1, 3, crop, crop}));
+          LeadChose(runner->lone_batch());
+        }
         if (wide == narrow) break;
       }
       threads = narrow;
@@ -151,11 +163,8 @@ void Model::WorkerMain(int64_t worker) {
     std::lock_guard lock(mutex_);
     if (failure && !startup_error_) startup_error_ = failure;
     ++workers_ready_;
-    if (worker == 0) {
-      lead_warmed_ = true;
-      lone_batch_ = runner->lone_batch();
-    }
   }
+  if (worker == 0) LeadChose(runner->lone_batch());  // also where the warm-up failed first: no worker waits on
   ready_.notify_all();
 
   bool alone = false;

@@ -65,7 +65,7 @@ class Model : public std::enable_shared_from_this<Model> {
   Stats GetStats() const;
 
   // Which compiled model runs a batch of one, as the warm-up chose it (Runner::ChooseLoneModel); none
-  // for TorchScript, without `warmup`, or on a GPU.
+  // for TorchScript, for a package without a batch-1 model, without `warmup`, or on a GPU.
   std::optional<LoneBatch> lone_batch() const;
 
   // Refuses new work, answers queued requests with kDisposed, lets running batches finish, and frees
@@ -92,6 +92,7 @@ class Model : public std::enable_shared_from_this<Model> {
   Model(std::string path, Options options, std::shared_ptr<Runner> runner, Metadata metadata);
   void StartWorkers();
   void WorkerMain(int64_t worker);
+  void LeadChose(std::optional<LoneBatch> chosen);  // records it, and lets the other workers warm up
   void PreprocessorMain();
   // Requests queued (those being preprocessed off the workers included), and with the reserved places,
   // what max_queue bounds. Under mutex_.
@@ -143,7 +144,7 @@ class Model : public std::enable_shared_from_this<Model> {
   int64_t pending_bytes_ = 0;  // reserved, queued and running
   std::vector<std::thread> workers_;
   int64_t workers_ready_ = 0;
-  bool lead_warmed_ = false;  // worker 0 has warmed up and chosen lone_batch_: the others may warm up
+  bool lead_chose_ = false;  // worker 0 has chosen lone_batch_ (or failed first): the others may warm up
   std::optional<LoneBatch> lone_batch_;
   int64_t running_ = 0;        // workers inside a batch
   bool lead_running_ = false;  // worker 0, the only one that widens (see Options::intra_op_threads)

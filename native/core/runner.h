@@ -36,8 +36,10 @@ class Runner {
   // served on one with AVX2 only, or another ONEDNN_MAX_CPU_ISA), it repacks them on every call: 3 to 4
   // times slower than the any-batch model at batch 1, where it is otherwise a fifth faster. Nothing in
   // the package says which kernels it was packed for, so this times both on `example` (one input, on the
-  // calling thread and its OpenMP team) and keeps the faster for batches of one. Nothing to choose
-  // for TorchScript, for a package without a batch-1 model, or on a GPU.
+  // calling thread and its OpenMP team) and leaves batches of one to the any-batch model only where the
+  // batch-1 model is clearly slower (a busy moment must not trade away the fifth). Nothing to choose
+  // (ChoosesLoneModel false) for TorchScript, for a package without a batch-1 model, or on a GPU.
+  virtual bool ChoosesLoneModel() const { return false; }
   virtual void ChooseLoneModel(const at::Tensor& example) {}
   virtual std::optional<LoneBatch> lone_batch() const { return std::nullopt; }
 };

@@ -239,15 +239,17 @@ describe('load() and Model', () => {
   test("loneBatch: which of a package's models runs a batch of one, as its warm-up timed them; null otherwise", async () => {
     const timed = await choripan.load(defaultPackagePath, { workers: 1 });
     const untimed = await choripan.load(defaultPackagePath, { workers: 1, warmup: false });
+    const traced = await choripan.load(defaultModelPath, { workers: 1 });
     try {
       const { model: chosen, singleMs, batchedMs } = timed.loneBatch;
       assert.ok(Object.isFrozen(timed.loneBatch));
       assert.ok(singleMs > 0 && batchedMs > 0);
-      assert.equal(chosen, singleMs <= batchedMs ? 'batch1' : 'model');
+      // The any-batch model only where the batch-1 model is clearly slower (docs/runtime.md).
+      assert.equal(chosen, singleMs <= 1.5 * batchedMs ? 'batch1' : 'model');
       assert.equal(untimed.loneBatch, null);
-      assert.equal(model.loneBatch, null, 'TorchScript has one model');
+      assert.equal(traced.loneBatch, null, 'TorchScript has one model');
     } finally {
-      await Promise.all([timed.dispose(), untimed.dispose()]);
+      await Promise.all([timed.dispose(), untimed.dispose(), traced.dispose()]);
     }
   });
 
