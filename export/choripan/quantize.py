@@ -221,13 +221,14 @@ def convolution_means(graph: torch.fx.GraphModule, batch: torch.Tensor) -> list[
     """Each convolution's mean output per channel on `batch`, in graph order. Of a prepared graph: float32's,
     its BatchNorms folded into the convolutions as in the quantized one, its observers passed by, not fed."""
     import torch
+    from torchao.quantization.pt2e.observer import ObserverBase
 
     convolutions = set(_convolutions(graph))
     means = []
 
     class Means(torch.fx.Interpreter):
         def run_node(self, node):
-            if node.op == "call_module" and isinstance(self.module.get_submodule(node.target), _observer_types()):
+            if node.op == "call_module" and isinstance(self.module.get_submodule(node.target), ObserverBase):
                 return self.env[node.args[0]]
             output = super().run_node(node)
             if node in convolutions:
@@ -237,12 +238,6 @@ def convolution_means(graph: torch.fx.GraphModule, batch: torch.Tensor) -> list[
     with torch.no_grad():
         Means(graph).run(batch)
     return means
-
-
-def _observer_types() -> tuple[type, ...]:
-    from torchao.quantization.pt2e.observer import ObserverBase
-
-    return (ObserverBase,)
 
 
 def correct_biases(quantized: torch.fx.GraphModule, batch: torch.Tensor, expected: list[torch.Tensor]) -> int:
