@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, aoti
+from . import __version__, aoti, quantize
 from .contract import ARTIFACT
 from .errors import ExportError, first_line
 from .imaging import Preprocessing
@@ -377,6 +377,7 @@ def load(path: Path, sha256: str | None = None) -> tuple[torch.jit.ScriptModule 
             checked.path,
             "its records do not match the checksum recorded at export: it was changed after export, or damaged",
         )
+    quantize.require_vnni_for(checked.path, metadata)
     if package:
         return aoti.Package(checked), metadata
     try:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .contract import MAX_BATCH
+from .contract import ARTIFACT, MAX_BATCH
 from .errors import ExportError, counted, first_line
 from .photos import IMAGE_SUFFIXES
 
@@ -178,13 +178,6 @@ def prepare(
         raise ExportError(f"PT2E int8 quantization failed: {first_line(error)}", "E_INTERNAL") from error
 
 
-# oneDNN's ISA names (ONEDNN_MAX_CPU_ISA), oldest first, as far as VNNI goes; a cap past the last of them
-# allows AVX-512 VNNI, one it does not know is taken to allow no VNNI at all.
-_ONEDNN_ISAS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
-_PAST_VNNI = ("AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16", "AVX10_1_512_AMX", "AVX512_CORE_AMX",
-              "AVX10_1_512_AMX_FP16", "AVX512_CORE_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2", "ALL")  # fmt: skip
-
-
 def activation_bits() -> int:
     """8 where oneDNN's int8 kernels will multiply with VNNI here, else 7.
 
@@ -196,12 +189,25 @@ def activation_bits() -> int:
     from . import aoti
 
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "ALL")).upper()
-    rank = _ONEDNN_ISAS.index(cap) if cap in _ONEDNN_ISAS else len(_ONEDNN_ISAS) if cap in _PAST_VNNI else -1
     flags = aoti._cpu_flags()
-    avx512_vnni = "avx512_vnni" in flags and rank >= _ONEDNN_ISAS.index("AVX512_CORE_VNNI")
-    # AVX-VNNI without AVX-512's (Sierra Forest): only where nothing caps oneDNN, or a cap names it.
-    avx_vnni = "avx_vnni" in flags and cap in ("ALL", "AVX2_VNNI", "AVX2_VNNI_2")
+    avx512_vnni = "avx512_vnni" in flags and cap in ARTIFACT["oneDnnAvx512VnniCaps"]
+    avx_vnni = "avx_vnni" in flags and cap in ARTIFACT["oneDnnAvxVnniCaps"]  # Sierra Forest's, without AVX-512's
     return 8 if avx512_vnni or avx_vnni else 7
+
+
+def require_vnni_for(path: Path, metadata: dict) -> None:
+    """Refuses an int8 artifact whose 8-bit activations oneDNN would saturate here (activation_bits()), as
+    native/core does: its answers would stray from those its export measured. Exported before the field
+    was recorded, int8 activations had 8 bits."""
+    recorded = metadata.get("quantization")
+    if isinstance(recorded, dict) and recorded.get("activation_bits", 8) == 8 and activation_bits() == 7:
+        raise ExportError(
+            f"cannot load model {path}: its int8 activations have 8 bits, which oneDNN multiplies exactly only "
+            "with VNNI, and here it has none (this CPU, or ONEDNN_MAX_CPU_ISA): its 16-bit sums would saturate "
+            "and its answers stray from what its export measured; export it again on this machine "
+            "(--quantize int8 gives activations 7 bits where oneDNN has no VNNI)",
+            "E_MODEL_LOAD",
+        )
 
 
 def _convolutions(graph: torch.fx.GraphModule) -> list[torch.fx.Node]:

@@ -109,6 +109,12 @@ Metadata Metadata::ParseDocument(const std::string& document) {
     }
     metadata.max_batch = batch[1];
   }
+  if (root.contains("quantization")) {
+    if (!root["quantization"].is_object()) throw Error(ErrorCode::kModelLoad, "metadata has a malformed quantization");
+    metadata.activation_bits = root["quantization"].contains("activation_bits")
+                                   ? Field<int64_t>(root["quantization"], "activation_bits", "quantization")
+                                   : 8;
+  }
   return metadata;
 }
 

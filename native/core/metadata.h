@@ -43,6 +43,9 @@ struct Metadata {
   // A compiled package (runtime.format "aoti") takes exactly [N, 3, crop, crop] with N up to
   // max_batch, and reads any other shape wrongly rather than refusing it. 0: any shape (TorchScript).
   int64_t max_batch = 0;
+  // An int8 package's activation width (quantization.activation_bits; 8 in those exported before the
+  // field): 8 needs oneDNN to multiply with VNNI (OneDnnMultipliesWithVnni). 0: not int8.
+  int64_t activation_bits = 0;
 
   // Throws Error(kModelLoad) naming what is missing or malformed.
   static Metadata Parse(const std::string& document);

@@ -6,7 +6,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
+#include <cstdlib>
+#include <initializer_list>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -84,9 +87,9 @@ class AotiRunner final : public Runner {
   }
 
  private:
-  static constexpr int kChoiceRounds = 5;
+  static constexpr int kChoiceRounds = CHORIPAN_ARTIFACT_LONE_BATCH_CHOICE_ROUNDS;
   // Repacking made the batch-1 model 3-4x slower than the any-batch one; packed for the CPU, a fifth faster.
-  static constexpr double kSlowerBy = 1.5;
+  static constexpr double kSlowerBy = CHORIPAN_ARTIFACT_LONE_BATCH_SLOWER_BY;
 
   static at::Tensor Output(std::vector<at::Tensor> outputs) {
     if (outputs.size() != 1) throw std::runtime_error("the package returned " + std::to_string(outputs.size()) + " outputs");
@@ -190,6 +193,20 @@ bool CpuSupports(const std::string& isa, std::string* missing) {
   return true;
 }
 
+bool OneDnnMultipliesWithVnni() {
+  const char* cap = std::getenv("ONEDNN_MAX_CPU_ISA");
+  if (cap == nullptr) cap = std::getenv("DNNL_MAX_CPU_ISA");
+  std::string allowed = cap == nullptr ? "ALL" : cap;
+  std::ranges::transform(allowed, allowed.begin(), [](unsigned char c) { return std::toupper(c); });
+  const auto allows = [&allowed](std::initializer_list<std::string_view> caps) {
+    return std::ranges::find(caps, allowed) != caps.end();
+  };
+#define CHORIPAN_ITEM(name) name,
+  return (__builtin_cpu_supports("avx512vnni") && allows({CHORIPAN_ARTIFACT_ONE_DNN_AVX512_VNNI_CAPS(CHORIPAN_ITEM)})) ||
+         (__builtin_cpu_supports("avxvnni") && allows({CHORIPAN_ARTIFACT_ONE_DNN_AVX_VNNI_CAPS(CHORIPAN_ITEM)}));
+#undef CHORIPAN_ITEM
+}
+
 Artifact LoadArtifact(const std::string& path, Device device, int64_t concurrency, const std::string& sha256) {
   const auto archive = Archive::Open(path, sha256);
   if (!archive.Has(kMetadataRecord)) {
@@ -219,6 +236,12 @@ Artifact LoadArtifact(const std::string& path, Device device, int64_t concurrenc
   if (archive.RecordsChecksum(kUncheckedRecords) != artifact.metadata.checksum) {
     throw ModelLoadError(path, "its records do not match the checksum recorded at export: it was changed after "
                                "export, or damaged");
+  }
+  if (artifact.metadata.activation_bits == 8 && device == Device::kCpu && !OneDnnMultipliesWithVnni()) {
+    throw ModelLoadError(path, "its int8 activations have 8 bits, which oneDNN multiplies exactly only with VNNI, and "
+                               "here it has none (this CPU, or ONEDNN_MAX_CPU_ISA): its 16-bit sums would saturate and "
+                               "its answers stray from what its export measured; export it again on this machine "
+                               "(--quantize int8 gives activations 7 bits where oneDNN has no VNNI)");
   }
   try {
     artifact.runner = package ? LoadPackage(archive, device, concurrency) : LoadTorchScript(archive, device);

@@ -53,11 +53,16 @@ struct Artifact {
 // "AVX512 AVX512_VNNI", …); the first one it lacks goes to `missing`.
 bool CpuSupports(const std::string& isa, std::string* missing = nullptr);
 
+// Whether oneDNN's int8 kernels may multiply with VNNI here: this CPU has AVX-512's or AVX's, and
+// ONEDNN_MAX_CPU_ISA (or its old name DNNL_MAX_CPU_ISA), when set, allows it.
+bool OneDnnMultipliesWithVnni();
+
 // Reads the file at `path` on the calling thread and checks it (archive.h; its SHA-256 too, when
 // `sha256` is not empty), then its metadata and the checksum the metadata records, and only then hands
 // the checked records to libtorch. Throws Error(kModelLoad) naming the path and what is wrong with it
 // (not a regular file, not an archive, an unsafe or modified one, a training checkpoint rather than an
-// artifact, compiled for another CPU), or Error(kDevice).
+// artifact, compiled for another CPU, int8 with 8-bit activations where oneDNN has no VNNI), or
+// Error(kDevice).
 Artifact LoadArtifact(const std::string& path, Device device, int64_t concurrency, const std::string& sha256);
 
 }  // namespace choripan

@@ -256,6 +256,65 @@ def test_node_classifies_real_photos_with_the_int8_package_as_float32_does(int8_
     assert json.loads(golden_path(int8_package).read_text())["photos"][1]["label"] == "espresso"
 
 
+_LOAD_EVERYWHERE = """
+import json, sys
+import choripan_core
+from choripan import artifact
+from choripan.errors import ExportError
+for path in sys.argv[1:]:
+    outcome = {}
+    try:
+        choripan_core.Model(path, warmup=False).dispose()
+        outcome["core"] = "loaded"
+    except choripan_core.Error as error:
+        outcome["core"] = [error.code, error.message]
+    try:
+        artifact.load(path)
+        outcome["python"] = "loaded"
+    except ExportError as error:
+        outcome["python"] = [error.code, str(error)]
+    print(json.dumps(outcome))
+"""
+
+
+def test_8_bit_activations_are_refused_where_onednn_would_saturate_them(int8_package, tmp_path):
+    """Below VNNI, oneDNN sums pairs of int8 products in 16 bits that 8-bit activations saturate: there the core
+    (Node's and Python's binding) and Python's own loader refuse such a package before anything runs, and load
+    one whose activations have 7 bits. An int8 package exported before the field was recorded had 8."""
+    import zipfile
+
+    packages = {}
+    for bits in (8, 7, None):
+        packages[bits] = tmp_path / f"int8-{bits}.pt2"
+        with zipfile.ZipFile(int8_package) as source, zipfile.ZipFile(packages[bits], "w") as target:
+            for info in source.infolist():
+                data = source.read(info)
+                if info.filename.endswith("extra/choripan.json"):  # outside the checksum
+                    document = json.loads(data)
+                    document["quantization"].pop("activation_bits")
+                    if bits is not None:
+                        document["quantization"]["activation_bits"] = bits
+                    data = json.dumps(document).encode()
+                target.writestr(info, data)
+    held = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    run = subprocess.run(
+        [sys.executable, "-c", _LOAD_EVERYWHERE, *map(str, packages.values())],
+        capture_output=True, text=True, cwd=ROOT, env=held,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    outcomes = dict(zip(packages, map(json.loads, run.stdout.splitlines()), strict=True))
+    assert outcomes[7] == {"core": "loaded", "python": "loaded"}
+    for bits in (8, None):
+        for loader in ("core", "python"):
+            code, message = outcomes[bits][loader]
+            assert code == "E_MODEL_LOAD", message
+            assert message.startswith(f"cannot load model {packages[bits]}: its int8 activations have 8 bits")
+            assert "export it again on this machine" in message
+    script = "require('.').load(process.argv[1]).then(() => console.log('loaded'), (e) => console.log(e.code))"
+    node = subprocess.run(["node", "-e", script, str(packages[8])], capture_output=True, text=True, cwd=ROOT, env=held)
+    assert node.stdout.strip() == "E_MODEL_LOAD", node.stderr
+
+
 @pytest.mark.slow
 def test_a_bound_int8_cannot_meet_refuses_it_and_nothing_is_written(tmp_path):
     """int8 never gives float32's probabilities exactly: a bound of 0 refuses it, with the numbers."""
