@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import subprocess
 import sysconfig
 import tempfile
+import time
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -269,11 +271,16 @@ def require_cpu_isa(path: Path, isa: str) -> None:
 
 
 class Package:
-    """A loaded package, called like a module: batch 1 runs the batch-1 model, other sizes the dynamic one.
+    """A loaded package, called like a module: other sizes than 1 run the dynamic model, and batch 1 runs
+    the batch-1 model unless its weights were packed for other oneDNN kernels than this process's, as
+    native/core chooses at warm-up (Runner::ChooseLoneModel; docs/runtime.md): the first batch of one times
+    both models, and `lone_batch` then says which runs batches of one, with the times.
 
     Built from a checked archive (artifact.CheckedArchive): the compiled libraries are written from its
     checked bytes into a private folder, loaded from there, and the folder removed, whatever happens.
     """
+
+    lone_batch: dict | None = None  # {"model", "single_ms", "batched_ms"}, as choripan_core.Model's
 
     def __init__(self, checked):
         from torch.export.pt2_archive._package import AOTICompiledModel
@@ -300,8 +307,23 @@ class Package:
             ) from error
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        model = self.models[SINGLE if len(batch) == 1 else BATCHED]
-        return model(batch.contiguous())
+        batch = batch.contiguous()
+        if len(batch) != 1:
+            return self.models[BATCHED](batch)
+        if self.lone_batch is None:
+            self.lone_batch = self._choose_lone_model(batch)
+        return self.models[self.lone_batch["model"]](batch)
+
+    def _choose_lone_model(self, batch: torch.Tensor) -> dict:
+        best = dict.fromkeys((SINGLE, BATCHED), math.inf)
+        with torch.no_grad():
+            for _ in range(ARTIFACT["loneBatchChoiceRounds"]):  # alternately, the best of each
+                for name in best:
+                    started = time.perf_counter()
+                    self.models[name](batch)
+                    best[name] = min(best[name], (time.perf_counter() - started) * 1e3)
+        model = SINGLE if best[SINGLE] <= ARTIFACT["loneBatchSlowerBy"] * best[BATCHED] else BATCHED
+        return {"model": model, "single_ms": best[SINGLE], "batched_ms": best[BATCHED]}
 
     def eval(self) -> Package:
         return self

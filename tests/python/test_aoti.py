@@ -149,17 +149,29 @@ def test_core_refuses_shapes_the_package_was_not_compiled_for(core_package):
         assert caught.value.code == "E_INVALID_ARGUMENT" and "[N, 3, 224, 224]" in caught.value.message
 
 
-def test_a_package_run_where_it_was_compiled_serves_lone_batches_with_its_batch_1_model(core_package):
+def test_a_package_run_where_it_was_compiled_serves_lone_batches_with_its_batch_1_model(core_package, default_package):
     chosen = core_package.lone_batch
+    assert chosen["model"] == "batch1" and 0 < chosen["single_ms"] <= 1.5 * chosen["batched_ms"], chosen
+    package = artifact.load(default_package)[0]  # Python's own loader, at its first batch of one
+    assert package.lone_batch is None
+    package(torch.zeros(2, 3, 224, 224))
+    assert package.lone_batch is None, "a batch of two runs the any-batch model whatever is chosen"
+    package(torch.zeros(1, 3, 224, 224))
+    chosen = package.lone_batch
     assert chosen["model"] == "batch1" and 0 < chosen["single_ms"] <= 1.5 * chosen["batched_ms"], chosen
 
 
 _LONE_BATCH_ELSEWHERE = """
 import json, sys, torch, choripan_core
+from choripan import artifact
 model = choripan_core.Model(sys.argv[1], max_batch=2)
+package = artifact.load(sys.argv[1])[0]
 torch.manual_seed(0)
-probabilities = model.forward(torch.rand(1, 3, 224, 224))[0].tolist()
-print(json.dumps({"lone_batch": model.lone_batch, "probabilities": probabilities}))
+x = torch.rand(1, 3, 224, 224)
+probabilities = model.forward(x)[0].tolist()
+python_probabilities = package(x)[0].tolist()
+print(json.dumps({"lone_batch": model.lone_batch, "probabilities": probabilities,
+                  "python_lone_batch": package.lone_batch, "python_probabilities": python_probabilities}))
 model.dispose()
 """
 
@@ -181,11 +193,12 @@ def test_a_package_packed_for_other_kernels_serves_lone_batches_with_its_any_bat
         check=True,
     )
     answer = json.loads(ran.stdout.strip().splitlines()[-1])
-    chosen = answer["lone_batch"]
-    assert chosen["model"] == "model" and chosen["single_ms"] > 1.5 * chosen["batched_ms"], chosen
     torch.manual_seed(0)
     expected = core_package.forward(torch.rand(1, 3, 224, 224))[0]
-    torch.testing.assert_close(torch.tensor(answer["probabilities"]), expected, atol=1e-4, rtol=0)
+    for loader in ("", "python_"):  # the core, and Python's own loader (artifact.load)
+        chosen = answer[f"{loader}lone_batch"]
+        assert chosen["model"] == "model" and chosen["single_ms"] > 1.5 * chosen["batched_ms"], chosen
+        torch.testing.assert_close(torch.tensor(answer[f"{loader}probabilities"]), expected, atol=1e-4, rtol=0)
 
 
 def test_without_a_warm_up_nothing_is_timed(default_package, default_artifact):
