@@ -45,15 +45,16 @@ class Classifier(ls.LitAPI):
             ]
         )
         if self.path.endswith(".pt2"):
-            # choripan's packages hold a dynamic-batch model and one compiled for batch 1 (export/choripan/aoti.py):
-            # aoti_load_package loads the first, and its docstring says to load a named one with load_package.
+            # choripan's packages hold a dynamic-batch model and ones compiled for batches of 1 and 2
+            # (export/choripan/aoti.py): aoti_load_package loads the first, and its docstring says to load a
+            # named one with load_package.
             from torch._inductor.package import load_package
 
             self.models = {"model": torch._inductor.aoti_load_package(self.path)}
-            self.models["batch1"] = load_package(self.path, "batch1")
+            for size in (1, 2):
+                self.models[size] = load_package(self.path, f"batch{size}")
         else:
-            model = torch.jit.load(self.path, map_location="cpu").eval()
-            self.models = {"model": model, "batch1": model}
+            self.models = {"model": torch.jit.load(self.path, map_location="cpu").eval()}
 
     def decode_request(self, request):
         with Image.open(io.BytesIO(request["image"].file.read())) as image:
@@ -62,7 +63,7 @@ class Classifier(ls.LitAPI):
     def predict(self, x):
         # x: the requests' tensors, stacked by LitAPI's own batch(); its unbatch() splits the rows again.
         with torch.inference_mode():
-            return self.models["batch1" if len(x) == 1 else "model"](x)  # probabilities
+            return self.models.get(len(x), self.models["model"])(x)  # probabilities
 
     def encode_response(self, probabilities):
         values, indices = probabilities.topk(5)

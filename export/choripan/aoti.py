@@ -1,10 +1,12 @@
 """AOTInductor packages: the classifier compiled ahead of time into shared libraries inside a `.pt2` archive.
 
-A package holds two compiled models (`AOTIModelPackageLoader` loads each by name):
+A package holds three compiled models (`AOTIModelPackageLoader` loads each by name):
 
 - ``model``: any batch size from 1 to ``MAX_BATCH``;
 - ``batch1``: batch 1 only. Compiled for that exact shape, its convolution weights are packed once for
-  it; the dynamic model repacks them on every call, which at batch 1 costs about a fifth of the pass.
+  it; the dynamic model repacks them on every call, which at batch 1 costs about a fifth of the pass;
+- ``batch2``: batch 2 only, likewise: the batch a server under load runs most with the default
+  ``max_batch`` of 2 (a twelfth of the pass on one thread). Packages exported before it lack it.
 
 Compilation happens here, at export, never at serving. The compiled code targets this machine's CPU
 (its vector ISA is recorded in the package and checked by the native core before loading).
@@ -37,6 +39,8 @@ logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 SUFFIX = ".pt2"
 BATCHED = ARTIFACT["batchedModel"]
 SINGLE = ARTIFACT["singleModel"]
+PAIR = ARTIFACT["pairModel"]
+PACKED = {SINGLE: 1, PAIR: 2}  # the models compiled for one batch size, and that size
 _INDUCTOR = {"freezing": True}  # weights become constants: folded, and packed for oneDNN at compile time
 # The CPU a package is compiled for: this machine's ("native"), or an x86-64 level that every CPU of
 # that level runs — the vector width of Inductor's loops (simdlen) and the compiler's -march. oneDNN,
@@ -159,8 +163,9 @@ def compile_package(
     step: Callable[[str], None] = lambda name: None,
     check: Callable[[Path], dict] | None = None,
 ) -> nn.Module:
-    """Export `model` (returning probabilities) at batch 1 and for any batch, compile both for `target_cpu`
-    (a key of TARGET_CPUS), write `path`. `step(name)` is told as each of the four steps begins (progress.Steps).
+    """Export `model` (returning probabilities) at batches 1 and 2 and for any batch, compile the three for
+    `target_cpu` (a key of TARGET_CPUS), write `path`. `step(name)` is told as each of the six steps begins
+    (progress.Steps).
 
     `metadata_json` goes in as `extra/choripan.json`, with the checksum of every other record filled in,
     and the fields `check(path)` returns: it is given the compiled package before its metadata is written
@@ -168,14 +173,17 @@ def compile_package(
     Returns the dynamic-batch program as a module (padding folded, run eagerly), for verification.
     """
     path = Path(path)
-    step("capturing the batch-1 model")
-    programs = {SINGLE: _export(model, example[:1], dynamic=False)}
-    step("capturing the any-batch model")
     # The dynamic batch dimension needs an example with a batch size above 1 to stay symbolic.
-    programs[BATCHED] = _export(model, example if len(example) > 1 else example.expand(2, -1, -1, -1), dynamic=True)
+    example = (example if len(example) > 1 else example.expand(2, -1, -1, -1)).contiguous()  # compiled for its strides
+    programs = {}
+    for name, size in PACKED.items():
+        step(f"capturing the batch-{size} model")
+        programs[name] = _export(model, example[:size], dynamic=False)
+    step("capturing the any-batch model")
+    programs[BATCHED] = _export(model, example, dynamic=True)
     files = {}
     for name, program in programs.items():
-        step(f"compiling the {'batch-1' if name == SINGLE else 'any-batch'} model")
+        step(f"compiling the {f'batch-{PACKED[name]}' if name in PACKED else 'any-batch'} model")
         args, kwargs = program.example_inputs
         options = {**_INDUCTOR, **TARGET_CPUS[target_cpu], "aot_inductor.package": True}
         try:
@@ -271,10 +279,11 @@ def require_cpu_isa(path: Path, isa: str) -> None:
 
 
 class Package:
-    """A loaded package, called like a module: other sizes than 1 run the dynamic model, and batch 1 runs
-    the batch-1 model unless its weights were packed for other oneDNN kernels than this process's, as
-    native/core chooses at warm-up (Runner::ChooseLoneModel; docs/runtime.md): the first batch of one times
-    both models, and `lone_batch` then says which runs batches of one, with the times.
+    """A loaded package, called like a module: batches of 1 and 2 run the models compiled for them, other
+    sizes the dynamic model; unless the packed models' weights were packed for other oneDNN kernels than
+    this process's, as native/core chooses at warm-up (Runner::ChooseLoneModel; docs/runtime.md): the first
+    batch of 1 or 2 times the batch-1 and dynamic models at batch 1, and `lone_batch` then says which runs
+    batches of one, with the times (batches of two follow).
 
     Built from a checked archive (artifact.CheckedArchive): the compiled libraries are written from its
     checked bytes into a private folder, loaded from there, and the folder removed, whatever happens.
@@ -298,7 +307,8 @@ class Package:
                 checked.extract(COMPILED_FOLDER, Path(folder))
                 self.models = {
                     name: AOTICompiledModel(torch._C._aoti.AOTIModelPackageLoader(folder, name, False, 1, -1))
-                    for name in (BATCHED, SINGLE)
+                    for name in (BATCHED, SINGLE, PAIR)
+                    if name != PAIR or any(n.startswith(f"{COMPILED_FOLDER}{PAIR}/") for n in checked.records)
                 }
         except Exception as error:  # the loader raises RuntimeError and others for damaged archives
             raise ExportError(
@@ -308,11 +318,12 @@ class Package:
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         batch = batch.contiguous()
-        if len(batch) != 1:
+        packed = next((name for name, size in PACKED.items() if size == len(batch) and name in self.models), None)
+        if packed is None:
             return self.models[BATCHED](batch)
         if self.lone_batch is None:
-            self.lone_batch = self._choose_lone_model(batch)
-        return self.models[self.lone_batch["model"]](batch)
+            self.lone_batch = self._choose_lone_model(batch[:1])
+        return self.models[packed if self.lone_batch["model"] == SINGLE else BATCHED](batch)
 
     def _choose_lone_model(self, batch: torch.Tensor) -> dict:
         best = dict.fromkeys((SINGLE, BATCHED), math.inf)

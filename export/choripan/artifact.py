@@ -438,7 +438,10 @@ def save_package(
     metadata.versions = versions()
     metadata.runtime = {
         "format": "aoti",
-        "models": {aoti.SINGLE: {"batch": [1, 1]}, aoti.BATCHED: {"batch": [1, aoti.MAX_BATCH]}},
+        "models": {
+            **{name: {"batch": [size, size]} for name, size in aoti.PACKED.items()},
+            aoti.BATCHED: {"batch": [1, aoti.MAX_BATCH]},
+        },
         "device": "cpu",
         "cpu_target": target_cpu,
     }

@@ -199,9 +199,9 @@ def export_classifier(
     if quantization is not None:
         calibration, held_out = quantize.split(quantization)
         labelled = quantization.accuracy_data and quantize.scan_labelled(quantization.accuracy_data, metadata.labels)
-    # Checking, verifying, the golden answers; and tracing and saving, or capturing and compiling twice;
-    # and quantizing and checking int8.
-    total = int(script) + 3 + (4 if format == "aoti" else 2) + (2 if quantization is not None else 0)
+    # Checking, verifying, the golden answers; and tracing and saving, or capturing and compiling three
+    # times; and quantizing and checking int8.
+    total = int(script) + 3 + (6 if format == "aoti" else 2) + (2 if quantization is not None else 0)
     with Steps(total, show=progress) as steps:
         if script:
             steps.step("scripting")

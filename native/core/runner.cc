@@ -45,22 +45,38 @@ class TorchScriptRunner final : public Runner {
 // Names of the two models that export/choripan/aoti.py compiles into a package, and where their files are.
 constexpr const char* kBatchedModel = CHORIPAN_ARTIFACT_BATCHED_MODEL;  // any batch size
 constexpr const char* kSingleModel = CHORIPAN_ARTIFACT_SINGLE_MODEL;    // batch 1, its weights packed for that shape
+constexpr const char* kPairModel = CHORIPAN_ARTIFACT_PAIR_MODEL;        // batch 2, likewise; not in older packages
 constexpr std::string_view kCompiledFolder = CHORIPAN_ARTIFACT_COMPILED_FOLDER;
+
+using Loader = torch::inductor::AOTIModelPackageLoader;
 
 class AotiRunner final : public Runner {
  public:
-  AotiRunner(std::unique_ptr<torch::inductor::AOTIModelPackageLoader> batched,
-             std::unique_ptr<torch::inductor::AOTIModelPackageLoader> single, std::unique_ptr<Extraction> files,
-             Device device)
-      : batched_(std::move(batched)), single_(std::move(single)), files_(std::move(files)), device_(device) {
-    lone_single_ = single_ != nullptr;
+  AotiRunner(std::unique_ptr<Loader> batched, std::unique_ptr<Loader> single, std::unique_ptr<Loader> pair,
+             std::unique_ptr<Extraction> files, Device device)
+      : batched_(std::move(batched)),
+        single_(std::move(single)),
+        pair_(std::move(pair)),
+        files_(std::move(files)),
+        device_(device) {
+    use_packed_ = single_ != nullptr;
   }
 
   at::Tensor Run(const at::Tensor& batch) override {
     // Compiled for exactly these strides: another layout would be read wrongly, not refused.
     auto input = batch.contiguous();
-    auto& model = input.size(0) == 1 && lone_single_ ? *single_ : *batched_;
-    return Output(model.run({input}));
+    auto* model = batched_.get();
+    // The batch-2 model's weights are packed as the batch-1 model's are: where those lost, so do these.
+    if (use_packed_ && input.size(0) == 1) model = single_.get();
+    if (use_packed_ && input.size(0) == 2 && pair_) model = pair_.get();
+    return Output(model->run({input}));
+  }
+
+  std::vector<int64_t> PackedBatchSizes() const override {
+    std::vector<int64_t> sizes;
+    if (single_) sizes.push_back(1);
+    if (pair_) sizes.push_back(2);
+    return sizes;
   }
 
   bool ChoosesLoneModel() const override { return single_ && device_ == Device::kCpu; }
@@ -76,9 +92,9 @@ class AotiRunner final : public Runner {
       single_ms = std::min(single_ms, Milliseconds(*single_, input));
       batched_ms = std::min(batched_ms, Milliseconds(*batched_, input));
     }
-    lone_single_ = single_ms <= kSlowerBy * batched_ms;
+    use_packed_ = single_ms <= kSlowerBy * batched_ms;
     std::lock_guard lock(mutex_);
-    lone_batch_ = LoneBatch{lone_single_ ? kSingleModel : kBatchedModel, single_ms, batched_ms};
+    lone_batch_ = LoneBatch{use_packed_ ? kSingleModel : kBatchedModel, single_ms, batched_ms};
   }
 
   std::optional<LoneBatch> lone_batch() const override {
@@ -96,17 +112,18 @@ class AotiRunner final : public Runner {
     return outputs[0];
   }
 
-  static double Milliseconds(torch::inductor::AOTIModelPackageLoader& model, const at::Tensor& input) {
+  static double Milliseconds(Loader& model, const at::Tensor& input) {
     const auto started = std::chrono::steady_clock::now();
     Output(model.run({input}));
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
   }
 
-  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> batched_;
-  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> single_;
+  std::unique_ptr<Loader> batched_;
+  std::unique_ptr<Loader> single_;
+  std::unique_ptr<Loader> pair_;
   std::unique_ptr<Extraction> files_;  // kept only where the runner reads from it later (CUDA kernels)
   const Device device_;
-  std::atomic<bool> lone_single_;  // whether a batch of one runs single_
+  std::atomic<bool> use_packed_;  // whether a batch of one runs single_, and one of two pair_ (where there is one)
   mutable std::mutex mutex_;
   std::optional<LoneBatch> lone_batch_;
 };
@@ -148,18 +165,23 @@ std::unique_ptr<Runner> LoadPackage(const Archive& archive, Device device, int64
                                         "': it was compiled for '" + compiled["AOTI_DEVICE_KEY"] + "'");
   }
   if (device == Device::kCpu) RequireCpuIsa(archive.path(), compiled["AOTI_CPU_ISA"]);
-  const auto single_folder = std::string(kCompiledFolder) + kSingleModel + "/";
-  const bool has_single = std::ranges::any_of(archive.Names(), [&](const auto& name) { return name.starts_with(single_folder); });
+  const auto has = [&archive](const char* model) {
+    const auto folder = std::string(kCompiledFolder) + model + "/";
+    return std::ranges::any_of(archive.Names(), [&](const auto& name) { return name.starts_with(folder); });
+  };
   // The loaders read the checked records from a private folder, never the file itself (which they
   // would extract, unchecked, into a folder of their own).
   auto files = archive.Extract(kCompiledFolder);
   const auto runners = static_cast<size_t>(std::max<int64_t>(1, concurrency));
-  auto batched = std::make_unique<torch::inductor::AOTIModelPackageLoader>(files->path(), kBatchedModel, false, runners);
-  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> single;
-  if (has_single) single = std::make_unique<torch::inductor::AOTIModelPackageLoader>(files->path(), kSingleModel, false, runners);
+  const auto load = [&](const char* model) {
+    return has(model) ? std::make_unique<Loader>(files->path(), model, false, runners) : nullptr;
+  };
+  auto batched = std::make_unique<Loader>(files->path(), kBatchedModel, false, runners);
+  auto single = load(kSingleModel);
+  auto pair = single ? load(kPairModel) : nullptr;  // used only beside a batch-1 model that decides for both
   // On the CPU the libraries are mapped and their weights read by now: the folder can go.
   if (device == Device::kCpu) files.reset();
-  return std::make_unique<AotiRunner>(std::move(batched), std::move(single), std::move(files), device);
+  return std::make_unique<AotiRunner>(std::move(batched), std::move(single), std::move(pair), std::move(files), device);
 }
 
 std::unique_ptr<Runner> LoadTorchScript(const Archive& archive, Device device) {

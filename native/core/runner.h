@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "metadata.h"
 
@@ -37,10 +38,14 @@ class Runner {
   // times slower than the any-batch model at batch 1, where it is otherwise a fifth faster. Nothing in
   // the package says which kernels it was packed for, so this times both on `example` (one input, on the
   // calling thread and its OpenMP team) and leaves batches of one to the any-batch model only where the
-  // batch-1 model is clearly slower (a busy moment must not trade away the fifth). Nothing to choose
+  // batch-1 model is clearly slower (a busy moment must not trade away the fifth). The batch-2 model's
+  // weights are packed the same way, so batches of two follow the same choice. Nothing to choose
   // (ChoosesLoneModel false) for TorchScript, for a package without a batch-1 model, or on a GPU.
   virtual bool ChoosesLoneModel() const { return false; }
   virtual void ChooseLoneModel(const at::Tensor& example) {}
+  // The batch sizes with a model of their own in the package (1, and 2 since packages have one), which
+  // warm-up runs too.
+  virtual std::vector<int64_t> PackedBatchSizes() const { return {}; }
   virtual std::optional<LoneBatch> lone_batch() const { return std::nullopt; }
 };
 

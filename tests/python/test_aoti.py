@@ -106,6 +106,7 @@ def test_package_answers_like_the_torchscript_artifact(default_package, default_
     with torch.inference_mode():
         torch.testing.assert_close(package(batch), reference(batch), atol=1e-5, rtol=0)
         torch.testing.assert_close(package(batch[:1]), reference(batch[:1]), atol=1e-5, rtol=0)
+        torch.testing.assert_close(package(batch[:2]), reference(batch[:2]), atol=1e-5, rtol=0)
 
 
 def test_package_links_libtorch_cpu_not_the_cuda_stub(default_package, tmp_path):
@@ -113,7 +114,7 @@ def test_package_links_libtorch_cpu_not_the_cuda_stub(default_package, tmp_path)
 
     with zipfile.ZipFile(default_package) as archive:
         libraries = [name for name in archive.namelist() if name.endswith(".so")]
-        assert len(libraries) == 2  # the batch-1 model and the dynamic one
+        assert len(libraries) == 3  # the batch-1 and batch-2 models and the dynamic one
         for name in libraries:
             (tmp_path / "lib.so").write_bytes(archive.read(name))
             needed = subprocess.run(["readelf", "-d", str(tmp_path / "lib.so")], capture_output=True, text=True).stdout
@@ -154,8 +155,8 @@ def test_a_package_run_where_it_was_compiled_serves_lone_batches_with_its_batch_
     assert chosen["model"] == "batch1" and 0 < chosen["single_ms"] <= 1.5 * chosen["batched_ms"], chosen
     package = artifact.load(default_package)[0]  # Python's own loader, at its first batch of one
     assert package.lone_batch is None
-    package(torch.zeros(2, 3, 224, 224))
-    assert package.lone_batch is None, "a batch of two runs the any-batch model whatever is chosen"
+    package(torch.zeros(3, 3, 224, 224))
+    assert package.lone_batch is None, "a batch of three runs the any-batch model whatever is chosen"
     package(torch.zeros(1, 3, 224, 224))
     chosen = package.lone_batch
     assert chosen["model"] == "batch1" and 0 < chosen["single_ms"] <= 1.5 * chosen["batched_ms"], chosen
@@ -199,6 +200,37 @@ def test_a_package_packed_for_other_kernels_serves_lone_batches_with_its_any_bat
         chosen = answer[f"{loader}lone_batch"]
         assert chosen["model"] == "model" and chosen["single_ms"] > 1.5 * chosen["batched_ms"], chosen
         torch.testing.assert_close(torch.tensor(answer[f"{loader}probabilities"]), expected, atol=1e-4, rtol=0)
+
+
+_PAIR_PRIMITIVES = """
+import sys, torch, choripan_core
+model = choripan_core.Model(sys.argv[1], max_batch=2, workers=1)
+pair = torch.rand(2, 3, 224, 224)
+model.forward(pair)
+print("measured", flush=True)
+model.forward(pair)
+model.dispose()
+"""
+
+
+def test_a_batch_of_two_runs_the_model_packed_for_it(core_package, default_package, default_artifact):
+    """Under load with the default max_batch, most batches are of two: they run a model compiled for that
+    size, its weights packed once, where the any-batch model reorders every weight on every call; each photo
+    gets the answers it gets alone, from the core and from Python's loader."""
+    assert artifact.read_metadata(default_package)["runtime"]["models"]["batch2"] == {"batch": [2, 2]}
+    photos = load_batch(reference_photos()[:2], Predictor(default_artifact).preprocessing)
+    pair = core_package.forward(photos)
+    alone = torch.cat([core_package.forward(photos[i : i + 1]) for i in range(2)])
+    assert pair[0].argmax() != pair[1].argmax()
+    torch.testing.assert_close(pair, alone, atol=1e-5, rtol=0)
+    torch.testing.assert_close(artifact.load(default_package)[0](photos), pair, atol=1e-5, rtol=0)
+    run = subprocess.run(
+        [sys.executable, "-c", _PAIR_PRIMITIVES, str(default_package)],
+        env={**os.environ, "ONEDNN_VERBOSE": "1"}, capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    measured = run.stdout.split("measured\n", 1)[1].splitlines()
+    kinds = [line.split(",exec,", 1)[1].split(",")[1] for line in measured if ",exec," in line]
+    assert kinds.count("convolution") == 49 and "reorder" not in kinds, sorted(set(kinds))
 
 
 def test_without_a_warm_up_nothing_is_timed(default_package, default_artifact):
@@ -282,10 +314,11 @@ def test_compiling_shows_its_steps_on_a_terminal(monkeypatch, tmp_path):
     with pytest.raises(ExportError, match="AOTInductor could not compile the model: no compiler here"):
         export_classifier(tiny, metadata, tmp_path / "tiny.pt2")
     assert shown_steps(terminal.getvalue()) == [
-        "exporting 1/7: checking the model on photos",
-        "exporting 2/7: capturing the batch-1 model",
-        "exporting 3/7: capturing the any-batch model",
-        "exporting 4/7: compiling the batch-1 model",
+        "exporting 1/9: checking the model on photos",
+        "exporting 2/9: capturing the batch-1 model",
+        "exporting 3/9: capturing the batch-2 model",
+        "exporting 4/9: capturing the any-batch model",
+        "exporting 5/9: compiling the batch-1 model",
     ]
     assert list(tmp_path.iterdir()) == []
 
