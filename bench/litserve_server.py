@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import zipfile
 
 import litserve as ls
 import torch
 from PIL import Image
 from torchvision import transforms
 
+from choripan import aoti
 from choripan.artifact import read_metadata
 
 
@@ -51,8 +53,11 @@ class Classifier(ls.LitAPI):
             from torch._inductor.package import load_package
 
             self.models = {"model": torch._inductor.aoti_load_package(self.path)}
-            for size in (1, 2):
-                self.models[size] = load_package(self.path, f"batch{size}")
+            with zipfile.ZipFile(self.path) as archive:
+                folders = {name.split("/")[3] for name in archive.namelist() if "/data/aotinductor/" in name}
+            for name, size in aoti.PACKED.items():
+                if name in folders:  # packages exported before the batch-2 model lack it
+                    self.models[size] = load_package(self.path, name)
         else:
             self.models = {"model": torch.jit.load(self.path, map_location="cpu").eval()}
 

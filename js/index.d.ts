@@ -171,7 +171,8 @@ export interface PredictionTiming {
 /**
  * Which compiled model of an AOTInductor package runs a batch of one on the CPU, as the warm-up timed
  * them: the batch-1 model (its weights packed for the exporting CPU's kernels) or, where it runs more than
- * 1.5 times slower here, the any-batch model (docs/runtime.md#one-package-on-other-cpus).
+ * 1.5 times slower here, the any-batch model (docs/runtime.md#one-package-on-other-cpus). A batch of two
+ * follows: the batch-2 model where `model` is `'batch1'` (in packages that have one), else the any-batch model.
  */
 export interface LoneBatch {
   readonly model: 'batch1' | 'model';

@@ -308,8 +308,10 @@ class Package:
                 self.models = {
                     name: AOTICompiledModel(torch._C._aoti.AOTIModelPackageLoader(folder, name, False, 1, -1))
                     for name in (BATCHED, SINGLE, PAIR)
-                    if name != PAIR or any(n.startswith(f"{COMPILED_FOLDER}{PAIR}/") for n in checked.records)
+                    if name == BATCHED or any(n.startswith(f"{COMPILED_FOLDER}{name}/") for n in checked.records)
                 }
+                if SINGLE not in self.models:  # the batch-1 model decides for the batch-2 model (native/core)
+                    self.models.pop(PAIR, None)
         except Exception as error:  # the loader raises RuntimeError and others for damaged archives
             raise ExportError(
                 f"cannot load model {checked.path}: it does not load as an AOTInductor package: {first_line(error)}",

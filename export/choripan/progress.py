@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 
 class Steps:
-    """The named steps of one long job, shown as `exporting 3/7: compiling the batch-1 model (00:21)`.
+    """The named steps of one long job, shown as `exporting 5/9: compiling the batch-1 model (00:21)`.
 
     `show`: None shows them when stderr is a terminal (tqdm's own test), True always, False never. Used as a
     context manager; `step(name)` starts the next step. The time ticks while a step runs (one step, a

@@ -199,8 +199,17 @@ def require_vnni_for(path: Path, metadata: dict) -> None:
     """Refuses an int8 artifact whose 8-bit activations oneDNN would saturate here (activation_bits()), as
     native/core does: its answers would stray from those its export measured. Exported before the field
     was recorded, int8 activations had 8 bits."""
-    recorded = metadata.get("quantization")
-    if isinstance(recorded, dict) and recorded.get("activation_bits", 8) == 8 and activation_bits() == 7:
+    if "quantization" not in metadata:
+        return
+    recorded = metadata["quantization"]
+    if not isinstance(recorded, dict):
+        raise ExportError(f"cannot load model {path}: metadata has a malformed quantization", "E_MODEL_LOAD")
+    bits = recorded.get("activation_bits", 8)
+    if not isinstance(bits, int) or isinstance(bits, bool):
+        raise ExportError(
+            f"cannot load model {path}: metadata has a malformed quantization.activation_bits", "E_MODEL_LOAD"
+        )
+    if bits == 8 and activation_bits() == 7:
         raise ExportError(
             f"cannot load model {path}: its int8 activations have 8 bits, which oneDNN multiplies exactly only "
             "with VNNI, and here it has none (this CPU, or ONEDNN_MAX_CPU_ISA): its 16-bit sums would saturate "

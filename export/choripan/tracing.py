@@ -83,8 +83,13 @@ def trace_classifier(
     return torch.jit.freeze(traced)
 
 
-def verify(eager: nn.Module, candidates: dict[str, torch.jit.ScriptModule], batches: list[torch.Tensor]) -> None:
-    """Every candidate answers like the eager model on every batch, within TOLERANCE."""
+def verify(
+    eager: nn.Module,
+    candidates: dict[str, torch.jit.ScriptModule],
+    batches: list[torch.Tensor],
+    reference: str = "eager",
+) -> None:
+    """Every candidate answers like the `reference` model (`eager`) on every batch, within TOLERANCE."""
     with torch.no_grad():
         for batch in batches:
             expected = eager(batch)
@@ -95,7 +100,7 @@ def verify(eager: nn.Module, candidates: dict[str, torch.jit.ScriptModule], batc
                 except AssertionError as error:
                     worst = (actual - expected).abs().max().item() if actual.shape == expected.shape else None
                     raise ExportError(
-                        f"the {name} model differs from the eager model at batch size {len(batch)} "
+                        f"the {name} model differs from the {reference} model at batch size {len(batch)} "
                         f"(largest difference {worst}, tolerance {TOLERANCE}): {str(error).splitlines()[0]}"
                     ) from error
 
@@ -233,14 +238,18 @@ def export_classifier(
                 exported = artifact.save_package(int8, metadata, partial, batch, target_cpu, steps.step, check)
                 steps.step("verifying")
                 # The exported graph against the quantized one it was captured from; the compiled package
-                # was measured against the float32 model by `check`, which is what int8 may differ in.
+                # was measured against the float32 model by `check`, which is what int8 may differ in, and
+                # its models compiled for batches of 1 and 2 must answer as its any-batch model does.
                 verify(int8, {"exported": exported}, [batch[:1], batch])
+                reloaded = artifact.load(partial)[0]
+                any_batch = reloaded.models[aoti.BATCHED]
+                verify(any_batch, {"compiled and reloaded": reloaded}, [batch[:1], batch[:2]], "any-batch")
             elif format == "aoti":
                 exported = artifact.save_package(eager, metadata, partial, batch, target_cpu, step=steps.step)
                 steps.step("verifying")
                 # The exported graph (padding folded) run eagerly, then the compiled models loaded back.
                 reloaded = artifact.load(partial)[0]
-                verify(eager, {"exported": exported, "compiled and reloaded": reloaded}, [batch[:1], batch])
+                verify(eager, {"exported": exported, "compiled and reloaded": reloaded}, [batch[:1], batch[:2], batch])
             else:
                 steps.step("tracing")
                 traced = trace_classifier(eager, batch[:1], check_inputs=[batch[1:2], batch])

@@ -150,8 +150,8 @@ function logLoaded(logger, model, fields, message) {
   if (lone?.model === 'model') {
     logger.warn({ model: fields.model, singleMs: round(lone.singleMs), batchedMs: round(lone.batchedMs) },
       `model ${fields.model}: its batch-1 model took ${round(lone.singleMs)} ms here against ${round(lone.batchedMs)} ms for ` +
-      'its any-batch model: its weights were packed for another CPU\'s kernels, so lone requests run the any-batch ' +
-      'model; export the package on a machine like this one for the fastest lone requests');
+      'its any-batch model: its weights were packed for another CPU\'s kernels, so lone requests and pairs run the ' +
+      'any-batch model; export the package on a machine like this one for the fastest ones');
   }
 }
 

@@ -145,14 +145,15 @@ void Model::WorkerMain(int64_t worker) {
       for (const auto team : {wide, narrow}) {
         omp_set_num_threads(static_cast<int>(team));
         Run(*runner, at::zeros({1, 3, crop, crop}));
+        if (worker == 0 && team == wide) {
+          // Before the larger batches, so that they warm the models chosen to run them.
+          runner->ChooseLoneModel(at::zeros({1, 3, crop, crop}));
+          LeadChose(runner->lone_batch());
+        }
         for (const auto size : runner->PackedBatchSizes()) {
           if (size > 1 && size < options_.max_batch) Run(*runner, at::zeros({size, 3, crop, crop}));
         }
         if (options_.max_batch > 1) Run(*runner, at::zeros({options_.max_batch, 3, crop, crop}));
-        if (worker == 0 && team == wide) {
-          runner->ChooseLoneModel(at::zeros({1, 3, crop, crop}));
-          LeadChose(runner->lone_batch());
-        }
         if (wide == narrow) break;
       }
       threads = narrow;

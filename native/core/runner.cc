@@ -42,7 +42,7 @@ class TorchScriptRunner final : public Runner {
   const Device device_;
 };
 
-// Names of the two models that export/choripan/aoti.py compiles into a package, and where their files are.
+// Names of the models that export/choripan/aoti.py compiles into a package, and where their files are.
 constexpr const char* kBatchedModel = CHORIPAN_ARTIFACT_BATCHED_MODEL;  // any batch size
 constexpr const char* kSingleModel = CHORIPAN_ARTIFACT_SINGLE_MODEL;    // batch 1, its weights packed for that shape
 constexpr const char* kPairModel = CHORIPAN_ARTIFACT_PAIR_MODEL;        // batch 2, likewise; not in older packages

@@ -206,7 +206,7 @@ class ChoripanValueError(Error, ValueError):
             return py::dict(py::arg("model") = chosen->model, py::arg("single_ms") = chosen->single_ms,
                             py::arg("batched_ms") = chosen->batched_ms);
           },
-          "Which compiled model of a package runs a batch of one, as the warm-up timed them (docs/runtime.md).")
+          "Which compiled model of a package runs a batch of one (and of two), as the warm-up timed them (docs/runtime.md).")
       .def(
           "forward",
           [](Model& model, const at::Tensor& batch) {

@@ -135,7 +135,7 @@ describe('a package served on other kernels than it was packed for', () => {
     assert.equal(loaded.loneBatch, 'model');
     const warning = server.lines.find((line) => line.level === 40 && line.singleMs !== undefined);
     assert.ok(warning.singleMs > warning.batchedMs, JSON.stringify(warning));
-    assert.match(warning.msg, /packed for another CPU's kernels, so lone requests run the any-batch model; export the package on a machine like this one/);
+    assert.match(warning.msg, /packed for another CPU's kernels, so lone requests and pairs run the any-batch model; export the package on a machine like this one/);
     const answer = await post(`http://127.0.0.1:${port}/predict`, photo('chelsea.png'));
     assert.ok(CAT_LABELS.includes((await answer.json()).label));
     server.child.kill('SIGTERM');

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -157,7 +158,7 @@ def test_a_package_run_where_it_was_compiled_serves_lone_batches_with_its_batch_
     assert package.lone_batch is None
     package(torch.zeros(3, 3, 224, 224))
     assert package.lone_batch is None, "a batch of three runs the any-batch model whatever is chosen"
-    package(torch.zeros(1, 3, 224, 224))
+    package(torch.zeros(2, 3, 224, 224))  # a pair's model follows the batch-1 model's: the choice is made
     chosen = package.lone_batch
     assert chosen["model"] == "batch1" and 0 < chosen["single_ms"] <= 1.5 * chosen["batched_ms"], chosen
 
@@ -173,8 +174,19 @@ probabilities = model.forward(x)[0].tolist()
 python_probabilities = package(x)[0].tolist()
 print(json.dumps({"lone_batch": model.lone_batch, "probabilities": probabilities,
                   "python_lone_batch": package.lone_batch, "python_probabilities": python_probabilities}))
+print("a pair", flush=True)
+model.forward(torch.rand(2, 3, 224, 224))
+print("the same pair in Python", flush=True)
+package(torch.rand(2, 3, 224, 224))
 model.dispose()
 """
+
+
+def _reorders(verbose: list[str]) -> list[str]:
+    """The source layouts of the reorders oneDNN ran (ONEDNN_VERBOSE lines): plain ones (`abcd`, `acdb`)
+    where a model packs its weights at the call, blocked ones (`Acdb16a`) where they were packed for other
+    kernels."""
+    return [re.search(r"src:f32::blocked:(\w+)", line)[1] for line in verbose if ",exec,cpu,reorder," in line]
 
 
 @pytest.mark.skipif(
@@ -183,8 +195,9 @@ model.dispose()
 )
 def test_a_package_packed_for_other_kernels_serves_lone_batches_with_its_any_batch_model(core_package, default_package):
     """Weights packed for AVX-512 kernels and served by oneDNN's AVX2 ones are repacked on every call of
-    the batch-1 model (3-4x slower): the warm-up times it, and lone batches run the any-batch model."""
-    held = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    the batch-1 model (3-4x slower): the warm-up times it, and lone batches run the any-batch model, and so
+    do batches of two, whose model's weights were packed the same way."""
+    held = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ONEDNN_VERBOSE": "1"}
     ran = subprocess.run(
         [sys.executable, "-c", _LONE_BATCH_ELSEWHERE, str(default_package)],
         env=held,
@@ -193,7 +206,12 @@ def test_a_package_packed_for_other_kernels_serves_lone_batches_with_its_any_bat
         timeout=300,
         check=True,
     )
-    answer = json.loads(ran.stdout.strip().splitlines()[-1])
+    before, core_pair = ran.stdout.split("a pair\n", 1)
+    core_pair, python_pair = core_pair.split("the same pair in Python\n", 1)
+    answer = json.loads(next(line for line in before.splitlines() if line.startswith("{")))
+    for pair in (core_pair, python_pair):
+        sources = _reorders(pair.splitlines())
+        assert len(sources) >= 49 and not [s for s in sources if re.search(r"\d", s)], sorted(set(sources))
     torch.manual_seed(0)
     expected = core_package.forward(torch.rand(1, 3, 224, 224))[0]
     for loader in ("", "python_"):  # the core, and Python's own loader (artifact.load)
@@ -231,6 +249,47 @@ def test_a_batch_of_two_runs_the_model_packed_for_it(core_package, default_packa
     measured = run.stdout.split("measured\n", 1)[1].splitlines()
     kinds = [line.split(",exec,", 1)[1].split(",")[1] for line in measured if ",exec," in line]
     assert kinds.count("convolution") == 49 and "reorder" not in kinds, sorted(set(kinds))
+
+
+def test_a_package_from_before_the_batch_2_model_runs_pairs_with_its_any_batch_model(default_package, tmp_path):
+    """Packages exported before the batch-2 model load as before, in the core and in Python, and give a
+    batch of two the any-batch model's answers (which pack the weights at the call)."""
+    import zipfile
+
+    older = tmp_path / "older.pt2"
+
+    def write(document: dict | None) -> None:
+        with zipfile.ZipFile(default_package) as source, zipfile.ZipFile(older, "w") as target:
+            for info in source.infolist():
+                if f"/{aoti.COMPILED_FOLDER}{aoti.PAIR}/" in info.filename:
+                    continue
+                data = source.read(info)
+                if info.filename.endswith("extra/choripan.json") and document is not None:
+                    data = json.dumps(document).encode()
+                target.writestr(info, data)
+
+    document = artifact.read_metadata(default_package)
+    del document["runtime"]["models"][aoti.PAIR]
+    write(None)
+    document["checksum"]["value"] = artifact.checksum(older)  # as export records it, over the records left
+    write(document)
+    photos = load_batch(reference_photos()[:2], Preprocessing())
+    core = choripan_core.Model(str(older), max_batch=2)
+    try:
+        pair = core.forward(photos)
+        assert core.lone_batch["model"] == "batch1"
+    finally:
+        core.dispose()
+    package = artifact.load(older)[0]
+    assert aoti.PAIR not in package.models
+    torch.testing.assert_close(package(photos), pair, atol=1e-5, rtol=0)
+    torch.testing.assert_close(package.models[aoti.BATCHED](photos), pair, atol=1e-5, rtol=0)
+    run = subprocess.run(
+        [sys.executable, "-c", _PAIR_PRIMITIVES, str(older)],
+        env={**os.environ, "ONEDNN_VERBOSE": "1"}, capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    sources = _reorders(run.stdout.split("measured\n", 1)[1].splitlines())
+    assert len(sources) >= 49 and not [s for s in sources if re.search(r"\d", s)], sorted(set(sources))
 
 
 def test_without_a_warm_up_nothing_is_timed(default_package, default_artifact):

@@ -195,7 +195,7 @@ def test_every_convolution_runs_in_int8(int8_package):
     convolutions = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     checked = artifact.CheckedArchive(int8_package)
     wrappers = [name for name in checked.records if name.endswith(".wrapper.cpp")]
-    assert len(wrappers) == 2
+    assert len(wrappers) == 3  # batch 1, batch 2, any batch
     for name in wrappers:
         code = checked.read(name).decode()
         calls = re.findall(r"aoti_torch_cpu_(\w+?)\(", code)
@@ -313,6 +313,30 @@ def test_8_bit_activations_are_refused_where_onednn_would_saturate_them(int8_pac
     script = "require('.').load(process.argv[1]).then(() => console.log('loaded'), (e) => console.log(e.code))"
     node = subprocess.run(["node", "-e", script, str(packages[8])], capture_output=True, text=True, cwd=ROOT, env=held)
     assert node.stdout.strip() == "E_MODEL_LOAD", node.stderr
+
+
+@pytest.mark.parametrize(
+    ("quantization", "field"), [("int8", "quantization"), ({"activation_bits": "8"}, "quantization.activation_bits")]
+)
+def test_a_malformed_quantization_is_refused_alike_by_the_core_and_python(
+    default_package, tmp_path, quantization, field
+):
+    import zipfile
+
+    damaged = tmp_path / "damaged.pt2"
+    with zipfile.ZipFile(default_package) as source, zipfile.ZipFile(damaged, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename.endswith("extra/choripan.json"):  # outside the checksum
+                data = json.dumps({**json.loads(data), "quantization": quantization}).encode()
+            target.writestr(info, data)
+    expected = f"cannot load model {damaged}: metadata has a malformed {field}"
+    with pytest.raises(choripan_core.Error) as core:
+        choripan_core.Model(str(damaged), warmup=False)
+    assert core.value.code == "E_MODEL_LOAD" and core.value.message == expected
+    with pytest.raises(ExportError) as python:
+        artifact.load(damaged)
+    assert python.value.code == "E_MODEL_LOAD" and str(python.value) == expected
 
 
 @pytest.mark.slow
