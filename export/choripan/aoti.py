@@ -312,6 +312,7 @@ class Package:
                 }
                 if SINGLE not in self.models:  # the batch-1 model decides for the batch-2 model (native/core)
                     self.models.pop(PAIR, None)
+                self._packed = {size: name for name, size in PACKED.items() if name in self.models}
         except Exception as error:  # the loader raises RuntimeError and others for damaged archives
             raise ExportError(
                 f"cannot load model {checked.path}: it does not load as an AOTInductor package: {first_line(error)}",
@@ -320,7 +321,7 @@ class Package:
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         batch = batch.contiguous()
-        packed = next((name for name, size in PACKED.items() if size == len(batch) and name in self.models), None)
+        packed = self._packed.get(len(batch))
         if packed is None:
             return self.models[BATCHED](batch)
         if self.lone_batch is None:

@@ -67,8 +67,10 @@ class AotiRunner final : public Runner {
     auto input = batch.contiguous();
     auto* model = batched_.get();
     // The batch-2 model's weights are packed as the batch-1 model's are: where those lost, so do these.
-    if (use_packed_ && input.size(0) == 1) model = single_.get();
-    if (use_packed_ && input.size(0) == 2 && pair_) model = pair_.get();
+    if (use_packed_) {
+      if (input.size(0) == 1) model = single_.get();
+      if (input.size(0) == 2 && pair_) model = pair_.get();
+    }
     return Output(model->run({input}));
   }
 
