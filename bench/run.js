@@ -328,8 +328,20 @@ function flaskServer(port) {
     '--pythonpath', __dirname, 'flask_server:app']);
 }
 
-function litServer(port, model) {
-  return spawnGroup(env.python, [path.join(__dirname, 'litserve_server.py'), '--model', model, '--port', String(port)]);
+/**
+ * LitServe in `folder` as its temporary folder: torch extracts a package into a folder of its own there,
+ * which it removes only on a clean exit, never reached by a server that is signalled to stop.
+ */
+function litServer(port, model, folder) {
+  return spawnGroup(env.python, [path.join(__dirname, 'litserve_server.py'), '--model', model, '--port', String(port)],
+    { env: { ...process.env, TMPDIR: folder } });
+}
+
+/** A LitServe server's spec for `http`, with the temporary folder it takes, removed once it is stopped. */
+function litServeSpec(name, request, model) {
+  const folder = fs.mkdtempSync(path.join(os.tmpdir(), 'choripan-litserve-'));
+  return { name, request, start: (port) => litServer(port, model, folder),
+    cleanUp: () => fs.rmSync(folder, { recursive: true, force: true }) };
 }
 
 /**
@@ -443,7 +455,7 @@ async function http(photoFile) {
     { name: HTTP.choripan, request: request.raw, start: (port) => choripanServer(port, artifacts.aoti) },
     { name: HTTP.flask, request: request.raw, start: flaskServer },
   ];
-  if (!missing.LitServe) first.push({ name: HTTP.litServe, request: request.multipart, start: (port) => litServer(port, artifacts.aoti) });
+  if (!missing.LitServe) first.push(litServeSpec(HTTP.litServe, request.multipart, artifacts.aoti));
   if (!missing.TorchServe) {
     const torchServeFolder = fs.mkdtempSync(path.join(os.tmpdir(), 'choripan-torchserve-'));
     first.push({ name: HTTP.torchServe, request: request.raw, path: '/predictions/choripan',
@@ -454,7 +466,7 @@ async function http(photoFile) {
   if (!missing.LitServe) {
     rows.push(...await compareOverHttp([
       { name: HTTP.choripanTorchScript, request: request.raw, start: (port) => choripanServer(port, artifacts.torchscript) },
-      { name: HTTP.litServeTorchScript, request: request.multipart, start: (port) => litServer(port, artifacts.torchscript) },
+      litServeSpec(HTTP.litServeTorchScript, request.multipart, artifacts.torchscript),
     ]));
   }
   return { rows, skipped: Object.entries(missing).map(([system, reason]) => ({ system, reason })) };

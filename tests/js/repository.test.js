@@ -248,12 +248,17 @@ describe('the cores', () => {
   });
 
   test('none loads the whole repository at start, each version with the share of all', async () => {
-    const { repository, counts } = await open(repositoryOf({ 'a/1': defaultModelPath, 'a/2': defaultModelPath, 'b/1': defaultModelPath }), 'none');
-    await repository.start();
-    assert.deepEqual(counts, [3, 3, 3]);
-    assert.deepEqual(repository.catalog.all().map(({ name, version }) => `${name}/${version}`), ['a/1', 'a/2', 'b/1']);
-    await assert.rejects(repository.load('a'), { code: 'E_INVALID_ARGUMENT', message: /the model control mode is none/ });
-    await repository.close();
+    const folder = repositoryOf({ 'a/1': defaultModelPath, 'a/2': defaultModelPath, 'b/1': defaultModelPath });
+    const { repository, counts } = await open(folder, 'none');
+    try {
+      await repository.start();
+      assert.deepEqual(counts, [3, 3, 3]);
+      assert.deepEqual(repository.catalog.all().map(({ name, version }) => `${name}/${version}`), ['a/1', 'a/2', 'b/1']);
+      await assert.rejects(repository.load('a'), { code: 'E_INVALID_ARGUMENT', message: /the model control mode is none/ });
+    } finally {
+      await repository.close();
+      fs.rmSync(folder, { recursive: true, force: true });
+    }
   });
 });
 
