@@ -39,16 +39,30 @@ function parseTrustProxy(text) {
 }
 
 /**
- * The request's client: Express's req.ip, through the trusted proxies. Where a trusted proxy passed on
- * something that is no address, the request is counted as that proxy's, so that no header can make up
- * a client of its own.
+ * The address in an X-Forwarded-For entry, with the port some proxies append taken off (Azure's
+ * Application Gateway writes `203.0.113.1:4711`; an IPv6 address then comes bracketed,
+ * `[2001:db8::1]:4711`: unbracketed, `::1:4711` is an address of its own); '' where there is none.
+ * @param {string | undefined} entry
+ * @returns {string}
+ */
+function forwardedAddress(entry) {
+  if (!entry) return '';
+  if (net.isIP(entry)) return entry;
+  const [, address, port] = /^(\d+\.\d+\.\d+\.\d+|\[[^\]]+\]):(\d{1,5})$/.exec(entry) ?? [];
+  if (!address || Number(port) > 65535) return '';
+  const bare = address.replace(/^\[(.*)\]$/, '$1');
+  return net.isIP(bare) === (address.startsWith('[') ? 6 : 4) ? bare : '';
+}
+
+/**
+ * The request's client: Express's req.ip, through the trusted proxies, less any port. Where a trusted
+ * proxy passed on something that is no address, the request is counted as that proxy's, so that no
+ * header can make up a client of its own.
  * @param {import('express').Request} req
  * @returns {string}
  */
 function clientAddress(req) {
-  const address = req.ip;
-  if (address && net.isIP(address)) return address;
-  return req.ips[1] ?? req.socket.remoteAddress ?? '';
+  return forwardedAddress(req.ip) || (req.ips[1] ?? req.socket.remoteAddress ?? '');
 }
 
 /**

@@ -381,7 +381,11 @@ describe('limits: a served app', () => {
         assert.equal(await from('198.51.100.9, 203.0.113.2'), 429, 'a forged first entry: still 203.0.113.2');
         // An IPv6 client by its /64, as without a proxy.
         assert.deepEqual([await from('2001:db8::1'), await from('2001:db8::2')], [200, 429]);
-        assert.deepEqual(clients(), ['203.0.113.1', '203.0.113.2', '203.0.113.1', '203.0.113.2', '2001:db8::1', '2001:db8::2']);
+        // A port the proxy appends (Azure's Application Gateway) is not part of the client: no new bucket.
+        assert.deepEqual([await from('203.0.113.3:4711'), await from('203.0.113.3:4712'), await from('[2001:db8:1::1]:4711')],
+          [200, 429, 200]);
+        assert.deepEqual(clients(), ['203.0.113.1', '203.0.113.2', '203.0.113.1', '203.0.113.2', '2001:db8::1', '2001:db8::2',
+          '203.0.113.3', '203.0.113.3', '2001:db8:1::1']);
       } finally {
         server.close();
       }
@@ -393,9 +397,11 @@ describe('limits: a served app', () => {
         assert.equal(await from('not-an-address'), 200);
         assert.equal(await from('203.0.113.1 , <script>'), 429, 'the proxy\'s bucket again');
         assert.equal(await from('203.0.113.1, unknown'), 429, 'nginx\'s word for an address it does not know');
+        assert.equal(await from('203.0.113.1:70000'), 429, 'no port: the proxy\'s bucket');
+        assert.equal(await from('[203.0.113.1]:80'), 429, 'an IPv4 address in brackets');
         const chain = Array.from({ length: 1000 }, (_, i) => `10.${i >> 8}.${i & 255}.1`).join(', ');
         assert.equal(await from(`${chain}, 203.0.113.7`), 200, 'its own bucket: the last hop');
-        assert.deepEqual(clients(), ['127.0.0.1', '127.0.0.1', '127.0.0.1', '203.0.113.7']);
+        assert.deepEqual(clients(), ['127.0.0.1', '127.0.0.1', '127.0.0.1', '127.0.0.1', '127.0.0.1', '203.0.113.7']);
         assert.equal(await from('203.0.113.8,'.repeat(2000)), 431, 'past Node\'s header limit: refused before the app');
       } finally {
         server.close();
