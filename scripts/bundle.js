@@ -14,7 +14,7 @@ const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 const { parseArgs } = require('node:util');
 const { root, recorded, probe } = require('./environment');
-const { neededLibraries, patchelf, run } = require('./runtime-libraries');
+const { neededLibraries, patchelf, carryLibrary, run } = require('./runtime-libraries');
 
 const { values: flags } = parseArgs({
   options: { out: { type: 'string', default: path.join(root, 'dist') }, model: { type: 'string', multiple: true } },
@@ -58,9 +58,8 @@ function main() {
   fs.copyFileSync(addon, bundledAddon);
   setRpath(bundledAddon, '$ORIGIN/../../../lib');
   for (const [name, file] of neededLibraries(addon)) {
-    fs.copyFileSync(file, path.join(lib, name));
-    setRpath(path.join(lib, name), '$ORIGIN');
-    log(`lib/${name} (${(fs.statSync(file).size / 2 ** 20).toFixed(1)} MB)`);
+    carryLibrary(env.python, file, path.join(lib, name), '$ORIGIN');
+    log(`lib/${name} (${(fs.statSync(path.join(lib, name)).size / 2 ** 20).toFixed(1)} MB)`);
   }
 
   const served = models.map((model) => {

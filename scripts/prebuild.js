@@ -21,7 +21,7 @@ const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 const { parseArgs } = require('node:util');
 const { root, recorded, probe } = require('./environment');
-const { neededLibraries, patchelf, LIBTORCH } = require('./runtime-libraries');
+const { neededLibraries, patchelf, carryLibrary, LIBTORCH } = require('./runtime-libraries');
 const { writeDefaultModels, baselinePackage, CPU_BASELINE } = require('./default-models');
 const { platformName, platformPackage, LOCAL_ADDON } = require('../js/binding');
 
@@ -112,9 +112,8 @@ function main() {
   }
   for (const [name, file] of neededLibraries(LOCAL_ADDON)) {
     const target = path.join(LIBTORCH.test(name) ? libtorch : addon, 'lib', name);
-    fs.copyFileSync(file, target);
-    setRpath(target, '$ORIGIN');
-    log(`${path.relative(stage, target)} (${(fs.statSync(file).size / 2 ** 20).toFixed(1)} MB)`);
+    carryLibrary(env.python, file, target, '$ORIGIN');
+    log(`${path.relative(stage, target)} (${(fs.statSync(target).size / 2 ** 20).toFixed(1)} MB)`);
   }
   // NVIDIA's licences for the CUDA runtime libraries (torch's is the package's LICENSE).
   const site = env.sitePackages;

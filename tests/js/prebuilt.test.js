@@ -73,6 +73,14 @@ describe('npm install choripan, prebuilt, with only node and npm', { skip }, () 
     const megabytes = Number(spawnSync('du', ['-sm', installed], { encoding: 'utf8' }).stdout.split('\t')[0]);
     console.log(`prebuilt install: ${seconds.toFixed(1)} s, node_modules ${megabytes} MB`);
     assert.ok(megabytes <= 600, `node_modules is ${megabytes} MB`);
+    // libtorch_cpu's symbol tables alone are 87 MB, which only linkers and debuggers read.
+    const libraries = fs.readdirSync(installed, { recursive: true }).filter((file) => /\.so(\.\d+)*$/.test(file));
+    assert.ok(libraries.some((file) => file.endsWith('libtorch_cpu.so')), libraries.join());
+    for (const file of libraries) {
+      const sections = spawnSync('readelf', ['-S', '-W', path.join(installed, file)], { encoding: 'utf8' });
+      assert.equal(sections.status, 0, sections.stderr);
+      assert.doesNotMatch(sections.stdout, /\s\.symtab\s/, `${file} carries its symbol table`);
+    }
   });
 
   test('predicts with the prebuilt default model: the .pt2 where the CPU runs it, else the .pt', { timeout: 120_000 }, () => {
