@@ -393,12 +393,14 @@ async function compareOverHttp(specs) {
     await new Promise((resolve) => setTimeout(resolve, 250));
     return fire(s, duration);
   };
-  // The servers are groups of their own, which a Ctrl-C of the benchmark would not reach, paused or not.
+  // The servers are groups of their own, which a Ctrl-C of the benchmark would not reach, paused or not;
+  // exiting skips the `finally` below, so their folders go here too (Linux lets a running server's go).
   const interrupted = (signal) => {
     for (const s of servers) {
       signalGroup(s.child, 'SIGCONT');
       signalGroup(s.child, 'SIGTERM');
     }
+    for (const spec of specs) spec.cleanUp?.();
     process.exit(128 + os.constants.signals[signal]);
   };
   process.once('SIGINT', interrupted).once('SIGTERM', interrupted);
