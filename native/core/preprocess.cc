@@ -27,6 +27,24 @@ void Composite(const uint8_t* in, int64_t count, const std::array<int32_t, 3>& b
   }
 }
 
+// (x / 255 − mean) / std into `out`, as imaging.py computes it in float32. A uint8 sample has 256 values,
+// so a table of each channel's 256 results is the same arithmetic done once: one pass over the crop
+// where four tensor operations took four (0.21 of a 0.58 ms preprocessing, on the bench's photo).
+void Normalise(const at::Tensor& crop, const Preprocessing& spec, at::Tensor& out) {  // out: contiguous float32
+  const auto size = crop.sizes();
+  const auto stride = crop.strides();
+  const auto* in = crop.const_data_ptr<uint8_t>();
+  auto* to = out.data_ptr<float>();
+  std::array<float, 256> table;
+  for (int64_t c = 0; c < size[0]; ++c) {
+    for (int v = 0; v < 256; ++v) table[v] = (static_cast<float>(v) / 255.0f - spec.mean[c]) / spec.std[c];
+    for (int64_t y = 0; y < size[1]; ++y) {
+      const uint8_t* row = in + c * stride[0] + y * stride[1];
+      for (int64_t x = 0; x < size[2]; ++x) *to++ = table[row[x * stride[2]]];
+    }
+  }
+}
+
 }  // namespace
 
 at::Tensor Preprocess(const ImageView& image, const Preprocessing& spec) {
@@ -95,9 +113,7 @@ void PreprocessInto(const ImageView& image, const Preprocessing& spec, at::Tenso
   const auto left = static_cast<int64_t>(std::nearbyint(static_cast<double>(new_width - spec.crop) / 2.0));
   x = x[0].narrow(1, top, spec.crop).narrow(2, left, spec.crop);
 
-  auto mean = at::tensor(std::vector<float>(spec.mean.begin(), spec.mean.end())).view({3, 1, 1});
-  auto std = at::tensor(std::vector<float>(spec.std.begin(), spec.std.end())).view({3, 1, 1});
-  at::div_out(out, x.to(at::kFloat).div(255).sub(mean), std);
+  Normalise(x, spec, out);
 }
 
 }  // namespace choripan
