@@ -51,7 +51,7 @@ std::shared_ptr<Model> Model::Load(const std::string& path, const Options& reque
   std::thread loader([&] {
     try {
       // One runner for each worker, and one for Forward on a caller's thread.
-      artifact = LoadArtifact(path, options.device, options.workers + 1, options.sha256);
+      artifact = LoadArtifact(path, options.device, options.workers + 1, options.max_batch, options.sha256);
     } catch (const Error& error) {
       failure = error;
     } catch (const std::exception& error) {

@@ -159,7 +159,7 @@ std::map<std::string, std::string> CompiledMetadata(const Archive& archive, cons
   }
 }
 
-std::unique_ptr<Runner> LoadPackage(const Archive& archive, Device device, int64_t concurrency) {
+std::unique_ptr<Runner> LoadPackage(const Archive& archive, Device device, int64_t concurrency, int64_t max_batch) {
   auto compiled = CompiledMetadata(archive, kBatchedModel);
   const auto wanted = device == Device::kCuda ? "cuda" : "cpu";
   if (compiled["AOTI_DEVICE_KEY"] != wanted) {
@@ -180,7 +180,9 @@ std::unique_ptr<Runner> LoadPackage(const Archive& archive, Device device, int64
   };
   auto batched = std::make_unique<Loader>(files->path(), kBatchedModel, false, runners);
   auto single = load(kSingleModel);
-  auto pair = single ? load(kPairModel) : nullptr;  // used only beside a batch-1 model that decides for both
+  // Used only beside a batch-1 model that decides for both, and only where batches of two form: with
+  // max_batch 1 its 21 MB of packed weights would be read and never run.
+  auto pair = single && max_batch >= 2 ? load(kPairModel) : nullptr;
   // On the CPU the libraries are mapped and their weights read by now: the folder can go.
   if (device == Device::kCpu) files.reset();
   return std::make_unique<AotiRunner>(std::move(batched), std::move(single), std::move(pair), std::move(files), device);
@@ -231,7 +233,8 @@ bool OneDnnMultipliesWithVnni() {
 #undef CHORIPAN_ITEM
 }
 
-Artifact LoadArtifact(const std::string& path, Device device, int64_t concurrency, const std::string& sha256) {
+Artifact LoadArtifact(const std::string& path, Device device, int64_t concurrency, int64_t max_batch,
+                      const std::string& sha256) {
   const auto archive = Archive::Open(path, sha256);
   if (!archive.Has(kMetadataRecord)) {
     // torch.save() writes the same kind of archive without code: say what the file is.
@@ -268,7 +271,7 @@ Artifact LoadArtifact(const std::string& path, Device device, int64_t concurrenc
                                "(--quantize int8 gives activations 7 bits where oneDNN has no VNNI)");
   }
   try {
-    artifact.runner = package ? LoadPackage(archive, device, concurrency) : LoadTorchScript(archive, device);
+    artifact.runner = package ? LoadPackage(archive, device, concurrency, max_batch) : LoadTorchScript(archive, device);
   } catch (const Error&) {
     throw;
   } catch (const std::exception& error) {

@@ -67,7 +67,8 @@ bool OneDnnMultipliesWithVnni();
 // the checked records to libtorch. Throws Error(kModelLoad) naming the path and what is wrong with it
 // (not a regular file, not an archive, an unsafe or modified one, a training checkpoint rather than an
 // artifact, compiled for another CPU, int8 with 8-bit activations where oneDNN has no VNNI), or
-// Error(kDevice).
-Artifact LoadArtifact(const std::string& path, Device device, int64_t concurrency, const std::string& sha256);
+// Error(kDevice). A package's models for batches larger than `max_batch` are not loaded.
+Artifact LoadArtifact(const std::string& path, Device device, int64_t concurrency, int64_t max_batch,
+                      const std::string& sha256);
 
 }  // namespace choripan

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import os
@@ -249,6 +250,30 @@ def test_a_batch_of_two_runs_the_model_packed_for_it(core_package, default_packa
     measured = run.stdout.split("measured\n", 1)[1].splitlines()
     kinds = [line.split(",exec,", 1)[1].split(",")[1] for line in measured if ",exec," in line]
     assert kinds.count("convolution") == 49 and "reorder" not in kinds, sorted(set(kinds))
+
+
+_MAPPED_MODELS = """
+import sys, choripan_core
+model = choripan_core.Model(sys.argv[1], max_batch=int(sys.argv[2]), workers=1)
+folder = sys.argv[3]
+print(sorted({line.split(folder, 1)[1].split("/", 1)[0] for line in open("/proc/self/maps") if folder in line}))
+model.dispose()
+"""
+
+
+def test_with_max_batch_1_the_batch_2_model_is_not_loaded(default_package):
+    """No batch of two forms with max_batch 1, so the batch-2 model's library and packed weights (21 MB)
+    are never mapped; with max_batch 2 they are."""
+
+    def mapped(max_batch: int) -> list[str]:
+        ran = subprocess.run(
+            [sys.executable, "-c", _MAPPED_MODELS, str(default_package), str(max_batch), f"/{aoti.COMPILED_FOLDER}"],
+            capture_output=True, text=True, timeout=300, check=True,
+        )  # fmt: skip
+        return ast.literal_eval(ran.stdout)
+
+    assert mapped(1) == sorted([aoti.BATCHED, aoti.SINGLE])
+    assert mapped(2) == sorted([aoti.BATCHED, aoti.SINGLE, aoti.PAIR])
 
 
 def test_a_package_from_before_the_batch_2_model_runs_pairs_with_its_any_batch_model(default_package, tmp_path):
