@@ -226,10 +226,7 @@ def require_vnni_for(path: Path, metadata: dict) -> None:
         )
     if bits == 8 and activation_bits() == 7:
         raise ExportError(
-            f"cannot load model {path}: its int8 activations have 8 bits, which oneDNN multiplies exactly only "
-            "with VNNI, and here it has none (this CPU, or ONEDNN_MAX_CPU_ISA): its 16-bit sums would saturate "
-            "and its answers stray from what its export measured; export it again on this machine "
-            "(--quantize int8 gives activations 7 bits where oneDNN has no VNNI)",
+            f"cannot load model {path}: {ARTIFACT['eightBitActivationsRefusal']}",
             "E_MODEL_LOAD",
         )
 

@@ -265,10 +265,7 @@ Artifact LoadArtifact(const std::string& path, Device device, int64_t concurrenc
                                "export, or damaged");
   }
   if (artifact.metadata.activation_bits == 8 && device == Device::kCpu && !OneDnnMultipliesWithVnni()) {
-    throw ModelLoadError(path, "its int8 activations have 8 bits, which oneDNN multiplies exactly only with VNNI, and "
-                               "here it has none (this CPU, or ONEDNN_MAX_CPU_ISA): its 16-bit sums would saturate and "
-                               "its answers stray from what its export measured; export it again on this machine "
-                               "(--quantize int8 gives activations 7 bits where oneDNN has no VNNI)");
+    throw ModelLoadError(path, CHORIPAN_ARTIFACT_EIGHT_BIT_ACTIVATIONS_REFUSAL);
   }
   try {
     artifact.runner = package ? LoadPackage(archive, device, concurrency, max_batch) : LoadTorchScript(archive, device);

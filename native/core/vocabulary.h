@@ -88,6 +88,7 @@
 #define CHORIPAN_ARTIFACT_ONE_DNN_MAX_CPU_ISA "AVX512_CORE_VNNI"
 #define CHORIPAN_ARTIFACT_ONE_DNN_AVX512_VNNI_CAPS(X) X("AVX512_CORE_VNNI") X("AVX512_CORE_BF16") X("AVX10_1_512") X("AVX512_CORE_FP16") X("AVX10_1_512_AMX") X("AVX512_CORE_AMX") X("AVX10_1_512_AMX_FP16") X("AVX512_CORE_AMX_FP16") X("AVX10_2_512") X("AVX10_2_512_AMX_2") X("ALL")
 #define CHORIPAN_ARTIFACT_ONE_DNN_AVX_VNNI_CAPS(X) X("AVX2_VNNI") X("AVX2_VNNI_2") X("ALL")
+#define CHORIPAN_ARTIFACT_EIGHT_BIT_ACTIVATIONS_REFUSAL "its int8 activations have 8 bits, which oneDNN multiplies exactly only with VNNI, and here it has none (this CPU, or ONEDNN_MAX_CPU_ISA): its 16-bit sums would saturate and its answers stray from what its export measured; export it again on this machine (--quantize int8 gives activations 7 bits where oneDNN has no VNNI)"
 #define CHORIPAN_ARTIFACT_LONE_BATCH_CHOICE_ROUNDS 5
 #define CHORIPAN_ARTIFACT_LONE_BATCH_SLOWER_BY 1.5
 
