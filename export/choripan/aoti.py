@@ -40,7 +40,7 @@ SUFFIX = ".pt2"
 BATCHED = ARTIFACT["batchedModel"]
 SINGLE = ARTIFACT["singleModel"]
 PAIR = ARTIFACT["pairModel"]
-PACKED = {SINGLE: 1, PAIR: 2}  # the models compiled for one batch size, and that size
+PACKED = {SINGLE: ARTIFACT["singleModelBatch"], PAIR: ARTIFACT["pairModelBatch"]}  # compiled for one batch size
 _INDUCTOR = {"freezing": True}  # weights become constants: folded, and packed for oneDNN at compile time
 # The CPU a package is compiled for: this machine's ("native"), or an x86-64 level that every CPU of
 # that level runs — the vector width of Inductor's loops (simdlen) and the compiler's -march. oneDNN,

@@ -46,6 +46,8 @@ class TorchScriptRunner final : public Runner {
 constexpr const char* kBatchedModel = CHORIPAN_ARTIFACT_BATCHED_MODEL;  // any batch size
 constexpr const char* kSingleModel = CHORIPAN_ARTIFACT_SINGLE_MODEL;    // batch 1, its weights packed for that shape
 constexpr const char* kPairModel = CHORIPAN_ARTIFACT_PAIR_MODEL;        // batch 2, likewise; not in older packages
+constexpr int64_t kSingleModelBatch = CHORIPAN_ARTIFACT_SINGLE_MODEL_BATCH;
+constexpr int64_t kPairModelBatch = CHORIPAN_ARTIFACT_PAIR_MODEL_BATCH;
 constexpr std::string_view kCompiledFolder = CHORIPAN_ARTIFACT_COMPILED_FOLDER;
 
 using Loader = torch::inductor::AOTIModelPackageLoader;
@@ -68,16 +70,16 @@ class AotiRunner final : public Runner {
     auto* model = batched_.get();
     // The batch-2 model's weights are packed as the batch-1 model's are: where those lost, so do these.
     if (use_packed_) {
-      if (input.size(0) == 1) model = single_.get();
-      if (input.size(0) == 2 && pair_) model = pair_.get();
+      if (input.size(0) == kSingleModelBatch) model = single_.get();
+      if (input.size(0) == kPairModelBatch && pair_) model = pair_.get();
     }
     return Output(model->run({input}));
   }
 
   std::vector<int64_t> PackedBatchSizes() const override {
     std::vector<int64_t> sizes;
-    if (single_) sizes.push_back(1);
-    if (pair_) sizes.push_back(2);
+    if (single_) sizes.push_back(kSingleModelBatch);
+    if (pair_) sizes.push_back(kPairModelBatch);
     return sizes;
   }
 
@@ -182,7 +184,7 @@ std::unique_ptr<Runner> LoadPackage(const Archive& archive, Device device, int64
   auto single = load(kSingleModel);
   // Used only beside a batch-1 model that decides for both, and only where batches of two form: with
   // max_batch 1 its 21 MB of packed weights would be read and never run.
-  auto pair = single && max_batch >= 2 ? load(kPairModel) : nullptr;
+  auto pair = single && max_batch >= kPairModelBatch ? load(kPairModel) : nullptr;
   // On the CPU the libraries are mapped and their weights read by now: the folder can go.
   if (device == Device::kCpu) files.reset();
   return std::make_unique<AotiRunner>(std::move(batched), std::move(single), std::move(pair), std::move(files), device);
