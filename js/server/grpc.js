@@ -229,11 +229,12 @@ const loading = () => {
 /**
  * The gRPC server, bound to host:port before the models load (as the HTTP server is: a port in use fails
  * at once); it answers UNAVAILABLE until `serve` hands it the models. Every call goes through one
- * wrapper: `checkCall(call, method)` (a per-call check, such as a key in the `authorization` metadata or
- * a rate limit: throw a ChoripanError to refuse), the method, then the answer or toGrpcError's, its count
- * and its log line.
+ * wrapper: `checkCall(call, method, trailers)` (a per-call check, such as a key in the `authorization`
+ * metadata or a rate limit: throw a ChoripanError to refuse; what it sets in `trailers` goes into the
+ * answer's trailing metadata either way), the method, then the answer or toGrpcError's, its count and
+ * its log line.
  * @param {{ host: string, port: number, maxBodyBytes: number, logger: import('pino').Logger,
- *   checkCall?: (call: grpc.ServerUnaryCall<any, any>, method: string) => void }} options
+ *   checkCall?: (call: grpc.ServerUnaryCall<any, any>, method: string, trailers: grpc.Metadata) => void }} options
  * @returns {Promise<{ port: number, server: grpc.Server,
  *   serve(options: { catalog: import('./catalog').Catalog, repository?: import('./repository').ModelRepository,
  *     ready: () => boolean, timeoutMs: number,
@@ -247,9 +248,10 @@ async function startGrpcServer({ host, port, maxBodyBytes, logger, checkCall = (
   const handlers = Object.fromEntries(Object.keys(methodsServed).map((method) => [method, async (call, callback) => {
     const started = performance.now();
     const context = {};
+    const trailers = new grpc.Metadata();
     let answer;
     try {
-      checkCall(call, method);
+      checkCall(call, method, trailers);
       answer = { response: await (methods?.[method] ?? loading)(call.request, call, context) };
     } catch (error) {
       answer = { failure: toGrpcError(error, { model: context.model }), error };
@@ -260,14 +262,13 @@ async function startGrpcServer({ host, port, maxBodyBytes, logger, checkCall = (
     metrics?.request(route, 'GRPC', answer.failure?.status ?? 200, seconds);
     if (!answer.failure) {
       logger.info({ grpc: method, model: context.name, version: context.version, status: 'OK', ms }, `gRPC ${method} OK in ${ms} ms`);
-      callback(null, answer.response);
+      callback(null, answer.response, trailers);
       return;
     }
     const { grpcCode, code, message, retryAfter } = answer.failure;
     const status = grpc.status[grpcCode];
     if (code === 'E_INTERNAL') logger.error({ err: answer.error }, 'unexpected error');
     logger.info({ grpc: method, model: context.name, version: context.version, status, errorCode: code, ms }, `gRPC ${method} ${status} in ${ms} ms`);
-    const trailers = new grpc.Metadata();
     trailers.set('choripan-error-code', code);
     if (retryAfter !== undefined) {
       trailers.set('retry-after', String(retryAfter));

@@ -16,6 +16,7 @@ const { toHttpError, errorBody } = require('./http-error');
 const { startGrpcServer } = require('./grpc');
 const { keyring, authorize } = require('./api-keys');
 const { peerAddress } = require('./trust-proxy');
+const { rateLimitFields } = require('./rate-limit');
 const { serverVariables } = require('../vocabulary');
 
 // How long a stop may take (the requests in hand, then the last spans), and the part of it the spans get.
@@ -35,7 +36,8 @@ const OPEN_GRPC = new Set(['ServerLive', 'ServerReady']);
  * The access check of a gRPC call, as the HTTP routes ask for it: none for the health methods; for the
  * rest, a key in the `authorization` metadata (an admin key for the repository's methods, an infer key
  * for the others), then the rate limit's bucket, the one HTTP takes from: the key's, or without keys the
- * peer's address's (js/server/trust-proxy.js peerAddress).
+ * peer's address's (js/server/trust-proxy.js peerAddress). Where the call took from a bucket, the answer's
+ * trailing metadata gets `ratelimit` and `ratelimit-policy`, as HTTP's headers say them, refused or not.
  * @param {Array<{ key: string, scope: 'infer' | 'admin' }> | undefined} apiKeys the list the app has,
  *   so that a key has the same id, and so the same bucket, over both
  * @param {() => ReturnType<typeof import('./rate-limit').createLimiter> | null} limiter the app's, once it
@@ -43,13 +45,16 @@ const OPEN_GRPC = new Set(['ServerLive', 'ServerReady']);
  */
 function grpcAccess(apiKeys, limiter) {
   const keys = apiKeys ? keyring(apiKeys) : null;
-  return (call, method) => {
+  return (call, method, trailers) => {
     if (OPEN_GRPC.has(method)) return;
     const [authorization] = call.metadata.get('authorization');
     const { key, refusal } = authorize(keys, authorization?.toString(), method.startsWith('Repository') ? 'admin' : 'infer');
     if (refusal) throw refusal;
-    const limited = limiter()?.take({ key, address: peerAddress(call.getPeer()) }).refusal;
-    if (limited) throw limited;
+    const limit = limiter();
+    if (!limit) return;
+    const taken = limit.take({ key, address: peerAddress(call.getPeer()) });
+    for (const [name, value] of Object.entries(rateLimitFields(limit, taken))) trailers.set(name.toLowerCase(), value);
+    if (taken.refusal) throw taken.refusal;
   };
 }
 

@@ -132,18 +132,26 @@ function createLimiter({ buckets, metrics }) {
 }
 
 /**
+ * Where a client's bucket stands after a take, as draft-ietf-httpapi-ratelimit-headers' two fields: HTTP's
+ * headers, and (their names in lower case) a gRPC call's trailing metadata.
+ * @param {ReturnType<typeof createLimiter>} limiter
+ * @param {ReturnType<ReturnType<typeof createLimiter>['take']>} taken
+ */
+function rateLimitFields({ burst, window }, { policy, remaining, resetSeconds }) {
+  return { 'RateLimit-Policy': `"${policy}";q=${burst};w=${window}`, RateLimit: `"${policy}";r=${remaining};t=${resetSeconds}` };
+}
+
+/**
  * The middleware: after the keys (js/server/api-keys.js), before any body is read.
  * @param {{ limiter: ReturnType<typeof createLimiter>, metricsOpen: boolean }} options
  */
 function limitRate({ limiter, metricsOpen }) {
-  const { burst, window } = limiter;
   return (req, res, next) => {
     if (accessOf(req.path, { metricsOpen }) === 'open') return next();
-    const { policy, remaining, resetSeconds, refusal } = limiter.take({ key: res.locals.apiKey, address: clientAddress(req) });
-    res.set('RateLimit-Policy', `"${policy}";q=${burst};w=${window}`);
-    res.set('RateLimit', `"${policy}";r=${remaining};t=${resetSeconds}`);
-    return next(refusal);
+    const taken = limiter.take({ key: res.locals.apiKey, address: clientAddress(req) });
+    res.set(rateLimitFields(limiter, taken));
+    return next(taken.refusal);
   };
 }
 
-module.exports = { parseRateLimit, createBuckets, clientOf, createLimiter, limitRate, MAX_BUCKETS };
+module.exports = { parseRateLimit, createBuckets, clientOf, createLimiter, limitRate, rateLimitFields, MAX_BUCKETS };

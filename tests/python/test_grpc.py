@@ -216,15 +216,20 @@ REFUSED_INFERS = (
 )
 
 
-def raw_infer(address: str, key: str | None = None) -> grpc.RpcError:
-    """A ModelInfer over grpcio itself, which shows an error's trailing metadata: the error it raised."""
+def raw_infer(address: str, key: str | None = None, refused: bool = True) -> grpc.RpcError | dict:
+    """A ModelInfer over grpcio itself, which shows the trailing metadata: the error it raised, or with
+    `refused` false the answer's trailing metadata."""
     photo = (data_dir() / "chelsea.png").read_bytes()
     request = service_pb2.ModelInferRequest(model_name="lite0")
     request.inputs.add(name="image", datatype="BYTES", shape=[1])
     request.raw_input_contents.append(struct.pack("<I", len(photo)) + photo)
     metadata = (("authorization", f"Bearer {key}"),) if key else ()
-    with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as raised:
-        service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30, metadata=metadata)
+    with grpc.insecure_channel(address) as channel:
+        infer = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer
+        if not refused:
+            return dict(infer.with_call(request, timeout=30, metadata=metadata)[1].trailing_metadata())
+        with pytest.raises(grpc.RpcError) as raised:
+            infer(request, timeout=30, metadata=metadata)
     return raised.value
 
 
@@ -245,6 +250,7 @@ def assert_rate_limited(error: grpc.RpcError):
     trailers = dict(error.trailing_metadata())
     assert trailers["choripan-error-code"] == "E_RATE_LIMITED"
     assert 1 <= int(trailers["retry-after"]) <= 10  # a request every 10 s: the next within 10 s
+    assert re.fullmatch(r'"per-(key|address)";r=0;t=([1-9]|10)', trailers["ratelimit"]), trailers
 
 
 def test_the_rate_limit_takes_a_keys_grpc_calls_from_its_http_bucket(tmp_path):
@@ -255,8 +261,11 @@ def test_the_rate_limit_takes_a_keys_grpc_calls_from_its_http_bucket(tmp_path):
     try:
         client = triton.InferenceServerClient(url=address)
         photo = images(reference_photos()[:1])
-        for _ in range(2):
-            assert Keyed(client, INFER_KEY).infer("lite0", [photo]).get_response().model_name == "lite0"
+        assert Keyed(client, INFER_KEY).infer("lite0", [photo]).get_response().model_name == "lite0"
+        trailers = raw_infer(address, INFER_KEY, refused=False)  # as HTTP's RateLimit fields say it
+        assert trailers["ratelimit-policy"] == '"per-key";q=2;w=20' and trailers["ratelimit"].startswith(
+            '"per-key";r=0;'
+        )
         assert_rate_limited(raw_infer(address, INFER_KEY))
         status, headers = http_status(http, "/v2/models/lite0", INFER_KEY)
         assert status == 429 and 1 <= int(headers["Retry-After"]) <= 10
