@@ -170,12 +170,14 @@ export interface PredictionTiming {
 
 /**
  * Which compiled model of an AOTInductor package runs a batch of one on the CPU, as the warm-up timed
- * them: the batch-1 model (its weights packed for the exporting CPU's kernels) or, where it runs more than
+ * them: the batch-1 model (its weights packed for the exporting CPU's kernels; `'batch1_avx2'` where the
+ * package also has one packed for oneDNN's AVX2 kernels and this CPU runs those) or, where it runs more than
  * 1.5 times slower here, the any-batch model (docs/runtime.md#one-package-on-other-cpus). A batch of two
- * follows: the batch-2 model where `model` is `'batch1'` (in packages that have one), else the any-batch model.
+ * follows: the batch-2 model packed alike where `model` is not `'model'` (in packages that have one), else
+ * the any-batch model.
  */
 export interface LoneBatch {
-  readonly model: 'batch1' | 'model';
+  readonly model: 'batch1' | 'batch1_avx2' | 'model';
   /** The best of the batch-1 model's timed passes, in milliseconds. */
   readonly singleMs: number;
   /** The best of the any-batch model's, at batch 1. */

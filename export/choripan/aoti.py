@@ -1,12 +1,17 @@
 """AOTInductor packages: the classifier compiled ahead of time into shared libraries inside a `.pt2` archive.
 
-A package holds three compiled models (`AOTIModelPackageLoader` loads each by name):
+A package holds three compiled models, or five (`AOTIModelPackageLoader` loads each by name):
 
 - ``model``: any batch size from 1 to ``MAX_BATCH``;
 - ``batch1``: batch 1 only. Compiled for that exact shape, its convolution weights are packed once for
   it; the dynamic model repacks them on every call, which at batch 1 costs about a fifth of the pass;
 - ``batch2``: batch 2 only, likewise: the batch a server under load runs most with the default
-  ``max_batch`` of 2 (a twelfth of the pass on one thread). Packages exported before it lack it.
+  ``max_batch`` of 2 (a twelfth of the pass on one thread). Packages exported before it lack it;
+- ``batch1_avx2`` and ``batch2_avx2``, in a package for the x86-64-v3 baseline compiled where oneDNN
+  picks AVX-512 kernels: the same two with their weights packed for its AVX2 kernels. Weights are
+  packed for the kernels oneDNN picks where they are compiled, and served where it picks others they
+  are repacked on every call (3-4x slower); a package that a build machine with AVX-512 compiles for
+  every x86-64-v3 server carries both packings, and a server loads the one for its kernels.
 
 Compilation happens here, at export, never at serving. The compiled code targets this machine's CPU
 (its vector ISA is recorded in the package and checked by the native core before loading).
@@ -17,7 +22,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import subprocess
+import sys
 import sysconfig
 import tempfile
 import time
@@ -41,6 +48,8 @@ BATCHED = ARTIFACT["batchedModel"]
 SINGLE = ARTIFACT["singleModel"]
 PAIR = ARTIFACT["pairModel"]
 PACKED = {SINGLE: ARTIFACT["singleModelBatch"], PAIR: ARTIFACT["pairModelBatch"]}  # compiled for one batch size
+# The same two, packed for oneDNN's AVX2 kernels, each by the name of the model it mirrors.
+AVX2_PACKED = {ARTIFACT["avx2SingleModel"]: SINGLE, ARTIFACT["avx2PairModel"]: PAIR}
 _INDUCTOR = {"freezing": True}  # weights become constants: folded, and packed for oneDNN at compile time
 # The CPU a package is compiled for: this machine's ("native"), or an x86-64 level that every CPU of
 # that level runs — the vector width of Inductor's loops (simdlen) and the compiler's -march. oneDNN,
@@ -120,7 +129,10 @@ def fold_padding(graph_module: torch.fx.GraphModule) -> int:
                         graph_module.register_parameter(target, torch.nn.Parameter(grown, requires_grad=False))
                         weight = graph.get_attr(target)
                     elif any(grow):
-                        weight = graph.call_function(torch.ops.aten.constant_pad_nd.default, (weight, grow, 0.0))
+                        grown = graph.call_function(torch.ops.aten.constant_pad_nd.default, (weight, grow, 0.0))
+                        if "val" in weight.meta:  # an exported program's nodes carry their (fake) value
+                            grown.meta["val"] = torch.ops.aten.constant_pad_nd.default(weight.meta["val"], grow, 0.0)
+                        weight = grown
                     conv.args = (pad_node.args[0], weight, args[2], args[3], padding, args[5], args[6])
             graph.erase_node(pad_node)
             folded += 1
@@ -162,10 +174,12 @@ def compile_package(
     target_cpu: str = "native",
     step: Callable[[str], None] = lambda name: None,
     check: Callable[[Path], dict] | None = None,
+    avx2_packing: bool = False,
 ) -> nn.Module:
     """Export `model` (returning probabilities) at batches 1 and 2 and for any batch, compile the three for
     `target_cpu` (a key of TARGET_CPUS), write `path`. `step(name)` is told as each of the six steps begins
-    (progress.Steps).
+    (progress.Steps), and a seventh with `avx2_packing` (packs_for_avx2), which compiles the batch-1 and
+    batch-2 models a second time with oneDNN held to its AVX2 kernels.
 
     `metadata_json` goes in as `extra/choripan.json`, with the checksum of every other record filled in,
     and the fields `check(path)` returns: it is given the compiled package before its metadata is written
@@ -196,6 +210,10 @@ def compile_package(
                 )
         except Exception as error:  # the compiler raises many kinds; the first line says which
             raise ExportError(f"AOTInductor could not compile the model: {first_line(error)}", "E_INTERNAL") from error
+    if avx2_packing:
+        step("compiling the batch-1 and batch-2 models for oneDNN's AVX2 kernels")
+        packed = {name: programs[mirrored] for name, mirrored in AVX2_PACKED.items()}
+        files.update(_compile_elsewhere(packed, {**_INDUCTOR, **TARGET_CPUS[target_cpu]}, ARTIFACT["avx2Packing"]))
     for library in (file for model_files in files.values() for file in model_files if str(file).endswith(".so")):
         _need_only_libtorch_cpu(Path(library))
     from torch._inductor.package import package_aoti
@@ -218,6 +236,58 @@ def compile_package(
         metadata_json["runtime"]["cpu_isa"] = json.loads(archive.read(compiled))["AOTI_CPU_ISA"]
         archive.writestr(f"{top}/extra/{artifact.METADATA_FILE}", json.dumps(metadata_json, indent=1))
     return programs[BATCHED].module(check_guards=False)
+
+
+def one_dnn_picks_avx512() -> bool:
+    """Whether oneDNN may pick its AVX-512 kernels in this process: this CPU has AVX-512 and
+    ONEDNN_MAX_CPU_ISA, when set, allows them (as native/core's OneDnnPicksAvx512)."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "ALL")).upper()
+    return set(_CPU_FLAGS["AVX512"]) <= _cpu_flags() and cap.startswith(tuple(ARTIFACT["oneDnnAvx512Caps"]))
+
+
+def packs_for_avx2(target_cpu: str) -> bool:
+    """Whether a float32 package for `target_cpu` gets its batch-1 and batch-2 models packed for oneDNN's
+    AVX2 kernels too: for the x86-64-v3 baseline compiled where oneDNN picks AVX-512 kernels, whose own
+    packing serves AVX2-only CPUs 3-4x slower."""
+    return target_cpu == "x86-64-v3" and one_dnn_picks_avx512()
+
+
+def _compile_elsewhere(programs: dict[str, torch.export.ExportedProgram], options: dict, environment: dict) -> dict:
+    """{name: compiled files} for `programs`, compiled by a child process under `environment`: oneDNN reads
+    its ISA cap once per process, and Inductor packs frozen weights for the kernels oneDNN picks."""
+    with tempfile.TemporaryDirectory(prefix="choripan-") as folder:
+        for name, program in programs.items():
+            torch.export.save(program, Path(folder) / f"{name}{SUFFIX}")
+        # The child imports this package from where this process did, installed or not.
+        python_path = os.pathsep.join(filter(None, [str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH")]))
+        child = subprocess.run(
+            [sys.executable, "-m", "choripan.aoti", folder, json.dumps(options), *programs],
+            env={**os.environ, **environment, "PYTHONPATH": python_path},
+            capture_output=True,
+            text=True,
+        )
+    if child.returncode != 0:
+        lines = child.stderr.strip().splitlines() or ["no message"]
+        held = " ".join(f"{name}={value}" for name, value in environment.items())
+        raise ExportError(f"AOTInductor could not compile the model under {held}: {lines[-1]}", "E_INTERNAL")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def _compile_saved(folder: str, options: str, names: list[str]) -> None:
+    """The child of _compile_elsewhere: prints {name: compiled files} as its last line."""
+    files = {}
+    for name in names:
+        program = torch.export.load(Path(folder) / f"{name}{SUFFIX}")
+        args, kwargs = program.example_inputs
+        with torch.no_grad():
+            compiled = torch._inductor.aot_compile(
+                program.module(check_guards=False),
+                args,
+                kwargs,
+                options={**json.loads(options), "aot_inductor.package": True},
+            )
+        files[name] = [str(file) for file in compiled]
+    print(json.dumps(files))
 
 
 def is_package(path: Path) -> bool:
@@ -283,7 +353,8 @@ class Package:
     sizes the dynamic model; unless the packed models' weights were packed for other oneDNN kernels than
     this process's, as native/core chooses at warm-up (Runner::ChooseLoneModel; docs/runtime.md): the first
     batch of 1 or 2 times the batch-1 and dynamic models at batch 1, and `lone_batch` then says which runs
-    batches of one, with the times (batches of two follow).
+    batches of one, with the times (batches of two follow). Of a package with two packings of the batch-1
+    and batch-2 models, those for the kernels oneDNN picks here (one_dnn_picks_avx512).
 
     Built from a checked archive (artifact.CheckedArchive): the compiled libraries are written from its
     checked bytes into a private folder, loaded from there, and the folder removed, whatever happens.
@@ -305,14 +376,23 @@ class Package:
         try:
             with tempfile.TemporaryDirectory(prefix="choripan-") as folder:
                 checked.extract(COMPILED_FOLDER, Path(folder))
+                present = {
+                    name
+                    for name in (*PACKED, *AVX2_PACKED)
+                    if any(n.startswith(f"{COMPILED_FOLDER}{name}/") for n in checked.records)
+                }
+                # Every model is loaded, for export to verify each; batches run the packing for the kernels
+                # oneDNN picks here, the one native/core loads.
+                avx2 = set(AVX2_PACKED) <= present and not one_dnn_picks_avx512()
+                self._packed = {size: name for name, size in PACKED.items() if name in present}
+                if avx2:
+                    self._packed = {PACKED[mirrored]: name for name, mirrored in AVX2_PACKED.items()}
+                if PACKED[SINGLE] not in self._packed:  # the batch-1 model decides for the batch-2 model
+                    self._packed = {}
                 self.models = {
                     name: AOTICompiledModel(torch._C._aoti.AOTIModelPackageLoader(folder, name, False, 1, -1))
-                    for name in (BATCHED, SINGLE, PAIR)
-                    if name == BATCHED or any(n.startswith(f"{COMPILED_FOLDER}{name}/") for n in checked.records)
+                    for name in (BATCHED, *present)
                 }
-                if SINGLE not in self.models:  # the batch-1 model decides for the batch-2 model (native/core)
-                    self.models.pop(PAIR, None)
-                self._packed = {size: name for name, size in PACKED.items() if name in self.models}
         except Exception as error:  # the loader raises RuntimeError and others for damaged archives
             raise ExportError(
                 f"cannot load model {checked.path}: it does not load as an AOTInductor package: {first_line(error)}",
@@ -326,18 +406,23 @@ class Package:
             return self.models[BATCHED](batch)
         if self.lone_batch is None:
             self.lone_batch = self._choose_lone_model(batch[:1])
-        return self.models[packed if self.lone_batch["model"] == SINGLE else BATCHED](batch)
+        return self.models[packed if self.lone_batch["model"] != BATCHED else BATCHED](batch)
 
     def _choose_lone_model(self, batch: torch.Tensor) -> dict:
-        best = dict.fromkeys((SINGLE, BATCHED), math.inf)
+        single = self._packed[PACKED[SINGLE]]
+        best = dict.fromkeys((single, BATCHED), math.inf)
         with torch.no_grad():
             for _ in range(ARTIFACT["loneBatchChoiceRounds"]):  # alternately, the best of each
                 for name in best:
                     started = time.perf_counter()
                     self.models[name](batch)
                     best[name] = min(best[name], (time.perf_counter() - started) * 1e3)
-        model = SINGLE if best[SINGLE] <= ARTIFACT["loneBatchSlowerBy"] * best[BATCHED] else BATCHED
-        return {"model": model, "single_ms": best[SINGLE], "batched_ms": best[BATCHED]}
+        model = single if best[single] <= ARTIFACT["loneBatchSlowerBy"] * best[BATCHED] else BATCHED
+        return {"model": model, "single_ms": best[single], "batched_ms": best[BATCHED]}
 
     def eval(self) -> Package:
         return self
+
+
+if __name__ == "__main__":
+    _compile_saved(sys.argv[1], sys.argv[2], sys.argv[3:])

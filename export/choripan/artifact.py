@@ -430,19 +430,26 @@ def save_package(
     target_cpu: str = "native",
     step: Callable[[str], None] = lambda name: None,
     check: Callable[[Path], dict] | None = None,
+    avx2_packing: bool = False,
 ) -> torch.nn.Module:
     """Compile `model` for `target_cpu` into an AOTInductor package at `path` with the metadata inside
     (see export/choripan/aoti.py); `step(name)` is told as each step begins; `check(path)` measures the
-    compiled package and returns metadata fields (aoti.compile_package)."""
+    compiled package and returns metadata fields; `avx2_packing` (aoti.packs_for_avx2) adds the packed
+    models packed for oneDNN's AVX2 kernels (aoti.compile_package)."""
     metadata.exported_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     metadata.versions = versions()
+    avx2 = {name: mirrored for name, mirrored in aoti.AVX2_PACKED.items() if avx2_packing}
     metadata.runtime = {
         "format": "aoti",
         "models": {
             **{name: {"batch": [size, size]} for name, size in aoti.PACKED.items()},
+            **{
+                name: {"batch": [aoti.PACKED[mirrored]] * 2, "onednn_max_cpu_isa": "AVX2"}
+                for name, mirrored in avx2.items()
+            },
             aoti.BATCHED: {"batch": [1, aoti.MAX_BATCH]},
         },
         "device": "cpu",
         "cpu_target": target_cpu,
     }
-    return aoti.compile_package(model, example, path, metadata.to_json(), target_cpu, step, check)
+    return aoti.compile_package(model, example, path, metadata.to_json(), target_cpu, step, check, avx2_packing)

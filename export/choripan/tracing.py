@@ -206,7 +206,8 @@ def export_classifier(
         labelled = quantization.accuracy_data and quantize.scan_labelled(quantization.accuracy_data, metadata.labels)
     # Checking, verifying, the golden answers; and tracing and saving, or capturing and compiling three
     # times; and quantizing and checking int8.
-    total = int(script) + 3 + (6 if format == "aoti" else 2) + (2 if quantization is not None else 0)
+    avx2_packing = format == "aoti" and quantization is None and aoti.packs_for_avx2(target_cpu)
+    total = int(script) + 3 + (6 if format == "aoti" else 2) + (2 if quantization is not None else 0) + avx2_packing
     with Steps(total, show=progress) as steps:
         if script:
             steps.step("scripting")
@@ -245,11 +246,18 @@ def export_classifier(
                 any_batch = reloaded.models[aoti.BATCHED]
                 verify(any_batch, {"compiled and reloaded": reloaded}, [batch[:1], batch[:2]], "any-batch")
             elif format == "aoti":
-                exported = artifact.save_package(eager, metadata, partial, batch, target_cpu, step=steps.step)
+                exported = artifact.save_package(
+                    eager, metadata, partial, batch, target_cpu, step=steps.step, avx2_packing=avx2_packing
+                )
                 steps.step("verifying")
-                # The exported graph (padding folded) run eagerly, then the compiled models loaded back.
+                # The exported graph (padding folded) run eagerly, then the compiled models loaded back; the
+                # ones packed for AVX2 kernels too, which run here repacking their weights, but run.
                 reloaded = artifact.load(partial)[0]
                 verify(eager, {"exported": exported, "compiled and reloaded": reloaded}, [batch[:1], batch[:2], batch])
+                for name, mirrored in aoti.AVX2_PACKED.items():
+                    if name in reloaded.models:
+                        size = aoti.PACKED[mirrored]
+                        verify(eager, {f"compiled ({name}) and reloaded": reloaded.models[name]}, [batch[:size]])
             else:
                 steps.step("tracing")
                 traced = trace_classifier(eager, batch[:1], check_inputs=[batch[1:2], batch])

@@ -46,6 +46,10 @@ class TorchScriptRunner final : public Runner {
 constexpr const char* kBatchedModel = CHORIPAN_ARTIFACT_BATCHED_MODEL;  // any batch size
 constexpr const char* kSingleModel = CHORIPAN_ARTIFACT_SINGLE_MODEL;    // batch 1, its weights packed for that shape
 constexpr const char* kPairModel = CHORIPAN_ARTIFACT_PAIR_MODEL;        // batch 2, likewise; not in older packages
+// The same two with their weights packed for oneDNN's AVX2 kernels, in a package for the x86-64-v3
+// baseline compiled where oneDNN picks AVX-512 kernels; loaded instead of those where it may not.
+constexpr const char* kAvx2SingleModel = CHORIPAN_ARTIFACT_AVX2_SINGLE_MODEL;
+constexpr const char* kAvx2PairModel = CHORIPAN_ARTIFACT_AVX2_PAIR_MODEL;
 constexpr int64_t kSingleModelBatch = CHORIPAN_ARTIFACT_SINGLE_MODEL_BATCH;
 constexpr int64_t kPairModelBatch = CHORIPAN_ARTIFACT_PAIR_MODEL_BATCH;
 constexpr std::string_view kCompiledFolder = CHORIPAN_ARTIFACT_COMPILED_FOLDER;
@@ -54,9 +58,10 @@ using Loader = torch::inductor::AOTIModelPackageLoader;
 
 class AotiRunner final : public Runner {
  public:
-  AotiRunner(std::unique_ptr<Loader> batched, std::unique_ptr<Loader> single, std::unique_ptr<Loader> pair,
-             std::unique_ptr<Extraction> files, Device device)
+  AotiRunner(std::unique_ptr<Loader> batched, const char* single_name, std::unique_ptr<Loader> single,
+             std::unique_ptr<Loader> pair, std::unique_ptr<Extraction> files, Device device)
       : batched_(std::move(batched)),
+        single_name_(single_name),
         single_(std::move(single)),
         pair_(std::move(pair)),
         files_(std::move(files)),
@@ -98,7 +103,7 @@ class AotiRunner final : public Runner {
     }
     use_packed_ = single_ms <= kSlowerBy * batched_ms;
     std::lock_guard lock(mutex_);
-    lone_batch_ = LoneBatch{use_packed_ ? kSingleModel : kBatchedModel, single_ms, batched_ms};
+    lone_batch_ = LoneBatch{use_packed_ ? single_name_ : kBatchedModel, single_ms, batched_ms};
   }
 
   std::optional<LoneBatch> lone_batch() const override {
@@ -123,6 +128,7 @@ class AotiRunner final : public Runner {
   }
 
   std::unique_ptr<Loader> batched_;
+  const char* single_name_;  // the batch-1 model's name in the package
   std::unique_ptr<Loader> single_;
   std::unique_ptr<Loader> pair_;
   std::unique_ptr<Extraction> files_;  // kept only where the runner reads from it later (CUDA kernels)
@@ -181,13 +187,18 @@ std::unique_ptr<Runner> LoadPackage(const Archive& archive, Device device, int64
     return has(model) ? std::make_unique<Loader>(files->path(), model, false, runners) : nullptr;
   };
   auto batched = std::make_unique<Loader>(files->path(), kBatchedModel, false, runners);
-  auto single = load(kSingleModel);
+  // One packing is loaded, not both: a compiled model's library stays mapped once loaded (its unique
+  // symbols make glibc keep it), and the other's 42 MB would stay with it.
+  const bool avx2 = device == Device::kCpu && has(kAvx2SingleModel) && !OneDnnPicksAvx512();
+  const auto* single_name = avx2 ? kAvx2SingleModel : kSingleModel;
+  auto single = load(single_name);
   // Used only beside a batch-1 model that decides for both, and only where batches of two form: with
   // max_batch 1 its 21 MB of packed weights would be read and never run.
-  auto pair = single && max_batch >= kPairModelBatch ? load(kPairModel) : nullptr;
+  auto pair = single && max_batch >= kPairModelBatch ? load(avx2 ? kAvx2PairModel : kPairModel) : nullptr;
   // On the CPU the libraries are mapped and their weights read by now: the folder can go.
   if (device == Device::kCpu) files.reset();
-  return std::make_unique<AotiRunner>(std::move(batched), std::move(single), std::move(pair), std::move(files), device);
+  return std::make_unique<AotiRunner>(std::move(batched), single_name, std::move(single), std::move(pair),
+                                      std::move(files), device);
 }
 
 std::unique_ptr<Runner> LoadTorchScript(const Archive& archive, Device device) {
@@ -221,11 +232,28 @@ bool CpuSupports(const std::string& isa, std::string* missing) {
   return true;
 }
 
-bool OneDnnMultipliesWithVnni() {
+namespace {
+
+// ONEDNN_MAX_CPU_ISA (or its old name DNNL_MAX_CPU_ISA) in capitals, "ALL" where neither is set.
+std::string OneDnnCap() {
   const char* cap = std::getenv("ONEDNN_MAX_CPU_ISA");
   if (cap == nullptr) cap = std::getenv("DNNL_MAX_CPU_ISA");
   std::string allowed = cap == nullptr ? "ALL" : cap;
   std::ranges::transform(allowed, allowed.begin(), [](unsigned char c) { return std::toupper(c); });
+  return allowed;
+}
+
+}  // namespace
+
+bool OneDnnPicksAvx512() {
+  const auto allowed = OneDnnCap();
+#define CHORIPAN_ITEM(prefix) allowed.starts_with(prefix) ||
+  return CpuSupports("AVX512") && (CHORIPAN_ARTIFACT_ONE_DNN_AVX512_CAPS(CHORIPAN_ITEM) false);
+#undef CHORIPAN_ITEM
+}
+
+bool OneDnnMultipliesWithVnni() {
+  const auto allowed = OneDnnCap();
   const auto allows = [&allowed](std::initializer_list<std::string_view> caps) {
     return std::ranges::find(caps, allowed) != caps.end();
   };

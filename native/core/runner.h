@@ -19,7 +19,7 @@ enum class Device { kCpu, kCuda };
 // Which compiled model of an AOTInductor package runs a batch of one on the CPU, and the times that
 // decided it (Runner::ChooseLoneModel): the best of the timed passes of each, in milliseconds.
 struct LoneBatch {
-  std::string model;  // the vocabulary's singleModel ("batch1") or batchedModel ("model")
+  std::string model;  // the vocabulary's singleModel ("batch1"), avx2SingleModel or batchedModel ("model")
   double single_ms = 0;
   double batched_ms = 0;
 };
@@ -35,7 +35,9 @@ class Runner {
   // A package's batch-1 model has its weights packed at export for the kernels oneDNN picked on the
   // exporting CPU. Where this process's oneDNN picks others (a package compiled on a CPU with AVX-512,
   // served on one with AVX2 only, or another ONEDNN_MAX_CPU_ISA), it repacks them on every call: 3 to 4
-  // times slower than the any-batch model at batch 1, where it is otherwise a fifth faster. Nothing in
+  // times slower than the any-batch model at batch 1, where it is otherwise a fifth faster. (A package for
+  // the x86-64-v3 baseline compiled with AVX-512 also holds the two packed for AVX2 kernels, which are
+  // the ones loaded where oneDNN may not pick AVX-512 ones: OneDnnPicksAvx512.) Nothing in
   // the package says which kernels it was packed for, so this times both on `example` (one input, on the
   // calling thread and its OpenMP team) and leaves batches of one to the any-batch model only where the
   // batch-1 model is clearly slower (a busy moment must not trade away the fifth). The batch-2 model's
@@ -57,6 +59,10 @@ struct Artifact {
 // Whether this CPU has the vector instructions that AOTInductor names in AOTI_CPU_ISA ("AVX2",
 // "AVX512 AVX512_VNNI", …); the first one it lacks goes to `missing`.
 bool CpuSupports(const std::string& isa, std::string* missing = nullptr);
+
+// Whether oneDNN may pick its AVX-512 kernels here: this CPU has AVX-512 (AVX512F, BW, DQ, VL), and
+// ONEDNN_MAX_CPU_ISA (or DNNL_MAX_CPU_ISA), when set, allows them.
+bool OneDnnPicksAvx512();
 
 // Whether oneDNN's int8 kernels may multiply with VNNI here: this CPU has AVX-512's or AVX's, and
 // ONEDNN_MAX_CPU_ISA (or its old name DNNL_MAX_CPU_ISA), when set, allows it.

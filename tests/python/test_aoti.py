@@ -276,6 +276,98 @@ def test_with_max_batch_1_the_batch_2_model_is_not_loaded(default_package):
     assert mapped(2) == sorted([aoti.BATCHED, aoti.SINGLE, aoti.PAIR])
 
 
+@pytest.fixture(scope="module")
+def baseline_package(tmp_path_factory):
+    """The default model compiled for the x86-64-v3 baseline, as the prebuilt platform package carries it."""
+    from choripan.sources import default
+
+    out = tmp_path_factory.mktemp("baseline") / "default.pt2"
+    model, metadata = default.build()
+    return export_classifier(model, metadata, out, target_cpu="x86-64-v3")
+
+
+def test_only_a_baseline_package_compiled_with_avx512_is_packed_for_avx2_too(monkeypatch):
+    has_avx512 = "avx512f" in aoti._cpu_flags()
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert aoti.packs_for_avx2("x86-64-v3") == has_avx512
+    assert not aoti.packs_for_avx2("native") and not aoti.packs_for_avx2("x86-64-v4")
+    for cap, packs in (
+        ("AVX512_CORE_VNNI", has_avx512),
+        ("avx512_core", has_avx512),
+        ("AVX2", False),
+        ("SSE41", False),
+    ):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)  # where oneDNN is held to AVX2, the first packing is AVX2's
+        assert aoti.packs_for_avx2("x86-64-v3") == packs, cap
+
+
+def test_a_compilation_that_fails_in_the_child_process_says_why():
+    program = torch.export.export(nn.Linear(4, 2).eval(), (torch.rand(1, 4),))
+    with pytest.raises(ExportError) as caught:
+        aoti._compile_elsewhere({"batch1": program}, {"no_such_inductor_option": 1}, {"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert caught.value.code == "E_INTERNAL" and "under ONEDNN_MAX_CPU_ISA=AVX2" in str(caught.value)
+    assert "no_such_inductor_option" in str(caught.value), str(caught.value)
+
+
+_PACKINGS = """
+import json, sys, torch, choripan_core
+from choripan import artifact
+folder = sys.argv[2]
+model = choripan_core.Model(sys.argv[1], max_batch=2, workers=1)
+mapped = sorted({line.split(folder, 1)[1].split("/", 1)[0] for line in open("/proc/self/maps") if folder in line})
+package = artifact.load(sys.argv[1])[0]
+torch.manual_seed(0)
+photos = torch.rand(2, 3, 224, 224)
+package(photos[:1])
+print(json.dumps({"lone_batch": model.lone_batch, "python_lone_batch": package.lone_batch, "mapped": mapped,
+                  "python": package(photos).tolist()}))
+print("measured", flush=True)
+print(json.dumps({"alone": model.forward(photos[:1]).tolist(), "pair": model.forward(photos).tolist()}))
+model.dispose()
+"""
+
+
+@pytest.mark.skipif(
+    not {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= aoti._cpu_flags(),
+    reason="a baseline package is packed for AVX2 kernels beside AVX-512 ones only where it is compiled with AVX-512",
+)
+def test_a_baseline_package_runs_weights_packed_for_the_kernels_of_the_cpu_serving_it(baseline_package):
+    """The prebuilt package is compiled on a build machine with AVX-512 and served on CPUs with or without
+    it: its batch-1 and batch-2 models come packed for both oneDNN kernel sets, the warm-up picks the
+    packing this CPU runs without repacking, the other is unloaded, and lone requests and pairs run
+    packed models with no weight reordered at the call, in the core and in Python's loader."""
+    runtime = artifact.read_metadata(baseline_package)["runtime"]
+    assert runtime["cpu_isa"] == "AVX2" and runtime["models"]["batch1_avx2"] == {
+        "batch": [1, 1],
+        "onednn_max_cpu_isa": "AVX2",
+    }
+    assert runtime["models"]["batch2_avx2"] == {"batch": [2, 2], "onednn_max_cpu_isa": "AVX2"}
+    answers = {}
+    for cap, single, pair in ((None, aoti.SINGLE, aoti.PAIR), ("AVX2", "batch1_avx2", "batch2_avx2")):
+        environment = {**os.environ, "ONEDNN_VERBOSE": "1"}
+        environment.pop("ONEDNN_MAX_CPU_ISA", None)
+        environment.update({"ONEDNN_MAX_CPU_ISA": cap} if cap else {})
+        ran = subprocess.run(
+            [sys.executable, "-c", _PACKINGS, str(baseline_package), f"/{aoti.COMPILED_FOLDER}"],
+            env=environment, capture_output=True, text=True, timeout=300, check=True,
+        )  # fmt: skip
+        before, after = ran.stdout.split("measured\n", 1)
+        chosen = json.loads(next(line for line in before.splitlines() if line.startswith("{")))
+        for loader in ("", "python_"):
+            assert chosen[f"{loader}lone_batch"]["model"] == single, (cap, chosen)
+        assert chosen["mapped"] == sorted([aoti.BATCHED, single, pair]), (cap, chosen["mapped"])
+        kinds = [line.split(",exec,", 1)[1].split(",")[1] for line in after.splitlines() if ",exec," in line]
+        assert kinds.count("convolution") == 2 * 49 and "reorder" not in kinds, (cap, sorted(set(kinds)))
+        answers[cap] = json.loads(next(line for line in after.splitlines() if line.startswith("{")))
+        torch.testing.assert_close(
+            torch.tensor(chosen["python"]), torch.tensor(answers[cap]["pair"]), atol=1e-5, rtol=0
+        )
+    for form in ("alone", "pair"):
+        torch.testing.assert_close(
+            torch.tensor(answers["AVX2"][form]), torch.tensor(answers[None][form]), atol=1e-4, rtol=0
+        )
+
+
 def test_a_package_from_before_the_batch_2_model_runs_pairs_with_its_any_batch_model(default_package, tmp_path):
     """Packages exported before the batch-2 model load as before, in the core and in Python, and give a
     batch of two the any-batch model's answers (which pack the weights at the call)."""
