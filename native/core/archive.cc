@@ -398,11 +398,11 @@ std::shared_ptr<caffe2::serialize::ReadAdapterInterface> Archive::Adapter() cons
   return std::make_shared<MemoryAdapter>(bytes_);
 }
 
-std::unique_ptr<Extraction> Archive::Extract(std::string_view prefix) const {
+std::unique_ptr<Extraction> Archive::Extract(const std::vector<std::string>& prefixes) const {
   auto extraction = std::make_unique<Extraction>(MakePrivateDirectory());
   std::set<std::string> folders;
   for (const auto& [name, entry] : entries_) {
-    if (!name.starts_with(prefix)) continue;
+    if (std::ranges::none_of(prefixes, [&name](const auto& prefix) { return name.starts_with(prefix); })) continue;
     // Names were checked in Open: each is a relative path of plain components, so it stays below.
     for (auto slash = name.find('/'); slash != std::string::npos; slash = name.find('/', slash + 1)) {
       const auto folder = extraction->path() + "/" + name.substr(0, slash);

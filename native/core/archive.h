@@ -62,8 +62,9 @@ class Archive {
   std::string RecordsChecksum(const std::vector<std::string>& unchecked) const;
   // The archive as libtorch's readers take it (torch::jit::load).
   std::shared_ptr<caffe2::serialize::ReadAdapterInterface> Adapter() const;
-  // Writes the records whose names start with `prefix` into a new Extraction, as name paths below it.
-  std::unique_ptr<Extraction> Extract(std::string_view prefix) const;
+  // Writes the records whose names start with one of `prefixes` into a new Extraction, as name paths
+  // below it.
+  std::unique_ptr<Extraction> Extract(const std::vector<std::string>& prefixes) const;
 
   // Deflated code and debug records inflate a few times over; a zip bomb, thousands of times.
   static constexpr uint64_t kMaxInflation = CHORIPAN_ARTIFACT_MAX_INFLATION;

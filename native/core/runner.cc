@@ -179,22 +179,27 @@ std::unique_ptr<Runner> LoadPackage(const Archive& archive, Device device, int64
     const auto folder = std::string(kCompiledFolder) + model + "/";
     return std::ranges::any_of(archive.Names(), [&](const auto& name) { return name.starts_with(folder); });
   };
-  // The loaders read the checked records from a private folder, never the file itself (which they
-  // would extract, unchecked, into a folder of their own).
-  auto files = archive.Extract(kCompiledFolder);
-  const auto runners = static_cast<size_t>(std::max<int64_t>(1, concurrency));
-  const auto load = [&](const char* model) {
-    return has(model) ? std::make_unique<Loader>(files->path(), model, false, runners) : nullptr;
-  };
-  auto batched = std::make_unique<Loader>(files->path(), kBatchedModel, false, runners);
   // One packing is loaded, not both: a compiled model's library stays mapped once loaded (its unique
   // symbols make glibc keep it), and the other's 42 MB would stay with it.
   const bool avx2 = device == Device::kCpu && has(kAvx2SingleModel) && !OneDnnPicksAvx512();
   const auto* single_name = avx2 ? kAvx2SingleModel : kSingleModel;
+  // A batch-2 model is used only beside a batch-1 model that decides for both, and only where batches of
+  // two form: with max_batch 1 its 21 MB of packed weights would be read and never run.
+  const auto* pair_name = has(single_name) && max_batch >= kPairModelBatch ? (avx2 ? kAvx2PairModel : kPairModel) : nullptr;
+  std::vector<std::string> folders;
+  for (const auto* model : {kBatchedModel, single_name, pair_name}) {
+    if (model != nullptr && has(model)) folders.push_back(std::string(kCompiledFolder) + model + "/");
+  }
+  // The loaders read the checked records from a private folder, never the file itself (which they
+  // would extract, unchecked, into a folder of their own); only the models to load are written there.
+  auto files = archive.Extract(folders);
+  const auto runners = static_cast<size_t>(std::max<int64_t>(1, concurrency));
+  const auto load = [&](const char* model) {
+    return model != nullptr && has(model) ? std::make_unique<Loader>(files->path(), model, false, runners) : nullptr;
+  };
+  auto batched = std::make_unique<Loader>(files->path(), kBatchedModel, false, runners);
   auto single = load(single_name);
-  // Used only beside a batch-1 model that decides for both, and only where batches of two form: with
-  // max_batch 1 its 21 MB of packed weights would be read and never run.
-  auto pair = single && max_batch >= kPairModelBatch ? load(avx2 ? kAvx2PairModel : kPairModel) : nullptr;
+  auto pair = load(pair_name);
   // On the CPU the libraries are mapped and their weights read by now: the folder can go.
   if (device == Device::kCpu) files.reset();
   return std::make_unique<AotiRunner>(std::move(batched), single_name, std::move(single), std::move(pair),
