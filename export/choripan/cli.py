@@ -209,7 +209,14 @@ def _show(args: argparse.Namespace, metadata: dict, matches: bool, actual: str) 
         print(f"  preprocessing resize {pre['resize']}, crop {pre['crop']}, mean {pre['mean']}, std {pre['std']}")
         runtime = metadata.get("runtime", {"format": "torchscript"})
         isa = f" compiled for {runtime['cpu_isa']}" if "cpu_isa" in runtime else ""
-        print(f"  runtime       {runtime['format']}{isa}")
+        models = runtime.get("models", {})
+        held = [name for name, model in models.items() if "onednn_max_cpu_isa" in model]  # a second packing
+        packed = (
+            f", {' and '.join(held)} packed for oneDNN's {models[held[0]]['onednn_max_cpu_isa']} kernels"
+            if held
+            else ""
+        )
+        print(f"  runtime       {runtime['format']}{isa}{packed}")
         if "quantization" in metadata:
             print(f"  quantization  {_quantization_line(metadata['quantization'])}")
         print(f"  versions      {', '.join(f'{k} {v}' for k, v in metadata['versions'].items())}")
