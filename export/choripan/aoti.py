@@ -196,10 +196,10 @@ def compile_package(
     step("capturing the any-batch model")
     programs[BATCHED] = _export(model, example, dynamic=True)
     files = {}
+    options = {**_INDUCTOR, **TARGET_CPUS[target_cpu], "aot_inductor.package": True}
     for name, program in programs.items():
         step(f"compiling the {f'batch-{PACKED[name]}' if name in PACKED else 'any-batch'} model")
         args, kwargs = program.example_inputs
-        options = {**_INDUCTOR, **TARGET_CPUS[target_cpu], "aot_inductor.package": True}
         try:
             # Inductor freezes (folds and prepacks the weights) only with gradients off. Its int8 lowering
             # warns about its own way of copying a tensor, which no user can act on.
@@ -213,7 +213,7 @@ def compile_package(
     if avx2_packing:
         step("compiling the batch-1 and batch-2 models for oneDNN's AVX2 kernels")
         packed = {name: programs[mirrored] for name, mirrored in AVX2_PACKED.items()}
-        files.update(_compile_elsewhere(packed, {**_INDUCTOR, **TARGET_CPUS[target_cpu]}, ARTIFACT["avx2Packing"]))
+        files.update(_compile_elsewhere(packed, options, ARTIFACT["avx2Packing"]))
     for library in (file for model_files in files.values() for file in model_files if str(file).endswith(".so")):
         _need_only_libtorch_cpu(Path(library))
     from torch._inductor.package import package_aoti
@@ -281,10 +281,7 @@ def _compile_saved(folder: str, options: str, names: list[str]) -> None:
         args, kwargs = program.example_inputs
         with torch.no_grad():
             compiled = torch._inductor.aot_compile(
-                program.module(check_guards=False),
-                args,
-                kwargs,
-                options={**json.loads(options), "aot_inductor.package": True},
+                program.module(check_guards=False), args, kwargs, options=json.loads(options)
             )
         files[name] = [str(file) for file in compiled]
     print(json.dumps(files))
@@ -384,9 +381,8 @@ class Package:
                 # Every model is loaded, for export to verify each; batches run the packing for the kernels
                 # oneDNN picks here, the one native/core loads.
                 avx2 = set(AVX2_PACKED) <= present and not one_dnn_picks_avx512()
-                self._packed = {size: name for name, size in PACKED.items() if name in present}
-                if avx2:
-                    self._packed = {PACKED[mirrored]: name for name, mirrored in AVX2_PACKED.items()}
+                sizes = {name: PACKED[mirrored] for name, mirrored in AVX2_PACKED.items()} if avx2 else PACKED
+                self._packed = {size: name for name, size in sizes.items() if name in present}
                 if PACKED[SINGLE] not in self._packed:  # the batch-1 model decides for the batch-2 model
                     self._packed = {}
                 self.models = {

@@ -444,7 +444,10 @@ def save_package(
         "models": {
             **{name: {"batch": [size, size]} for name, size in aoti.PACKED.items()},
             **{
-                name: {"batch": [aoti.PACKED[mirrored]] * 2, "onednn_max_cpu_isa": "AVX2"}
+                name: {
+                    "batch": [aoti.PACKED[mirrored]] * 2,
+                    "onednn_max_cpu_isa": ARTIFACT["avx2Packing"]["ONEDNN_MAX_CPU_ISA"],
+                }
                 for name, mirrored in avx2.items()
             },
             aoti.BATCHED: {"batch": [1, aoti.MAX_BATCH]},

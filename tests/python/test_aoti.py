@@ -333,9 +333,10 @@ model.dispose()
 )
 def test_a_baseline_package_runs_weights_packed_for_the_kernels_of_the_cpu_serving_it(baseline_package):
     """The prebuilt package is compiled on a build machine with AVX-512 and served on CPUs with or without
-    it: its batch-1 and batch-2 models come packed for both oneDNN kernel sets, the warm-up picks the
-    packing this CPU runs without repacking, the other is unloaded, and lone requests and pairs run
-    packed models with no weight reordered at the call, in the core and in Python's loader."""
+    it: its batch-1 and batch-2 models come packed for both oneDNN kernel sets, the loader takes the
+    packing for the kernels oneDNN picks here and never maps the other, the warm-up keeps it for lone
+    batches, and lone requests and pairs run packed models with no weight reordered at the call, in the
+    core and in Python's loader."""
     runtime = artifact.read_metadata(baseline_package)["runtime"]
     assert runtime["cpu_isa"] == "AVX2"
     for name, size in (("batch1_avx2", 1), ("batch2_avx2", 2)):
