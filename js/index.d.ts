@@ -55,7 +55,7 @@ export interface LoadOptions {
   maxDelayMs?: number;
   /** requests waiting (those being decoded included) beyond this reject at once, before decoding, with E_QUEUE_FULL. Default 256. */
   maxQueue?: number;
-  /** inference threads; 0: the CPU cores this process may use (1 on a GPU). Default 0. */
+  /** inference threads; 0: for a compiled package (.pt2), the CPU cores this process may use; for TorchScript, 1, on every core; 1 on a GPU. Default 0. */
   workers?: number;
   /** libtorch threads per worker; 0: cores / workers. With one, a batch that runs alone gets every worker's thread. Default 0. */
   intraOpThreads?: number;

@@ -146,7 +146,7 @@ class Catalog extends EventEmitter {
  */
 function logLoaded(logger, model, fields, message) {
   const lone = model.loneBatch;
-  logger.info({ ...fields, ...(lone ? { loneBatch: lone.model } : {}), workers: model.stats().workers }, message);
+  logger.info({ ...fields, ...(lone ? { loneBatch: lone.model } : {}), workers: model.stats().workers, intraOpThreads: model.stats().intraOpThreads }, message);
   if (lone?.model === 'model') {
     logger.warn({ model: fields.model, singleMs: round(lone.singleMs), batchedMs: round(lone.batchedMs) },
       `model ${fields.model}: its batch-1 model took ${round(lone.singleMs)} ms here against ${round(lone.batchedMs)} ms for ` +

@@ -119,13 +119,16 @@ function answerWhileLoading(req, res) {
 
 /**
  * The load options of a model that will be one of `count` in this process: the configured ones, and,
- * unless CHORIPAN_WORKERS says, its share of the cores: models in one process share them, each with
- * its share of workers, one thread each. A repository puts every version it serves back on its share
- * after each change (js/server/repository.js); with CHORIPAN_WORKERS, the share is that, whatever the count.
+ * unless CHORIPAN_WORKERS says, its share of the cores. A model alone takes every core as the core
+ * schedules its format (a worker on each for a package, one worker on all of them for TorchScript);
+ * models in one process share them, each with its share of workers, one thread each (the first widening
+ * to the share for a batch that runs alone), so that together they never run more threads than cores.
+ * A repository puts every version it serves back on its share after each change
+ * (js/server/repository.js); with CHORIPAN_WORKERS, the share is that, whatever the count.
  */
 function loadOptionsFor(config, count) {
-  if (config.load.workers !== undefined) return config.load;
-  return { ...config.load, workers: Math.max(1, Math.floor(availableCores() / count)) };
+  if (config.load.workers !== undefined || count === 1) return config.load;
+  return { ...config.load, workers: Math.max(1, Math.floor(availableCores() / count)), intraOpThreads: 1 };
 }
 
 /** The models a list names (--model, CHORIPAN_MODELS, CHORIPAN_MODEL), loaded one after the other. */

@@ -34,7 +34,8 @@ const ARTIFACT = /\.pt2?$/;
 const CONTROLS = ['none', 'poll', 'explicit'];
 
 const key = (name, version) => `${name}/${version}`;
-const workers = (count) => `${count} worker${count === 1 ? '' : 's'}`;
+/** A share of the cores, as loadOptions gives it: its `workers`, or none for a model alone (every core, as its format runs best). */
+const shareOf = (count) => (count === undefined ? 'every core' : `${count} worker${count === 1 ? '' : 's'}`);
 
 /** A model's name, checked before it is used as a path; E_INVALID_ARGUMENT names the rule. */
 function checkName(name) {
@@ -369,14 +370,14 @@ class ModelRepository {
       if (failure) this.#countFailure(name, version);
       const why = failure?.message ?? 'its file changed since it was loaded, and no load has asked for the new one yet';
       this.#logger[failure ? 'error' : 'warn']({ model: name, version, path: source.path, ...(failure && { errorCode: failure.code ?? 'E_MODEL_LOAD' }) },
-        `model ${name} version ${version} was not reloaded on its share of the cores (${workers(options.workers)}): ${why}; ` +
-        `it goes on serving with ${source.workers}`);
+        `model ${name} version ${version} was not reloaded on its share of the cores (${shareOf(options.workers)}): ${why}; ` +
+        `it goes on serving on ${shareOf(source.workers)}`);
       return;
     }
     this.#reshareFailed.delete(id);
     this.catalog.install(name, version, model, { ...source, workers: options.workers });
     logLoaded(this.#logger, model, { model: name, version, path: source.path, ms: Math.round(performance.now() - started) },
-      `model ${name} version ${version} reloaded on its share of the cores (${workers(options.workers)}, was ${source.workers}): it takes the new requests`);
+      `model ${name} version ${version} reloaded on its share of the cores (${shareOf(options.workers)}, was ${shareOf(source.workers)}): it takes the new requests`);
   }
 
   #unloadVersion(name, version) {

@@ -40,7 +40,9 @@ Error Withdrawn() { return Error(ErrorCode::kAborted, "the request was withdrawn
 
 std::shared_ptr<Model> Model::Load(const std::string& path, const Options& requested) {
   Validate(requested);
-  const auto options = Resolve(requested);
+  // Resolved as for a package until the artifact says its format: a package makes a runner for each of
+  // its workers, and one for Forward on a caller's thread.
+  const auto as_package = Resolve(requested, "aoti");
 
   // Loading runs libtorch's parallel copies. GNU OpenMP keeps a thread pool for every thread that
   // opens a parallel region and, once it manages more threads than there are cores, stops spinning
@@ -50,8 +52,7 @@ std::shared_ptr<Model> Model::Load(const std::string& path, const Options& reque
   std::optional<Error> failure;
   std::thread loader([&] {
     try {
-      // One runner for each worker, and one for Forward on a caller's thread.
-      artifact = LoadArtifact(path, options.device, options.workers + 1, options.max_batch, options.sha256);
+      artifact = LoadArtifact(path, as_package.device, as_package.workers + 1, as_package.max_batch, as_package.sha256);
     } catch (const Error& error) {
       failure = error;
     } catch (const std::exception& error) {
@@ -61,6 +62,7 @@ std::shared_ptr<Model> Model::Load(const std::string& path, const Options& reque
   loader.join();
   if (failure) throw *failure;
   auto& metadata = artifact.metadata;
+  const auto options = metadata.format == "aoti" ? as_package : Resolve(requested, metadata.format);
 
   if (metadata.max_batch > 0 && options.max_batch > metadata.max_batch) {
     throw Error(Misuse::kRange, std::string(OptionName("max_batch", options.spelling)) + " is " +

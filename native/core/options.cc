@@ -218,11 +218,11 @@ void Validate(const Options& options) {
 }
 
 // Options with the automatic values (0) replaced by what they mean on this machine.
-Options Resolve(Options options) {
+Options Resolve(Options options, std::string_view format) {
   std::ranges::transform(options.sha256, options.sha256.begin(), [](unsigned char c) { return std::tolower(c); });
   if (options.device == Device::kCuda) RequireCuda();
   const int64_t cores = AvailableCores();
-  if (options.workers == 0) options.workers = options.device == Device::kCuda ? 1 : cores;
+  if (options.workers == 0) options.workers = options.device == Device::kCuda || format == "torchscript" ? 1 : cores;
   if (options.intra_op_threads == 0) options.intra_op_threads = std::max<int64_t>(1, cores / options.workers);
   return options;
 }

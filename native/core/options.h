@@ -19,10 +19,12 @@ namespace choripan {
 // snake_case ("max_batch": Python's keyword arguments, and C++) or JS's camelCase ("maxBatch").
 enum class Spelling { kSnake, kCamel };
 
-// In short: workers 0 picks the CPU cores this process may use (cgroup quota and affinity included), or
-// 1 on a GPU; intra_op_threads 0 picks cores / workers. With one thread per worker, a batch that runs
-// alone (no other worker busy, nothing else queued or reserved) gets all `workers` threads: a lone
-// request is answered as fast as the cores allow, concurrent ones each take a core.
+// In short: workers 0 picks, for a compiled package, the CPU cores this process may use (cgroup quota and
+// affinity included), and for TorchScript or on a GPU, 1; intra_op_threads 0 picks cores / workers. With
+// one thread per worker, a batch that runs alone (no other worker busy, nothing else queued or reserved)
+// gets all `workers` threads: a lone request is answered as fast as the cores allow, concurrent ones each
+// take a core. TorchScript runs one worker on every core because two of its passes side by side are
+// slower than one on both cores (docs/runtime.md#threads).
 struct Options {
 #define CHORIPAN_OPTION_FIELD(name, js, type, fallback, min, max) type name = fallback;
   CHORIPAN_NUMERIC_OPTIONS(CHORIPAN_OPTION_FIELD)
@@ -76,8 +78,9 @@ Options ReadOptions(const OptionSource& source);
 // Options that no binding read (ReadOptions checks the ranges in the caller's words).
 void Validate(const Options& options);
 
-// `options` with the automatic values (0) replaced by what they mean on this machine, and the digest in
-// lower case. Throws Error(kDevice) for 'cuda' where CUDA is not available.
-Options Resolve(Options options);
+// `options` with the automatic values (0) replaced by what they mean on this machine for an artifact of
+// `format` (Metadata::format: "torchscript" or "aoti"), and the digest in lower case. Throws
+// Error(kDevice) for 'cuda' where CUDA is not available.
+Options Resolve(Options options, std::string_view format);
 
 }  // namespace choripan

@@ -336,14 +336,17 @@ describe('topIndices() and availableCores()', () => {
     }
   });
 
-  test('availableCores() counts the cores that workers: 0 gives a model', async () => {
+  test('availableCores() counts the cores that workers: 0 gives a model: a worker on each for a package, one on all for TorchScript', async () => {
     const cores = choripan.availableCores();
     assert.ok(Number.isInteger(cores) && cores >= 1, String(cores));
-    const model = await choripan.load(defaultModelPath, { warmup: false });
-    try {
-      assert.equal(model.stats().workers, cores);
-    } finally {
-      await model.dispose();
+    for (const [artifact, schedule] of [[defaultPackagePath, [cores, 1]], [defaultModelPath, [1, cores]]]) {
+      const model = await choripan.load(artifact, { warmup: false });
+      try {
+        const { workers, intraOpThreads } = model.stats();
+        assert.deepEqual([workers, intraOpThreads], schedule, artifact);
+      } finally {
+        await model.dispose();
+      }
     }
   });
 });

@@ -112,8 +112,12 @@ describe('a version that does not load', () => {
 describe('the cores', () => {
   const cores = choripan.availableCores();
   const skip = cores < 2 && 'one core: every share is one worker, and nothing is reloaded';
-  /** The server's own load options (CHORIPAN_WORKERS unset): each version's workers, its share of the cores. */
+  /**
+   * The server's own load options (CHORIPAN_WORKERS unset): alone, every core as its format runs them
+   * (TorchScript here: one worker on all), else its share of workers, a thread each.
+   */
   const shared = (count) => loadOptionsFor({ load: { warmup: true } }, count);
+  const half = Math.floor(cores / 2);
   let folder;
   before(() => {
     folder = repositoryOf({ 'a/1': defaultModelPath, 'b/1': defaultModelPath });
@@ -126,7 +130,10 @@ describe('the cores', () => {
     await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
     const base = `http://127.0.0.1:${server.address().port}`;
     const call = async (what) => assert.equal((await fetch(`${base}/v2/repository/models/${what}`, { method: 'POST', headers: ADMIN })).status, 200);
-    const workers = (name) => repository.catalog.find(name).model.stats().workers;
+    const schedule = (name) => {
+      const { workers, intraOpThreads } = repository.catalog.find(name).model.stats();
+      return [workers, intraOpThreads];
+    };
     const statuses = [];
     let loading = true;
     const client = async () => {
@@ -139,22 +146,22 @@ describe('the cores', () => {
     };
     try {
       await call('a/load');
-      assert.equal(workers('a'), cores, 'alone: every core');
+      assert.deepEqual(schedule('a'), [1, cores], 'alone: every core');
       const clients = [client(), client()];
       await until(() => statuses.length > 5);
       const alone = repository.catalog.find('a');
       await call('b/load');
-      assert.deepEqual([workers('a'), workers('b')], [Math.floor(cores / 2), Math.floor(cores / 2)], 'two: half each');
+      assert.deepEqual([schedule('a'), schedule('b')], [[half, 1], [half, 1]], 'two: half each');
       assert.notEqual(repository.catalog.find('a'), alone, 'a, reloaded on its share');
       const before = statuses.length;
       await call('b/unload');
-      assert.equal(workers('a'), cores, 'alone again: every core');
+      assert.deepEqual(schedule('a'), [1, cores], 'alone again: every core');
       await until(() => statuses.length > before + 5);
       loading = false;
       await Promise.all(clients);
       assert.deepEqual(statuses.filter((status) => status !== 200), []);
       const reloads = lines.filter((line) => line.msg.startsWith('model a version 1 reloaded on its share of the cores'));
-      assert.deepEqual(reloads.map((line) => line.workers), [Math.floor(cores / 2), cores]);
+      assert.deepEqual(reloads.map((line) => [line.workers, line.intraOpThreads]), [[half, 1], [1, cores]]);
     } finally {
       loading = false;
       server.close();
@@ -166,7 +173,6 @@ describe('the cores', () => {
     const { repository, lines } = await open(folder, 'explicit', { loadOptions: (count) => loadOptionsFor({ load: { warmup: false } }, count) });
     try {
       await Promise.all([repository.load('a'), repository.load('b'), repository.unload('b'), repository.load('b')]);
-      const half = Math.floor(cores / 2);
       assert.deepEqual(repository.catalog.all().map(({ name, model }) => [name, model.stats().workers]), [['a', half], ['b', half]]);
       assert.deepEqual(lines.filter((line) => line.msg.includes('reloaded on its share')).map((line) => [line.model, line.workers]), [['a', half]]);
     } finally {
@@ -201,7 +207,7 @@ describe('the cores', () => {
       assert.equal(repository.catalog.find('a', 2), a2, 'changed: as it was');
       assert.equal(repository.catalog.find('a', 1).model.stats().workers, 3, 'unchanged: on its share');
       assert.ok(lines.some((line) => line.level === 40 && line.msg === 'model a version 2 was not reloaded on its share of the cores (3 workers): ' +
-        'its file changed since it was loaded, and no load has asked for the new one yet; it goes on serving with 2'));
+        'its file changed since it was loaded, and no load has asked for the new one yet; it goes on serving on 2 workers'));
       await repository.load('a');
       assert.equal(repository.catalog.find('a', 2).model.stats().workers, 3, 'loaded from its new file, on its share');
     } finally {
@@ -237,9 +243,13 @@ describe('the cores', () => {
     const { repository } = await open(polled, 'poll', { loadOptions: (count) => loadOptionsFor({ load: { warmup: false } }, count) });
     try {
       await repository.start();
-      assert.equal(repository.catalog.find('a').model.stats().workers, Math.floor(cores / 2));
+      const schedule = () => {
+        const { workers, intraOpThreads } = repository.catalog.find('a').model.stats();
+        return [workers, intraOpThreads];
+      };
+      assert.deepEqual(schedule(), [Math.floor(cores / 2), 1]);
       fs.rmSync(path.join(polled, 'b'), { recursive: true });
-      await until(() => repository.catalog.find('a').model.stats().workers === cores);
+      await until(() => schedule()[1] === cores); // TorchScript alone: one worker on every core
       assert.deepEqual(repository.catalog.names(), ['a']);
     } finally {
       await repository.close();

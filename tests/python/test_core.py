@@ -135,15 +135,19 @@ def test_a_huge_image_does_not_hold_up_small_ones(default_artifact):
     model.dispose()
 
 
-def test_workers_default_to_the_cores_this_process_may_use(default_artifact):
-    """Affinity counts, not the machine's cores: one single-threaded worker per core."""
-    script = (
-        f"import json, choripan_core; m = choripan_core.Model({str(default_artifact)!r}); s = m.stats();"
-        "print(json.dumps([s['workers'], s['intra_op_threads']])); m.dispose()"
-    )
-    for command, cores in ((["taskset", "-c", "0"], 1), ([], len(os.sched_getaffinity(0)))):
-        run = subprocess.run([*command, sys.executable, "-c", script], capture_output=True, text=True, check=True)
-        assert json.loads(run.stdout) == [cores, 1], command
+def test_the_automatic_schedule_counts_the_cores_this_process_may_use(default_package, default_artifact):
+    """Affinity counts, not the machine's cores: a package gets one single-threaded worker per core,
+    TorchScript one worker with a thread per core (two of its passes side by side are slower than one
+    on both cores)."""
+    schedules = {default_package: lambda cores: [cores, 1], default_artifact: lambda cores: [1, cores]}
+    for path, schedule in schedules.items():
+        script = (
+            f"import json, choripan_core; m = choripan_core.Model({str(path)!r}, warmup=False); s = m.stats();"
+            "print(json.dumps([s['workers'], s['intra_op_threads']])); m.dispose()"
+        )
+        for command, cores in ((["taskset", "-c", "0"], 1), ([], len(os.sched_getaffinity(0)))):
+            run = subprocess.run([*command, sys.executable, "-c", script], capture_output=True, text=True, check=True)
+            assert json.loads(run.stdout) == schedule(cores), (path.name, command)
 
 
 def test_each_worker_keeps_its_own_thread_count(default_artifact):
@@ -174,10 +178,10 @@ print(json.dumps(added[1:]))
     assert json.loads(run.stdout) == [4] * 6
 
 
-def test_workers_default_to_the_cgroup_cpu_quota(default_artifact, cpu_quota_cgroup):
-    """A container's CPU limit (cgroup v1 cfs quota here, v2 cpu.max elsewhere) caps the workers."""
+def test_workers_default_to_the_cgroup_cpu_quota(default_package, cpu_quota_cgroup):
+    """A container's CPU limit (cgroup v1 cfs quota here, v2 cpu.max elsewhere) caps a package's workers."""
     script = (
-        f"import json, choripan_core; m = choripan_core.Model({str(default_artifact)!r}, warmup=False);"
+        f"import json, choripan_core; m = choripan_core.Model({str(default_package)!r}, warmup=False);"
         "print(json.dumps(m.stats()['workers'])); m.dispose()"
     )
     run = subprocess.run([*cpu_quota_cgroup, sys.executable, "-c", script], capture_output=True, text=True, check=True)
