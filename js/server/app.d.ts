@@ -1,5 +1,6 @@
 // Types of `require('choripan/server')`.
 
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Express } from 'express';
 import type { Logger } from 'pino';
 import type { Tracer } from '@opentelemetry/api';
@@ -58,6 +59,14 @@ export interface ApiKey {
  * own routes and passes the others on. `app.locals.draining = true` turns /readyz to 503.
  */
 export function createApp(options: AppOptions): Express;
+
+/**
+ * The request listener for a server of the app's own, as `choripan serve` runs it: POST /predict's raw
+ * image bodies first on a path that skips the router (answered the same way, for less CPU), where no
+ * tracer, CORS origins, API keys, rate limit or trusted proxy stand in front of the route; the app
+ * answers everything else. `http.createServer(serverHandler(app))`.
+ */
+export function serverHandler(app: Express): (req: IncomingMessage, res: ServerResponse) => void;
 
 /** The 200 answer of `POST /predict` and `GET /predict?url=`. */
 export type PredictResponse = ModelAnswer | DefaultAnswer;

@@ -7,7 +7,9 @@
 // createApp checks its options and composes the parts: the middleware (js/server/middleware.js, cors.js,
 // api-keys.js, rate-limit.js), the routes (predict.js, oip.js, repository-routes.js, operations.js), the
 // page (page.js), and the answer to every failure; given a tracer, a span for each request
-// (trace-requests.js).
+// (trace-requests.js). serverHandler is what a server of the app's own listens with (main.js): where
+// nothing stands in front of POST /predict, its raw image bodies go first to predict.js's lane, which
+// answers them as the route does without the router.
 
 const express = require('express');
 const pino = require('pino');
@@ -16,7 +18,7 @@ const { createMetrics } = require('./metrics');
 const { corsFor, parseOrigins } = require('./cors');
 const { createRetryPacing } = require('./retry');
 const { passOthers, closeWhileDraining, requestLog, bodyLimit, notFound, answerErrors } = require('./middleware');
-const { createPredictRouter } = require('./predict');
+const { createPredictRouter, createPredictLane } = require('./predict');
 const { createOipRouter } = require('./oip');
 const { createRepositoryRouter } = require('./repository-routes');
 const { createOperationsRouter } = require('./operations');
@@ -104,7 +106,11 @@ function createApp({
   app.use(requireKeys({ keys, metricsOpen }));
   if (limiter) app.use(limitRate({ limiter, metricsOpen }));
   app.use(bodyLimit(maxBodyBytes));
-  app.use(createPredictRouter({ catalog, allowed, maxBodyBytes, fetchTimeoutMs, timeoutMs, defaultLabel, metrics, pacing }));
+  const predicting = { catalog, allowed, maxBodyBytes, fetchTimeoutMs, timeoutMs, defaultLabel, metrics, pacing };
+  app.use(createPredictRouter(predicting));
+  // Read by serverHandler: where nothing stands in front of POST /predict, its raw bodies skip the router.
+  app.locals.predictLane = tracer || crossOrigin || keys || limiter || proxies !== null ? null
+    : createPredictLane(predicting, { logger, draining: () => app.locals.draining });
   app.use(createOipRouter({ catalog, ready, maxBodyBytes, timeoutMs, pacing }));
   app.use(createRepositoryRouter({ repository, catalog, maxBodyBytes }));
   app.use(createOperationsRouter({ catalog, ready, metrics, access: { keys: Boolean(keys), metricsOpen, limited: Boolean(limit) } }));
@@ -112,6 +118,17 @@ function createApp({
   app.use(notFound);
   app.use(answerErrors({ logger, maxBodyBytes, pacing }));
   return app;
+}
+
+/**
+ * The request listener that serves `app` (createApp's) from a server of its own (js/server/main.js):
+ * the predict lane first (js/server/predict.js), where createApp made one, then the app. An app mounted
+ * in another one, or served by http.createServer(app), answers everything itself, the same way.
+ * @param {import('express').Express} app
+ */
+function serverHandler(app) {
+  const lane = app.locals?.predictLane;
+  return lane ? (req, res) => lane(req, res) || app(req, res) : app;
 }
 
 /** `make()`, whose Error becomes a TypeError naming the option it was made from. */
@@ -123,4 +140,4 @@ function checked(option, make) {
   }
 }
 
-module.exports = { createApp };
+module.exports = { createApp, serverHandler };

@@ -7,7 +7,7 @@ const net = require('node:net');
 const pino = require('pino');
 const { load, availableCores } = require('..');
 const { ChoripanError, summary } = require('../errors');
-const { createApp } = require('./app');
+const { createApp, serverHandler } = require('./app');
 const { readConfig, ConfigError } = require('./config');
 const { PATHS } = require('./paths');
 const { ModelRepository } = require('./repository');
@@ -198,7 +198,7 @@ async function serve(config = readConfig()) {
   const tracing = config.tracing ? require('./tracing').startTracing(config.tracing, logger) : null;
   if (tracing) logger.info({ protocol: config.tracing.protocol }, `tracing: spans go over OTLP (${config.tracing.protocol})`);
   const app = createApp({ ...served, ...appSettings(config), logger, tracer: tracing?.tracer, apiKeys: config.apiKeys });
-  handle = app;
+  handle = serverHandler(app);
   limiter = app.locals.limiter;
   const names = served.models ? [...served.models.keys()] : served.repository.catalog.names();
   // The gRPC service answers from the app's catalog, and loads and unloads through the same repository.

@@ -29,22 +29,41 @@ function closeWhileDraining(app) {
  * and latency in the metrics. The routes leave what the line says of the answer in `res.locals`.
  * @param {{ logger: import('pino').Logger, metrics: ReturnType<typeof import('./metrics').createMetrics> }} options
  */
-function requestLog({ logger, metrics }) {
+function requestLog(options) {
   return (req, res, next) => {
-    const id = /^[\w.:-]{1,128}$/.test(req.get('x-request-id') ?? '') ? req.get('x-request-id') : crypto.randomUUID();
-    res.set('X-Request-Id', id);
-    const started = performance.now();
-    res.on('finish', () => {
-      const seconds = (performance.now() - started) / 1000;
-      const ms = Math.round(seconds * 10_000) / 10;
-      metrics.request(req.route?.path, req.method, res.statusCode, seconds);
-      const { label, probability, errorCode, model: name, traceIds } = res.locals;
-      const where = req.originalUrl.split('?')[0];
-      logger.info({ id, client: clientAddress(req), method: req.method, path: where, status: res.statusCode, model: name, label, probability, errorCode, ms, ...traceIds },
-        label ? `${label} (${probability.toFixed(3)}) in ${ms} ms` : `${req.method} ${where} ${res.statusCode} in ${ms} ms`);
-    });
+    trackRequest(options, req, res, () => ({ route: req.route?.path, path: req.originalUrl.split('?')[0], client: clientAddress(req) }));
     next();
   };
+}
+
+/**
+ * What requestLog does for a request, whichever way it is handled (the predict lane, js/server/predict.js,
+ * takes requests that never reach the app's router): `where()` tells, once it is answered, the pattern of
+ * the route that matched it, its path and its client.
+ */
+function trackRequest({ logger, metrics }, req, res, where) {
+  const asked = req.headers['x-request-id'];
+  const id = typeof asked === 'string' && /^[\w.:-]{1,128}$/.test(asked) ? asked : crypto.randomUUID();
+  res.setHeader('X-Request-Id', id);
+  const started = performance.now();
+  res.on('finish', () => {
+    const seconds = (performance.now() - started) / 1000;
+    const ms = Math.round(seconds * 10_000) / 10;
+    const { route, path, client } = where();
+    metrics.request(route, req.method, res.statusCode, seconds);
+    const { label, probability, errorCode, model: name, traceIds } = res.locals;
+    logger.info({ id, client, method: req.method, path, status: res.statusCode, model: name, label, probability, errorCode, ms, ...traceIds },
+      label ? `${label} (${probability.toFixed(3)}) in ${ms} ms` : `${req.method} ${path} ${res.statusCode} in ${ms} ms`);
+  });
+}
+
+/** A JSON answer, as the routes and the predict lane write theirs (Express's res.json, less the ETag that no client of a POST uses). */
+function sendJson(res, status, value) {
+  const text = JSON.stringify(value);
+  res.statusCode = status;
+  res.setHeader('Content-Type', 'application/json; charset=utf-8');
+  res.setHeader('Content-Length', Buffer.byteLength(text));
+  res.end(text);
 }
 
 /**
@@ -53,14 +72,15 @@ function requestLog({ logger, metrics }) {
  * @param {number} maxBodyBytes
  */
 function bodyLimit(maxBodyBytes) {
-  return (req, res, next) => {
-    const declared = Number(req.get('content-length'));
-    if (declared > maxBodyBytes) {
-      res.set('Connection', 'close');
-      return next(new ChoripanError('E_TOO_LARGE', `The body is ${declared} bytes; the limit is ${maxBodyBytes}`));
-    }
-    return next();
-  };
+  return (req, res, next) => next(refuseDeclaredBody(req, res, maxBodyBytes));
+}
+
+/** bodyLimit's refusal of a request, whichever way it is handled; undefined when its body may be read. */
+function refuseDeclaredBody(req, res, maxBodyBytes) {
+  const declared = Number(req.headers['content-length']);
+  if (!(declared > maxBodyBytes)) return undefined;
+  res.setHeader('Connection', 'close');
+  return new ChoripanError('E_TOO_LARGE', `The body is ${declared} bytes; the limit is ${maxBodyBytes}`);
 }
 
 /** What no route answered. */
@@ -74,21 +94,24 @@ function notFound(req, res, next) {
  * @param {{ logger: import('pino').Logger, maxBodyBytes: number,
  *   pacing: ReturnType<typeof import('./retry').createRetryPacing> }} options
  */
-function answerErrors({ logger, maxBodyBytes, pacing }) {
+function answerErrors(options) {
   // eslint-disable-next-line no-unused-vars -- Express tells error handlers by their four parameters
-  return (error, req, res, next) => {
-    const { chosen } = res.locals;
-    const failure = toHttpError(error, { maxBodyBytes, model: chosen });
-    if (failure.code === 'E_INTERNAL') logger.error({ err: error }, 'unexpected error');
-    res.locals.errorCode = failure.code;
-    if (res.headersSent || req.socket.destroyed) return;
-    if (failure.authenticate) res.set('WWW-Authenticate', failure.authenticate);
-    if (failure.retryAfter !== undefined) {
-      res.set('Retry-After', String(failure.retryAfter));
-      if (chosen && failure.code === 'E_QUEUE_FULL') pacing.refused(req, chosen, failure.retryAfter);
-    }
-    res.status(failure.status).json(errorBody(req.path, failure));
-  };
+  return (error, req, res, next) => answerFailure(options, error, req, res, req.path);
 }
 
-module.exports = { passOthers, closeWhileDraining, requestLog, bodyLimit, notFound, answerErrors };
+/** What answerErrors does for a request's failure, whichever way it is handled; `path`: the request's. */
+function answerFailure({ logger, maxBodyBytes, pacing }, error, req, res, path) {
+  const { chosen } = res.locals;
+  const failure = toHttpError(error, { maxBodyBytes, model: chosen });
+  if (failure.code === 'E_INTERNAL') logger.error({ err: error }, 'unexpected error');
+  res.locals.errorCode = failure.code;
+  if (res.headersSent || req.socket.destroyed) return;
+  if (failure.authenticate) res.setHeader('WWW-Authenticate', failure.authenticate);
+  if (failure.retryAfter !== undefined) {
+    res.setHeader('Retry-After', String(failure.retryAfter));
+    if (chosen && failure.code === 'E_QUEUE_FULL') pacing.refused(req, chosen, failure.retryAfter);
+  }
+  sendJson(res, failure.status, errorBody(path, failure));
+}
+
+module.exports = { passOthers, closeWhileDraining, requestLog, trackRequest, sendJson, bodyLimit, refuseDeclaredBody, notFound, answerErrors, answerFailure };

@@ -5,11 +5,14 @@
 
 const express = require('express');
 const multer = require('multer');
+const getRawBody = require('raw-body');
 const typeis = require('type-is');
 const { ChoripanError } = require('../errors');
 const { fetchImage } = require('./fetch-image');
 const { PATHS } = require('./paths');
 const { requestDeadline, clientGone, inRequestTrace } = require('./request');
+const { trackRequest, sendJson, refuseDeclaredBody, answerFailure } = require('./middleware');
+const { clientAddress } = require('./trust-proxy');
 
 /**
  * A raw body's types. The format is read from the bytes (js/decode.js), never from the type: a client that
@@ -18,7 +21,9 @@ const { requestDeadline, clientGone, inRequestTrace } = require('./request');
 const RAW_TYPES = ['image/*', 'application/octet-stream'];
 
 // By the header alone: req.is() answers null for an empty body, which must get 400, not 415.
-const contentType = (req) => req.get('content-type') ?? '';
+const contentType = (req) => req.headers['content-type'] ?? '';
+
+const EMPTY_BODY = 'The request body is empty: send the image bytes';
 const isMultipart = (req) => typeis.is(contentType(req), ['multipart/form-data']);
 
 /**
@@ -32,7 +37,9 @@ const isMultipart = (req) => typeis.is(contentType(req), ['multipart/form-data']
  * @param {ReturnType<typeof import('./metrics').createMetrics>} options.metrics
  * @param {ReturnType<typeof import('./retry').createRetryPacing>} options.pacing
  */
-function createPredictRouter({ catalog, allowed, maxBodyBytes, fetchTimeoutMs, timeoutMs, defaultLabel, metrics, pacing }) {
+function createPredictRouter(options) {
+  const { catalog, allowed, maxBodyBytes, fetchTimeoutMs, pacing } = options;
+  const answer = answering(options);
   const holdRetries = pacing.hold((req) => catalog.find(req.query.model ?? catalog.defaultName())?.model);
   // Small text fields only: the image is the one file, so the whole body stays near maxBodyBytes.
   const upload = multer({
@@ -46,43 +53,6 @@ function createPredictRouter({ catalog, allowed, maxBodyBytes, fetchTimeoutMs, t
     next(error);
   });
   const rawImage = express.raw({ type: RAW_TYPES, limit: maxBodyBytes });
-
-  /** The version of the model ?model= names (the default without it) that answers: its highest. */
-  function modelFor(req) {
-    const name = req.query.model ?? catalog.defaultName();
-    const found = catalog.find(name);
-    if (found) return found;
-    const names = catalog.names();
-    throw new ChoripanError('E_INVALID_ARGUMENT', names.length ? `There is no model named ${JSON.stringify(name)}; there are ${names.join(', ')}`
-      : 'No model is loaded: POST /v2/repository/models/NAME/load loads one');
-  }
-
-  async function answer(req, res, image, signal) {
-    const started = performance.now();
-    const served = modelFor(req);
-    const { name, model: chosen } = served;
-    res.locals.model = name;
-    res.locals.version = served.version;
-    res.locals.chosen = chosen;
-    let result;
-    const release = catalog.acquire(served);
-    try {
-      const options = { signal, timeoutMs: requestDeadline(req, timeoutMs) };
-      result = await inRequestTrace(res, () => chosen.predict(image, options));
-    } catch (error) {
-      if (error.code !== 'E_TIMEOUT' || defaultLabel === undefined) throw error;
-      // Past the deadline, Clipper's way: a default answer, said to be one, and counted.
-      metrics.defaultAnswer(served);
-      res.locals.label = defaultLabel;
-      res.locals.probability = 0;
-      return res.json({ label: defaultLabel, default: true, model: name, elapsedMs: Math.round((performance.now() - started) * 100) / 100 });
-    } finally {
-      release();
-    }
-    res.locals.label = result.label;
-    res.locals.probability = result.probability;
-    return res.json({ ...result, model: name, elapsedMs: Math.round((performance.now() - started) * 100) / 100 });
-  }
 
   const router = express.Router();
   router.post(PATHS.predict, holdRetries, (req, res, next) => {
@@ -102,10 +72,8 @@ function createPredictRouter({ catalog, allowed, maxBodyBytes, fetchTimeoutMs, t
     if (isMultipart(req) && !req.file) {
       throw new ChoripanError('E_INVALID_ARGUMENT', "The multipart body has no file in a field named 'image'");
     }
-    if (!Buffer.isBuffer(image) || image.length === 0) {
-      throw new ChoripanError('E_INVALID_ARGUMENT', 'The request body is empty: send the image bytes');
-    }
-    await answer(req, res, image, clientGone(res));
+    if (!Buffer.isBuffer(image) || image.length === 0) throw new ChoripanError('E_INVALID_ARGUMENT', EMPTY_BODY);
+    await answer(req, res, image, clientGone(res), req.query.model);
   });
 
   router.get(PATHS.predict, holdRetries, async (req, res) => {
@@ -115,10 +83,117 @@ function createPredictRouter({ catalog, allowed, maxBodyBytes, fetchTimeoutMs, t
     }
     const signal = clientGone(res);
     const image = await fetchImage(url, { allowed, maxBytes: maxBodyBytes, timeoutMs: fetchTimeoutMs, signal });
-    await answer(req, res, image, signal);
+    await answer(req, res, image, signal, req.query.model);
   });
 
   return router;
 }
 
-module.exports = { createPredictRouter };
+/**
+ * How the routes answer with a model: `answer(req, res, image, signal, asked)` runs the highest version of
+ * the model named `asked` (?model=; the default without it) and writes its labels, or, past the deadline
+ * with a default label, that one.
+ * @param {object} options createPredictRouter's
+ */
+function answering({ catalog, timeoutMs, defaultLabel, metrics }) {
+  function modelFor(name = catalog.defaultName()) {
+    const found = catalog.find(name);
+    if (found) return found;
+    const names = catalog.names();
+    throw new ChoripanError('E_INVALID_ARGUMENT', names.length ? `There is no model named ${JSON.stringify(name)}; there are ${names.join(', ')}`
+      : 'No model is loaded: POST /v2/repository/models/NAME/load loads one');
+  }
+
+  return async function answer(req, res, image, signal, asked) {
+    const started = performance.now();
+    const served = modelFor(asked);
+    const { name, model: chosen } = served;
+    res.locals.model = name;
+    res.locals.version = served.version;
+    res.locals.chosen = chosen;
+    let result;
+    const release = catalog.acquire(served);
+    try {
+      const options = { signal, timeoutMs: requestDeadline(req, timeoutMs) };
+      result = await inRequestTrace(res, () => chosen.predict(image, options));
+    } catch (error) {
+      if (error.code !== 'E_TIMEOUT' || defaultLabel === undefined) throw error;
+      // Past the deadline, Clipper's way: a default answer, said to be one, and counted.
+      metrics.defaultAnswer(served);
+      res.locals.label = defaultLabel;
+      res.locals.probability = 0;
+      return sendJson(res, 200, { label: defaultLabel, default: true, model: name, elapsedMs: Math.round((performance.now() - started) * 100) / 100 });
+    } finally {
+      release();
+    }
+    res.locals.label = result.label;
+    res.locals.probability = result.probability;
+    return sendJson(res, 200, { ...result, model: name, elapsedMs: Math.round((performance.now() - started) * 100) / 100 });
+  };
+}
+
+/**
+ * The predict lane: the requests of POST /predict that carry the image as a raw body, answered without
+ * the app's router, as the route answers them (the same answer, log line, metrics and failures), for less
+ * of the event loop's CPU (docs/benchmark.md, the ninth run): on a small machine that time comes out of
+ * the model's. createApp makes it only where nothing else stands in front of the
+ * route (no tracer, CORS origins, API keys, rate limit or trusted proxy), and it takes only the exact
+ * path without a query, an image or octet-stream body without Content-Encoding, on a connection whose
+ * retries are not held (js/server/retry.js), while the server is not draining; the app answers the rest.
+ * @param {object} options createPredictRouter's
+ * @param {{ logger: import('pino').Logger, draining: () => boolean }} server
+ * @returns {(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => boolean} whether it took the request
+ */
+function createPredictLane(options, { logger, draining }) {
+  const { maxBodyBytes, metrics, pacing } = options;
+  const answer = answering(options);
+  // What the app's error handler would answer; past it (nothing should get there), the connection goes,
+  // as nothing can be answered on it any more, and the process stays.
+  const fail = (req, res, error) => {
+    try {
+      answerFailure({ logger, maxBodyBytes, pacing }, error, req, res, PATHS.predict);
+    } catch (unanswered) {
+      logger.error({ err: unanswered }, 'unexpected error');
+      res.destroy();
+    }
+  };
+  function take(req, res) {
+    res.locals = Object.create(null);
+    const refusal = refuseDeclaredBody(req, res, maxBodyBytes);
+    // As in the app, a body refused on its headers never reached the route: it counts as no route's.
+    const route = refusal ? undefined : PATHS.predict;
+    trackRequest({ logger, metrics }, req, res, () => ({ route, path: PATHS.predict, client: clientAddress(req) }));
+    if (refusal) return fail(req, res, refusal);
+    return getRawBody(req, { length: req.headers['content-length'], limit: maxBodyBytes }).then((image) => {
+      if (image.length === 0) throw new ChoripanError('E_INVALID_ARGUMENT', EMPTY_BODY);
+      return answer(req, res, image, clientGone(res));
+    }, (error) => readOff(req).then(() => {
+      throw error;
+    })).catch((error) => fail(req, res, error));
+  }
+  return (req, res) => {
+    if (req.method !== 'POST' || req.url !== PATHS.predict || draining() || req.headers['content-encoding'] !== undefined ||
+      !typeis.is(contentType(req), RAW_TYPES) || pacing.holds(req)) return false;
+    try {
+      take(req, res);
+    } catch (error) {
+      fail(req, res, error);
+    }
+    return true;
+  };
+}
+
+/**
+ * What is left of a body refused while it was read (over the limit), read off before the answer, as
+ * body-parser does in the app: the connection can then carry the client's next request.
+ */
+function readOff(req) {
+  if (req.complete || req.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    req.once('end', resolve);
+    req.once('close', resolve);
+    req.resume();
+  });
+}
+
+module.exports = { createPredictRouter, createPredictLane };

@@ -7,11 +7,11 @@ const { ChoripanError } = require('../errors');
 /**
  * The request's deadline, in ms: X-Request-Timeout-Ms may ask for less time than the server allows,
  * never more.
- * @param {import('express').Request} req
+ * @param {import('node:http').IncomingMessage} req
  * @param {number} timeoutMs the server's
  */
 function requestDeadline(req, timeoutMs) {
-  const asked = req.get('x-request-timeout-ms');
+  const asked = req.headers['x-request-timeout-ms'];
   if (asked === undefined) return timeoutMs;
   const value = Number(asked);
   if (!Number.isInteger(value) || value < 1) {

@@ -43,6 +43,11 @@ function createRetryPacing() {
     refused(req, model, seconds) {
       req.socket[PACED] = { model, until: Date.now() + seconds * 1000 };
     },
+    /** Whether a request comes on a connection that a model refused and told to wait, still waiting. */
+    holds(req) {
+      const paced = req.socket[PACED];
+      return paced !== undefined && paced.until > Date.now();
+    },
     /**
      * Middleware that holds a request which came too soon on a connection that its model refused.
      * @param {(req: import('express').Request) => import('../index').Model | undefined} modelOf

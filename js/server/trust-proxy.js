@@ -62,6 +62,9 @@ function forwardedAddress(entry) {
  * @returns {string}
  */
 function clientAddress(req) {
+  // A request that never reached Express (js/server/predict.js's lane, which no app that trusts a proxy
+  // has) has no req.ip: its client is its peer, as Express's would be.
+  if (!('ips' in req)) return req.socket.remoteAddress ?? '';
   return forwardedAddress(req.ip) || (req.ips[1] ?? req.socket.remoteAddress ?? '');
 }
 

@@ -83,10 +83,14 @@ function listening(child) {
   });
 }
 
-/** An Express app (or any request listener) served on an ephemeral loopback port. */
+/**
+ * An app of createApp's served on an ephemeral loopback port as the server serves it (its predict lane
+ * first, js/server/app.js serverHandler), or any request listener.
+ */
 function listen(app) {
   return new Promise((resolve) => {
-    const server = http.createServer(app).listen(0, '127.0.0.1', () => resolve({ server, base: `http://127.0.0.1:${server.address().port}` }));
+    const { serverHandler } = require('choripan/server');
+    const server = http.createServer(serverHandler(app)).listen(0, '127.0.0.1', () => resolve({ server, base: `http://127.0.0.1:${server.address().port}` }));
   });
 }
 

@@ -42,7 +42,8 @@ void main;
 // require('choripan/server'), embedded in an app of one's own.
 import express from 'express';
 import { trace } from '@opentelemetry/api';
-import { createApp, type ErrorResponse, type PredictResponse } from 'choripan/server';
+import * as http from 'node:http';
+import { createApp, serverHandler, type ErrorResponse, type PredictResponse } from 'choripan/server';
 
 async function embed(): Promise<void> {
   const model: Model = await load('models/default.pt2');
@@ -59,6 +60,7 @@ async function embed(): Promise<void> {
   createApp({ model, apiKeys: [{ key: 'a-key-of-sixteen-characters', scope: 'root' }] });
   // @ts-expect-error: createApp takes options, not a model
   createApp(model);
+  http.createServer(serverHandler(two)).listen(0);
 }
 
 void embed;
